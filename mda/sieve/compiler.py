@@ -1,0 +1,355 @@
+"""Check a parsed script against the command table and build the tree the interpreter runs.
+
+Everything that can be decided without a message is decided here, once per script: unknown commands,
+tests and tags, missing ``require`` (RFC 5228 §3.2), argument shapes, comparator names (§2.7.3),
+``if``/``elsif``/``else`` order, ``set`` modifiers (RFC 5229 §4.1), literal redirect addresses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import SieveError
+from .match import COMPARATORS
+from .strings import Value, compile_string
+from .syntax import Argument, CommandNode, NumberArg, StringArg, TagArg, TestNode
+
+#: Capabilities accepted by ``require``. ``ereject`` is RFC 5429's; ``mailbox`` only brings ``:create``.
+CAPABILITIES = frozenset(
+    {
+        "fileinto", "reject", "ereject", "envelope", "subaddress", "copy", "imap4flags", "vacation",
+        "variables", "body", "mailbox", "comparator-i;octet", "comparator-i;ascii-casemap",
+    }
+)
+
+# Argument kinds of the table below.
+STRING, STRLIST, NUMBER = "string", "string-list", "number"
+
+
+@dataclass(frozen=True, slots=True)
+class TagSpec:
+    """A tagged argument: its exclusive group (one tag per group), the kind of its value, if any, and
+    the capability it needs."""
+
+    group: str
+    kind: str | None = None
+    extension: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    positional: tuple[str, ...] = ()
+    tags: Mapping[str, TagSpec] = field(default_factory=dict)
+    extension: str | None = None
+    #: The first positional argument may be left out (imap4flags' optional variable name).
+    optional_first: bool = False
+    tests: str = "none"  # "none", "one" or "list"
+
+
+_MATCH = {
+    "is": TagSpec("match"),
+    "contains": TagSpec("match"),
+    "matches": TagSpec("match"),
+    "comparator": TagSpec("comparator", STRING),
+}
+_ADDRESS_PART = {
+    "all": TagSpec("part"),
+    "localpart": TagSpec("part"),
+    "domain": TagSpec("part"),
+    "user": TagSpec("part", None, "subaddress"),
+    "detail": TagSpec("part", None, "subaddress"),
+}
+_FLAGS = {"flags": TagSpec("flags", STRLIST, "imap4flags")}
+_COPY = {"copy": TagSpec("copy", None, "copy")}
+
+COMMANDS: Mapping[str, Spec] = {
+    "require": Spec((STRLIST,)),
+    "stop": Spec(),
+    "keep": Spec((), _FLAGS),
+    "discard": Spec(),
+    "fileinto": Spec((STRING,), {**_FLAGS, **_COPY, "create": TagSpec("create", None, "mailbox")},
+                     "fileinto"),
+    "redirect": Spec((STRING,), _COPY),
+    "reject": Spec((STRING,), extension="reject"),
+    "ereject": Spec((STRING,), extension="ereject"),
+    "vacation": Spec(
+        (STRING,),
+        {
+            "days": TagSpec("days", NUMBER),
+            "subject": TagSpec("subject", STRING),
+            "from": TagSpec("from", STRING),
+            "addresses": TagSpec("addresses", STRLIST),
+            "mime": TagSpec("mime"),
+            "handle": TagSpec("handle", STRING),
+        },
+        "vacation",
+    ),
+    # RFC 5229 §4.1: modifiers of equal precedence exclude each other, hence the groups.
+    "set": Spec(
+        (STRING, STRING),
+        {
+            "lower": TagSpec("case"),
+            "upper": TagSpec("case"),
+            "lowerfirst": TagSpec("first"),
+            "upperfirst": TagSpec("first"),
+            "quotewildcard": TagSpec("quote"),
+            "length": TagSpec("length"),
+        },
+        "variables",
+    ),
+    "setflag": Spec((STRING, STRLIST), extension="imap4flags", optional_first=True),
+    "addflag": Spec((STRING, STRLIST), extension="imap4flags", optional_first=True),
+    "removeflag": Spec((STRING, STRLIST), extension="imap4flags", optional_first=True),
+}
+
+TESTS: Mapping[str, Spec] = {
+    "true": Spec(),
+    "false": Spec(),
+    "not": Spec(tests="one"),
+    "allof": Spec(tests="list"),
+    "anyof": Spec(tests="list"),
+    "exists": Spec((STRLIST,)),
+    "size": Spec((), {"over": TagSpec("size", NUMBER), "under": TagSpec("size", NUMBER)}),
+    "header": Spec((STRLIST, STRLIST), _MATCH),
+    "address": Spec((STRLIST, STRLIST), {**_MATCH, **_ADDRESS_PART}),
+    "envelope": Spec((STRLIST, STRLIST), {**_MATCH, **_ADDRESS_PART}, "envelope"),
+    "hasflag": Spec((STRLIST, STRLIST), _MATCH, "imap4flags", optional_first=True),
+    "string": Spec((STRLIST, STRLIST), _MATCH, "variables"),
+    "body": Spec(
+        (STRLIST,),
+        {
+            **_MATCH,
+            "raw": TagSpec("transform"),
+            "text": TagSpec("transform"),
+            "content": TagSpec("transform", STRLIST),
+        },
+        "body",
+    ),
+}
+
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ADDR_SPEC = re.compile(r"[^\s@<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+@dataclass(frozen=True, slots=True)
+class Test:
+    """A validated test: ``tags`` maps a tag group to the tag name or its value."""
+
+    name: str
+    line: int
+    tags: Mapping[str, Any]
+    args: tuple[Any, ...]
+    tests: tuple[Test, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    line: int
+    tags: Mapping[str, Any]
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    test: Test | None  # None for ``else``
+    block: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class If:
+    """An ``if`` with its ``elsif``/``else`` chain (RFC 5228 §3.1)."""
+
+    line: int
+    branches: tuple[Branch, ...]
+
+
+Node = Command | If
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A compiled script, immutable and safe to share between deliveries and threads."""
+
+    name: str
+    body: tuple[Node, ...]
+    extensions: frozenset[str]
+
+
+class _Compiler:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.extensions: set[str] = set()
+
+    def error(self, line: int, message: str) -> SieveError:
+        return SieveError(self.name, line, message)
+
+    def script(self, commands: tuple[CommandNode, ...]) -> Script:
+        body = self.block(commands, top=True)
+        return Script(self.name, body, frozenset(self.extensions))
+
+    def block(self, commands: tuple[CommandNode, ...], top: bool = False) -> tuple[Node, ...]:
+        out: list[Node] = []
+        requires_allowed = top
+        for cmd in commands:
+            if cmd.name == "require":
+                if not requires_allowed:
+                    raise self.error(cmd.line, "require must come before any other command (RFC 5228 §3.2)")
+                self.require(cmd)
+                continue
+            requires_allowed = False
+            if cmd.name == "if":
+                out.append(If(cmd.line, (self.branch(cmd),)))
+            elif cmd.name in ("elsif", "else"):
+                previous = out[-1] if out else None
+                if not isinstance(previous, If) or previous.branches[-1].test is None:
+                    raise self.error(cmd.line, f"{cmd.name} without a preceding if or elsif")
+                out[-1] = If(previous.line, (*previous.branches, self.branch(cmd)))
+            else:
+                out.append(self.command(cmd))
+        return tuple(out)
+
+    def require(self, cmd: CommandNode) -> None:
+        if cmd.block is not None or cmd.tests or len(cmd.args) != 1 or not isinstance(cmd.args[0], StringArg):
+            raise self.error(cmd.line, "require expects one string list")
+        for capability in cmd.args[0].values:
+            if capability not in CAPABILITIES:
+                raise self.error(cmd.line, f"unknown Sieve capability '{capability}'")
+            self.extensions.add(capability)
+
+    def branch(self, cmd: CommandNode) -> Branch:
+        if cmd.block is None:
+            raise self.error(cmd.line, f"{cmd.name} needs a block")
+        if cmd.args:
+            raise self.error(cmd.line, f"{cmd.name} takes no arguments")
+        if cmd.name == "else":
+            if cmd.tests:
+                raise self.error(cmd.line, "else takes no test")
+            test = None
+        else:
+            if len(cmd.tests) != 1:
+                raise self.error(cmd.line, f"{cmd.name} needs exactly one test")
+            test = self.test(cmd.tests[0])
+        return Branch(test, self.block(cmd.block))
+
+    def command(self, cmd: CommandNode) -> Command:
+        spec = COMMANDS.get(cmd.name)
+        if spec is None:
+            raise self.error(cmd.line, f"unknown command '{cmd.name}'")
+        if cmd.block is not None:
+            raise self.error(cmd.line, f"command '{cmd.name}' takes no block")
+        if cmd.tests:
+            raise self.error(cmd.line, f"command '{cmd.name}' takes no test")
+        tags, args = self.arguments(cmd.name, cmd.line, cmd.args, spec)
+        command = Command(cmd.name, cmd.line, tags, args)
+        self.check_command(command)
+        return command
+
+    def test(self, node: TestNode) -> Test:
+        spec = TESTS.get(node.name)
+        if spec is None:
+            raise self.error(node.line, f"unknown test '{node.name}'")
+        tags, args = self.arguments(node.name, node.line, node.args, spec)
+        count = len(node.tests)
+        if spec.tests == "none" and count:
+            raise self.error(node.line, f"test '{node.name}' takes no sub-tests")
+        if spec.tests == "one" and count != 1:
+            raise self.error(node.line, f"test '{node.name}' needs exactly one test")
+        if spec.tests == "list" and (count == 0 or len(node.args) > 0):
+            raise self.error(node.line, f"test '{node.name}' needs a test list")
+        test = Test(node.name, node.line, tags, args, tuple(self.test(t) for t in node.tests))
+        self.check_test(test)
+        return test
+
+    def arguments(
+        self, name: str, line: int, raw: tuple[Argument, ...], spec: Spec
+    ) -> tuple[dict[str, Any], tuple[Any, ...]]:
+        """Split tagged from positional arguments (RFC 5228 §2.6: tags come first) and check kinds."""
+        if spec.extension is not None and spec.extension not in self.extensions:
+            raise self.error(line, f"'{name}' needs require \"{spec.extension}\"")
+        tags: dict[str, Any] = {}
+        i = 0
+        while i < len(raw) and isinstance(raw[i], TagArg):
+            tag = raw[i]
+            assert isinstance(tag, TagArg)
+            tspec = spec.tags.get(tag.name)
+            if tspec is None:
+                raise self.error(tag.line, f"unknown tag ':{tag.name}' for '{name}'")
+            if tspec.extension is not None and tspec.extension not in self.extensions:
+                raise self.error(tag.line, f"':{tag.name}' needs require \"{tspec.extension}\"")
+            if tspec.group in tags:
+                raise self.error(tag.line, f"':{tag.name}' conflicts with an earlier tag of '{name}'")
+            i += 1
+            if tspec.kind is None:
+                tags[tspec.group] = tag.name
+                continue
+            if i >= len(raw):
+                raise self.error(tag.line, f"':{tag.name}' needs a {tspec.kind} argument")
+            value = self.value(raw[i], tspec.kind, f"':{tag.name}'")
+            tags[tspec.group] = (tag.name, value) if tspec.group in ("size", "transform") else value
+            i += 1
+        positional = raw[i:]
+        kinds = spec.positional
+        if spec.optional_first and len(positional) == len(kinds) - 1:
+            kinds = kinds[1:]
+            tags["variable_given"] = False
+        elif spec.optional_first:
+            tags["variable_given"] = True
+        if len(positional) != len(kinds):
+            if any(isinstance(a, TagArg) for a in positional):
+                raise self.error(line, f"tagged arguments of '{name}' must come before the others")
+            count = len(positional)
+            raise self.error(line, f"'{name}' expects {len(kinds)} positional argument(s), got {count}")
+        values = tuple(self.value(a, k, f"'{name}'") for a, k in zip(positional, kinds, strict=True))
+        return tags, values
+
+    def value(self, arg: Argument, kind: str, what: str) -> Any:
+        variables = "variables" in self.extensions
+        if kind == NUMBER:
+            if not isinstance(arg, NumberArg):
+                raise self.error(arg.line, f"{what} expects a number")
+            return arg.value
+        if not isinstance(arg, StringArg):
+            raise self.error(arg.line, f"{what} expects a {kind}")
+        if kind == STRING:
+            if arg.is_list and len(arg.values) != 1:
+                raise self.error(arg.line, f"{what} expects a single string, not a list")
+            return compile_string(arg.values[0], variables)
+        return tuple(compile_string(v, variables) for v in arg.values)
+
+    def check_command(self, cmd: Command) -> None:
+        if cmd.name == "redirect" and isinstance(cmd.args[0], str) and not _ADDR_SPEC.fullmatch(cmd.args[0]):
+            raise self.error(cmd.line, f"redirect address '{cmd.args[0]}' is invalid")
+        if cmd.name == "set":
+            target = cmd.args[0]
+            if not isinstance(target, str) or not _VARIABLE_NAME.fullmatch(target):
+                raise self.error(cmd.line, f"invalid variable name '{target}' (RFC 5229 §4)")
+        if cmd.name in ("setflag", "addflag", "removeflag") and cmd.tags["variable_given"]:
+            self.require_variables(cmd.line, cmd.args[0])
+        if cmd.name == "fileinto" and cmd.args[0] == "":
+            raise self.error(cmd.line, "fileinto needs a non-empty folder name")
+
+    def check_test(self, test: Test) -> None:
+        comparator = test.tags.get("comparator")
+        if comparator is not None and comparator not in COMPARATORS:
+            raise self.error(test.line, f"unknown comparator '{comparator}'")
+        if test.name == "envelope":
+            for part in test.args[0]:
+                if isinstance(part, str) and part.lower() not in ("from", "to"):
+                    raise self.error(test.line, f"unknown envelope part '{part}'")
+        if test.name == "hasflag" and test.tags["variable_given"]:
+            for name in test.args[0]:
+                self.require_variables(test.line, name)
+
+    def require_variables(self, line: int, name: Value) -> None:
+        if "variables" not in self.extensions:
+            raise self.error(line, 'a flag variable name needs require "variables"')
+        if not isinstance(name, str) or not _VARIABLE_NAME.fullmatch(name):
+            raise self.error(line, f"invalid variable name '{name}'")
+
+
+def compile_commands(commands: tuple[CommandNode, ...], name: str) -> Script:
+    return _Compiler(name).script(commands)

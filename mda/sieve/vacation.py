@@ -1,0 +1,180 @@
+"""Vacation (RFC 5230): whether to answer, the persistent record of answers, and the reply message.
+
+The decision follows RFC 5230 §4.5 and RFC 3834 §2, with the checks Pigeonhole adds: never answer the
+null sender, system senders, automatic or bulk mail, mailing lists, or mail that does not name the
+recipient; answer a sender once per period and handle. The record is kept in SQLite so that it survives
+restarts and can be shared by several delivery processes.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import sqlite3
+import time
+from email.header import Header
+from pathlib import Path
+
+from .actions import PendingVacation, Vacation
+from .message import SieveMessage, split_address
+
+#: Pigeonhole's defaults ``sieve_vacation_min_period = 1d`` and ``sieve_vacation_max_period = 60d``.
+MIN_PERIOD = 86400
+MAX_PERIOD = 60 * 86400
+#: RFC 5230 §4.1: ":days" defaults to 7.
+DEFAULT_DAYS = 7
+
+# RFC 3834 §2 and Pigeonhole: local parts of senders that are programs, never people.
+_SYSTEM_LOCALPARTS = frozenset({"mailer-daemon", "listserv", "majordomo"})
+# RFC 2369 / RFC 2919 list fields: a message carrying one came through a mailing list.
+_LIST_FIELDS = ("list-id", "list-owner", "list-subscribe", "list-post", "list-unsubscribe", "list-help",
+                "list-archive")
+# RFC 5230 §4.5: the recipient must appear in one of these fields.
+_RECIPIENT_FIELDS = ("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc")
+_BULK = frozenset({"bulk", "list", "junk"})
+_CRLF_OR_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+class VacationState:
+    """Which senders were answered, per ``(recipient, sender, handle)``, in a SQLite file.
+
+    ``replied_recently`` only reads; ``record`` writes, and the caller calls it once the reply is sent,
+    so that a delivery that fails half-way does not suppress the next reply.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with self._connect() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS replies (recipient TEXT NOT NULL, sender TEXT NOT NULL,"
+                " handle TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (recipient, sender, handle))"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=10)
+
+    def replied_recently(self, recipient: str, sender: str, handle: str, now: float) -> bool:
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT expires FROM replies WHERE recipient = ? AND sender = ? AND handle = ?",
+                (recipient.lower(), sender.lower(), handle),
+            ).fetchone()
+        return row is not None and row[0] > now
+
+    def record(self, reply: Vacation, now: float | None = None) -> None:
+        """Remember that ``reply`` was sent; expired entries are pruned on the way."""
+        when = time.time() if now is None else now
+        with self._connect() as db:
+            db.execute("DELETE FROM replies WHERE expires <= ?", (when,))
+            db.execute(
+                "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)",
+                (reply.recipient.lower(), reply.to.lower(), reply.handle, when + reply.period),
+            )
+
+
+def skip_reason(
+    pending: PendingVacation,
+    message: SieveMessage,
+    sender: str,
+    recipients: tuple[str, ...],
+) -> tuple[str | None, str]:
+    """Return ``(why not, address)``: the reason not to answer (``None`` to answer) and the recipient
+    address found in the message, which becomes the reply's default From."""
+    if not sender:
+        return "null sender (RFC 5230 §4.5)", ""
+    local = split_address(sender).localpart.lower()
+    if local in _SYSTEM_LOCALPARTS or local.startswith("owner-") or local.endswith("-request"):
+        return "system address (RFC 3834 §2)", ""
+    mine = {a.lower() for a in (*recipients, *pending.addresses) if a}
+    if sender.lower() in mine:
+        return "sender is the recipient", ""
+    for value in message.header_values("auto-submitted"):
+        if value.split(";", 1)[0].strip().lower() != "no":
+            return "Auto-Submitted message (RFC 3834 §2)", ""
+    for value in message.header_values("precedence"):
+        if value.strip().lower() in _BULK:
+            return f"Precedence: {value.strip()} message (RFC 3834 §2)", ""
+    for name in _LIST_FIELDS:
+        if message.headers.get(name):
+            return "mailing list message (RFC 3834 §2)", ""
+    for name in _RECIPIENT_FIELDS:
+        for addr in message.addresses(name):
+            if addr.all.lower() in mine:
+                return None, addr.all
+    return "recipient not named in To/Cc/Bcc (RFC 5230 §4.5)", ""
+
+
+def decide(
+    pending: PendingVacation,
+    message: SieveMessage,
+    sender: str,
+    recipient: str,
+    original_recipient: str | None,
+    state: VacationState | None,
+    now: float,
+) -> tuple[Vacation | None, str]:
+    """Apply the decision rules; returns the reply to send (or ``None``) and a reason for the log."""
+    recipients = (recipient, original_recipient or "")
+    why, found = skip_reason(pending, message, sender, recipients)
+    if why is not None:
+        return None, why
+    period = min(max(pending.days * 86400, MIN_PERIOD), MAX_PERIOD)
+    if state is not None and state.replied_recently(recipient, sender, pending.handle, now):
+        return None, "already answered in this period (RFC 5230 §4.2)"
+    subjects = message.header_values("subject")
+    if pending.subject is not None:
+        subject = pending.subject
+    elif subjects and subjects[0]:
+        subject = f"Auto: {subjects[0]}"  # RFC 5230 §4.5 default
+    else:
+        subject = "Automated reply"
+    message_ids = message.headers.get("message-id")
+    reply = Vacation(
+        recipient=recipient,
+        to=sender,
+        from_=pending.from_ or found,
+        subject=subject,
+        reason=pending.reason,
+        mime=pending.mime,
+        handle=pending.handle,
+        period=period,
+        in_reply_to=message_ids[0].strip() if message_ids else None,
+    )
+    return reply, "reply"
+
+
+def _clean(value: str) -> str:
+    """Header text from a script or a message never spans lines: no injected fields."""
+    return _CRLF_OR_CONTROL.sub(" ", value).strip()
+
+
+def build_reply(reply: Vacation, *, now: float | None = None, hostname: str = "localhost") -> bytes:
+    """The reply message (CRLF line ends), to be sent with the null sender ``MAIL FROM:<>``.
+
+    RFC 3834 §3.1: ``Auto-Submitted: auto-replied``, ``In-Reply-To``/``References`` of the original.
+    With ``:mime`` the reason is a MIME entity whose own headers follow ours (RFC 5230 §5).
+    """
+    headers = [
+        ("Date", email.utils.formatdate(now, localtime=False)),
+        ("Message-ID", email.utils.make_msgid(domain=hostname)),
+        ("From", _clean(reply.from_)),
+        ("To", f"<{_clean(reply.to)}>"),
+        ("Subject", _encode_subject(_clean(reply.subject))),
+        ("Auto-Submitted", "auto-replied (vacation)"),
+        ("Precedence", "bulk"),
+    ]
+    if reply.in_reply_to:
+        headers += [("In-Reply-To", _clean(reply.in_reply_to)), ("References", _clean(reply.in_reply_to))]
+    headers.append(("MIME-Version", "1.0"))
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    body = reply.reason.replace("\r\n", "\n").replace("\n", "\r\n")
+    if reply.mime:
+        return (head + body).encode("utf-8")
+    head += "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+    return (head + "\r\n" + body).encode("utf-8")
+
+
+def _encode_subject(subject: str) -> str:
+    if subject.isascii():
+        return subject
+    return Header(subject, "utf-8").encode()

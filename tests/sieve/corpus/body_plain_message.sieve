@@ -1,0 +1,3 @@
+require ["body", "fileinto"];
+if body :contains "see you" { fileinto "Plain"; }
+if body :is "nothing" { fileinto "Never"; }

@@ -1,0 +1,5 @@
+# hash comment
+/* bracketed
+   comment */
+REQUIRE "fileinto"; # trailing
+IF Header :Contains "SUBJECT" "meeting" { FileInto "Upper"; }

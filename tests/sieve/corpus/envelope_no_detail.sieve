@@ -1,0 +1,2 @@
+require ["fileinto", "envelope", "subaddress"];
+if envelope :detail :matches "to" "*" { fileinto "HasDetail"; }

@@ -1,0 +1,5 @@
+require "fileinto";
+fileinto "Work";
+fileinto "Work";
+keep;
+keep;

@@ -1,0 +1,2 @@
+require "fileinto";
+if header :is "Subject" "meeting on monday" { fileinto "Hit"; }

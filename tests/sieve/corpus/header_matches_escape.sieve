@@ -1,0 +1,3 @@
+require "fileinto";
+if header :matches "subject" "\\*SPAM\\* *" { fileinto "Spam"; }
+if header :matches "subject" "\\*SPAM\\?*" { fileinto "Never"; }

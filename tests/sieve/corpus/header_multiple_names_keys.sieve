@@ -1,0 +1,2 @@
+require "fileinto";
+if header :contains ["x-spam", "subject"] ["lottery", "monday"] { fileinto "Any"; }

@@ -1,0 +1,4 @@
+require ["imap4flags", "fileinto"];
+addflag "\\Deleted";
+fileinto :flags ["\\Seen", "urgent"] "Urgent";
+keep :flags "\\Draft";

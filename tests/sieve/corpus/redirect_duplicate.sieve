@@ -1,0 +1,3 @@
+redirect "carol@example.net";
+redirect "Carol@Example.NET";
+redirect "dave@example.net";

@@ -1,0 +1,5 @@
+require "reject";
+reject text:
+Please do not write to this address.
+.
+;

@@ -1,0 +1,3 @@
+require "fileinto";
+if true { fileinto "T"; }
+if false { fileinto "F"; }

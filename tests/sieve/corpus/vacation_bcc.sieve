@@ -1,0 +1,2 @@
+require "vacation";
+vacation :from "alice@example.test" :handle "h1" "away";

@@ -1,0 +1,54 @@
+"""The corpus: every script/message pair gives the same actions in mda and in Pigeonhole.
+
+``NAME.json`` holds the envelope, optional ``before`` scripts (``corpus/before/``) run first as
+``sieve_before`` scripts, and ``expect``: Pigeonhole's answer recorded from ``sieve-test``, so that the
+corpus also checks mda where Pigeonhole is not installed or the tests do not run as root.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import SIEVE_TEST, Pigeonhole, normalise_outcome
+
+from mda.sieve import SieveEnvelope, compile_file, run
+
+CORPUS = Path(__file__).parent / "corpus"
+CASES = sorted(p.stem for p in CORPUS.glob("*.sieve"))
+#: Fixed clock: vacation decisions must not depend on the time the tests run.
+NOW = 1_800_000_000.0
+
+
+def load(name: str) -> tuple[list[Path], Path, SieveEnvelope, list[str]]:
+    meta = json.loads((CORPUS / f"{name}.json").read_text())
+    scripts = [CORPUS / "before" / f"{b}.sieve" for b in meta.get("before", [])]
+    envelope = SieveEnvelope(meta["sender"], meta["recipient"], meta.get("original_recipient"))
+    return [*scripts, CORPUS / f"{name}.sieve"], CORPUS / f"{name}.eml", envelope, meta["expect"]
+
+
+def mda_actions(scripts: list[Path], message: Path, envelope: SieveEnvelope) -> list[str]:
+    outcome = run([compile_file(s) for s in scripts], message.read_bytes(), envelope, now=NOW)
+    return normalise_outcome(outcome)
+
+
+def test_corpus_is_large_enough() -> None:
+    assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_corpus_matches_recorded_pigeonhole(name: str) -> None:
+    scripts, message, envelope, expect = load(name)
+    assert mda_actions(scripts, message, envelope) == expect
+
+
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which(SIEVE_TEST) is None, reason="Pigeonhole sieve-test is not installed")
+@pytest.mark.parametrize("name", CASES)
+def test_corpus_matches_live_pigeonhole(name: str, pigeonhole: Pigeonhole) -> None:
+    scripts, message, envelope, expect = load(name)
+    oracle = pigeonhole.actions(scripts, message, envelope)
+    assert oracle == expect, "recorded expectation is stale"
+    assert mda_actions(scripts, message, envelope) == oracle
