@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SIEVE_TEST, Pigeonhole, normalise_outcome
+from sieve_oracle import SIEVE_TEST, Pigeonhole, normalise_outcome
 
 from mda.sieve import SieveEnvelope, compile_file, run
 
