@@ -1,0 +1,156 @@
+"""Envelope addresses: parsing (RFC 5321 §4.1.2), normalisation, subaddress and IDN.
+
+Pure functions on text, no lookups. What leaves this module is either a checked ``Address`` whose parts
+are safe to compare and to log, or an ``AddressError`` that the protocol turns into ``501 5.1.3``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_LOCAL_PART = 64
+"""RFC 5321 §4.5.3.1.1: a local part is at most 64 octets."""
+MAX_DOMAIN = 255
+"""RFC 5321 §4.5.3.1.2: a domain is at most 255 octets."""
+
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
+_DOT_ATOM = re.compile(rf"[{_ATEXT}\u0080-\U0010ffff]+(?:\.[{_ATEXT}\u0080-\U0010ffff]+)*")
+_QUOTED = re.compile(r'"((?:[^"\\\x00-\x1f\x7f]|\\[\x20-\x7e])*)"')
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+class AddressError(ValueError):
+    """An address that cannot be parsed; the message is safe to show to a client."""
+
+
+@dataclass(frozen=True)
+class Address:
+    """A parsed mailbox: local part as sent (unquoted when it needs no quotes), domain as an A-label."""
+
+    local: str
+    domain: str
+
+    def __str__(self) -> str:
+        return f"{self.local}@{self.domain}" if self.domain else self.local
+
+    @property
+    def is_ascii(self) -> bool:
+        return self.local.isascii()
+
+
+def normalize_domain(name: str) -> str:
+    """Lower-case A-label form of a domain; U-labels are converted (IDNA), so both forms match."""
+    text = name.strip().rstrip(".")
+    if not text:
+        raise AddressError("empty domain")
+    if text.startswith("[") and text.endswith("]"):
+        return text.lower()
+    if not text.isascii():
+        try:
+            text = text.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise AddressError("invalid internationalised domain") from None
+    text = text.lower()
+    if len(text) > MAX_DOMAIN:
+        raise AddressError("domain too long")
+    for label in text.split("."):
+        if not _LABEL.fullmatch(label):
+            raise AddressError("invalid domain")
+        if label.startswith("xn--"):
+            try:
+                label.encode("ascii").decode("idna")
+            except UnicodeError:
+                raise AddressError("invalid internationalised domain") from None
+    return text
+
+
+def _local_part(text: str) -> str:
+    if text.startswith('"'):
+        match = _QUOTED.fullmatch(text)
+        if not match:
+            raise AddressError("invalid quoted local part")
+        value = re.sub(r"\\(.)", r"\1", match.group(1))
+        # RFC 5321 §4.1.2: "a"@x and a@x are the same mailbox; keep quotes only where they are needed.
+        return value if _DOT_ATOM.fullmatch(value) else text
+    if not _DOT_ATOM.fullmatch(text):
+        raise AddressError("invalid local part")
+    return text
+
+
+def parse_mailbox(text: str) -> Address:
+    """Parse ``local@domain`` (no angle brackets)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise AddressError("control characters in address")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise AddressError("address is not valid UTF-8") from None
+    local, at, domain = text.rpartition("@")
+    if not at or not local or not domain:
+        raise AddressError("address must be local@domain")
+    local = _local_part(local)
+    if len(local.encode("utf-8")) > MAX_LOCAL_PART:
+        raise AddressError("local part too long")
+    return Address(local=local, domain=normalize_domain(domain))
+
+
+def parse_path(text: str) -> tuple[Address | None, str]:
+    """Split ``<path> params`` of MAIL FROM/RCPT TO; returns (address or None for ``<>``, params).
+
+    A source route (``<@a,@b:user@d>``, RFC 5321 §4.1.2 and Appendix C) is accepted and ignored.
+    Brackets are optional, as many clients omit them.
+    """
+    text = text.strip()
+    if text.startswith("<"):
+        end = _closing_bracket(text)
+        inner, params = text[1:end], text[end + 1 :].strip()
+    else:
+        inner, _, params = text.partition(" ")
+        params = params.strip()
+    if inner.startswith("@"):
+        _route, colon, inner = inner.partition(":")
+        if not colon:
+            raise AddressError("invalid source route")
+    if inner == "":
+        return None, params
+    return parse_mailbox(inner), params
+
+
+def _closing_bracket(text: str) -> int:
+    quoted = False
+    escaped = False
+    for index, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ">" and not quoted:
+            return index
+    raise AddressError("missing '>'")
+
+
+def split_detail(local: str, delimiters: str) -> tuple[str, str | None]:
+    """``alice+lists`` → (``alice``, ``lists``) at the first of any delimiter character (like Postfix)."""
+    if not delimiters:
+        return local, None
+    for index, char in enumerate(local):
+        if char in delimiters and index > 0:
+            return local[:index], local[index + 1 :]
+    return local, None
+
+
+def normalize_config_address(value: str, *, allow_catch_all: bool = False) -> str:
+    """An address written in the configuration, domain in A-label lower case; ``@domain`` if allowed."""
+    text = value.strip()
+    if allow_catch_all and text.startswith("@"):
+        return "@" + normalize_domain(text[1:])
+    address = parse_mailbox(text)
+    return f"{address.local}@{address.domain}"
+
+
+def fold_local(local: str, case_sensitive: bool) -> str:
+    """The local part as compared (RFC 5321 §2.4 leaves case to the host; mda folds by default)."""
+    return local if case_sensitive else local.lower()

@@ -1,0 +1,748 @@
+"""The configuration: YAML in, frozen dataclasses out, every key and default declared once.
+
+The contract is ``shared/config.md`` (README repeats it). Unknown keys are errors naming file, line and
+key, because a typo in a mail server's configuration must never pass silently. Nothing here is read
+again at delivery time: a loaded ``Config`` is immutable and a reload builds a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+import socket
+import string
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mda.units import parse_duration, parse_size
+from mda.yamlsource import ConfigError, Document, PathKey, load_file, load_text
+
+T = TypeVar("T")
+
+STORAGE_FORMATS = ("maildir", "mbox")
+PROTOCOLS = ("lmtp", "smtp")
+TLS_MODES = ("starttls", "implicit")
+BARE_NEWLINE_MODES = ("reject", "normalize")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+TEMPLATE_FIELDS = ("user", "domain", "detail", "home")
+
+DEFAULT_CONFIG_YAML = """\
+listeners:
+  - protocol: lmtp
+    bind: 127.0.0.1:2424
+  - protocol: smtp
+    bind: 127.0.0.1:2525
+domains:
+  localhost:
+    any_user: true
+storage:
+  format: maildir
+  path: ./mail/{domain}/{user}/Maildir
+  fsync: true
+metrics:
+  bind: 127.0.0.1:9464
+"""
+"""The embedded default: what ``mda serve`` runs with no ``--config`` (hostname from the machine)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-session limits; each listener may override any of them."""
+
+    max_message_size: int = 50 * 1024 * 1024
+    max_recipients: int = 1000
+    max_connections: int = 1000
+    max_connections_per_client: int = 100
+    command_timeout: float = 300.0  # RFC 5321 §4.5.3.2.7: at least 5 minutes per command
+    data_timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class BindAddress:
+    """Where a listener listens: a TCP host and port (0 = any free port) or a UNIX socket path."""
+
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @property
+    def is_unix(self) -> bool:
+        return bool(self.path)
+
+    def __str__(self) -> str:
+        if self.path:
+            return f"unix:{self.path}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    cert: Path
+    key: Path
+    mode: str = "starttls"
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    required: bool = False
+    users_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    protocol: str
+    bind: BindAddress
+    socket_mode: int | None = None
+    socket_owner: str | None = None
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    tls: TlsSettings | None = None
+    require_tls: bool = False
+    auth: AuthSettings | None = None
+    proxy_protocol: bool = False
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def label(self) -> str:
+        """Short name for logs and metrics labels (never client data)."""
+        return f"{self.protocol} {self.bind}"
+
+
+@dataclass(frozen=True)
+class MailboxSettings:
+    """Settings a user, a domain or the global storage section may set; ``None`` means inherit."""
+
+    path: str | None = None
+    format: str | None = None
+    quota: int | None = None
+    quota_messages: int | None = None
+    sieve: str | None = None
+    owner: str | None = None
+    create_folders: bool | None = None
+
+    def over(self, fallback: MailboxSettings) -> MailboxSettings:
+        """These settings with every unset value taken from ``fallback``."""
+        return MailboxSettings(
+            **{
+                f.name: getattr(self, f.name) if getattr(self, f.name) is not None else getattr(fallback, f.name)
+                for f in fields(self)
+            }
+        )
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    name: str
+    any_user: bool = False
+    passwd: bool = False
+    mailbox: MailboxSettings = field(default_factory=MailboxSettings)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    format: str = "maildir"
+    path: str = "/var/mail/{domain}/{user}/Maildir"
+    fsync: bool = True
+    owner: str | None = None
+    create_folders: bool = False
+    lock_timeout: float = 30.0
+    quota_full_tempfail: bool = False
+    quota: int | None = None
+    quota_messages: int | None = None
+
+    @property
+    def mailbox(self) -> MailboxSettings:
+        """The global defaults as the last fallback of per-user settings."""
+        return MailboxSettings(
+            path=self.path,
+            format=self.format,
+            quota=self.quota,
+            quota_messages=self.quota_messages,
+            owner=self.owner,
+            create_folders=self.create_folders,
+        )
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    bind: BindAddress
+
+
+@dataclass(frozen=True)
+class SubmissionConfig:
+    """Outbound path for Sieve redirect/vacation and DSNs: SMTP host:port, or a sendmail command."""
+
+    host: str | None = None
+    port: int = 25
+    sendmail: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SieveConfig:
+    path: str | None = "{home}/active.sieve"
+    before: tuple[Path, ...] = ()
+    after: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    """One complete, validated configuration. Immutable: a reload builds a new one and swaps it in."""
+
+    hostname: str
+    listeners: tuple[ListenerConfig, ...]
+    domains: Mapping[str, DomainConfig]
+    storage: StorageConfig
+    users: Mapping[str, MailboxSettings]
+    aliases: Mapping[str, tuple[str, ...]]
+    users_file: Path | None = None
+    recipient_delimiter: str = "+"
+    case_sensitive_local_part: bool = False
+    max_hops: int = 50
+    duplicate_window: float = 0.0
+    free_space_reserve: str = "1%"
+    bare_newline: str = "reject"
+    limits: Limits = field(default_factory=Limits)
+    metrics: MetricsConfig | None = None
+    log_format: str = "text"
+    log_level: str = "info"
+    workers: int = 1
+    shutdown_timeout: float = 30.0
+    user: str | None = None
+    state_dir: Path | None = None
+    submission: SubmissionConfig | None = None
+    sieve: SieveConfig | None = None
+    source: Path | None = None
+    digest: str = ""
+
+
+# --- parsing helpers ------------------------------------------------------------------------------
+
+
+class _Section:
+    """One mapping of the document: typed reads by key, and unknown keys refused at the end."""
+
+    def __init__(self, doc: Document, path: PathKey, value: Any) -> None:
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise doc.error(path, f"expected a mapping, got {_kind(value)}")
+        self.doc = doc
+        self.path = path
+        self.values: dict[Any, Any] = value
+        self.used: set[str] = set()
+
+    def has(self, key: str) -> bool:
+        return key in self.values
+
+    def get(self, key: str, convert: Callable[[Any], T], default: T) -> T:
+        self.used.add(key)
+        if key not in self.values:
+            return default
+        return self.convert(key, convert)
+
+    def convert(self, key: str, convert: Callable[[Any], T]) -> T:
+        self.used.add(key)
+        try:
+            return convert(self.values[key])
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as error:
+            raise self.doc.error((*self.path, key), str(error)) from None
+
+    def sub(self, key: str) -> _Section:
+        self.used.add(key)
+        return _Section(self.doc, (*self.path, key), self.values.get(key))
+
+    def finish(self) -> None:
+        for key in self.values:
+            if not isinstance(key, str):
+                raise self.doc.error(self.path, f"keys must be strings, got {key!r}")
+            if key not in self.used:
+                raise self.doc.error((*self.path, key), "unknown key")
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(type(value), repr(value))
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    if any(ord(c) < 32 for c in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+def _int(minimum: int, maximum: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected a whole number, got {value!r}")
+        if not minimum <= value <= maximum:
+            raise ValueError(f"must be between {minimum} and {maximum}")
+        return value
+
+    return convert
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}; got {value!r}")
+        return str(value)
+
+    return convert
+
+
+def _hostname(value: Any) -> str:
+    text = _str(value)
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", text):
+        raise ValueError(f"not a valid host name: {text!r}")
+    return text
+
+
+def parse_bind(value: Any) -> BindAddress:
+    """``HOST:PORT``, ``[IPV6]:PORT`` or ``unix:/path`` (see config.md)."""
+    text = _str(value) if not isinstance(value, int) else str(value)
+    if text.startswith("unix:"):
+        path = text[len("unix:") :]
+        if not path.startswith("/") and not path.startswith("."):
+            raise ValueError("a UNIX socket path must be absolute or start with ./")
+        return BindAddress(path=path)
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
+    if not match:
+        raise ValueError(f"expected HOST:PORT, [IPV6]:PORT or unix:/path, got {text!r}")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range")
+    return BindAddress(host=host, port=port)
+
+
+def _socket_mode(value: Any) -> int:
+    text = str(value) if isinstance(value, str) else None
+    if text is None or not re.fullmatch(r"0?[0-7]{3}", text):
+        raise ValueError(f'expected an octal mode in quotes like "0660", got {value!r}')
+    return int(text, 8)
+
+
+def _networks(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    if not isinstance(value, list):
+        raise ValueError('expected a list of networks like [127.0.0.0/8, "::1"]')
+    networks = []
+    for item in value:
+        try:
+            networks.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            raise ValueError(f"not a network: {item!r}") from None
+    return tuple(networks)
+
+
+def _str_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (_str(value),)
+    if not isinstance(value, list) or not value:
+        raise ValueError("expected a string or a non-empty list of strings")
+    return tuple(_str(item) for item in value)
+
+
+def _reserve(value: Any) -> str:
+    text = str(value).strip()
+    if text.endswith("%"):
+        number = float(text[:-1])
+        if not 0 <= number < 100:
+            raise ValueError("a percentage must be between 0% and 100%")
+        return text
+    parse_size(text)
+    return text
+
+
+def _template(value: Any) -> str:
+    text = _str(value)
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+    except ValueError as error:
+        raise ValueError(f"bad path template: {error}") from None
+    unknown = names - set(TEMPLATE_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown template field {{{sorted(unknown)[0]}}}; known: {', '.join(TEMPLATE_FIELDS)}")
+    return text
+
+
+def _limits(section: _Section, base: Limits) -> Limits:
+    limits = Limits(
+        max_message_size=section.get("max_message_size", parse_size, base.max_message_size),
+        max_recipients=section.get("max_recipients", _int(1, 1_000_000), base.max_recipients),
+        max_connections=section.get("max_connections", _int(1, 1_000_000), base.max_connections),
+        max_connections_per_client=section.get(
+            "max_connections_per_client", _int(1, 1_000_000), base.max_connections_per_client
+        ),
+        command_timeout=section.get("command_timeout", parse_duration, base.command_timeout),
+        data_timeout=section.get("data_timeout", parse_duration, base.data_timeout),
+    )
+    section.finish()
+    return limits
+
+
+def _mailbox_settings(section: _Section, *, allow: tuple[str, ...]) -> MailboxSettings:
+    converters: dict[str, Callable[[Any], Any]] = {
+        "path": _template,
+        "format": _choice(STORAGE_FORMATS),
+        "quota": parse_size,
+        "quota_messages": _int(0, 2**62),
+        "sieve": _template,
+        "owner": _str,
+        "create_folders": _bool,
+    }
+    values = {key: section.get(key, converters[key], None) for key in allow}
+    return MailboxSettings(**values)
+
+
+_USER_KEYS = ("path", "format", "quota", "quota_messages", "sieve", "owner", "create_folders")
+_DOMAIN_MAILBOX_KEYS = ("path", "format", "quota", "quota_messages", "owner", "create_folders")
+
+
+def _address_key(doc: Document, path: PathKey, value: Any, *, allow_catch_all: bool = False) -> str:
+    """Normalise an address used as a key or alias target: lower-cased domain, checked syntax."""
+    from mda.addresses import AddressError, normalize_config_address
+
+    if not isinstance(value, str):
+        raise doc.error(path, f"expected an address, got {value!r}")
+    try:
+        return normalize_config_address(value, allow_catch_all=allow_catch_all)
+    except AddressError as error:
+        raise doc.error(path, str(error)) from None
+
+
+def _users(doc: Document, path: PathKey, value: Any) -> dict[str, MailboxSettings]:
+    section = _Section(doc, path, value)
+    users: dict[str, MailboxSettings] = {}
+    for raw in list(section.values):
+        key_path = (*path, str(raw))
+        address = _address_key(doc, key_path, raw)
+        if address in users:
+            raise doc.error(key_path, "the same user appears twice (addresses compare case-insensitively)")
+        sub = section.sub(str(raw))
+        users[address] = _mailbox_settings(sub, allow=_USER_KEYS)
+        sub.finish()
+    return users
+
+
+def _domains(doc: Document, section: _Section) -> dict[str, DomainConfig]:
+    from mda.addresses import AddressError, normalize_domain
+
+    raw = section.values.get("domains")
+    section.used.add("domains")
+    path: PathKey = ("domains",)
+    entries: list[tuple[Any, Any, PathKey]]
+    if isinstance(raw, list):
+        entries = [(name, None, (*path, i)) for i, name in enumerate(raw)]
+    elif isinstance(raw, dict):
+        entries = [(name, settings, (*path, str(name))) for name, settings in raw.items()]
+    elif raw is None:
+        raise doc.error(path if "domains" in section.values else (), "domains: at least one domain is required")
+    else:
+        raise doc.error(path, "expected a list of domain names or a mapping of name to settings")
+    domains: dict[str, DomainConfig] = {}
+    for name, settings, entry_path in entries:
+        if not isinstance(name, str):
+            raise doc.error(entry_path, f"expected a domain name, got {name!r}")
+        try:
+            ascii_name = normalize_domain(name)
+        except AddressError as error:
+            raise doc.error(entry_path, str(error)) from None
+        if ascii_name in domains:
+            raise doc.error(entry_path, f"domain {name} appears twice")
+        sub = _Section(doc, entry_path, settings)
+        domains[ascii_name] = DomainConfig(
+            name=ascii_name,
+            any_user=sub.get("any_user", _bool, False),
+            passwd=sub.get("passwd", _bool, False),
+            mailbox=_mailbox_settings(sub, allow=_DOMAIN_MAILBOX_KEYS),
+        )
+        sub.finish()
+    if not domains:
+        raise doc.error(path, "at least one domain is required")
+    return domains
+
+
+def _aliases(doc: Document, value: Any) -> dict[str, tuple[str, ...]]:
+    path: PathKey = ("aliases",)
+    section = _Section(doc, path, value)
+    aliases: dict[str, tuple[str, ...]] = {}
+    for raw, targets in section.values.items():
+        key_path = (*path, str(raw))
+        source = _address_key(doc, key_path, raw, allow_catch_all=True)
+        if source in aliases:
+            raise doc.error(key_path, "the same alias appears twice")
+        target_list = targets if isinstance(targets, list) else [targets]
+        if not target_list:
+            raise doc.error(key_path, "an alias needs at least one target")
+        aliases[source] = tuple(
+            _address_key(doc, (*key_path, i) if isinstance(targets, list) else key_path, t)
+            for i, t in enumerate(target_list)
+        )
+    return aliases
+
+
+def _listener(doc: Document, path: PathKey, value: Any, base_limits: Limits, base_dir: Path) -> ListenerConfig:
+    section = _Section(doc, path, value)
+    if not section.has("protocol"):
+        raise doc.error(path, "protocol: required (lmtp or smtp)")
+    if not section.has("bind"):
+        raise doc.error(path, "bind: required (HOST:PORT, [IPV6]:PORT or unix:/path)")
+    protocol = section.convert("protocol", _choice(PROTOCOLS))
+    bind = section.convert("bind", parse_bind)
+    tls: TlsSettings | None = None
+    if section.has("tls"):
+        tls_section = section.sub("tls")
+        for required in ("cert", "key"):
+            if not tls_section.has(required):
+                raise doc.error((*path, "tls"), f"{required}: required")
+        tls = TlsSettings(
+            cert=base_dir / tls_section.convert("cert", _str),
+            key=base_dir / tls_section.convert("key", _str),
+            mode=tls_section.get("mode", _choice(TLS_MODES), "starttls"),
+        )
+        tls_section.finish()
+    auth: AuthSettings | None = None
+    if section.has("auth"):
+        auth_section = section.sub("auth")
+        users_file = auth_section.get("users_file", _str, None)
+        auth = AuthSettings(
+            required=auth_section.get("required", _bool, False),
+            users_file=base_dir / users_file if users_file else None,
+        )
+        auth_section.finish()
+    listener = ListenerConfig(
+        protocol=protocol,
+        bind=bind,
+        socket_mode=section.get("socket_mode", _socket_mode, None),
+        socket_owner=section.get("socket_owner", _str, None),
+        allow=section.get("allow", _networks, ()),
+        tls=tls,
+        require_tls=section.get("require_tls", _bool, False),
+        auth=auth,
+        proxy_protocol=section.get("proxy_protocol", _bool, False),
+        limits=_limits(section.sub("limits"), base_limits),
+    )
+    section.finish()
+    if not bind.is_unix and (listener.socket_mode is not None or listener.socket_owner):
+        raise doc.error(path, "socket_mode and socket_owner apply to UNIX sockets only")
+    if listener.require_tls and tls is None:
+        raise doc.error((*path, "require_tls"), "needs a tls section")
+    if auth is not None and tls is None:
+        raise doc.error((*path, "auth"), "AUTH is offered only over TLS: add a tls section")
+    return listener
+
+
+def _submission(section: _Section) -> SubmissionConfig:
+    sendmail = section.get("sendmail", _str_list, ())
+    host = section.get("host", _str, None)
+    port = section.get("port", _int(1, 65535), 25)
+    section.finish()
+    if bool(sendmail) == bool(host):
+        raise section.doc.error(section.path, "give either host (and port) or sendmail")
+    return SubmissionConfig(host=host, port=port, sendmail=sendmail)
+
+
+def _sieve(section: _Section, base_dir: Path) -> SieveConfig:
+    def scripts(value: Any) -> tuple[Path, ...]:
+        if value in (None, []):
+            return ()
+        return tuple(base_dir / p for p in _str_list(value))
+
+    sieve = SieveConfig(
+        path=section.get("path", _template, "{home}/active.sieve"),
+        before=section.get("before", scripts, ()),
+        after=section.get("after", scripts, ()),
+    )
+    section.finish()
+    return sieve
+
+
+def _workers(value: Any) -> int:
+    if value == "auto":
+        return os.cpu_count() or 1
+    return _int(1, 256)(value)
+
+
+def _default_hostname() -> str:
+    name = socket.getfqdn()
+    return name if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", name) else "localhost"
+
+
+def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> Config:
+    """Turn a loaded document into a ``Config``; every key and its default is declared here."""
+    top = _Section(doc, (), doc.data)
+    limits = _limits(top.sub("limits"), Limits())
+    storage_section = top.sub("storage")
+    storage = StorageConfig(
+        format=storage_section.get("format", _choice(STORAGE_FORMATS), "maildir"),
+        path=storage_section.get("path", _template, StorageConfig.path),
+        fsync=storage_section.get("fsync", _bool, True),
+        owner=storage_section.get("owner", _str, None),
+        create_folders=storage_section.get("create_folders", _bool, False),
+        lock_timeout=storage_section.get("lock_timeout", parse_duration, 30.0),
+        quota_full_tempfail=storage_section.get("quota_full_tempfail", _bool, False),
+        quota=storage_section.get("quota", parse_size, None),
+        quota_messages=storage_section.get("quota_messages", _int(0, 2**62), None),
+    )
+    storage_section.finish()
+
+    raw_listeners = top.values.get("listeners")
+    top.used.add("listeners")
+    if not isinstance(raw_listeners, list) or not raw_listeners:
+        raise doc.error(("listeners",), "expected a non-empty list of listeners")
+    listeners = tuple(_listener(doc, ("listeners", i), item, limits, base_dir) for i, item in enumerate(raw_listeners))
+    seen_binds: set[BindAddress] = set()
+    for i, listener in enumerate(listeners):
+        if listener.bind in seen_binds and (listener.bind.is_unix or listener.bind.port != 0):
+            raise doc.error(("listeners", i, "bind"), f"{listener.bind} is used by two listeners")
+        seen_binds.add(listener.bind)
+
+    users_file_name = top.get("users_file", _str, None)
+    users_file = base_dir / users_file_name if users_file_name else None
+    users = _users(doc, ("users",), top.values.get("users"))
+    top.used.add("users")
+    if users_doc is not None:
+        for address, settings in _users(users_doc, (), users_doc.data).items():
+            if address in users:
+                raise users_doc.error((address,), "also defined under users: in the main configuration")
+            users[address] = settings
+
+    metrics = None
+    if top.has("metrics") and top.values["metrics"] is not None:
+        metrics_section = top.sub("metrics")
+        if not metrics_section.has("bind"):
+            raise doc.error(("metrics",), "bind: required (HOST:PORT)")
+        metrics = MetricsConfig(bind=metrics_section.convert("bind", parse_bind))
+        metrics_section.finish()
+        if metrics.bind.is_unix:
+            raise doc.error(("metrics", "bind"), "metrics are served over TCP only")
+    else:
+        top.used.add("metrics")
+
+    delimiter = top.get("recipient_delimiter", lambda v: "" if v == "" else _str(v), "+")
+    if any(c.isalnum() or c in "@." for c in delimiter):
+        raise doc.error(("recipient_delimiter",), "delimiters must not be letters, digits, '@' or '.'")
+
+    config = Config(
+        hostname=top.get("hostname", _hostname, None) or _default_hostname(),
+        listeners=listeners,
+        domains=_domains(doc, top),
+        storage=storage,
+        users=users,
+        aliases=_aliases(doc, top.values.get("aliases")),
+        users_file=users_file,
+        recipient_delimiter=delimiter,
+        case_sensitive_local_part=top.get("case_sensitive_local_part", _bool, False),
+        max_hops=top.get("max_hops", _int(1, 1000), 50),
+        duplicate_window=top.get("duplicate_window", parse_duration, 0.0),
+        free_space_reserve=top.get("free_space_reserve", _reserve, "1%"),
+        bare_newline=top.get("bare_newline", _choice(BARE_NEWLINE_MODES), "reject"),
+        limits=limits,
+        metrics=metrics,
+        log_format=top.get("log_format", _choice(LOG_FORMATS), "text"),
+        log_level=top.get("log_level", _choice(LOG_LEVELS), "info"),
+        workers=top.get("workers", _workers, 1),
+        shutdown_timeout=top.get("shutdown_timeout", parse_duration, 30.0),
+        user=top.get("user", _str, None),
+        state_dir=top.get("state_dir", lambda v: base_dir / _str(v), None),
+        submission=_submission(top.sub("submission")) if top.has("submission") else None,
+        sieve=_sieve(top.sub("sieve"), base_dir) if top.has("sieve") else None,
+    )
+    top.used.update({"aliases", "submission", "sieve"})
+    top.finish()
+    _check_users_in_domains(doc, users_doc, config)
+    from mda.aliases import AliasCycleError, check_alias_cycles
+
+    try:
+        check_alias_cycles(config.aliases)
+    except AliasCycleError as error:
+        raise doc.error(("aliases", error.cycle[0]), str(error)) from None
+    return config
+
+
+def _check_users_in_domains(doc: Document, users_doc: Document | None, config: Config) -> None:
+    for address in config.users:
+        domain = address.rpartition("@")[2]
+        if domain not in config.domains:
+            where = users_doc if users_doc is not None and address not in (doc.data or {}).get("users", {}) else doc
+            path: PathKey = (address,) if where is users_doc else ("users", address)
+            raise where.error(path, f"domain {domain} is not listed under domains")
+
+
+def _digest(*texts: bytes) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text)
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def load(path: Path | None) -> Config:
+    """Load the configuration file at ``path``, or the embedded default when ``path`` is None."""
+    if path is None:
+        doc = load_text(DEFAULT_CONFIG_YAML, "<default>")
+        config = build(doc, Path.cwd())
+        return replace(config, digest=_digest(DEFAULT_CONFIG_YAML.encode()))
+    doc = load_file(path)
+    base_dir = path.parent.resolve()
+    users_doc = None
+    raw_users_file = doc.data.get("users_file") if isinstance(doc.data, dict) else None
+    if isinstance(raw_users_file, str) and raw_users_file:
+        users_doc = load_file(base_dir / raw_users_file)
+    config = build(doc, base_dir, users_doc)
+    texts = [path.read_bytes()]
+    if config.users_file is not None:
+        texts.append(config.users_file.read_bytes())
+    return replace(config, source=path, digest=_digest(*texts))
+
+
+def watched_files(config: Config) -> Iterator[Path]:
+    """Files whose change means a reload: the config file and the users file."""
+    if config.source is not None:
+        yield config.source
+    if config.users_file is not None:
+        yield config.users_file
+
+
+def to_plain(value: Any) -> Any:
+    """Plain YAML-friendly data for ``check-config --print`` (the effective configuration)."""
+    if isinstance(
+        value,
+        Config
+        | Limits
+        | ListenerConfig
+        | MailboxSettings
+        | DomainConfig
+        | StorageConfig
+        | TlsSettings
+        | AuthSettings
+        | MetricsConfig
+        | SubmissionConfig
+        | SieveConfig,
+    ):
+        plain = {f.name: to_plain(getattr(value, f.name)) for f in fields(value)}
+        if isinstance(value, ListenerConfig) and value.socket_mode is not None:
+            plain["socket_mode"] = f"{value.socket_mode:04o}"
+        return {key: item for key, item in plain.items() if item is not None and item != ()}
+    if isinstance(value, BindAddress):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(key): to_plain(item) for key, item in value.items()}
+    if isinstance(value, tuple | list):
+        return [to_plain(item) for item in value]
+    if isinstance(value, Path | ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return str(value)
+    return value

@@ -1,0 +1,175 @@
+"""Streaming DATA reader: wire bytes in, stored bytes out, memory bounded whatever the message size.
+
+RFC 5321 §4.5.2 and §4.1.1.4: the data ends at exactly CRLF ``.`` CRLF; a line that starts with ``.``
+had one ``.`` added by the client, which is removed. Lines end with CRLF on the wire and LF in storage. A
+bare CR or LF never ends the data (``<LF>.<LF>`` is the SMTP smuggling attack); it is counted so that the
+message is refused (``550 5.6.0``) or, when configured, stored with LF.
+
+The reader works on large blocks (the end marker is searched with ``readuntil`` in up to ``BLOCK``
+bytes at a time), not line by line. ``Return-Path`` fields of the incoming header are dropped on the way
+(RFC 5321 §4.4: a final delivery server may remove them; mda writes its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from mda.spool import Spool
+
+BLOCK = 64 * 1024
+"""StreamReader limit: the most read at once while looking for the end marker (also bounds commands)."""
+END_MARKER = b"\r\n.\r\n"
+DOT_LINE = b".\r\n"
+LINE_START = b"\r\n"
+MID_LINE = b"--"
+"""Context bytes meaning 'the previous piece ended inside a line'."""
+
+
+@dataclass
+class DataResult:
+    """What the reader saw besides the bytes it spooled."""
+
+    size: int = 0
+    """Bytes as stored (LF endings, unstuffed, before mda's trace headers)."""
+    too_big: bool = False
+    bare_newlines: int = 0
+    eight_bit: bool = False
+
+
+class HeaderFilter:
+    """Drops ``Return-Path`` fields (and their continuation lines) from the header section."""
+
+    MAX_HEADER_LINE = BLOCK
+
+    def __init__(self) -> None:
+        self.in_header = True
+        self._carry = bytearray()
+        self._dropping = False
+
+    def feed(self, data: bytes) -> bytes:
+        if not self.in_header:
+            return data
+        self._carry += data
+        out = bytearray()
+        start = 0
+        while self.in_header:
+            end = self._carry.find(b"\n", start)
+            if end < 0:
+                break
+            line = bytes(self._carry[start : end + 1])
+            start = end + 1
+            if line == b"\n":
+                self.in_header = False
+                out += line
+                break
+            if line[:1] in (b" ", b"\t"):
+                if not self._dropping:
+                    out += line
+                continue
+            self._dropping = line[:12].lower() == b"return-path:"
+            if not self._dropping:
+                out += line
+        rest = self._carry[start:]
+        self._carry = bytearray()
+        if not self.in_header:
+            out += rest
+        elif len(rest) > self.MAX_HEADER_LINE:
+            # A header line this long is hostile; stop filtering rather than buffer without bound.
+            self.in_header = False
+            out += rest
+        else:
+            self._carry = rest
+        return bytes(out)
+
+    def flush(self) -> bytes:
+        rest, self._carry = bytes(self._carry), bytearray()
+        return rest if not self._dropping else b""
+
+
+class DataDecoder:
+    """Turns wire blocks (CRLF, dot-stuffed) into stored bytes (LF, unstuffed)."""
+
+    def __init__(self, *, normalize_bare: bool) -> None:
+        self.normalize_bare = normalize_bare
+        self.at_line_start = True
+        self.bare_newlines = 0
+        self.eight_bit = False
+
+    def decode(self, block: bytes) -> bytes:
+        """Decode complete wire lines (or one piece of an overlong line when ``at_line_start`` is False)."""
+        if self.at_line_start and block[:1] == b".":
+            block = block[1:]
+        block = block.replace(b"\r\n.", b"\r\n")
+        crlf = block.count(b"\r\n")
+        bare = block.count(b"\n") - crlf + block.count(b"\r") - crlf
+        if bare:
+            self.bare_newlines += bare
+        if not self.eight_bit and not block.isascii():
+            self.eight_bit = True
+        block = block.replace(b"\r\n", b"\n")
+        if bare and self.normalize_bare:
+            block = block.replace(b"\r", b"\n")
+        return block
+
+
+async def read_data(reader: asyncio.StreamReader, spool: Spool, *, max_size: int, normalize_bare: bool) -> DataResult:
+    """Read one DATA payload up to and including the end marker, writing what is stored to ``spool``.
+
+    The reader searches for ``.`` CRLF in bulk and checks that a CRLF precedes it; ``buffer`` always
+    keeps the two bytes before unprocessed data as context (the CRLF that ended the DATA command line
+    at first), so a marker split between two reads is still found and nothing is read past it.
+    Over ``max_size`` the rest is read and dropped, so the session stays in step and can answer
+    ``552 5.3.4``. Raises ``asyncio.IncompleteReadError`` when the client goes away mid-way.
+    """
+    decoder = DataDecoder(normalize_bare=normalize_bare)
+    header = HeaderFilter()
+    result = DataResult()
+
+    def emit(wire: bytes, at_line_start: bool) -> None:
+        decoder.at_line_start = at_line_start
+        stored = header.feed(decoder.decode(wire))
+        result.size += len(stored)
+        if result.size > max_size:
+            result.too_big = True
+        elif stored:
+            spool.write(stored)
+
+    buffer = bytearray(LINE_START)
+    while True:
+        piece = await _read_block(reader, DOT_LINE)
+        buffer += piece
+        at_line_start = buffer[:2] == LINE_START
+        if piece.endswith(DOT_LINE) and buffer.endswith(END_MARKER):
+            emit(bytes(buffer[2 : -len(DOT_LINE)]), at_line_start)
+            break
+        cut = buffer.rfind(LINE_START)
+        if cut >= 2:
+            emit(bytes(buffer[2 : cut + 2]), at_line_start)
+            del buffer[:cut]
+        elif len(buffer) > BLOCK:
+            # One line longer than a block: pass it on in pieces, keeping its last byte (maybe a CR).
+            emit(bytes(buffer[2:-1]), at_line_start)
+            buffer = bytearray(MID_LINE) + buffer[-1:]
+    tail = header.flush()
+    if tail:
+        result.size += len(tail)
+        if result.size > max_size:
+            result.too_big = True
+        else:
+            spool.write(tail)
+    result.bare_newlines = decoder.bare_newlines
+    result.eight_bit = decoder.eight_bit
+    return result
+
+
+async def _read_block(reader: asyncio.StreamReader, separator: bytes) -> bytes:
+    """Up to and including ``separator``, or at most about ``BLOCK`` bytes when it is not in sight.
+
+    ``LimitOverrunError.consumed`` is where a separator could start at the earliest, so what is read
+    here never cuts a separator in two.
+    """
+    try:
+        return await reader.readuntil(separator)
+    except asyncio.LimitOverrunError as error:
+        return await reader.readexactly(max(error.consumed, 1))

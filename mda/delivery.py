@@ -1,0 +1,205 @@
+"""Fan-out of one received message to every accepted recipient's mailboxes, and the replies.
+
+LMTP (RFC 2033 §4.2): one outcome per accepted RCPT, in order; each recipient stages and commits on
+its own, so one failing mailbox never fails the others. SMTP (RFC 5321 §3.3): one reply for all, so
+every copy is staged first and committed only when all are staged; otherwise every staged copy is
+undone and the single reply says why (design.md, "Data flow"). File work runs in a thread pool; the
+event loop only awaits it, shielded, so a client that hangs up cannot leave a half-done delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from mda import replies
+from mda.config import Config
+from mda.dataread import DataResult
+from mda.policy import Resolution
+from mda.replies import DeliveryError, Reply, describe_error, reply_for_error
+from mda.spool import Spool
+from mda.storage import store_for
+from mda.storage.base import Mailbox, MessageCopy, StagedCopy, StoreResult
+from mda.trace import TraceInfo, count_received, delivered_to_addresses, trace_block
+
+
+@dataclass
+class Transaction:
+    """One MAIL transaction as the delivery layer needs it."""
+
+    queue_id: str
+    sender: str
+    recipients: list[Resolution]
+    trace: TraceInfo
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Outcome:
+    """The result for one accepted RCPT: its reply, where its copies went, and the logged reason."""
+
+    resolution: Resolution
+    reply: Reply
+    results: list[StoreResult] = field(default_factory=list)
+    reason: str = ""
+
+    @property
+    def locations(self) -> str:
+        return ",".join(result.location for result in self.results)
+
+
+def content_refusal(
+    config: Config, resolution: Resolution, data: DataResult, header_section: bytes
+) -> tuple[Reply, str] | None:
+    """A refusal of this copy that needs no disk: size, bare newlines, loops (RFC 5321 §6.3)."""
+    if data.too_big:
+        return replies.MESSAGE_TOO_BIG, f"message of more than {config.limits.max_message_size} bytes"
+    if data.bare_newlines and config.bare_newline == "reject":
+        return replies.BARE_NEWLINE, f"{data.bare_newlines} bare CR or LF in data"
+    hops = count_received(header_section)
+    if hops > config.max_hops:
+        return replies.TOO_MANY_HOPS, f"{hops} Received fields, limit {config.max_hops}"
+    seen = delivered_to_addresses(header_section)
+    for address in (resolution.address, *resolution.final_addresses):
+        if address.lower() in seen:
+            return replies.LOOP_DETECTED, f"message already has Delivered-To: {address}"
+    return None
+
+
+def _copy_for(txn: Transaction, resolution: Resolution, spool: Spool) -> MessageCopy:
+    return MessageCopy(header=trace_block(txn.trace, resolution.address), body=spool, envelope_sender=txn.sender)
+
+
+def _stage(mailbox: Mailbox, copy: MessageCopy) -> StagedCopy:
+    return store_for(mailbox.format).stage(mailbox, copy)
+
+
+def _worst(first: Reply | None, second: Reply) -> Reply:
+    """Combine two failures of one recipient: a temporary one wins (the client will retry)."""
+    if first is None:
+        return second
+    if second.is_temporary and not first.is_temporary:
+        return second
+    return first
+
+
+def _deliver_one(txn: Transaction, resolution: Resolution, spool: Spool, done: dict) -> Outcome:
+    """Stage and commit every mailbox of one recipient (LMTP); ``done`` shares copies within the message."""
+    outcome = Outcome(resolution, replies.DELIVERED)
+    copy = _copy_for(txn, resolution, spool)
+    failure: Reply | None = None
+    for mailbox in resolution.mailboxes:
+        if mailbox.key in done:
+            outcome.results.append(done[mailbox.key])
+            continue
+        try:
+            result = _stage(mailbox, copy).commit()
+        except Exception as error:  # every failure becomes this recipient's reply, never a crash
+            failure = _worst(failure, reply_for_error(error))
+            outcome.reason = describe_error(error)
+            continue
+        done[mailbox.key] = result
+        outcome.results.append(result)
+    if failure is not None:
+        outcome.reply = failure
+    return outcome
+
+
+def deliver_lmtp(config: Config, txn: Transaction, spool: Spool, data: DataResult) -> list[Outcome]:
+    """One outcome per accepted RCPT in order; the same address twice is stored once (blocking)."""
+    header_section = spool.header_section()
+    outcomes: list[Outcome] = []
+    by_address: dict[str, Outcome] = {}
+    done: dict = {}
+    for resolution in txn.recipients:
+        key = resolution.address.lower()
+        if key in by_address:
+            outcomes.append(by_address[key])
+            continue
+        refusal = content_refusal(config, resolution, data, header_section)
+        if refusal is not None:
+            outcome = Outcome(resolution, refusal[0], reason=refusal[1])
+        else:
+            outcome = _deliver_one(txn, resolution, spool, done)
+        if outcome.reply.is_success:
+            outcome.reply = outcome.reply.with_text(f"<{resolution.address}> {txn.queue_id} Saved")
+        by_address[key] = outcome
+        outcomes.append(outcome)
+    return outcomes
+
+
+def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResult) -> list[Outcome]:
+    """All or nothing: every copy staged, then all committed; else none is (blocking).
+
+    Returns one outcome per recipient, all carrying the transaction's single reply.
+    """
+    header_section = spool.header_section()
+    unique = list({r.address.lower(): r for r in txn.recipients}.values())
+    refusals = [(r, content_refusal(config, r, data, header_section)) for r in unique]
+    failed = [(r, refusal) for r, refusal in refusals if refusal is not None]
+    if failed:
+        temporary = [refusal for _, refusal in failed if refusal[0].is_temporary]
+        reply, reason = temporary[0] if temporary else failed[0][1]
+        return [Outcome(r, reply, reason=reason) for r in txn.recipients]
+
+    staged: list[tuple[Resolution, Mailbox, StagedCopy]] = []
+    seen: set = set()
+    try:
+        for resolution in unique:
+            copy = _copy_for(txn, resolution, spool)
+            for mailbox in resolution.mailboxes:
+                if mailbox.key in seen:
+                    continue
+                seen.add(mailbox.key)
+                staged.append((resolution, mailbox, _stage(mailbox, copy)))
+    except Exception as error:
+        for _, _, copy_staged in staged:
+            copy_staged.abort()
+        reply = reply_for_error(error)
+        return [Outcome(r, reply, reason=describe_error(error)) for r in txn.recipients]
+
+    results: dict[str, list[StoreResult]] = {}
+    failure: tuple[Reply, str] | None = None
+    for index, (resolution, _, copy_staged) in enumerate(staged):
+        try:
+            results.setdefault(resolution.address.lower(), []).append(copy_staged.commit())
+        except Exception as error:
+            # Copies already committed stay: a retry may duplicate them, but nothing is ever lost.
+            for _, _, rest in staged[index + 1 :]:
+                rest.abort()
+            failure = (replies.LOCAL_ERROR, "commit failed: " + describe_error(error))
+            break
+    if failure is not None:
+        return [Outcome(r, failure[0], reason=failure[1]) for r in txn.recipients]
+    reply = replies.DELIVERED.with_text(f"{txn.queue_id} Saved")
+    return [Outcome(r, reply, results.get(r.address.lower(), [])) for r in txn.recipients]
+
+
+async def deliver(
+    config: Config,
+    txn: Transaction,
+    spool: Spool,
+    data: DataResult,
+    *,
+    lmtp: bool,
+    executor: Executor | None,
+) -> Sequence[Outcome]:
+    """Run the delivery off the event loop; it completes even if the awaiting session is cancelled."""
+    work = deliver_lmtp if lmtp else deliver_smtp
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(executor, work, config, txn, spool, data)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        # The client went away: let the copies finish (or be undone) before the spool closes.
+        await asyncio.wait([future])
+        raise
+
+
+def failure_outcomes(txn: Transaction, error: BaseException) -> list[Outcome]:
+    """Outcomes when delivery itself raised: ``451 4.3.0`` for every recipient, reason logged."""
+    reply = error.reply if isinstance(error, DeliveryError) else replies.LOCAL_ERROR
+    return [Outcome(r, reply, reason=describe_error(error)) for r in txn.recipients]

@@ -1,0 +1,246 @@
+"""Recipient policy: an envelope address becomes the mailboxes it delivers to, or a refusal.
+
+Order of look-ups for ``local+detail@domain`` (like Postfix's virtual and local delivery):
+the domain must be ours (else relay denied); then the full address and then the address without its
+detail are looked up as an alias, then as a user; then the domain's catch-all alias (``"@domain"``);
+then ``any_user`` domains take every local part, and ``passwd`` domains every system user. Each step is
+recorded so ``mda resolve`` can explain a decision.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import string
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mda import replies
+from mda.addresses import Address, AddressError, fold_local, parse_mailbox, split_detail
+from mda.config import Config, DomainConfig, MailboxSettings
+from mda.replies import Reply
+from mda.storage.base import Mailbox
+from mda.storage.folders import folder_for_detail
+
+MAX_ALIAS_DEPTH = 20
+"""Alias chains deeper than this are refused at delivery (cycles are already refused at load)."""
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The outcome for one RCPT: ``reply`` (``250 2.1.5`` when accepted) and where copies go."""
+
+    reply: Reply
+    address: str
+    mailboxes: tuple[Mailbox, ...] = ()
+    steps: tuple[str, ...] = ()
+    final_addresses: tuple[str, ...] = ()
+    """The user addresses the RCPT resolved to (after aliases): loop checks look for these too."""
+
+    @property
+    def accepted(self) -> bool:
+        return self.reply.is_success
+
+
+class UnsafeValue(ValueError):
+    """A value that a path template cannot safely use (empty, ``.``, ``..``, ``/``, NUL, controls)."""
+
+
+def check_template_value(value: str) -> str:
+    if value in ("", ".", "..") or "/" in value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise UnsafeValue(value)
+    return value
+
+
+def template_root(template: str) -> Path:
+    """The fixed directory in front of the first ``{field}``: nothing above it is ever created."""
+    prefix = template.split("{", 1)[0]
+    fixed = prefix if prefix.endswith("/") else os.path.dirname(prefix)
+    return Path(fixed or ".").absolute()
+
+
+def render_template(template: str, values: dict[str, str]) -> Path:
+    """Fill a path template after checking each value used; the result stays below its root."""
+    used = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    for name in used:
+        check_template_value(values.get(name, ""))
+    path = Path(template.format(**values)).absolute()
+    root = template_root(template)
+    if root != path and root not in path.parents:
+        raise UnsafeValue(str(path))
+    return path
+
+
+@dataclass
+class _Walk:
+    """Mutable state of one resolution: steps for ``mda resolve``, mailboxes found, alias depth."""
+
+    steps: list[str] = field(default_factory=list)
+    mailboxes: dict[tuple[str, str, str | None], Mailbox] = field(default_factory=dict)
+    final_addresses: list[str] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+
+
+class Policy:
+    """Resolves recipients against one ``Config`` snapshot (a reload builds a new ``Policy``)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        passwd_lookup: Callable[[str], pwd.struct_passwd] = pwd.getpwnam,
+    ) -> None:
+        self.config = config
+        self._passwd_lookup = passwd_lookup
+        self._case_sensitive = config.case_sensitive_local_part
+        self._users = {self._fold(a): s for a, s in config.users.items()}
+        self._aliases = {self._fold(a): t for a, t in config.aliases.items()}
+        self._as_root = os.geteuid() == 0
+        self._owners: dict[str, tuple[int, int]] = {}
+
+    def _fold(self, address: str) -> str:
+        local, at, domain = address.rpartition("@")
+        return f"{fold_local(local, self._case_sensitive)}{at}{domain}" if at else address
+
+    def resolve(self, address: Address, *, smtputf8: bool = False) -> Resolution:
+        """Where a RCPT's copies go; never raises for any input (refusals are replies)."""
+        walk = _Walk()
+        text = str(address)
+        if not address.is_ascii and not smtputf8:
+            return Resolution(replies.NEEDS_SMTPUTF8, text, steps=("non-ASCII address without SMTPUTF8",))
+        domain = self.config.domains.get(address.domain)
+        if domain is None:
+            walk.steps.append(f"domain {address.domain}: not ours")
+            return Resolution(replies.RELAY_DENIED, text, steps=tuple(walk.steps))
+        walk.steps.append(f"domain {address.domain}: ours")
+        try:
+            found = self._resolve_in_domain(address, domain, walk, depth=0)
+        except UnsafeValue:
+            walk.steps.append("unsafe value for a path template")
+            return Resolution(replies.UNSAFE_ADDRESS, text, steps=tuple(walk.steps))
+        except AliasDepthError:
+            walk.steps.append("alias chain too deep")
+            return Resolution(replies.UNKNOWN_USER, text, steps=tuple(walk.steps))
+        if not found:
+            return Resolution(replies.UNKNOWN_USER, text, steps=tuple(walk.steps))
+        return Resolution(
+            replies.RECIPIENT_OK,
+            text,
+            mailboxes=tuple(walk.mailboxes.values()),
+            steps=tuple(walk.steps),
+            final_addresses=tuple(walk.final_addresses),
+        )
+
+    def _resolve_in_domain(self, address: Address, domain: DomainConfig, walk: _Walk, depth: int) -> bool:
+        local = fold_local(address.local, self._case_sensitive)
+        base, detail = split_detail(local, self.config.recipient_delimiter)
+        if detail is not None:
+            walk.steps.append(f"subaddress: user {base}, detail {detail!r}")
+        candidates = [f"{local}@{domain.name}"]
+        if detail is not None:
+            candidates.append(f"{base}@{domain.name}")
+        for candidate in candidates:
+            if candidate in self._aliases:
+                walk.steps.append(f"alias {candidate} -> {', '.join(self._aliases[candidate])}")
+                return self._expand(self._aliases[candidate], walk, depth)
+            if candidate in self._users:
+                walk.steps.append(f"user {candidate}")
+                self._add(walk, base, detail, domain, self._users[candidate])
+                return True
+        catch_all = f"@{domain.name}"
+        if catch_all in self._aliases:
+            walk.steps.append(f"catch-all {catch_all} -> {', '.join(self._aliases[catch_all])}")
+            return self._expand(self._aliases[catch_all], walk, depth)
+        if domain.any_user:
+            walk.steps.append(f"any_user domain: mailbox {base}")
+            self._add(walk, base, detail, domain, MailboxSettings())
+            return True
+        if domain.passwd:
+            return self._add_passwd_user(walk, base, detail, domain)
+        walk.steps.append(f"no user {base}@{domain.name}")
+        return False
+
+    def _expand(self, targets: tuple[str, ...], walk: _Walk, depth: int) -> bool:
+        if depth >= MAX_ALIAS_DEPTH:
+            raise AliasDepthError
+        found = False
+        for target in targets:
+            if target in walk.seen:
+                continue
+            walk.seen.add(target)
+            try:
+                address = parse_mailbox(target)
+            except AddressError:
+                continue
+            domain = self.config.domains.get(address.domain)
+            if domain is None:
+                walk.steps.append(f"alias target {target}: domain not ours, skipped")
+                continue
+            found = self._resolve_in_domain(address, domain, walk, depth + 1) or found
+        return found
+
+    def _add_passwd_user(self, walk: _Walk, base: str, detail: str | None, domain: DomainConfig) -> bool:
+        try:
+            check_template_value(base)
+            entry = self._passwd_lookup(base)
+        except (KeyError, UnsafeValue):
+            walk.steps.append(f"no system user {base}")
+            return False
+        walk.steps.append(f"system user {base}: home {entry.pw_dir}")
+        settings = MailboxSettings(path="{home}/Maildir", owner=f"{entry.pw_uid}:{entry.pw_gid}")
+        self._add(walk, base, detail, domain, settings, home=entry.pw_dir)
+        return True
+
+    def _add(
+        self,
+        walk: _Walk,
+        user: str,
+        detail: str | None,
+        domain: DomainConfig,
+        user_settings: MailboxSettings,
+        home: str | None = None,
+    ) -> None:
+        settings = user_settings.over(domain.mailbox).over(self.config.storage.mailbox)
+        assert settings.path is not None and settings.format is not None
+        values = {"user": user, "domain": domain.name, "detail": detail or ""}
+        if home is None:
+            without_home = {**values, "home": ""}
+            home = str(render_template(settings.path, without_home).parent) if "{home}" not in settings.path else ""
+        values["home"] = home
+        path = render_template(settings.path, values)
+        folder = folder_for_detail(detail) if detail and settings.format == "maildir" else None
+        mailbox = Mailbox(
+            format=settings.format,
+            path=path,
+            folder=folder,
+            create_folder=bool(settings.create_folders),
+            quota_bytes=settings.quota,
+            quota_messages=settings.quota_messages,
+            quota_full_tempfail=self.config.storage.quota_full_tempfail,
+            owner=self._owner(settings.owner),
+            fsync=self.config.storage.fsync,
+            lock_timeout=self.config.storage.lock_timeout,
+            root=Path(home) if home and "{home}" in settings.path else template_root(settings.path),
+        )
+        walk.steps.append(f"mailbox {mailbox.format} {mailbox.path}" + (f" folder .{folder}" if folder else " (INBOX)"))
+        walk.mailboxes.setdefault(mailbox.key, mailbox)
+        walk.final_addresses.append(f"{user}@{domain.name}")
+
+    def _owner(self, owner: str | None) -> tuple[int, int] | None:
+        """(uid, gid) for ``user`` or ``user:group`` (or numeric ids), only when running as root."""
+        if owner is None or not self._as_root:
+            return None
+        if owner not in self._owners:
+            user, _, group = owner.partition(":")
+            entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+            gid = entry.pw_gid
+            if group:
+                gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+            self._owners[owner] = (entry.pw_uid, gid)
+        return self._owners[owner]
+
+
+class AliasDepthError(RuntimeError):
+    """An alias chain deeper than ``MAX_ALIAS_DEPTH``."""

@@ -1,0 +1,253 @@
+"""Listeners: sockets opened from configuration, and what every session of one listener shares.
+
+A ``State`` is one configuration snapshot with its policy; sessions take it at MAIL, so a reload changes
+behaviour for the next transaction only. A ``ListenerContext`` admits or refuses connections (access
+list, connection limits), and turns what sessions report into log lines (and metrics, via the
+``Reporter``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import grp
+import ipaddress
+import logging
+import os
+import pwd
+import socket
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from mda import logs, replies
+from mda.addresses import Address
+from mda.config import Config, Limits, ListenerConfig
+from mda.dataread import DataResult
+from mda.delivery import Outcome, Transaction
+from mda.policy import Policy, Resolution
+from mda.replies import Reply
+
+if TYPE_CHECKING:
+    from mda.protocol import MdaSession
+
+
+@dataclass(frozen=True)
+class State:
+    """One configuration and its policy; immutable, replaced whole on reload."""
+
+    config: Config
+    policy: Policy
+
+    @classmethod
+    def build(cls, config: Config) -> State:
+        return cls(config=config, policy=Policy(config))
+
+    def resolve(self, address: Address, *, smtputf8: bool, size: int | None) -> Resolution:
+        return self.policy.resolve(address, smtputf8=smtputf8)
+
+
+class Reporter:
+    """Where sessions report outcomes: one log line per event (metrics hook in here too)."""
+
+    def session_opened(self, listener: ListenerConfig, client: str) -> None:
+        logs.event("session_open", listener=listener.label, client=client)
+
+    def session_closed(self, listener: ListenerConfig, client: str) -> None:
+        logs.event("session_close", listener=listener.label, client=client)
+
+    def connection_refused(self, listener: ListenerConfig, client: str, reason: str) -> None:
+        logs.event("connection_refused", logging.WARNING, listener=listener.label, client=client, reason=reason)
+
+    def recipient_refused(self, listener: ListenerConfig, client: str, sender: str, resolution: Resolution) -> None:
+        logs.event(
+            "rcpt_refused",
+            listener=listener.label,
+            client=client,
+            sender=sender,
+            recipient=resolution.address,
+            code=resolution.reply.code,
+            enhanced=resolution.reply.enhanced,
+        )
+
+    def delivered(
+        self, listener: ListenerConfig, client: str, txn: Transaction, data: DataResult, outcomes: Sequence[Outcome]
+    ) -> None:
+        delay = round(time.monotonic() - txn.started, 3)
+        for outcome in outcomes:
+            logs.event(
+                "delivery",
+                logging.INFO if outcome.reply.is_success else logging.WARNING,
+                queue_id=txn.queue_id,
+                client=client,
+                sender=txn.sender,
+                recipient=outcome.resolution.address,
+                status=outcome.reply.status,
+                code=outcome.reply.code,
+                enhanced=outcome.reply.enhanced,
+                size=data.size,
+                delay=delay,
+                stored=outcome.locations,
+                reason=outcome.reason,
+            )
+
+
+class ListenerContext:
+    """Shared by every session of one listener: its settings, admission and reporting."""
+
+    def __init__(self, listener: ListenerConfig, app: ListenerHost) -> None:
+        self.config = listener
+        self.app = app
+        self.sessions: set[MdaSession] = set()
+        self.per_client: Counter[str] = Counter()
+
+    @property
+    def state(self) -> State:
+        return self.app.state
+
+    @property
+    def limits(self) -> Limits:
+        return self.config.limits
+
+    @property
+    def executor(self) -> Executor | None:
+        return self.app.executor
+
+    @property
+    def spool_dir(self) -> Path | None:
+        return self.app.spool_dir
+
+    @property
+    def shutting_down(self) -> bool:
+        return self.app.shutting_down
+
+    def admit(self, session: MdaSession) -> Reply | None:
+        """Refuse a client outside ``allow`` (``554 5.7.1``) or over a connection limit (``421 4.7.0``)."""
+        client = session.client_ip
+        if self.config.allow and client:
+            try:
+                address = ipaddress.ip_address(client)
+            except ValueError:
+                address = None
+            if address is None or not any(address in network for network in self.config.allow):
+                self.app.reporter.connection_refused(self.config, client, "not_allowed")
+                return replies.CLIENT_DENIED
+        if self.app.shutting_down:
+            return replies.SHUTTING_DOWN
+        if self.app.open_sessions() >= self.limits.max_connections:
+            self.app.reporter.connection_refused(self.config, client, "max_connections")
+            return replies.TOO_MANY_CONNECTIONS
+        if client and self.per_client[client] >= self.limits.max_connections_per_client:
+            self.app.reporter.connection_refused(self.config, client, "max_connections_per_client")
+            return replies.TOO_MANY_CONNECTIONS
+        self.sessions.add(session)
+        self.per_client[client] += 1
+        self.app.reporter.session_opened(self.config, client)
+        return None
+
+    def session_closed(self, session: MdaSession) -> None:
+        if session in self.sessions:
+            self.sessions.discard(session)
+            self.per_client[session.client_ip] -= 1
+            if self.per_client[session.client_ip] <= 0:
+                del self.per_client[session.client_ip]
+            self.app.reporter.session_closed(self.config, session.client_ip)
+        self.app.session_finished()
+
+    def recipient_checked(self, session: MdaSession, sender: str, resolution: Resolution) -> None:
+        if not resolution.accepted:
+            self.app.reporter.recipient_refused(self.config, session.client_ip, sender, resolution)
+
+    def delivered(self, session: MdaSession, txn: Transaction, data: DataResult, outcomes: Sequence[Outcome]) -> None:
+        self.app.reporter.delivered(self.config, session.client_ip, txn, data, outcomes)
+
+    def log_exception(self, session: MdaSession, error: BaseException) -> None:
+        logs.logger.error(
+            "session_error",
+            exc_info=error,
+            extra={"fields": {"listener": self.config.label, "client": session.client_ip}},
+        )
+
+
+class ListenerHost(Protocol):
+    """What a listener needs from the application (kept small so tests and tools can provide it)."""
+
+    state: State
+    executor: Executor | None
+    spool_dir: Path | None
+    reporter: Reporter
+    shutting_down: bool
+
+    def open_sessions(self) -> int:
+        """Sessions open on every listener of this process."""
+        ...
+
+    def session_finished(self) -> None:
+        """Called when a session ends (graceful shutdown waits for the last one)."""
+        ...
+
+
+# --- sockets -------------------------------------------------------------------------------------
+
+
+def bind_tcp(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A listening TCP socket; ``reuse_port`` lets worker processes share the port (SO_REUSEPORT)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class SocketInUse(OSError):
+    """Another running mda holds the lock of this UNIX socket path."""
+
+
+def bind_unix(path: str, mode: int | None, owner: str | None) -> tuple[socket.socket, int]:
+    """A listening UNIX socket guarded by an ``flock``ed lock file next to it.
+
+    Binding over an existing path would silently take the socket from a running instance
+    (aiosmtpd-notes, "Serving"); the lock tells a live owner from a stale file left by a crash, and the
+    kernel releases it when the process dies, so ``kill -9`` never blocks the restart.
+    Returns the socket and the lock file descriptor (kept open as long as the socket lives).
+    """
+    socket_path = Path(path)
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock_fd)
+        raise SocketInUse(f"{path} is in use by another running mda") from None
+    try:
+        if socket_path.is_socket() or socket_path.is_symlink():
+            socket_path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        if mode is not None:
+            os.chmod(path, mode)
+        if owner:
+            user, _, group = owner.partition(":")
+            entry = pwd.getpwnam(user)
+            gid = grp.getgrnam(group).gr_gid if group else entry.pw_gid
+            os.chown(path, entry.pw_uid, gid)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    return sock, lock_fd

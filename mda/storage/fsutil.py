@@ -1,0 +1,105 @@
+"""Directory walking that no symlink or path trick can lead astray, and durable directory creation.
+
+Every directory below a mailbox's fixed root is opened relative to its parent's descriptor with
+``O_NOFOLLOW``, so a symlink planted in a mailbox path (by a local user, or by a shared-storage
+neighbour) is refused instead of followed (design.md, "Privileges"). A directory mda creates is durable
+only once its parent is ``fsync``ed (protocol-notes, Maildir), which ``open_path`` does before returning.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+PRIVATE_DIR_MODE = 0o700
+
+
+def open_root(root: Path, *, create: bool, owner: tuple[int, int] | None) -> int:
+    """Open (and create if asked) the configured root of a mailbox path; it comes from the operator."""
+    try:
+        return os.open(root, DIR_FLAGS)
+    except FileNotFoundError:
+        if not create:
+            raise
+    created = _makedirs_durably(root, owner)
+    fd = os.open(root, DIR_FLAGS)
+    if created:
+        os.fsync(fd)
+    return fd
+
+
+def _makedirs_durably(path: Path, owner: tuple[int, int] | None) -> bool:
+    """``mkdir -p`` that fsyncs each parent after creating a child."""
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, PRIVATE_DIR_MODE)
+        except FileExistsError:
+            continue
+        if owner is not None:
+            os.chown(directory, *owner, follow_symlinks=False)
+        parent_fd = os.open(directory.parent, DIR_FLAGS & ~os.O_NOFOLLOW)
+        try:
+            os.fsync(parent_fd)
+        finally:
+            os.close(parent_fd)
+    return bool(missing)
+
+
+def open_below(
+    root_fd: int,
+    parts: Sequence[str],
+    *,
+    create: bool,
+    owner: tuple[int, int] | None,
+    mode: int = PRIVATE_DIR_MODE,
+) -> int:
+    """Open the directory ``root/parts...`` one component at a time, never following a symlink.
+
+    Missing components are created (when ``create``) with ``mode`` and ``owner``, and the parent of
+    each new directory is ``fsync``ed before going on, so the new entry survives a crash.
+    Returns a new descriptor; the caller closes it. ``root_fd`` stays open.
+    """
+    current = os.dup(root_fd)
+    try:
+        for part in parts:
+            if part in ("", ".", "..") or "/" in part or "\0" in part:
+                raise OSError(errno.EINVAL, f"unsafe path component {part!r}")
+            try:
+                next_fd = os.open(part, DIR_FLAGS, dir_fd=current)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(part, mode, dir_fd=current)
+                except FileExistsError:
+                    pass
+                else:
+                    if owner is not None:
+                        os.chown(part, *owner, dir_fd=current, follow_symlinks=False)
+                    os.fsync(current)
+                next_fd = os.open(part, DIR_FLAGS, dir_fd=current)
+            os.close(current)
+            current = next_fd
+        return current
+    except BaseException:
+        os.close(current)
+        raise
+
+
+def split_below(root: Path, path: Path) -> list[str]:
+    """The components of ``path`` below ``root``; refuses a path that is not inside ``root``."""
+    relative = path.relative_to(root)
+    parts = list(relative.parts)
+    if any(part in ("..", ".") for part in parts):
+        raise OSError(errno.EINVAL, f"path {path} escapes {root}")
+    return parts

@@ -1,0 +1,283 @@
+"""Maildir delivery: unique file in ``tmp/``, fsync, link into ``new/`` (never replacing), fsync ``new/``.
+
+Names follow Dovecot and Courier, ``SECONDS.M<USEC>P<PID>Q<COUNTER>.HOST,S=<size>,W=<vsize>``, so IMAP
+servers learn sizes without reading the file (protocol-notes, Maildir). ``link`` + ``unlink`` is used
+instead of ``rename`` because ``rename`` silently replaces an existing name, which on shared storage can
+lose a message; the Postfix ``local/maildir.c`` pattern.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mda.spool import write_all
+from mda.storage.base import Mailbox, MessageCopy, StoreResult
+from mda.storage.fsutil import open_below, open_root, split_below
+from mda.storage.quota import MaildirCharge, charge_maildir
+
+STALE_TMP_SECONDS = 36 * 3600
+"""qmail's maildir(5): files in tmp/ older than 36 hours are left-overs of a crash."""
+STALE_SCAN_INTERVAL = 3600.0
+FILE_MODE = 0o600
+SUBDIRS = ("tmp", "new", "cur")
+
+_counter = itertools.count(1)
+_last_stale_scan: dict[str, float] = {}
+_stale_lock = threading.Lock()
+
+
+def _host_part() -> str:
+    """The host name as Maildir names write it: ``/`` as ``\\057`` and ``:`` as ``\\072``."""
+    return socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+
+
+_HOST = _host_part()
+
+
+def unique_name(size: int, vsize: int) -> str:
+    now = time.time()
+    seconds = int(now)
+    micros = int((now - seconds) * 1_000_000)
+    return f"{seconds}.M{micros}P{os.getpid()}Q{next(_counter)}.{_HOST},S={size},W={vsize}"
+
+
+@dataclass
+class _StagedMaildirFile:
+    """A fully written, fsync'd file in ``tmp/`` waiting to be linked into ``new/`` or ``cur/``."""
+
+    maildir_fd: int
+    tmp_fd: int
+    name: str
+    target: str
+    flags: str
+    location: Path
+    fsync: bool
+    size: int
+    write_seconds: float
+    fsync_seconds: float
+    charge: MaildirCharge
+    """Quota usage delta, appended to ``maildirsize`` once the message is in ``new/``."""
+    done: bool = False
+
+    def commit(self) -> StoreResult:
+        fsync_seconds = self.fsync_seconds
+        try:
+            target_fd = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=self.maildir_fd)
+            try:
+                final = self._link_without_replacing(target_fd)
+                os.unlink(self.name, dir_fd=self.tmp_fd)
+                if self.fsync:
+                    started = time.perf_counter()
+                    os.fsync(target_fd)
+                    fsync_seconds += time.perf_counter() - started
+            finally:
+                os.close(target_fd)
+        except BaseException:
+            self.abort()
+            raise
+        self.done = True
+        self._close()
+        self.charge.commit()
+        return StoreResult(
+            location=str(self.location / self.target / final),
+            size=self.size,
+            write_seconds=self.write_seconds,
+            fsync_seconds=fsync_seconds,
+        )
+
+    def _link_without_replacing(self, target_fd: int) -> str:
+        final = self.name + (f":2,{self.flags}" if self.flags else "")
+        for _ in range(100):
+            try:
+                os.link(self.name, final, src_dir_fd=self.tmp_fd, dst_dir_fd=target_fd, follow_symlinks=False)
+                return final
+            except FileExistsError:
+                # Unique names collide only after a clock step or a PID reuse: pick another, never replace.
+                size_part = self.name.split(",", 1)[1]
+                final = unique_name(0, 0).split(",", 1)[0] + "," + size_part
+                final += f":2,{self.flags}" if self.flags else ""
+        raise OSError(errno.EEXIST, "could not find a free Maildir name")
+
+    def abort(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        with contextlib.suppress(OSError):
+            os.unlink(self.name, dir_fd=self.tmp_fd)
+        self._close()
+        self.charge.cancel()
+
+    def _close(self) -> None:
+        for fd in (self.tmp_fd, self.maildir_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class MaildirStore:
+    """Writes copies into Maildir (and Maildir++ folders); see ``storage.base`` for the contract."""
+
+    def stage(self, mailbox: Mailbox, message: MessageCopy) -> _StagedMaildirFile:
+        maildir_fd, location, charge = self._open_maildir(mailbox, message.size)
+        try:
+            tmp_fd = os.open("tmp", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=maildir_fd)
+        except BaseException:
+            charge.cancel()
+            os.close(maildir_fd)
+            raise
+        try:
+            self._clean_stale_tmp(location, tmp_fd)
+            return self._write(mailbox, message, maildir_fd, tmp_fd, location, charge)
+        except BaseException:
+            charge.cancel()
+            os.close(tmp_fd)
+            os.close(maildir_fd)
+            raise
+
+    def _open_maildir(self, mailbox: Mailbox, size: int) -> tuple[int, Path, MaildirCharge]:
+        """Open (creating when needed) the Maildir, or its Maildir++ folder, without following links.
+
+        The quota is checked here, on the Maildir root where ``maildirsize`` lives (folders count
+        towards their Maildir's quota), before any byte is written: over quota raises ``DeliveryError``.
+        """
+        root = mailbox.root or mailbox.path.parent
+        root_fd = open_root(root, create=True, owner=mailbox.owner)
+        try:
+            maildir_fd = open_below(root_fd, split_below(root, mailbox.path), create=True, owner=mailbox.owner)
+        finally:
+            os.close(root_fd)
+        try:
+            self._ensure_subdirs(maildir_fd, mailbox.owner)
+            charge = charge_maildir(maildir_fd, mailbox, size)
+        except BaseException:
+            os.close(maildir_fd)
+            raise
+        try:
+            if mailbox.folder is None:
+                return maildir_fd, mailbox.path, charge
+            folder_fd = self._open_folder(maildir_fd, mailbox)
+            if folder_fd is None:
+                return maildir_fd, mailbox.path, charge
+        except BaseException:
+            charge.cancel()
+            os.close(maildir_fd)
+            raise
+        os.close(maildir_fd)
+        return folder_fd, mailbox.path / f".{mailbox.folder}", charge
+
+    def _open_folder(self, maildir_fd: int, mailbox: Mailbox) -> int | None:
+        """The folder's descriptor, or None for INBOX when it is missing and may not be created."""
+        name = f".{mailbox.folder}"
+        try:
+            folder_fd = open_below(maildir_fd, [name], create=mailbox.create_folder, owner=mailbox.owner)
+        except FileNotFoundError:
+            return None
+        try:
+            self._ensure_subdirs(folder_fd, mailbox.owner)
+            try:
+                marker = os.open(
+                    "maildirfolder",
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    FILE_MODE,
+                    dir_fd=folder_fd,
+                )
+            except FileExistsError:
+                pass
+            else:
+                if mailbox.owner is not None:
+                    os.fchown(marker, *mailbox.owner)
+                os.close(marker)
+                os.fsync(folder_fd)
+        except BaseException:
+            os.close(folder_fd)
+            raise
+        return folder_fd
+
+    @staticmethod
+    def _ensure_subdirs(maildir_fd: int, owner: tuple[int, int] | None) -> None:
+        created = False
+        for sub in SUBDIRS:
+            try:
+                os.mkdir(sub, 0o700, dir_fd=maildir_fd)
+            except FileExistsError:
+                continue
+            created = True
+            if owner is not None:
+                os.chown(sub, *owner, dir_fd=maildir_fd, follow_symlinks=False)
+        if created:
+            os.fsync(maildir_fd)
+
+    @staticmethod
+    def _write(
+        mailbox: Mailbox,
+        message: MessageCopy,
+        maildir_fd: int,
+        tmp_fd: int,
+        location: Path,
+        charge: MaildirCharge,
+    ) -> _StagedMaildirFile:
+        size = message.size
+        vsize = size + message.header.count(b"\n") + message.body.newlines
+        name = unique_name(size, vsize)
+        started = time.perf_counter()
+        fd = os.open(
+            name,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            FILE_MODE,
+            dir_fd=tmp_fd,
+        )
+        try:
+            try:
+                write_all(fd, message.header)
+                message.body.copy_to(fd)
+                if mailbox.owner is not None:
+                    os.fchown(fd, *mailbox.owner)
+                written = time.perf_counter()
+                if mailbox.fsync:
+                    os.fsync(fd)
+                synced = time.perf_counter()
+            finally:
+                os.close(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=tmp_fd)
+            raise
+        return _StagedMaildirFile(
+            maildir_fd=maildir_fd,
+            tmp_fd=tmp_fd,
+            name=name,
+            target="cur" if message.flags else "new",
+            flags=message.flags,
+            location=location,
+            fsync=mailbox.fsync,
+            size=size,
+            write_seconds=written - started,
+            fsync_seconds=synced - written,
+            charge=charge,
+        )
+
+    @staticmethod
+    def _clean_stale_tmp(location: Path, tmp_fd: int) -> None:
+        """Remove crash left-overs from ``tmp/``, at most once an hour per Maildir."""
+        now = time.time()
+        key = str(location)
+        with _stale_lock:
+            if now - _last_stale_scan.get(key, 0.0) < STALE_SCAN_INTERVAL:
+                return
+            _last_stale_scan[key] = now
+        for entry in os.scandir(tmp_fd):
+            try:
+                if (
+                    entry.is_file(follow_symlinks=False)
+                    and now - entry.stat(follow_symlinks=False).st_mtime > STALE_TMP_SECONDS
+                ):
+                    os.unlink(entry.name, dir_fd=tmp_fd)
+            except OSError:
+                continue
