@@ -1,0 +1,227 @@
+"""Engine behaviour beyond the corpus: compile errors, the file cache, runtime errors, hostile input."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mda.sieve import (
+    Discard,
+    FileInto,
+    Keep,
+    Outcome,
+    Redirect,
+    Reject,
+    SieveEnvelope,
+    SieveError,
+    compile_file,
+    compile_text,
+    run,
+)
+from mda.sieve.interpreter import MAX_EXPANDED, MAX_VARIABLE_SIZE
+
+MESSAGE = (
+    b"From: Bob <bob@example.org>\nTo: Alice <alice@example.test>\nSubject: Meeting on Monday\n"
+    b"Message-ID: <m1@example.org>\n\nHello Alice.\n"
+)
+ENVELOPE = SieveEnvelope("bob@example.org", "alice@example.test")
+
+
+def outcome_of(
+    script: str, message: bytes = MESSAGE, envelope: SieveEnvelope = ENVELOPE, delimiter: str = "+"
+) -> Outcome:
+    return run([compile_text(script, "t.sieve")], message, envelope, delimiter=delimiter)
+
+
+@pytest.mark.parametrize(
+    ("script", "line", "fragment"),
+    [
+        ("keep;\nfrobnicate;\n", 2, "unknown command 'frobnicate'"),
+        ('keep;\n\nfileinto "x";\n', 3, 'needs require "fileinto"'),
+        ('require "fileinto";\nkeep;\nrequire "reject";\n', 3, "require must come before"),
+        ('require "nosuchext";\n', 1, "unknown Sieve capability 'nosuchext'"),
+        ("keep;\nelsif true { keep; }\n", 2, "elsif without a preceding if"),
+        ("if true { keep; }\nelse { keep; }\nelse { keep; }\n", 3, "else without a preceding if"),
+        ('\nif header :comparator "i;nope" :is "a" "b" { keep; }\n', 2, "unknown comparator"),
+        ('\n\nredirect "not an address";\n', 3, "redirect address"),
+        ('if header :is :contains "a" "b" { keep; }\n', 1, "conflicts with an earlier tag"),
+        ('if header :regex "a" "b" { keep; }\n', 1, "unknown tag ':regex'"),
+        ('if header "a" { keep; }\n', 1, "expects 2 positional"),
+        ('require "variables";\nset "1bad" "x";\n', 2, "invalid variable name"),
+        ('require "envelope";\nif envelope "cc" "x" { keep; }\n', 2, "unknown envelope part"),
+        ('require "fileinto";\nfileinto ["a", "b"];\n', 2, "single string"),
+        ("if true keep;\n", 1, "if needs a block"),
+        ('if anyof (true, nosuch) { keep; }\n', 1, "unknown test 'nosuch'"),
+        ("if size 100 { keep; }\n", 1, "expects 0 positional"),
+        ('if address :user "to" "x" { keep; }\n', 1, 'needs require "subaddress"'),
+        ("keep { stop; }\n", 1, "takes no block"),
+        ('require "imap4flags";\naddflag "var" "x";\n', 2, 'needs require "variables"'),
+        ('require "fileinto";\nfileinto :copy "x";\n', 2, 'needs require "copy"'),
+    ],
+)
+def test_compile_errors_name_file_and_line(script: str, line: int, fragment: str) -> None:
+    with pytest.raises(SieveError) as info:
+        compile_text(script, "user.sieve")
+    assert (info.value.file, info.value.line) == ("user.sieve", line)
+    assert fragment in info.value.message
+    assert str(info.value) == f"user.sieve:{line}: {info.value.message}"
+
+
+def test_compile_file_caches_until_the_file_changes(tmp_path: Path) -> None:
+    path = tmp_path / "user.sieve"
+    path.write_text("keep;\n")
+    first = compile_file(path)
+    assert compile_file(path) is first
+    path.write_text("discard;\n")
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    second = compile_file(path)
+    assert second is not first
+    assert run([second], MESSAGE, ENVELOPE).actions == (Discard(),)
+
+
+def test_compile_file_reports_a_broken_file_every_time(tmp_path: Path) -> None:
+    path = tmp_path / "user.sieve"
+    path.write_bytes(b"keep;\nfileinto \"\xc3\x28\";\n")
+    for _ in range(2):
+        with pytest.raises(SieveError, match=r"user\.sieve:2: script is not valid UTF-8"):
+            compile_file(path)
+
+
+def test_ereject_is_a_reject_marked_for_protocol_level_refusal() -> None:
+    outcome = outcome_of('require "ereject";\nereject "mailbox closed";\n')
+    assert outcome.actions == (Reject("mailbox closed", ereject=True),)
+
+
+def test_runtime_conflict_falls_back_to_implicit_keep_without_flags() -> None:
+    outcome = outcome_of('require ["reject", "imap4flags"];\naddflag "\\\\Seen";\nkeep;\nreject "no";\n')
+    assert outcome.actions == (Keep(),)
+    assert outcome.errors == ("t.sieve:4: reject action conflicts with the store action at line 3",)
+
+
+def test_redirect_cancels_implicit_keep_unless_copy() -> None:
+    assert outcome_of('redirect "c@example.net";').actions == (Redirect("c@example.net"),)
+    copied = outcome_of('require "copy";\nredirect :copy "c@example.net";').actions
+    assert copied == (Keep(), Redirect("c@example.net", copy=True))
+
+
+def test_fileinto_create_and_flags_reach_the_action() -> None:
+    script = 'require ["fileinto", "mailbox", "imap4flags"];\nfileinto :create :flags "\\\\Seen" "Lists";\n'
+    assert outcome_of(script).actions == (FileInto("Lists", ("\\Seen",), create=True),)
+
+
+def test_configurable_subaddress_delimiters() -> None:
+    script = 'require ["envelope", "subaddress", "fileinto"];\nif envelope :detail "to" "lists" { fileinto "L"; }'
+    envelope = SieveEnvelope("bob@example.org", "alice-lists@example.test")
+    assert outcome_of(script, envelope=envelope, delimiter="+-").actions == (FileInto("L"),)
+    assert outcome_of(script, envelope=envelope).actions == (Keep(),)
+
+
+def test_envelope_from_null_sender_is_the_empty_string() -> None:
+    script = 'require ["envelope", "fileinto"];\nif envelope :is "from" "" { fileinto "Bounce"; }\n'
+    assert outcome_of(script, envelope=SieveEnvelope("", "alice@example.test")).actions == (FileInto("Bounce"),)
+
+
+def test_envelope_to_prefers_the_original_recipient() -> None:
+    script = 'require ["envelope", "fileinto"];\nif envelope :is "to" "orig@example.test" { fileinto "O"; }\n'
+    envelope = SieveEnvelope("bob@example.org", "alice@example.test", "orig@example.test")
+    assert outcome_of(script, envelope=envelope).actions == (FileInto("O"),)
+
+
+def test_too_many_actions_is_a_runtime_error() -> None:
+    script = 'require "fileinto";\n' + "".join(f'fileinto "f{i}";\n' for i in range(40))
+    outcome = outcome_of(script)
+    assert outcome.actions == (Keep(),)
+    assert "more than 32 actions" in outcome.errors[0]
+
+
+# -- hostile input ------------------------------------------------------------------------------
+
+
+def test_hostile_message_bytes_are_tolerated() -> None:
+    message = b"Subject: caf\xe9 \x00 =?bogus?Q?x?= =?utf-8?B?!!!?=\nFrom: <<>>@@\n\n\x00\xff body\n"
+    script = 'require ["body", "fileinto"];\nif anyof (header :contains "subject" "caf",' \
+             ' address :domain "from" "x", body :contains "body") { fileinto "Odd"; }\n'
+    assert outcome_of(script, message=message).actions == (FileInto("Odd"),)
+
+
+@pytest.mark.parametrize("message", [b"", b"\n", b"no header separator", b"\r\n\r\nbody only"])
+def test_degenerate_messages(message: bytes) -> None:
+    assert outcome_of('if exists "subject" { discard; }', message=message).actions == (Keep(),)
+
+
+def test_pathological_wildcards_stay_fast() -> None:
+    message = b"Subject: " + b"a" * 20000 + b"\n\n"
+    script = 'if header :matches "subject" "' + "*a" * 200 + '*b" { discard; }\n'
+    start = time.perf_counter()
+    assert outcome_of(script, message=message).actions == (Keep(),)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_variable_values_are_bounded() -> None:
+    big = "x" * (MAX_VARIABLE_SIZE * 2)
+    script = f'require ["variables", "fileinto"];\nset "a" "{big}";\nset :length "n" "${{a}}";\nfileinto "${{n}}";'
+    assert outcome_of(script).actions == (FileInto(str(MAX_VARIABLE_SIZE)),)
+
+
+def test_expansion_blowup_is_a_runtime_error() -> None:
+    refs = "${a}" * (MAX_EXPANDED // MAX_VARIABLE_SIZE + 2)
+    script = f'require ["variables", "fileinto"];\nset "a" "{"y" * MAX_VARIABLE_SIZE}";\nfileinto "{refs}";'
+    outcome = outcome_of(script)
+    assert outcome.actions == (Keep(),)
+    assert "after expansion" in outcome.errors[0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_script_bytes_never_crash(data: bytes) -> None:
+    try:
+        script = compile_text(data.decode("utf-8", errors="replace"), "fuzz.sieve")
+    except SieveError as exc:
+        assert str(exc).startswith("fuzz.sieve:")
+        return
+    run([script], MESSAGE, ENVELOPE)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet='ifelsekeep{}();:"[],#*/\\ \n text:.requirehdaesz', max_size=200))
+def test_random_sieve_like_text_never_crashes(text: str) -> None:
+    try:
+        script = compile_text(text, "fuzz.sieve")
+    except SieveError as exc:
+        assert exc.line >= 1
+        return
+    run([script], MESSAGE, ENVELOPE)
+
+
+# -- performance ------------------------------------------------------------------------------
+
+
+def test_twenty_rules_on_4k_message_run_well_under_a_millisecond() -> None:
+    rules = "".join(
+        f'if header :contains "subject" "word{i}" {{ fileinto "F{i}"; }}\n' if i % 3
+        else f'if address :domain :is "from" "d{i}.example" {{ fileinto "D{i}"; }}\n'
+        for i in range(18)
+    )
+    script = compile_text(
+        'require ["fileinto", "imap4flags"];\n' + rules
+        + 'if header :matches "subject" "*urgent*" { addflag "\\\\Flagged"; }\nif size :over 1M { discard; }\n',
+        "perf.sieve",
+    )
+    message = (
+        b"From: Bob <bob@example.org>\nTo: alice@example.test\nSubject: hello urgent\n"
+        + b"Received: from a by b; Sat, 28 Nov 2026 12:00:00 +0000\n" * 8
+        + b"\n" + b"lorem ipsum dolor sit amet " * 140
+    )
+    assert 4000 < len(message) < 4400
+    runs = 300
+    start = time.perf_counter()
+    for _ in range(runs):
+        outcome = run([script], message, ENVELOPE)
+    per_run = (time.perf_counter() - start) / runs
+    assert outcome.actions == (Keep(("\\Flagged",)),)
+    assert per_run < 0.001
