@@ -152,8 +152,8 @@ class _Run:
 
     def test_size(self, test: Test) -> bool:
         kind, limit = test.tags["size"]
-        size = self.ctx.message.size
-        return size > limit if kind == "over" else size < limit
+        size: int = self.ctx.message.size
+        return size > int(limit) if kind == "over" else size < int(limit)
 
     def test_header(self, test: Test) -> bool:
         names = self.expand_all(test.args[0], test.line)

@@ -1,0 +1,2 @@
+redirect "carol@example.net";
+discard;

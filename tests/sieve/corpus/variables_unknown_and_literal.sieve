@@ -1,0 +1,3 @@
+require ["variables", "fileinto"];
+set "x" "${unknown}A${ not a ref }B\${x}";
+fileinto "${x}";
