@@ -293,6 +293,7 @@ class _Compiler:
             i += 1
         positional = raw[i:]
         kinds = spec.positional
+        # imap4flags (RFC 5232 §3-4): the leading variable name may be left out; record whether it was.
         if spec.optional_first and len(positional) == len(kinds) - 1:
             kinds = kinds[1:]
             tags["variable_given"] = False

@@ -91,6 +91,10 @@ def run(
 ) -> Outcome:
     """Run ``scripts`` (sieve_before…, the user's, sieve_after…) for one recipient.
 
+    As in Pigeonhole, ``stop`` ends only its own script, and the next script runs only while the message
+    is still kept (implicit keep in force, or an explicit ``keep``): a ``fileinto``, ``redirect``,
+    ``reject`` or ``discard`` in a before script means the user's script does not run.
+
     ``delimiter`` lists the subaddress separator characters (Dovecot's ``recipient_delimiter``).
     ``vacation_state`` is only read here; the caller records a sent reply with
     ``vacation_state.record(outcome.vacation)``.

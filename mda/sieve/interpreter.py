@@ -8,7 +8,7 @@ result between ``sieve_before`` scripts, the user's script and ``sieve_after`` s
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ from .errors import SieveRuntimeError
 from .match import match_value
 from .message import Address, SieveMessage, split_address
 from .strings import Ref, Value
+from .vacation import DEFAULT_DAYS
 
 #: Pigeonhole's ``sieve_variables_max_variable_size``: longer values are cut (RFC 5229 §6 allows it).
 MAX_VARIABLE_SIZE = 4096
@@ -288,7 +289,7 @@ class _Run:
             addresses=tuple(self.expand_all(tags.get("addresses", ()), cmd.line)),
             mime=mime,
             handle=handle,
-            days=int(tags.get("days", 7)),
+            days=int(tags.get("days", DEFAULT_DAYS)),
             line=cmd.line,
         )
         self.ctx.result.add_vacation(pending, self.script.name, cmd.line)
@@ -331,7 +332,7 @@ def _add_flags(current: list[str], given: Iterable[str]) -> list[str]:
     return current
 
 
-def _modify(value: str, tags: dict[str, Any] | Any) -> str:
+def _modify(value: str, tags: Mapping[str, Any]) -> str:
     """``set`` modifiers in RFC 5229 §4.1 precedence order: case, first letter, quoting, length."""
     case = tags.get("case")
     if case == "lower":
