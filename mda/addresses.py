@@ -30,13 +30,16 @@ class Address:
 
     local: str
     domain: str
+    utf8: bool = False
+    """True when the address was written with non-ASCII text anywhere (local part or U-label domain):
+    RFC 6531 §3.4 lets such an address through only when the transaction announced ``SMTPUTF8``."""
 
     def __str__(self) -> str:
         return f"{self.local}@{self.domain}" if self.domain else self.local
 
     @property
     def is_ascii(self) -> bool:
-        return self.local.isascii()
+        return not self.utf8 and self.local.isascii()
 
 
 def normalize_domain(name: str) -> str:
@@ -92,7 +95,7 @@ def parse_mailbox(text: str) -> Address:
     local = _local_part(local)
     if len(local.encode("utf-8")) > MAX_LOCAL_PART:
         raise AddressError("local part too long")
-    return Address(local=local, domain=normalize_domain(domain))
+    return Address(local=local, domain=normalize_domain(domain), utf8=not text.isascii())
 
 
 def parse_path(text: str) -> tuple[Address | None, str]:

@@ -475,7 +475,9 @@ def _domains(doc: Document, section: _Section) -> dict[str, DomainConfig]:
     return domains
 
 
-def _aliases(doc: Document, value: Any) -> dict[str, tuple[str, ...]]:
+def _aliases(doc: Document, value: Any, raw_keys: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """Aliases with normalised keys and targets; ``raw_keys`` maps each key back to its spelling in the
+    file, so later checks (cycles, foreign targets) can name the line."""
     path: PathKey = ("aliases",)
     section = _Section(doc, path, value)
     aliases: dict[str, tuple[str, ...]] = {}
@@ -484,6 +486,7 @@ def _aliases(doc: Document, value: Any) -> dict[str, tuple[str, ...]]:
         source = _address_key(doc, key_path, raw, allow_catch_all=True)
         if source in aliases:
             raise doc.error(key_path, "the same alias appears twice")
+        raw_keys[source] = str(raw)
         target_list = targets if isinstance(targets, list) else [targets]
         if not target_list:
             raise doc.error(key_path, "an alias needs at least one target")
@@ -636,13 +639,14 @@ def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> C
     if any(c.isalnum() or c in "@." for c in delimiter):
         raise doc.error(("recipient_delimiter",), "delimiters must not be letters, digits, '@' or '.'")
 
+    alias_keys: dict[str, str] = {}
     config = Config(
         hostname=top.get("hostname", _hostname, None) or _default_hostname(),
         listeners=listeners,
         domains=_domains(doc, top),
         storage=storage,
         users=users,
-        aliases=_aliases(doc, top.values.get("aliases")),
+        aliases=_aliases(doc, top.values.get("aliases"), alias_keys),
         users_file=users_file,
         recipient_delimiter=delimiter,
         case_sensitive_local_part=top.get("case_sensitive_local_part", _bool, False),
@@ -664,13 +668,29 @@ def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> C
     top.used.update({"aliases", "submission", "sieve"})
     top.finish()
     _check_users_in_domains(doc, users_doc, config)
+    _check_aliases(doc, config, alias_keys)
+    return config
+
+
+def _check_aliases(doc: Document, config: Config, raw_keys: Mapping[str, str]) -> None:
+    """Alias sources and targets must be in our domains (mda delivers, it never forwards: a foreign
+    target would be dropped at delivery), and no chain may lead back to itself."""
     from mda.aliases import AliasCycleError, check_alias_cycles
 
+    for source, targets in config.aliases.items():
+        key_path: PathKey = ("aliases", raw_keys.get(source, source))
+        if source.rpartition("@")[2] not in config.domains:
+            raise doc.error(key_path, f"alias {source} is not in a domain listed under domains")
+        for target in targets:
+            domain = target.rpartition("@")[2]
+            if domain not in config.domains:
+                raise doc.error(key_path, f"target {target} is not in a domain listed under domains")
+    fold = not config.case_sensitive_local_part
     try:
-        check_alias_cycles(config.aliases)
+        check_alias_cycles(config.aliases, fold=fold)
     except AliasCycleError as error:
-        raise doc.error(("aliases", error.cycle[0]), str(error)) from None
-    return config
+        spelled = {(key.lower() if fold else key): raw for key, raw in raw_keys.items()}
+        raise doc.error(("aliases", spelled.get(error.cycle[0], error.cycle[0])), str(error)) from None
 
 
 def _check_users_in_domains(doc: Document, users_doc: Document | None, config: Config) -> None:

@@ -48,8 +48,14 @@ class UnsafeValue(ValueError):
     """A value that a path template cannot safely use (empty, ``.``, ``..``, ``/``, NUL, controls)."""
 
 
+_UNSAFE_CHARS = frozenset('/"\\')
+"""``/`` would change directory; quotes and backslashes only appear in a quoted local part (RFC 5321
+§4.1.2), which no mailbox name should inherit: such an address may still reach a user through an alias."""
+
+
 def check_template_value(value: str) -> str:
-    if value in ("", ".", "..") or "/" in value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+    """Refuse a value that could lead a path template out of its directory (config.md, "Path templates")."""
+    if value in ("", ".", "..") or any(c in _UNSAFE_CHARS or ord(c) < 32 or ord(c) == 127 for c in value):
         raise UnsafeValue(value)
     return value
 
@@ -61,13 +67,23 @@ def template_root(template: str) -> Path:
     return Path(fixed or ".").absolute()
 
 
-def render_template(template: str, values: dict[str, str]) -> Path:
-    """Fill a path template after checking each value used; the result stays below its root."""
+def render_template(template: str, values: dict[str, str], *, home: str | None = None) -> Path:
+    """Fill a path template after checking each value used; the result stays below its root.
+
+    ``home`` is a trusted directory (a system user's home from the passwd database): it may contain
+    ``/`` and becomes the root the result must stay below. Every other value comes from an address.
+    """
     used = {name for _, name, _, _ in string.Formatter().parse(template) if name}
     for name in used:
+        if name == "home" and home is not None:
+            continue
         check_template_value(values.get(name, ""))
+    if home is not None:
+        if not os.path.isabs(home):
+            raise UnsafeValue(home)
+        values = {**values, "home": home}
     path = Path(template.format(**values)).absolute()
-    root = template_root(template)
+    root = Path(home) if home is not None and "{home}" in template else template_root(template)
     if root != path and root not in path.parents:
         raise UnsafeValue(str(path))
     return path
@@ -188,6 +204,10 @@ class Policy:
         except (KeyError, UnsafeValue):
             walk.steps.append(f"no system user {base}")
             return False
+        if entry.pw_uid == 0:
+            # Like Postfix local(8), never write into root's files with root's authority.
+            walk.steps.append(f"system user {base} is uid 0: not a mail recipient")
+            return False
         walk.steps.append(f"system user {base}: home {entry.pw_dir}")
         settings = MailboxSettings(path="{home}/Maildir", owner=f"{entry.pw_uid}:{entry.pw_gid}")
         self._add(walk, base, detail, domain, settings, home=entry.pw_dir)
@@ -208,8 +228,7 @@ class Policy:
         if home is None:
             without_home = {**values, "home": ""}
             home = str(render_template(settings.path, without_home).parent) if "{home}" not in settings.path else ""
-        values["home"] = home
-        path = render_template(settings.path, values)
+        path = render_template(settings.path, values, home=home or None)
         folder = folder_for_detail(detail) if detail and settings.format == "maildir" else None
         mailbox = Mailbox(
             format=settings.format,
