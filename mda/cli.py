@@ -74,6 +74,13 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     return EXIT_OK if resolution.accepted else EXIT_CONFIG
 
 
+def cmd_deliver(args: argparse.Namespace) -> int:
+    """LDA mode (mda/lda.py): sysexits codes, one status line per recipient on standard output."""
+    from mda.lda import run
+
+    return run(args.config, args.sender, args.recipients, stdin=sys.stdin.buffer, stdout=sys.stdout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mda", description="Mail delivery agent (LMTP/SMTP → Maildir/mbox)")
     parser.add_argument("--version", action="version", version=f"mda {__version__}")
@@ -93,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("address")
     resolve.add_argument("--size", type=int, help="message size, as the SIZE parameter would say")
     resolve.set_defaults(func=cmd_resolve)
+
+    deliver = commands.add_parser("deliver", help="LDA mode: deliver one message read from standard input")
+    deliver.add_argument("--config", type=Path)
+    deliver.add_argument("-f", "--from", dest="sender", default="", help='envelope sender ("" = null sender)')
+    deliver.add_argument("recipients", nargs="+", metavar="RECIPIENT")
+    deliver.set_defaults(func=cmd_deliver)
     return parser
 
 
