@@ -11,21 +11,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import grp
+import logging
 import os
 import pwd
 import signal
+import socket
 import sys
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from mda import logs, replies
-from mda.config import Config, ListenerConfig
+from mda import logs, replies, sdnotify
+from mda.config import Config, ListenerConfig, watched_files
+from mda.config import load as load_config
+from mda.metrics import Metrics, MetricsServer, build_metrics
 from mda.protocol import MdaSession
+from mda.reload import ConfigWatcher
 from mda.server import ListenerContext, Reporter, State, bind_tcp, bind_unix
+from mda.tls import listener_context as listener_tls_context
+from mda.yamlsource import ConfigError
 
 STORAGE_THREADS = 32
 """Blocking file work (write, fsync, link, lock) runs here so a slow disk never stalls the loop."""
+MAX_DELIVERY_WAIT = 60.0
+"""After ``shutdown_timeout``, how long a delivery already running may still take before exit."""
 
 
 class Listener:
@@ -36,6 +46,7 @@ class Listener:
         self.context = context
         self.server = server
         self.lock_fd: int | None = None
+        self.owns_path = True
 
     def address_text(self) -> str:
         if self.config.bind.is_unix:
@@ -45,7 +56,7 @@ class Listener:
 
     def close(self) -> None:
         self.server.close()
-        if self.config.bind.is_unix:
+        if self.config.bind.is_unix and self.owns_path:
             with contextlib.suppress(OSError):
                 os.unlink(self.config.bind.path)
         if self.lock_fd is not None:
@@ -53,43 +64,88 @@ class Listener:
             self.lock_fd = None
 
 
-class Application:
-    """Owns the process: configuration state, listeners, executor, lifecycle."""
+ListenerKey = tuple[str, str]
+"""(protocol, bind as written): how a reload tells a kept listener from an added or removed one."""
 
-    def __init__(self, config: Config, *, out: TextIO = sys.stdout) -> None:
+
+def listener_key(config: ListenerConfig) -> ListenerKey:
+    return (config.protocol, str(config.bind))
+
+
+class Application:
+    """Owns the process: configuration state, listeners, executor, metrics, reload and lifecycle.
+
+    ``inherited`` holds UNIX sockets bound by a worker supervisor before it forked, and ``ports`` the
+    TCP ports it reserved (port 0 resolved), so every worker listens on the same addresses.
+    ``worker`` means a supervisor prints the start-up lines, serves ``/metrics`` and talks to systemd.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        out: TextIO = sys.stdout,
+        metrics: Metrics | None = None,
+        inherited: dict[ListenerKey, socket.socket] | None = None,
+        ports: dict[ListenerKey, int] | None = None,
+        worker: bool = False,
+    ) -> None:
         self.state = State.build(config)
         self.out = out
         self.executor = ThreadPoolExecutor(max_workers=STORAGE_THREADS, thread_name_prefix="mda-store")
         self.spool_dir: Path | None = config.state_dir
-        self.reporter = Reporter()
+        self.metrics = metrics if metrics is not None else build_metrics()
+        self.reporter = Reporter(self.metrics)
         self.shutting_down = False
         self.listeners: list[Listener] = []
+        self.retired: list[Listener] = []
+        """Listeners closed by a reload whose sessions may still be open."""
+        self.inherited = dict(inherited or {})
+        self.ports = dict(ports or {})
+        self.worker = worker
+        self.metrics_server: MetricsServer | None = None
+        self.watcher: ConfigWatcher | None = None
+        self.ready = False
         self._stop = asyncio.Event()
         self._idle = asyncio.Event()
+        self._reloading = False
+        self._reload_again = False
+        self.metrics.config_loaded_now(config.digest)
 
     # ListenerHost
     def open_sessions(self) -> int:
-        return sum(len(listener.context.sessions) for listener in self.listeners)
+        return sum(len(listener.context.sessions) for listener in [*self.listeners, *self.retired])
 
     def session_finished(self) -> None:
         if self.shutting_down and self.open_sessions() == 0:
             self._idle.set()
 
     def announce(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
+        if not self.worker:
+            print(line, file=self.out, flush=True)
 
     async def open_listener(self, config: ListenerConfig) -> Listener:
         loop = asyncio.get_running_loop()
         context = ListenerContext(config, self)
+        key = listener_key(config)
         lock_fd = None
-        if config.bind.is_unix:
+        owned = True
+        # RFC 8314 implicit TLS: the handshake comes first; the certificate is re-read per handshake.
+        tls = listener_tls_context(config.tls) if config.tls is not None and config.tls.mode == "implicit" else None
+        if key in self.inherited:
+            sock = self.inherited.pop(key)
+            owned = False  # the supervisor owns the socket file and its lock
+            server = await loop.create_unix_server(lambda: MdaSession(context), sock=sock, ssl=tls)
+        elif config.bind.is_unix:
             sock, lock_fd = bind_unix(config.bind.path, config.socket_mode, config.socket_owner)
-            server = await loop.create_unix_server(lambda: MdaSession(context), sock=sock)
+            server = await loop.create_unix_server(lambda: MdaSession(context), sock=sock, ssl=tls)
         else:
-            sock = bind_tcp(config.bind.host, config.bind.port, reuse_port=self.state.config.workers > 1)
-            server = await loop.create_server(lambda: MdaSession(context), sock=sock)
+            port = self.ports.get(key, config.bind.port)
+            sock = bind_tcp(config.bind.host, port, reuse_port=self.state.config.workers > 1 or key in self.ports)
+            server = await loop.create_server(lambda: MdaSession(context), sock=sock, ssl=tls)
         listener = Listener(config, context, server)
         listener.lock_fd = lock_fd
+        listener.owns_path = owned
         return listener
 
     async def start(self) -> None:
@@ -98,26 +154,138 @@ class Application:
             listener = await self.open_listener(listener_config)
             self.listeners.append(listener)
             self.announce(f"listening {listener_config.protocol} {listener.address_text()}")
+        if config.metrics is not None and not self.worker:
+            self.metrics_server = MetricsServer(config.metrics.bind.host, config.metrics.bind.port, self.is_ready)
+            self.metrics_server.start()
+            self.announce(f"metrics http://{self.metrics_server.address_text}/metrics")
         storage = config.storage
         self.announce(f"delivering to {storage.path} ({storage.format}{', fsync' if storage.fsync else ', no fsync'})")
         if config.user:
             drop_privileges(config.user)
+        self.ready = True
+
+    def is_ready(self) -> bool:
+        """``/readyz``: listeners bound and a configuration loaded, and not shutting down."""
+        return self.ready and not self.shutting_down
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         await self.start()
-        logs.event("started", listeners=len(self.listeners), config=self.state.config.digest)
+        self.watcher = ConfigWatcher(loop, watched_files(self.state.config), self.request_reload)
+        self.watcher.start()
+        logs.event("started", listeners=len(self.listeners), config=self.state.config.digest, pid=os.getpid())
+        if not self.worker:
+            sdnotify.ready()
         await self._stop.wait()
+        if not self.worker:
+            sdnotify.stopping()
+        self.watcher.stop()
         await self.drain()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         return 0
 
     def request_stop(self) -> None:
         self._stop.set()
 
+    # --- reload ----------------------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """SIGHUP or a changed file: reload once; a request during a reload runs one more after it."""
+        if self.shutting_down:
+            return
+        if self._reloading:
+            self._reload_again = True
+            return
+        self._reloading = True
+        asyncio.get_running_loop().create_task(self._reload_loop())
+
+    async def _reload_loop(self) -> None:
+        try:
+            while True:
+                self._reload_again = False
+                await self.reload()
+                if not self._reload_again:
+                    return
+        finally:
+            self._reloading = False
+
+    async def reload(self) -> bool:
+        """Load, validate, swap (style.md §9); on any error keep the running configuration."""
+        old = self.state.config
+        source = old.source
+        if source is None:
+            logs.event("reload_skipped", reason="embedded default configuration")
+            return False
+        if not self.worker:
+            sdnotify.reloading()
+        loop = asyncio.get_running_loop()
+        try:
+            new = await loop.run_in_executor(self.executor, load_config, source)
+            state = State.build(new)
+        except ConfigError as error:
+            self.metrics.config_reloaded(False)
+            logs.event("reload_failed", logging.ERROR, file=error.file, line=error.line, error=str(error))
+            return False
+        except Exception as error:  # an unreadable users file, a policy that cannot be built
+            self.metrics.config_reloaded(False)
+            logs.event("reload_failed", logging.ERROR, file=str(source), error=f"{type(error).__name__}: {error}")
+            return False
+        finally:
+            if not self.worker:
+                sdnotify.ready()
+        await self._apply_listeners(new)
+        # Sessions take the state at MAIL: a transaction under way keeps the old one (server.State).
+        self.state = state
+        if (new.log_format, new.log_level) != (old.log_format, old.log_level):
+            logs.setup(new.log_format, new.log_level)
+        if self.watcher is not None:
+            self.watcher.set_paths(watched_files(new))
+        self.metrics.config_reloaded(True)
+        self.metrics.config_loaded_now(new.digest)
+        logs.event("reloaded", config=new.digest, previous=old.digest)
+        return True
+
+    async def _apply_listeners(self, new: Config) -> None:
+        """Open added listeners, close removed ones, keep the others (and their sessions) untouched."""
+        wanted = {listener_key(listener): listener for listener in new.listeners}
+        kept: list[Listener] = []
+        for listener in self.listeners:
+            key = listener_key(listener.config)
+            if key in wanted:
+                listener.config = listener.context.config = wanted.pop(key)
+                kept.append(listener)
+            else:
+                listener.close()
+                logs.event("listener_closed", listener=listener.config.label)
+                self.retired.append(listener)
+        for listener_config in wanted.values():
+            if self.worker and (listener_config.bind.is_unix or listener_config.bind.port == 0):
+                reason = "with several workers a new UNIX or port-0 listener needs a restart"
+                logs.event("listener_not_opened", logging.ERROR, listener=listener_config.label, reason=reason)
+                continue
+            try:
+                listener = await self.open_listener(listener_config)
+            except OSError as error:
+                logs.event("listener_failed", logging.ERROR, listener=listener_config.label, error=str(error))
+                continue
+            kept.append(listener)
+            logs.event("listener_opened", listener=listener_config.label, address=listener.address_text())
+        self.listeners = kept
+
+    # --- shutdown --------------------------------------------------------------------------------
+
     async def drain(self) -> None:
-        """Stop accepting, let deliveries finish, then ``421 4.3.2`` to whoever is still connected."""
+        """Stop accepting, let transactions in flight finish, then ``421 4.3.2`` to what remains.
+
+        Idle sessions are told at once; a session inside DATA finishes its delivery and gets its
+        replies first (the protocol closes it right after them). After ``shutdown_timeout`` every
+        session still open is told ``421`` and closed; a delivery still running in the thread pool
+        completes before the process exits, so nothing acknowledged is ever lost.
+        """
         self.shutting_down = True
         logs.event("stopping", sessions=self.open_sessions())
         for listener in self.listeners:
@@ -125,16 +293,25 @@ class Application:
         for session in self._sessions():
             if not session.busy and session.envelope_ is None:
                 await _say_goodbye(session)
+        deadline = asyncio.get_running_loop().time() + self.state.config.shutdown_timeout
         if self.open_sessions():
+            self._idle.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), self.state.config.shutdown_timeout)
         for session in self._sessions():
+            if session.busy:
+                continue  # its delivery is running; it answers and closes itself
             await _say_goodbye(session)
-        self.executor.shutdown(wait=True)
+        while any(session.busy for session in self._sessions()):
+            if asyncio.get_running_loop().time() > deadline + MAX_DELIVERY_WAIT:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown, True)
         logs.event("stopped")
 
     def _sessions(self) -> list[MdaSession]:
-        return [session for listener in self.listeners for session in list(listener.context.sessions)]
+        listeners = [*self.listeners, *self.retired]
+        return [session for listener in listeners for session in list(listener.context.sessions)]
 
 
 async def _say_goodbye(session: MdaSession) -> None:
@@ -155,11 +332,24 @@ def drop_privileges(user: str) -> None:
     os.setuid(entry.pw_uid)
 
 
-def serve(config: Config) -> int:
-    """Run the server until a signal stops it; returns the exit code."""
-    logs.setup(config.log_format, config.log_level)
-    with contextlib.suppress(ImportError):
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on uvloop when it is installed (design.md, "Concurrency"), else on asyncio's loop."""
+    try:
         import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
-        return uvloop.run(Application(config).run())
-    return asyncio.run(Application(config).run())
+
+def serve(config: Config) -> int:
+    """Run the server until a signal stops it; returns the exit code.
+
+    ``workers: N`` above 1 hands over to the supervisor in ``mda.workers`` (one process per worker,
+    metrics aggregated); otherwise this process serves alone.
+    """
+    logs.setup(config.log_format, config.log_level)
+    if config.workers > 1:
+        from mda.workers import serve_workers
+
+        return serve_workers(config)
+    return run_loop(Application(config).run())

@@ -28,8 +28,10 @@ from mda.addresses import Address
 from mda.config import Config, Limits, ListenerConfig
 from mda.dataread import DataResult
 from mda.delivery import Outcome, Transaction
+from mda.metrics import Metrics
 from mda.policy import Policy, Resolution
 from mda.replies import Reply
+from mda.space import check_capacity
 
 if TYPE_CHECKING:
     from mda.protocol import MdaSession
@@ -47,20 +49,34 @@ class State:
         return cls(config=config, policy=Policy(config))
 
     def resolve(self, address: Address, *, smtputf8: bool, size: int | None) -> Resolution:
-        return self.policy.resolve(address, smtputf8=smtputf8)
+        """Policy, then room for ``size`` bytes (SIZE parameter) in every mailbox: space and quota."""
+        return check_capacity(self.config, self.policy.resolve(address, smtputf8=smtputf8), size)
 
 
 class Reporter:
-    """Where sessions report outcomes: one log line per event (metrics hook in here too)."""
+    """Where sessions report outcomes: one log line per event, and the matching metric updates.
+
+    Storage never imports metrics (design.md, "Parts"): it reports its timings in ``StoreResult``, and
+    they are recorded here, next to the log line of the same delivery.
+    """
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
 
     def session_opened(self, listener: ListenerConfig, client: str) -> None:
         logs.event("session_open", listener=listener.label, client=client)
+        if self.metrics is not None:
+            self.metrics.session_opened(str(listener.bind), listener.protocol)
 
     def session_closed(self, listener: ListenerConfig, client: str) -> None:
         logs.event("session_close", listener=listener.label, client=client)
+        if self.metrics is not None:
+            self.metrics.session_closed(str(listener.bind), listener.protocol)
 
     def connection_refused(self, listener: ListenerConfig, client: str, reason: str) -> None:
         logs.event("connection_refused", logging.WARNING, listener=listener.label, client=client, reason=reason)
+        if self.metrics is not None:
+            self.metrics.connection_refused(reason)
 
     def recipient_refused(self, listener: ListenerConfig, client: str, sender: str, resolution: Resolution) -> None:
         logs.event(
@@ -72,11 +88,20 @@ class Reporter:
             code=resolution.reply.code,
             enhanced=resolution.reply.enhanced,
         )
+        if self.metrics is not None:
+            self.metrics.recipient_refused(resolution.reply.enhanced)
 
     def delivered(
         self, listener: ListenerConfig, client: str, txn: Transaction, data: DataResult, outcomes: Sequence[Outcome]
     ) -> None:
-        delay = round(time.monotonic() - txn.started, 3)
+        """One log line and one counter per accepted RCPT (LMTP replies once per RCPT, RFC 2033 §4.2)."""
+        seconds = time.monotonic() - txn.started
+        delay = round(seconds, 3)
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.message_received(str(listener.bind), listener.protocol, data.size)
+            metrics.replied(listener.protocol, seconds)
+        timed: set[int] = set()
         for outcome in outcomes:
             logs.event(
                 "delivery",
@@ -93,6 +118,15 @@ class Reporter:
                 stored=outcome.locations,
                 reason=outcome.reason,
             )
+            if metrics is None:
+                continue
+            mailboxes = outcome.resolution.mailboxes
+            storage_format = mailboxes[0].format if mailboxes else "none"
+            metrics.delivery(outcome.reply.code, outcome.reply.enhanced, storage_format)
+            for result in outcome.results:
+                if id(result) not in timed:  # a copy shared by two RCPTs was written once
+                    timed.add(id(result))
+                    metrics.stored(storage_format, result.write_seconds, result.fsync_seconds)
 
 
 class ListenerContext:

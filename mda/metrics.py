@@ -1,0 +1,279 @@
+"""Every Prometheus metric of mda, defined once, with bounded labels (never an address).
+
+``build_metrics(registry)`` creates the collectors in the given registry, so tests use their own
+``CollectorRegistry`` and a second build never collides with the first (style.md §11). Hot-path
+children (``.labels(...)`` costs microseconds) are cached per label tuple.
+
+``prometheus_client`` is imported inside the functions on purpose: in multiprocess mode the
+``PROMETHEUS_MULTIPROC_DIR`` variable must be set before that package is first imported (it picks its
+value class at import time), and the worker supervisor sets it only once it knows it will fork.
+
+Labels and their bounds: ``listener`` is a configured bind address (the operator's list), ``protocol``
+is ``lmtp``/``smtp``, ``result`` is ``delivered``/``tempfail``/``permfail``, ``enhanced`` is an RFC 3463
+enhanced status code (a small fixed set in ``mda.replies``), ``format`` is ``maildir``/``mbox``/``none``,
+``reason`` comes from the fixed tables below.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from mda import __version__
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+"""Seconds from end of DATA to the reply: a local delivery takes milliseconds, a sick disk seconds."""
+DISK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+SIZE_BUCKETS = tuple(float(2**n) for n in range(10, 31, 2))
+"""1 KiB to 1 GiB in powers of four."""
+
+RCPT_REASONS = {
+    "5.1.1": "unknown_user",
+    "5.1.2": "unknown_domain",
+    "5.1.3": "bad_address",
+    "5.1.6": "moved",
+    "5.2.2": "quota",
+    "4.2.2": "quota",
+    "4.3.1": "disk_full",
+    "5.3.4": "too_big",
+    "5.7.1": "denied",
+}
+"""Enhanced code → refusal reason at RCPT; anything else counts as ``other``."""
+QUOTA_CODES = frozenset({"5.2.2", "4.2.2"})
+"""RFC 3463 X.2.2: mailbox full."""
+
+
+def result_of(code: int) -> str:
+    """``delivered``/``tempfail``/``permfail`` from a reply code (RFC 5321 §4.2.1)."""
+    if code < 400:
+        return "delivered"
+    return "tempfail" if code < 500 else "permfail"
+
+
+class Metrics:
+    """The collectors, plus cached children for the labels the hot path uses."""
+
+    def __init__(self, registry: CollectorRegistry | None, *, multiprocess: bool = False) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        kw: dict[str, Any] = {"registry": registry}
+        self.multiprocess = multiprocess
+        self.deliveries = Counter(
+            "mda_deliveries_total",
+            "Recipient outcomes after DATA, by result, enhanced status code and storage format.",
+            ["result", "enhanced", "format"],
+            **kw,
+        )
+        self.rcpt_refused = Counter(
+            "mda_rcpt_refused_total", "Recipients refused at RCPT, by reason.", ["reason", "enhanced"], **kw
+        )
+        self.messages_received = Counter(
+            "mda_messages_received_total", "Messages received (end of DATA).", ["listener", "protocol"], **kw
+        )
+        self.bytes_received = Counter(
+            "mda_received_bytes_total", "Message bytes received.", ["listener", "protocol"], **kw
+        )
+        self.delivery_seconds = Histogram(
+            "mda_delivery_duration_seconds",
+            "Time from end of DATA to the reply, per transaction.",
+            ["protocol"],
+            buckets=LATENCY_BUCKETS,
+            **kw,
+        )
+        self.storage_write_seconds = Histogram(
+            "mda_storage_write_seconds", "Time to write one stored copy.", ["format"], buckets=DISK_BUCKETS, **kw
+        )
+        self.storage_fsync_seconds = Histogram(
+            "mda_storage_fsync_seconds", "Time to fsync one stored copy.", ["format"], buckets=DISK_BUCKETS, **kw
+        )
+        self.message_size = Histogram(
+            "mda_message_size_bytes", "Size of received messages.", ["protocol"], buckets=SIZE_BUCKETS, **kw
+        )
+        self.sessions_open = Gauge(
+            "mda_sessions_open",
+            "Sessions open now.",
+            ["listener", "protocol"],
+            multiprocess_mode="livesum",
+            **kw,
+        )
+        self.sessions = Counter("mda_sessions_total", "Sessions accepted.", ["listener", "protocol"], **kw)
+        self.connections_refused = Counter(
+            "mda_connections_refused_total", "Connections refused at connect, by reason.", ["reason"], **kw
+        )
+        self.config_reloads = Counter(
+            "mda_config_reloads_total", "Configuration reloads, by result (success, failure).", ["result"], **kw
+        )
+        self.config_info = Gauge(
+            "mda_config_info",
+            "1 for the hash of the configuration in use.",
+            ["hash"],
+            multiprocess_mode="livemax",
+            **kw,
+        )
+        self.config_loaded = Gauge(
+            "mda_config_loaded_timestamp_seconds",
+            "When the configuration in use was loaded (Unix time).",
+            multiprocess_mode="livemax",
+            **kw,
+        )
+        self.quota_refusals = Counter(
+            "mda_quota_refusals_total", "Recipients refused because a mailbox is full, by stage.", ["stage"], **kw
+        )
+        self.build_info = Gauge(
+            "mda_build_info", "Build information; always 1.", ["version", "python"], multiprocess_mode="max", **kw
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        for result in ("success", "failure"):
+            self.config_reloads.labels(result)
+        self._children: dict[tuple[Any, ...], Any] = {}
+        self._config_hash: str | None = None
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    # --- what the Reporter records -----------------------------------------------------------------
+
+    def session_opened(self, listener: str, protocol: str) -> None:
+        self._child(self.sessions, listener, protocol).inc()
+        self._child(self.sessions_open, listener, protocol).inc()
+
+    def session_closed(self, listener: str, protocol: str) -> None:
+        self._child(self.sessions_open, listener, protocol).dec()
+
+    def connection_refused(self, reason: str) -> None:
+        self._child(self.connections_refused, reason).inc()
+
+    def recipient_refused(self, enhanced: str) -> None:
+        self._child(self.rcpt_refused, RCPT_REASONS.get(enhanced, "other"), enhanced).inc()
+        if enhanced in QUOTA_CODES:
+            self._child(self.quota_refusals, "rcpt").inc()
+
+    def message_received(self, listener: str, protocol: str, size: int) -> None:
+        self._child(self.messages_received, listener, protocol).inc()
+        self._child(self.bytes_received, listener, protocol).inc(size)
+        self._child(self.message_size, protocol).observe(size)
+
+    def delivery(self, code: int, enhanced: str, storage_format: str) -> None:
+        self._child(self.deliveries, result_of(code), enhanced, storage_format).inc()
+        if enhanced in QUOTA_CODES:
+            self._child(self.quota_refusals, "data").inc()
+
+    def stored(self, storage_format: str, write_seconds: float, fsync_seconds: float) -> None:
+        self._child(self.storage_write_seconds, storage_format).observe(write_seconds)
+        self._child(self.storage_fsync_seconds, storage_format).observe(fsync_seconds)
+
+    def replied(self, protocol: str, seconds: float) -> None:
+        self._child(self.delivery_seconds, protocol).observe(seconds)
+
+    def config_reloaded(self, ok: bool) -> None:
+        self._child(self.config_reloads, "success" if ok else "failure").inc()
+
+    def config_loaded_now(self, digest: str) -> None:
+        """Show ``digest`` as the configuration in use (the previous one drops to 0)."""
+        if self._config_hash is not None and self._config_hash != digest:
+            self._child(self.config_info, self._config_hash).set(0)
+        self._child(self.config_info, digest).set(1)
+        self._config_hash = digest
+        self.config_loaded.set(time.time())
+
+
+def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
+    """The metrics of one process: in ``registry`` (tests), else the default one.
+
+    In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set) values go to files in that directory and
+    only the supervisor's exposition aggregates them; collectors are then registered nowhere.
+    """
+    multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+    if registry is None and not multiprocess:
+        from prometheus_client import REGISTRY
+
+        registry = REGISTRY
+    return Metrics(None if multiprocess and registry is None else registry, multiprocess=multiprocess)
+
+
+def exposition_registry() -> CollectorRegistry:
+    """The registry ``/metrics`` serves: the default one, or every worker's files aggregated."""
+    from prometheus_client import REGISTRY, CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return registry
+    return REGISTRY
+
+
+# --- the metrics listener ------------------------------------------------------------------------
+
+
+class MetricsServer:
+    """``/metrics``, ``/healthz`` (process up) and ``/readyz`` (listeners bound, config loaded).
+
+    A small threaded HTTP server: exposition reads locked values (or, in multiprocess mode, files), so
+    it never needs the event loop, and a slow scraper never stalls mail.
+    """
+
+    def __init__(self, host: str, port: int, ready: Callable[[], bool]) -> None:
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+        registry = exposition_registry()
+        is_ready = ready
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    self._send(200, b"ok\n")
+                elif path == "/readyz":
+                    ok = is_ready()
+                    self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+                else:
+                    self._send(404, b"not found\n")
+
+            def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Scrapes are not mail events: keep them out of the log."""
+
+        bare_host = host.strip("[]")
+
+        class Server(ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ":" in bare_host else socket.AF_INET
+            daemon_threads = True
+
+        self.httpd = Server((bare_host, port), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="mda-metrics", daemon=True)
+
+    @property
+    def address_text(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

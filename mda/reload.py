@@ -1,0 +1,114 @@
+"""Watch the configuration and users files, and tell the application when their content changed.
+
+watchdog watching a file really watches its directory, and misses Kubernetes ConfigMap updates (the
+``..data`` symlink is swapped, the file itself never changes) and can lose an editor's rename-replace.
+So the *directories* are watched, and any event that may concern a watched name (the name itself, or a
+``..`` entry of a ConfigMap) schedules one check ~0.2 s later: the files are re-read and hashed, and only
+a changed content triggers a reload. A burst of events (an editor's save, a log file in the same
+directory) costs one check, never a reload per event.
+
+The reload itself (load, validate, swap, or keep the old configuration) is the application's; this
+module only watches (design.md, "Parts": reload never mutates a live config).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+DEBOUNCE_SECONDS = 0.2
+
+
+def fingerprint(paths: Iterable[Path]) -> str:
+    """A hash of the files' contents (following symlinks); a missing file counts as its own state."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(str(path).encode() + b"\0")
+        try:
+            digest.update(path.read_bytes())
+        except OSError as error:
+            digest.update(f"<{error.errno}>".encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+class _Events(FileSystemEventHandler):
+    def __init__(self, watcher: ConfigWatcher) -> None:
+        self.watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        paths = [event.src_path, getattr(event, "dest_path", "")]
+        if any(self.watcher.concerns(os.fsdecode(path)) for path in paths if path):
+            self.watcher.poke_threadsafe()
+
+
+class ConfigWatcher:
+    """Calls ``on_change()`` on the event loop when the watched files' contents change."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        paths: Iterable[Path],
+        on_change: Callable[[], Any],
+        *,
+        debounce: float = DEBOUNCE_SECONDS,
+    ) -> None:
+        self.loop = loop
+        self.on_change = on_change
+        self.debounce = debounce
+        self.paths: list[Path] = []
+        self.names: set[str] = set()
+        self.observer: Any = Observer()
+        self.watched_dirs: set[str] = set()
+        self._pending: asyncio.TimerHandle | None = None
+        self.last = ""
+        self.set_paths(paths)
+
+    def set_paths(self, paths: Iterable[Path]) -> None:
+        """Watch these files from now on (after a reload the users file may have changed)."""
+        self.paths = [Path(path) for path in paths]
+        self.names = {path.name for path in self.paths}
+        for path in self.paths:
+            directory = os.path.abspath(path.parent)
+            if directory not in self.watched_dirs and os.path.isdir(directory):
+                self.observer.schedule(_Events(self), directory, recursive=False)
+                self.watched_dirs.add(directory)
+        self.last = fingerprint(self.paths)
+
+    def concerns(self, path: str) -> bool:
+        name = os.path.basename(path)
+        return name in self.names or name.startswith("..")
+
+    def start(self) -> None:
+        self.observer.start()
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.observer.stop()
+            self.observer.join(timeout=2)
+
+    def poke_threadsafe(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            self.loop.call_soon_threadsafe(self.poke)
+
+    def poke(self) -> None:
+        """Schedule one check; events arriving before it runs are covered by it."""
+        if self._pending is None:
+            self._pending = self.loop.call_later(self.debounce, self._check)
+
+    def _check(self) -> None:
+        self._pending = None
+        current = fingerprint(self.paths)
+        if current != self.last:
+            self.last = current
+            self.on_change()
