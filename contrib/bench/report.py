@@ -1,0 +1,145 @@
+"""Pure parts of the benchmark: percentiles, medians, the delivery count and the table.
+
+Kept free of servers and sockets so that they can be unit-tested quickly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100).
+
+    Nearest rank rather than interpolation: with a few hundred samples p99 is
+    then a latency that a message really had, not a blend of two.
+    """
+    if not values:
+        return math.nan
+    if not 0 <= p <= 100:
+        raise ValueError(f"percentile out of range: {p}")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def median(values: Iterable[float]) -> float:
+    """Median ignoring NaN (a metric that a run could not measure)."""
+    vals = [v for v in values if not math.isnan(v)]
+    return statistics.median(vals) if vals else math.nan
+
+
+def count_delivered(mail_root: str) -> int:
+    """Number of message files in every new/ and cur/ under the mail root.
+
+    Counting files (not trusting the servers' 250 replies) is what shows
+    that each delivery really reached the disk; Maildir++ folders
+    (.Folder/new) are included, tmp/ is not.
+    """
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(mail_root):
+        base = os.path.basename(dirpath)
+        if base in ("new", "cur"):
+            total += sum(1 for name in filenames if not name.startswith("."))
+            dirnames.clear()
+    return total
+
+
+def check_arrived(mail_root: str, messages: int, recipients: int) -> tuple[bool, int, int]:
+    """(ok, found, expected): every message must be stored once per recipient."""
+    expected = messages * recipients
+    found = count_delivered(mail_root)
+    return found == expected, found, expected
+
+
+def ratio(a: float, b: float) -> float:
+    """a/b, NaN when either side is missing or b is zero."""
+    if math.isnan(a) or math.isnan(b) or b == 0:
+        return math.nan
+    return a / b
+
+
+@dataclass
+class CellResult:
+    """Median results of one server in one grid cell."""
+
+    server: str
+    size: int
+    concurrency: int
+    recipients: int
+    msgs_per_s: float = math.nan
+    deliveries_per_s: float = math.nan
+    p50_ms: float = math.nan
+    p99_ms: float = math.nan
+    cpu_per_1000: float = math.nan
+    rss_mib: float = math.nan
+    arrived: bool = True
+    runs: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def human_size(n: int) -> str:
+    """4096 -> '4 KiB', 1048576 -> '1 MiB' (sizes in the table)."""
+    for unit, factor in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor} {unit}"
+    return f"{n} B"
+
+
+def _fmt(v: float, digits: int = 1) -> str:
+    return "-" if math.isnan(v) else f"{v:.{digits}f}"
+
+
+HEADERS = ["size", "conc", "rcpt", "server", "msgs/s", "deliv/s", "p50 ms", "p99 ms",
+           "CPU s/1k msgs", "peak RSS MiB", "arrived"]
+
+
+def table_rows(results: Sequence[CellResult], reference: str = "dovecot",
+               candidate: str = "mda") -> list[list[str]]:
+    """One row per server per cell, then a ratio row candidate/reference when both ran.
+
+    The ratio row puts msgs/s, p99, CPU/1000 and RSS ratios in those columns:
+    above 1 is better for msgs/s, below 1 is better for the other three.
+    """
+    rows: list[list[str]] = []
+    cells: dict[tuple[int, int, int], dict[str, CellResult]] = {}
+    for r in results:
+        cells.setdefault((r.size, r.concurrency, r.recipients), {})[r.server] = r
+    for (size, conc, rcpt), by_server in cells.items():
+        for name, r in by_server.items():
+            rows.append([human_size(size), str(conc), str(rcpt), name, _fmt(r.msgs_per_s),
+                         _fmt(r.deliveries_per_s), _fmt(r.p50_ms, 2), _fmt(r.p99_ms, 2),
+                         _fmt(r.cpu_per_1000, 2), _fmt(r.rss_mib), "yes" if r.arrived else "NO"])
+        if candidate in by_server and reference in by_server:
+            c, d = by_server[candidate], by_server[reference]
+            rows.append([human_size(size), str(conc), str(rcpt), f"{candidate}/{reference}",
+                         _fmt(ratio(c.msgs_per_s, d.msgs_per_s), 2), _fmt(ratio(c.deliveries_per_s,
+                         d.deliveries_per_s), 2), "-", _fmt(ratio(c.p99_ms, d.p99_ms), 2),
+                         _fmt(ratio(c.cpu_per_1000, d.cpu_per_1000), 2), _fmt(ratio(c.rss_mib, d.rss_mib), 2),
+                         "yes" if (c.arrived and d.arrived) else "NO"])
+    return rows
+
+
+def format_text(rows: Sequence[Sequence[str]], headers: Sequence[str] = HEADERS) -> str:
+    """Aligned plain-text table for the terminal."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i >= 4 else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+    out = [line(headers), line(["-" * w for w in widths])]
+    out.extend(line(r) for r in rows)
+    return "\n".join(out)
+
+
+def format_markdown(rows: Sequence[Sequence[str]], headers: Sequence[str] = HEADERS) -> str:
+    """GitHub-style pipe table for RESULTS.md."""
+    out = ["| " + " | ".join(headers) + " |",
+           "| " + " | ".join("---:" if i >= 4 else "---" for i in range(len(headers))) + " |"]
+    out.extend("| " + " | ".join(r) + " |" for r in rows)
+    return "\n".join(out)
