@@ -1,0 +1,132 @@
+"""Free space at RCPT: refuse a recipient whose mailbox filesystem could not take the message.
+
+RFC 5321 §4.2.5 and protocol-notes: when the disk is full the answer is ``452 4.3.1`` (temporary: the
+client keeps the message and retries), and it is better given at RCPT, per recipient, than after DATA.
+Both blocks and inodes count (a Maildir message needs one inode; a full inode table fails like a full
+disk), minus ``free_space_reserve``: a percentage of the filesystem (``1%``) or a size (``500M``), kept
+free so that mda never fills the disk that Dovecot and the system also need.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from mda import replies
+from mda.config import Config
+from mda.policy import Resolution
+from mda.replies import DeliveryError, Reply
+from mda.units import parse_size
+
+INODES_PER_MESSAGE = 4
+"""A first delivery may create the Maildir root, ``tmp``, ``new`` and ``cur``, then the message itself:
+ask for that many free inodes beyond the reserve (an mbox needs at most one, the bound is harmless)."""
+
+
+@dataclass(frozen=True)
+class SpaceCheck:
+    """What ``statvfs`` said about one mailbox's filesystem, and whether the message fits."""
+
+    directory: Path
+    free_bytes: int
+    reserve_bytes: int
+    free_inodes: int | None
+    reserve_inodes: int
+    size: int
+
+    @property
+    def bytes_ok(self) -> bool:
+        return self.free_bytes - self.size >= self.reserve_bytes
+
+    @property
+    def inodes_ok(self) -> bool:
+        return self.free_inodes is None or self.free_inodes - INODES_PER_MESSAGE >= self.reserve_inodes
+
+    @property
+    def fits(self) -> bool:
+        return self.bytes_ok and self.inodes_ok
+
+    def describe(self) -> str:
+        inodes = "not counted" if self.free_inodes is None else f"{self.free_inodes} inodes free"
+        return (
+            f"free space at {self.directory}: {self.free_bytes} bytes free, reserve {self.reserve_bytes}, "
+            f"message {self.size}; {inodes}, reserve {self.reserve_inodes}: "
+            + ("fits" if self.fits else "does not fit")
+        )
+
+
+def existing_ancestor(path: Path) -> Path:
+    """The nearest existing directory at or above ``path`` (a new mailbox lands on its parent's filesystem)."""
+    current = path.absolute()
+    while not current.is_dir() and current != current.parent:
+        current = current.parent
+    return current
+
+
+def check_space(path: Path, size: int | None, reserve: str) -> SpaceCheck:
+    """``statvfs`` the filesystem that holds (or will hold) ``path``; ``size`` is the SIZE parameter or 0.
+
+    Counts blocks available to unprivileged users (``f_bavail``) even when running as root: the blocks
+    reserved for root are the system's margin, not mda's. A filesystem that reports no inode table
+    (``f_files == 0``, e.g. btrfs) is not checked for inodes.
+    """
+    directory = existing_ancestor(path)
+    stat = os.statvfs(directory)
+    total_bytes = stat.f_blocks * stat.f_frsize
+    text = reserve.strip()
+    if text.endswith("%"):
+        fraction = float(text[:-1]) / 100
+        reserve_bytes = int(total_bytes * fraction)
+        reserve_inodes = int(stat.f_files * fraction)
+    else:
+        reserve_bytes = parse_size(text)
+        reserve_inodes = 0
+    return SpaceCheck(
+        directory=directory,
+        free_bytes=stat.f_bavail * stat.f_frsize,
+        reserve_bytes=reserve_bytes,
+        free_inodes=stat.f_favail if stat.f_files else None,
+        reserve_inodes=reserve_inodes,
+        size=size or 0,
+    )
+
+
+def check_capacity(config: Config, resolution: Resolution, size: int | None) -> Resolution:
+    """An accepted resolution stays accepted only if every mailbox has room: free space (``452 4.3.1``)
+    and quota (``552 5.2.2`` / ``452 4.2.2``, RFC 1870 §6: refuse at RCPT what SIZE says cannot fit).
+
+    Blocking (``statvfs``, reading ``maildirsize``), but cheap: a few system calls per mailbox. Steps are
+    appended so ``mda resolve`` shows the figures. A mailbox whose check itself fails (permissions, an
+    unreadable ``maildirsize``) is not refused here: delivery will find the real error and say so.
+    """
+    if not resolution.accepted:
+        return resolution
+    steps = list(resolution.steps)
+    refusal: Reply | None = None
+    for mailbox in resolution.mailboxes:
+        try:
+            space = check_space(mailbox.path, size, config.free_space_reserve)
+        except OSError as error:
+            steps.append(f"free space at {mailbox.path}: not checked ({error.strerror})")
+        else:
+            steps.append(space.describe())
+            if not space.fits and refusal is None:
+                refusal = replies.DISK_FULL
+        if mailbox.quota_bytes or mailbox.quota_messages:
+            from mda.storage.quota import check_quota_before_data
+
+            try:
+                over = check_quota_before_data(mailbox, size)
+            except (OSError, DeliveryError) as error:
+                steps.append(f"quota of {mailbox.path}: not checked ({type(error).__name__})")
+                continue
+            limits = f"{mailbox.quota_bytes or 0} bytes, {mailbox.quota_messages or 0} messages"
+            steps.append(f"quota of {mailbox.path} ({limits}): " + ("full" if over else "room for the message"))
+            if over is not None and (refusal is None or (over.is_temporary and not refusal.is_temporary)):
+                refusal = over
+        else:
+            steps.append(f"quota of {mailbox.path}: none")
+    if refusal is None:
+        return replace(resolution, steps=tuple(steps))
+    return replace(resolution, reply=refusal, steps=tuple(steps))
