@@ -15,7 +15,10 @@ MAX_DOMAIN = 255
 """RFC 5321 §4.5.3.1.2: a domain is at most 255 octets."""
 
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
-_DOT_ATOM = re.compile(rf"[{_ATEXT}\u0080-\U0010ffff]+(?:\.[{_ATEXT}\u0080-\U0010ffff]+)*")
+_UTF8_ATEXT = r"\u0080-\U0010ffff"
+"""RFC 6531 §3.3 adds every non-ASCII character to atext (UTF8-non-ascii). It goes first in the class:
+``_ATEXT`` ends with ``-``, which in front of another range would make a range of its own."""
+_DOT_ATOM = re.compile(rf"[{_UTF8_ATEXT}{_ATEXT}]+(?:\.[{_UTF8_ATEXT}{_ATEXT}]+)*")
 _QUOTED = re.compile(r'"((?:[^"\\\x00-\x1f\x7f]|\\[\x20-\x7e])*)"')
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
