@@ -60,15 +60,16 @@ def test_count_delivered_counts_new_and_cur_only(tmp_path: Path) -> None:
 
 def test_table_has_ratio_row_per_cell() -> None:
     cells = [
-        report.CellResult("mda", 4096, 16, 1, 2000.0, 2000.0, 1.0, 4.0, 1.5, 30.0, True),
-        report.CellResult("dovecot", 4096, 16, 1, 1000.0, 1000.0, 2.0, 8.0, 3.0, 10.0, True),
-        report.CellResult("dovecot", 102400, 16, 1, 500.0, 500.0, 3.0, 9.0, 4.0, 11.0, False),
+        report.CellResult("mda", 4096, 16, 1, 2000.0, 2000.0, 1.0, 4.0, 1.5, 30.0, 30.0, True),
+        report.CellResult("dovecot", 4096, 16, 1, 1000.0, 1000.0, 2.0, 8.0, 3.0, 10.0, 120.0, True),
+        report.CellResult("dovecot", 102400, 16, 1, 500.0, 500.0, 3.0, 9.0, 4.0, 11.0, 130.0, False),
     ]
     rows = report.table_rows(cells)
     assert [r[3] for r in rows] == ["mda", "dovecot", "mda/dovecot", "dovecot"]
     ratio = rows[2]
     assert ratio[:3] == ["4 KiB", "16", "1"]
     assert ratio[4] == "2.00" and ratio[7] == "0.50" and ratio[8] == "0.50" and ratio[9] == "3.00"
+    assert ratio[10] == "0.25"
     assert rows[3][0] == "100 KiB" and rows[3][-1] == "NO"
     text = report.format_text(rows)
     assert text.splitlines()[0].split()[:4] == ["size", "conc", "rcpt", "server"]

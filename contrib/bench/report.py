@@ -77,6 +77,7 @@ class CellResult:
     p99_ms: float = math.nan
     cpu_per_1000: float = math.nan
     rss_mib: float = math.nan
+    tree_rss_mib: float = math.nan
     arrived: bool = True
     runs: int = 0
     notes: list[str] = field(default_factory=list)
@@ -95,14 +96,14 @@ def _fmt(v: float, digits: int = 1) -> str:
 
 
 HEADERS = ["size", "conc", "rcpt", "server", "msgs/s", "deliv/s", "p50 ms", "p99 ms",
-           "CPU s/1k msgs", "peak RSS MiB", "arrived"]
+           "CPU s/1k msgs", "peak RSS MiB", "tree RSS MiB", "arrived"]
 
 
 def table_rows(results: Sequence[CellResult], reference: str = "dovecot",
                candidate: str = "mda") -> list[list[str]]:
     """One row per server per cell, then a ratio row candidate/reference when both ran.
 
-    The ratio row puts msgs/s, p99, CPU/1000 and RSS ratios in those columns:
+    The ratio row puts msgs/s, p99, CPU/1000 and both RSS ratios in those columns:
     above 1 is better for msgs/s, below 1 is better for the other three.
     """
     rows: list[list[str]] = []
@@ -113,14 +114,15 @@ def table_rows(results: Sequence[CellResult], reference: str = "dovecot",
         for name, r in by_server.items():
             rows.append([human_size(size), str(conc), str(rcpt), name, _fmt(r.msgs_per_s),
                          _fmt(r.deliveries_per_s), _fmt(r.p50_ms, 2), _fmt(r.p99_ms, 2),
-                         _fmt(r.cpu_per_1000, 2), _fmt(r.rss_mib), "yes" if r.arrived else "NO"])
+                         _fmt(r.cpu_per_1000, 2), _fmt(r.rss_mib), _fmt(r.tree_rss_mib),
+                         "yes" if r.arrived else "NO"])
         if candidate in by_server and reference in by_server:
             c, d = by_server[candidate], by_server[reference]
             rows.append([human_size(size), str(conc), str(rcpt), f"{candidate}/{reference}",
                          _fmt(ratio(c.msgs_per_s, d.msgs_per_s), 2), _fmt(ratio(c.deliveries_per_s,
                          d.deliveries_per_s), 2), "-", _fmt(ratio(c.p99_ms, d.p99_ms), 2),
                          _fmt(ratio(c.cpu_per_1000, d.cpu_per_1000), 2), _fmt(ratio(c.rss_mib, d.rss_mib), 2),
-                         "yes" if (c.arrived and d.arrived) else "NO"])
+                         _fmt(ratio(c.tree_rss_mib, d.tree_rss_mib), 2), "yes" if (c.arrived and d.arrived) else "NO"])
     return rows
 
 
