@@ -1,0 +1,1 @@
+"""Real peer programs (Dovecot, ...) run as private instances for end-to-end tests."""
