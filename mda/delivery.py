@@ -188,7 +188,9 @@ async def deliver(
     executor: Executor | None,
 ) -> Sequence[Outcome]:
     """Run the delivery off the event loop; it completes even if the awaiting session is cancelled."""
-    work = deliver_lmtp if lmtp else deliver_smtp
+    from mda.dedupe import suppress_duplicates  # dedupe wraps this module's functions: imported late
+
+    work = suppress_duplicates(deliver_lmtp if lmtp else deliver_smtp, lmtp=lmtp)
     loop = asyncio.get_running_loop()
     future = loop.run_in_executor(executor, work, config, txn, spool, data)
     try:

@@ -1,0 +1,59 @@
+"""Duplicate suppression across transactions (``duplicate_window``), including across a restart."""
+
+from __future__ import annotations
+
+import smtplib
+
+from tests.clients import Client
+from tests.conftest import basic_config
+from tests.policy.helpers import MESSAGE, SENDER, maildir_messages
+
+
+def send(server, recipients: list[str], message: bytes = MESSAGE) -> list[tuple[int, str]]:
+    with Client(server.lmtp) as client:
+        client.cmd("LHLO client.test")
+        client.cmd(f"MAIL FROM:<{SENDER}>")
+        for recipient in recipients:
+            assert client.cmd(f"RCPT TO:<{recipient}>").code == 250
+        return [(d.code, d.enhanced) for d in client.data(message, replies=len(recipients))]
+
+
+def count(tmp_path, user: str) -> int:
+    return len(maildir_messages(tmp_path / "mail" / "example.test" / user / "Maildir"))
+
+
+def test_same_message_id_is_stored_once_per_recipient_even_after_a_restart(start_mda, tmp_path):
+    config = basic_config(tmp_path / "mail", duplicate_window="1d", state_dir=str(tmp_path / "state"))
+    server = start_mda(config)
+    assert send(server, ["alice@example.test"]) == [(250, "2.0.0")]
+    assert send(server, ["alice@example.test", "bob@example.test"]) == [(250, "2.0.0")] * 2
+    assert (count(tmp_path, "alice"), count(tmp_path, "bob")) == (1, 1)
+    server.stop()
+    restarted = start_mda(config)
+    assert send(restarted, ["bob@example.test", "alice@example.test"]) == [(250, "2.0.0")] * 2
+    assert (count(tmp_path, "alice"), count(tmp_path, "bob")) == (1, 1)
+    other = MESSAGE.replace(b"<m1@remote.test>", b"<m2@remote.test>")
+    assert send(restarted, ["alice@example.test"], other) == [(250, "2.0.0")]
+    assert count(tmp_path, "alice") == 2
+    assert (tmp_path / "state" / "duplicates.sqlite").exists()
+    with smtplib.SMTP(*restarted.smtp) as client:
+        assert client.sendmail(SENDER, ["alice@example.test", "carol@example.test"], MESSAGE) == {}
+    assert (count(tmp_path, "alice"), count(tmp_path, "carol")) == (2, 1)
+
+
+def test_without_window_or_message_id_every_copy_is_stored(start_mda, tmp_path):
+    server = start_mda(basic_config(tmp_path / "mail"))
+    send(server, ["alice@example.test"])
+    send(server, ["alice@example.test"])
+    assert count(tmp_path, "alice") == 2
+    windowed = start_mda(basic_config(tmp_path / "mail", duplicate_window="1h", state_dir=str(tmp_path / "st")))
+    no_id = b"Subject: no id\r\n\r\nbody\r\n"
+    send(windowed, ["bob@example.test"], no_id)
+    send(windowed, ["bob@example.test"], no_id)
+    assert count(tmp_path, "bob") == 2
+
+
+def test_default_state_dir_is_under_the_storage_root(start_mda, tmp_path):
+    server = start_mda(basic_config(tmp_path / "mail", duplicate_window="1h"))
+    send(server, ["alice@example.test"])
+    assert (tmp_path / "mail" / ".mda-state" / "duplicates.sqlite").exists()
