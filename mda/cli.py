@@ -53,12 +53,54 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         sys.stdout.write(yaml.safe_dump(to_plain(config), sort_keys=False, allow_unicode=True))
     else:
         print(f"{args.config or '<default>'}: ok")
+    if getattr(args, "against", None) is not None:
+        old = _load_or_report(args.against)
+        if old is None:
+            return EXIT_CONFIG
+        for line in destination_changes(old, config):
+            print(line)
     return EXIT_OK
 
 
+def _destination(policy: Policy, address: str) -> tuple[str, tuple[str, ...]]:
+    """The reply code and the mailboxes an address reaches under one configuration."""
+    resolution = policy.resolve(parse_mailbox(address), smtputf8=True)
+    where = tuple(sorted(f"{m.format}:{m.path}" + (f" .{m.folder}" if m.folder else "") for m in resolution.mailboxes))
+    return f"{resolution.reply.code} {resolution.reply.enhanced}", where
+
+
+def destination_changes(old: Config, new: Config) -> list[str]:
+    """Every address named in either configuration (users and alias sources, not catch-alls) whose
+    destination differs: ``changed ADDRESS: OLD -> NEW`` or ``unknown ADDRESS: was OLD``.
+
+    Run before a reload so an operator sees which mail would go elsewhere or bounce from now on.
+    """
+    old_policy, new_policy = Policy(old), Policy(new)
+    known = {a for c in (old, new) for a in (*c.users, *c.aliases) if not a.startswith("@")}
+    lines = []
+    for address in sorted(known):
+        before, after = _destination(old_policy, address), _destination(new_policy, address)
+        if before == after:
+            continue
+        was = ", ".join(before[1]) or before[0]
+        if before[1] and not after[1]:
+            lines.append(f"unknown {address}: was {was}, now {after[0]}")
+        else:
+            lines.append(f"changed {address}: {was} -> {', '.join(after[1]) or after[0]}")
+    if not lines:
+        lines.append("no known address changes destination")
+    return lines
+
+
 def cmd_resolve(args: argparse.Namespace) -> int:
+    """Explain, step by step, what mda would answer at RCPT for one address (exit 0 deliverable, 1 not)."""
+    from mda.space import check_capacity
+
     config = _load_or_report(args.config)
     if config is None:
+        return EXIT_USAGE
+    if args.size is not None and args.size < 0:
+        print("mda resolve: --size must be 0 or more", file=sys.stderr)
         return EXIT_USAGE
     try:
         address = parse_mailbox(args.address)
@@ -66,10 +108,17 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         print(f"address: {args.address!r}: {error}")
         print("reply: 501 5.1.3 Bad address syntax")
         return EXIT_CONFIG
-    resolution = Policy(config).resolve(address, smtputf8=not address.is_ascii)
-    print(f"address: {resolution.address}")
+    print(f"address: {args.address}")
+    case = "kept" if config.case_sensitive_local_part else "folded to lower case for look-ups"
+    print(f"  normalised: local part {address.local!r} ({case}), domain {address.domain}")
+    if not address.is_ascii:
+        print("  non-ASCII address: needs SMTPUTF8 in MAIL FROM (assumed here)")
+    resolution = Policy(config).resolve(address, smtputf8=True)
+    resolution = check_capacity(config, resolution, args.size)
     for step in resolution.steps:
         print(f"  {step}")
+    if args.size is None:
+        print("  no --size: space and quota checked for a message of 0 bytes")
     print(f"reply: {resolution.reply}")
     return EXIT_OK if resolution.accepted else EXIT_CONFIG
 
@@ -93,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a configuration")
     check.add_argument("--config", type=Path)
     check.add_argument("--print", action="store_true", help="print the effective configuration")
+    check.add_argument("--against", type=Path, metavar="OLD", help="list addresses whose destination changes")
     check.set_defaults(func=cmd_check_config)
 
     resolve = commands.add_parser("resolve", help="explain where an address is delivered")
