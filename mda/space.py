@@ -17,6 +17,7 @@ from mda import replies
 from mda.config import Config
 from mda.policy import Resolution
 from mda.replies import DeliveryError, Reply
+from mda.storage.quota import check_quota_before_data
 from mda.units import parse_size
 
 INODES_PER_MESSAGE = 4
@@ -114,8 +115,6 @@ def check_capacity(config: Config, resolution: Resolution, size: int | None) -> 
             if not space.fits and refusal is None:
                 refusal = replies.DISK_FULL
         if mailbox.quota_bytes or mailbox.quota_messages:
-            from mda.storage.quota import check_quota_before_data
-
             try:
                 over = check_quota_before_data(mailbox, size)
             except (OSError, DeliveryError) as error:
