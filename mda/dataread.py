@@ -1,6 +1,6 @@
 """Streaming DATA reader: wire bytes in, stored bytes out, memory bounded whatever the message size.
 
-RFC 5321 §4.5.2 and §4.1.1.4: the data ends at exactly CRLF ``.`` CRLF; a line that starts with ``.``
+DATA (RFC 5321 §4.5.2 and §4.1.1.4): the data ends at exactly CRLF ``.`` CRLF; a line that starts with ``.``
 had one ``.`` added by the client, which is removed. Lines end with CRLF on the wire and LF in storage. A
 bare CR or LF never ends the data (``<LF>.<LF>`` is the SMTP smuggling attack); it is counted so that the
 message is refused (``550 5.6.0``) or, when configured, stored with LF.
@@ -88,19 +88,21 @@ class HeaderFilter:
 
 
 class DataDecoder:
-    """Turns wire blocks (CRLF, dot-stuffed) into stored bytes (LF, unstuffed)."""
+    """Turns wire blocks (CRLF, dot-stuffed for DATA, raw for BDAT) into stored bytes (LF, unstuffed)."""
 
-    def __init__(self, *, normalize_bare: bool) -> None:
+    def __init__(self, *, normalize_bare: bool, stuffed: bool = True) -> None:
         self.normalize_bare = normalize_bare
+        self.stuffed = stuffed
         self.at_line_start = True
         self.bare_newlines = 0
         self.eight_bit = False
 
     def decode(self, block: bytes) -> bytes:
         """Decode complete wire lines (or one piece of an overlong line when ``at_line_start`` is False)."""
-        if self.at_line_start and block[:1] == b".":
-            block = block[1:]
-        block = block.replace(b"\r\n.", b"\r\n")
+        if self.stuffed:
+            if self.at_line_start and block[:1] == b".":
+                block = block[1:]
+            block = block.replace(b"\r\n.", b"\r\n")
         crlf = block.count(b"\r\n")
         bare = block.count(b"\n") - crlf + block.count(b"\r") - crlf
         if bare:
@@ -113,6 +115,68 @@ class DataDecoder:
         return block
 
 
+class MessageSink:
+    """Decoded bytes → ``Return-Path`` filter → size check → spool: the path DATA and BDAT share."""
+
+    def __init__(self, spool: Spool, *, max_size: int, normalize_bare: bool, stuffed: bool) -> None:
+        self.spool = spool
+        self.max_size = max_size
+        self.decoder = DataDecoder(normalize_bare=normalize_bare, stuffed=stuffed)
+        self.header = HeaderFilter()
+        self.result = DataResult()
+
+    def emit(self, wire: bytes, at_line_start: bool = True) -> None:
+        self.decoder.at_line_start = at_line_start
+        self._store(self.header.feed(self.decoder.decode(wire)))
+
+    def _store(self, stored: bytes) -> None:
+        self.result.size += len(stored)
+        if self.result.size > self.max_size:
+            self.result.too_big = True
+        elif stored:
+            self.spool.write(stored)
+
+    def finish(self) -> DataResult:
+        tail = self.header.flush()
+        if tail:
+            self._store(tail)
+        self.result.bare_newlines = self.decoder.bare_newlines
+        self.result.eight_bit = self.decoder.eight_bit
+        return self.result
+
+
+class ChunkReader:
+    """RFC 3030 ``BDAT``: exactly the announced octets per chunk, no dot-stuffing, no end marker.
+
+    A CRLF may be split between two chunks, so a chunk's final CR is held back until the next chunk
+    shows whether an LF follows (a bare CR otherwise, counted like in DATA).
+    """
+
+    def __init__(self, spool: Spool, *, max_size: int, normalize_bare: bool) -> None:
+        self.sink = MessageSink(spool, max_size=max_size, normalize_bare=normalize_bare, stuffed=False)
+        self._held = b""
+        self.wire_size = 0
+
+    async def read_chunk(self, reader: asyncio.StreamReader, size: int) -> None:
+        """Read ``size`` octets in blocks of at most ``BLOCK``; raises IncompleteReadError on hang-up."""
+        self.wire_size += size
+        left = size
+        while left:
+            block = self._held + await reader.readexactly(min(left, BLOCK))
+            left -= len(block) - len(self._held)
+            self._held = b""
+            if block.endswith(b"\r"):
+                block, self._held = block[:-1], b"\r"
+            if block:
+                self.sink.emit(block)
+
+    def finish(self) -> DataResult:
+        if self._held:
+            self.sink.emit(self._held)
+            self._held = b""
+        return self.sink.finish()
+
+
 async def read_data(reader: asyncio.StreamReader, spool: Spool, *, max_size: int, normalize_bare: bool) -> DataResult:
     """Read one DATA payload up to and including the end marker, writing what is stored to ``spool``.
 
@@ -122,45 +186,24 @@ async def read_data(reader: asyncio.StreamReader, spool: Spool, *, max_size: int
     Over ``max_size`` the rest is read and dropped, so the session stays in step and can answer
     ``552 5.3.4``. Raises ``asyncio.IncompleteReadError`` when the client goes away mid-way.
     """
-    decoder = DataDecoder(normalize_bare=normalize_bare)
-    header = HeaderFilter()
-    result = DataResult()
-
-    def emit(wire: bytes, at_line_start: bool) -> None:
-        decoder.at_line_start = at_line_start
-        stored = header.feed(decoder.decode(wire))
-        result.size += len(stored)
-        if result.size > max_size:
-            result.too_big = True
-        elif stored:
-            spool.write(stored)
-
+    sink = MessageSink(spool, max_size=max_size, normalize_bare=normalize_bare, stuffed=True)
     buffer = bytearray(LINE_START)
     while True:
         piece = await _read_block(reader, DOT_LINE)
         buffer += piece
         at_line_start = buffer[:2] == LINE_START
         if piece.endswith(DOT_LINE) and buffer.endswith(END_MARKER):
-            emit(bytes(buffer[2 : -len(DOT_LINE)]), at_line_start)
+            sink.emit(bytes(buffer[2 : -len(DOT_LINE)]), at_line_start)
             break
         cut = buffer.rfind(LINE_START)
         if cut >= 2:
-            emit(bytes(buffer[2 : cut + 2]), at_line_start)
+            sink.emit(bytes(buffer[2 : cut + 2]), at_line_start)
             del buffer[:cut]
         elif len(buffer) > BLOCK:
             # One line longer than a block: pass it on in pieces, keeping its last byte (maybe a CR).
-            emit(bytes(buffer[2:-1]), at_line_start)
+            sink.emit(bytes(buffer[2:-1]), at_line_start)
             buffer = bytearray(MID_LINE) + buffer[-1:]
-    tail = header.flush()
-    if tail:
-        result.size += len(tail)
-        if result.size > max_size:
-            result.too_big = True
-        else:
-            spool.write(tail)
-    result.bare_newlines = decoder.bare_newlines
-    result.eight_bit = decoder.eight_bit
-    return result
+    return sink.finish()
 
 
 async def _read_block(reader: asyncio.StreamReader, separator: bytes) -> bytes:

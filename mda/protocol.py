@@ -14,21 +14,27 @@ The session translates; it never decides. Recipients go to ``Policy``, copies to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import ssl
 import time
+from asyncio import sslproto
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import SMTP
 
-from mda import replies
+from mda import dsn, replies
 from mda.addresses import AddressError, parse_path
-from mda.dataread import BLOCK, DataResult, read_data
+from mda.auth import Credentials, Throttle, decode_base64_text, decode_plain
+from mda.dataread import BLOCK, ChunkReader, DataResult, read_data
 from mda.delivery import Outcome, Transaction, deliver, failure_outcomes
 from mda.policy import Resolution
 from mda.replies import Reply
 from mda.spool import Spool
+from mda.tls import TlsUnavailable, server_context
 from mda.trace import TraceInfo, new_queue_id, with_protocol
 
 if TYPE_CHECKING:
@@ -39,6 +45,32 @@ MAX_COMMAND_LINE = 2048
 MAX_UNKNOWN_COMMANDS = 20
 """Unknown or malformed commands tolerated before the connection is closed (``421 4.7.0``)."""
 IDENT = "mda"
+MAX_BDAT_CHUNK = 2**40
+"""A BDAT size with more digits than this is a syntax error rather than a reason to read forever."""
+MAX_FULL_RETURN = 10 * 1024 * 1024
+"""RET=FULL success reports carry the whole message up to this size, only its header beyond."""
+
+# Replies of the extensions (RFC 3207 §4, RFC 4954 §6, RFC 3030 §2, RFC 3461 §4), each with its RFC code.
+TLS_READY = Reply(220, "2.0.0", "Ready to start TLS")
+TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")
+TLS_ALREADY = Reply(503, "5.5.1", "TLS already active")
+AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
+AUTH_NEEDS_TLS = Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+AUTH_NOT_AVAILABLE = Reply(502, "5.5.1", "AUTH not available")
+AUTH_ALREADY = Reply(503, "5.5.1", "Already authenticated")
+AUTH_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication type")
+AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")
+AUTH_BAD_BASE64 = Reply(501, "5.5.2", "Cannot decode response")
+IN_TRANSACTION = Reply(503, "5.5.1", "Not allowed during a mail transaction")
+CHUNK_OK = Reply(250, "2.0.0", "octets received")
+DATA_AFTER_BDAT = Reply(503, "5.5.1", "DATA not allowed after BDAT")
+BAD_COMMAND_BYTES = Reply(500, "5.5.2", "Invalid characters in command")
+
+_THROTTLE = Throttle()
+"""AUTH failures per client address, shared by every session of this process."""
+_CREDENTIALS: dict[str, Credentials] = {}
+_BACKGROUND: set[asyncio.Task[None]] = set()
+"""Success notifications being sent (kept referenced until done)."""
 
 _PARAM = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]*)(?:=([\x21-\x3c\x3e-\x7e\x80-\U0010ffff]+))?$")
 
@@ -55,6 +87,18 @@ class Envelope:
     mail_params: dict[str, str] = field(default_factory=dict)
     recipients: list[Resolution] = field(default_factory=list)
     rcpt_params: list[dict[str, str]] = field(default_factory=list)
+    """The RCPT parameters (``NOTIFY``, ``ORCPT``) of each accepted recipient, parallel to ``recipients``."""
+    ret: str | None = None
+    envid: str | None = None
+    chunks: ChunkReader | None = None
+    spool: Spool | None = None
+    """BDAT: the message being received in chunks (RFC 3030), closed on RSET, LAST or hang-up."""
+
+    def drop_chunks(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+        self.spool = None
+        self.chunks = None
 
 
 class _NoHooks:
@@ -85,19 +129,49 @@ class MdaSession(SMTP):
         self.envelope_: Envelope | None = None
         self.busy = False
         self.client_ip = ""
+        self.authenticated: str | None = None
+        self._delivering = False
         self._closing_reason: Reply | None = None
 
     # --- connection ------------------------------------------------------------------------------
 
     def _timeout_cb(self) -> None:
-        """RFC 5321 §4.5.3.2: on timeout the server says ``421`` and closes."""
-        if self.transport is not None and not self.busy:
-            self.transport.write(f"{replies.TIMEOUT}\r\n".encode())
+        """RFC 5321 §4.5.3.2: on timeout the server says ``421`` and closes.
+
+        The timer runs from the start of one command (or of DATA) and is not reset by partial input, so
+        a client trickling one byte a second is timed out too. It is stopped while a delivery runs.
+        """
+        if self.transport is not None and not self._delivering:
+            with contextlib.suppress(Exception):
+                self.transport.write(f"{replies.TIMEOUT}\r\n".encode())
             self.transport.close()
 
+    def eof_received(self) -> bool | None:
+        """The client closed its side: close ours. aiosmtpd only cancels the command loop here and keeps
+        the transport half-open, so without this ``connection_lost`` never comes and the session leaks
+        (connection limits, graceful shutdown)."""
+        super().eof_received()
+        self._close()
+        return False
+
     def connection_lost(self, error: Exception | None) -> None:
+        if self.envelope_ is not None:
+            self.envelope_.drop_chunks()
         self.ctx.session_closed(self)
         super().connection_lost(error)
+
+    @property
+    def tls_active(self) -> bool:
+        """STARTTLS done, or an implicit-TLS listener (aiosmtpd leaves ``session.ssl`` None then)."""
+        transport = self.transport
+        return transport is not None and transport.get_extra_info("ssl_object") is not None
+
+    def _current_listener(self) -> Any:
+        """This listener's entry in the current configuration (so a reload's new cert paths count)."""
+        for listener in self.ctx.state.config.listeners:
+            if listener.bind == self.ctx.config.bind and listener.protocol == self.ctx.config.protocol:
+                return listener
+        return self.ctx.config
 
     async def reply(self, reply: Reply | str) -> None:
         """Send one reply; text from clients was checked before it got here."""
@@ -113,6 +187,9 @@ class MdaSession(SMTP):
     async def _handle_client(self) -> None:
         peer = self.session.peer if self.session else None
         self.client_ip = peer[0] if isinstance(peer, tuple) and peer else ""
+        if self.ctx.config.proxy_protocol and not await self._read_proxy_header():
+            self._close()
+            return
         refusal = self.ctx.admit(self)
         if refusal is not None:
             await self.reply(refusal)
@@ -121,9 +198,18 @@ class MdaSession(SMTP):
         await self.reply(f"220 {self.hostname} {'LMTP' if self.lmtp else 'ESMTP'} {IDENT} ready")
         unknown_left = MAX_UNKNOWN_COMMANDS
         while self.transport is not None and not self.transport.is_closing():
-            line = await self._read_command()
-            if line is None:
-                await self.reply(replies.LINE_TOO_LONG)
+            try:
+                line = await self._read_command()
+            except (ConnectionError, asyncio.IncompleteReadError):
+                self._close()
+                return
+            if line is None or not _clean_command(line):
+                unknown_left -= 1
+                if unknown_left <= 0:
+                    await self.reply(replies.TOO_MANY_UNKNOWN)
+                    self._close()
+                    return
+                await self.reply(replies.LINE_TOO_LONG if line is None else BAD_COMMAND_BYTES)
                 continue
             if self.ctx.shutting_down and not self.busy:
                 await self.reply(replies.SHUTTING_DOWN)
@@ -147,8 +233,33 @@ class MdaSession(SMTP):
                 return
             except Exception as error:  # style.md §13: never "500 Error: (Exc) text" to the client
                 self.ctx.log_exception(self, error)
+                if self.envelope_ is not None:
+                    self.envelope_.drop_chunks()
                 self.envelope_ = None
                 await self.reply(replies.LOCAL_ERROR)
+
+    async def _read_proxy_header(self) -> bool:
+        """PROXY protocol v1 or v2 (HAProxy's proxy-protocol.txt), before the greeting.
+
+        On a listener with ``proxy_protocol: true`` the header is required: a connection without a valid
+        one is closed without a word (the peer is a load balancer, not a mail client). The source address
+        it carries is the client for logs, access control and ``Received``; a v2 ``LOCAL`` header (health
+        checks) keeps the connection's own address.
+        """
+        self._reset_timeout(self.ctx.limits.command_timeout)
+        try:
+            proxy = await get_proxy(self._reader)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return False
+        if self.session is not None:
+            self.session.proxy_data = proxy
+        if not proxy.valid:
+            self.ctx.log_exception(self, ValueError(f"invalid PROXY header: {proxy.error}"))
+            return False
+        if proxy.src_addr is not None:
+            self.client_ip = str(proxy.src_addr)
+        self._reset_timeout()
+        return True
 
     async def _read_command(self) -> str | None:
         """One command line without its line end, or None when it was too long (and was skipped)."""
@@ -178,13 +289,22 @@ class MdaSession(SMTP):
 
     def _extensions(self) -> list[str]:
         limits = self.ctx.limits
-        return [
+        listener = self._current_listener()
+        keywords = [
             "PIPELINING",
             "ENHANCEDSTATUSCODES",
             "8BITMIME",
             f"SIZE {limits.max_message_size}",
             "SMTPUTF8",
+            "CHUNKING",
         ]
+        if listener.tls is not None and listener.tls.mode == "starttls" and not self.tls_active:
+            keywords.append("STARTTLS")
+        if listener.auth is not None and self.tls_active and self.authenticated is None:
+            keywords.append("AUTH PLAIN LOGIN")
+        if self.ctx.state.config.submission is not None:
+            keywords.append("DSN")
+        return keywords
 
     async def _greet(self, arg: str, *, extended: bool) -> None:
         if not arg or any(ord(c) < 33 for c in arg):
@@ -192,7 +312,7 @@ class MdaSession(SMTP):
             return
         self.helo = arg
         self.extended = extended
-        self.envelope_ = None
+        self._drop_transaction()
         if extended:
             await self.reply_lines(250, [self.hostname, *self._extensions()])
         else:
@@ -225,8 +345,13 @@ class MdaSession(SMTP):
         if arg:
             await self.reply(replies.PARAM_SYNTAX)
             return
-        self.envelope_ = None
+        self._drop_transaction()
         await self.reply(replies.RESET_OK)
+
+    def _drop_transaction(self) -> None:
+        if self.envelope_ is not None:
+            self.envelope_.drop_chunks()
+        self.envelope_ = None
 
     async def cmd_QUIT(self, arg: str) -> None:
         await self.reply(replies.BYE)
@@ -247,10 +372,19 @@ class MdaSession(SMTP):
         params: dict[str, str] = {}
         for item in text.split():
             match = _PARAM.match(item)
-            if not match:
-                return None
+            if not match or match.group(1).upper() in params:
+                return None  # RFC 5321 §4.1.2 grammar; a parameter given twice is ambiguous
             params[match.group(1).upper()] = match.group(2) or ""
         return params
+
+    def _gate(self) -> Reply | None:
+        """``530 5.7.0`` before STARTTLS (``require_tls``, RFC 3207 §4) or before AUTH (RFC 4954 §6)."""
+        listener = self._current_listener()
+        if listener.require_tls and not self.tls_active:
+            return replies.TLS_REQUIRED
+        if listener.auth is not None and listener.auth.required and self.authenticated is None:
+            return replies.AUTH_REQUIRED
+        return None
 
     async def cmd_MAIL(self, arg: str) -> None:
         if self.helo is None:
@@ -258,6 +392,10 @@ class MdaSession(SMTP):
             return
         if self.envelope_ is not None:
             await self.reply(replies.NESTED_MAIL)
+            return
+        gate = self._gate()
+        if gate is not None:
+            await self.reply(gate)
             return
         if arg[:5].upper() != "FROM:":
             await self.reply(replies.SYNTAX_ERROR.with_text("Syntax: MAIL FROM:<address>"))
@@ -286,6 +424,8 @@ class MdaSession(SMTP):
             smtputf8=smtputf8,
             body=params.get("BODY", "7BIT").upper(),
             mail_params=params,
+            ret=dsn.check_ret(params["RET"]) if "RET" in params else None,
+            envid=dsn.check_envid(params["ENVID"]) if "ENVID" in params else None,
         )
         await self.reply(replies.SENDER_OK)
 
@@ -302,8 +442,14 @@ class MdaSession(SMTP):
             elif name == "SMTPUTF8":
                 if value:
                     return replies.PARAM_SYNTAX
-            elif name in ("RET", "ENVID", "AUTH"):
-                # DSN (RFC 3461) and AUTH (RFC 4954) parameters are accepted, never refused with 555.
+            elif name in ("RET", "ENVID"):
+                # DSN (RFC 3461 §4.3, §4.4) parameters are accepted whatever is announced, and checked.
+                try:
+                    dsn.check_ret(value) if name == "RET" else dsn.check_envid(value)
+                except dsn.DsnSyntaxError:
+                    return replies.PARAM_SYNTAX.with_text(f"Bad {name} parameter")
+            elif name == "AUTH":
+                # RFC 4954 §5: AUTH=<mailbox> on MAIL is accepted (and, as we never relay, not used).
                 continue
             else:
                 return replies.PARAM_UNKNOWN
@@ -332,6 +478,17 @@ class MdaSession(SMTP):
         if any(name not in ("NOTIFY", "ORCPT") for name in params):
             await self.reply(replies.PARAM_UNKNOWN)
             return
+        try:
+            if "NOTIFY" in params:
+                dsn.check_notify(params["NOTIFY"])
+            if "ORCPT" in params:
+                dsn.check_orcpt(params["ORCPT"])
+        except dsn.DsnSyntaxError as error:
+            await self.reply(replies.PARAM_SYNTAX.with_text(f"Bad DSN parameter: {error}"))
+            return
+        if envelope.chunks is not None:
+            await self.reply(IN_TRANSACTION.with_text("RCPT not allowed after BDAT"))
+            return
         if len(envelope.recipients) >= self.ctx.limits.max_recipients:
             await self.reply(replies.TOO_MANY_RECIPIENTS)
             return
@@ -342,6 +499,125 @@ class MdaSession(SMTP):
             envelope.rcpt_params.append(params)
         await self.reply(resolution.reply)
 
+    # --- STARTTLS (RFC 3207) and AUTH (RFC 4954) ------------------------------------------------
+
+    async def cmd_STARTTLS(self, arg: str) -> None:
+        """Switch to TLS with aiosmtpd's mechanism (``SMTP.smtp_STARTTLS``), replies with enhanced codes.
+
+        aiosmtpd's ``connection_made`` then runs again for the TLS transport: it drops whatever plaintext
+        the client pipelined after STARTTLS (RFC 3207 §5, command injection) and starts a new session.
+        Everything learnt before is forgotten (RFC 3207 §4.2): the client must LHLO/EHLO again.
+        """
+        listener = self._current_listener()
+        if arg:
+            await self.reply(replies.PARAM_SYNTAX)
+            return
+        if self.tls_active:
+            await self.reply(TLS_ALREADY)
+            return
+        if listener.tls is None or listener.tls.mode != "starttls":
+            await self.reply(replies.UNKNOWN_COMMAND)
+            return
+        if self.envelope_ is not None:
+            await self.reply(IN_TRANSACTION)
+            return
+        try:
+            context = server_context(listener.tls)
+        except TlsUnavailable as error:
+            self.ctx.log_exception(self, error)
+            await self.reply(TLS_UNAVAILABLE)
+            return
+        await self.reply(TLS_READY)
+        self.helo = None
+        self.extended = False
+        self.authenticated = None
+        self._drop_transaction()
+        waiter = self.loop.create_future()
+        self._tls_protocol = sslproto.SSLProtocol(self.loop, self, context, waiter, server_side=True)
+        self._original_transport = self.transport
+        assert self._original_transport is not None
+        self._original_transport.set_protocol(self._tls_protocol)
+        self.transport = self._tls_protocol._app_transport
+        self._tls_protocol.connection_made(self._original_transport)
+        try:
+            await waiter
+        except (ssl.SSLError, OSError, EOFError) as error:
+            # The client gave up or spoke no TLS: nothing more can be said in plaintext (RFC 3207 §4.1).
+            self.ctx.log_exception(self, error)
+            self._close()
+
+    async def cmd_AUTH(self, arg: str) -> None:
+        """AUTH PLAIN (RFC 4616) and LOGIN, over TLS only (RFC 4954 §4: no plaintext passwords)."""
+        listener = self._current_listener()
+        if listener.auth is None or listener.auth.users_file is None:
+            await self.reply(AUTH_NOT_AVAILABLE)
+            return
+        if self.helo is None:
+            await self.reply(replies.NEED_HELO)
+            return
+        if self.authenticated is not None:
+            await self.reply(AUTH_ALREADY)
+            return
+        if self.envelope_ is not None:
+            await self.reply(IN_TRANSACTION)
+            return
+        mechanism, _, initial = arg.partition(" ")
+        mechanism = mechanism.upper()
+        if mechanism not in ("PLAIN", "LOGIN"):
+            await self.reply(AUTH_MECHANISM)
+            return
+        if not self.tls_active:
+            await self.reply(AUTH_NEEDS_TLS)
+            return
+        initial = initial.strip()
+        if mechanism == "PLAIN":
+            response = initial if initial and initial != "=" else await self._challenge("")
+            if response is None:
+                return
+            pair = decode_plain(response)
+        else:
+            user_text = initial or await self._challenge("VXNlcm5hbWU6")  # "Username:"
+            if user_text is None:
+                return
+            user = decode_base64_text(user_text)
+            password_text = await self._challenge("UGFzc3dvcmQ6")  # "Password:"
+            if password_text is None:
+                return
+            password = decode_base64_text(password_text)
+            pair = (user, password) if user and password is not None else None
+        if pair is None:
+            await self.reply(AUTH_BAD_BASE64)
+            return
+        await self._check_credentials(listener.auth.users_file, *pair)
+
+    async def _challenge(self, text: str) -> str | None:
+        """Send ``334 text``, read the client's line; None (after replying) when cancelled or too long."""
+        await self.reply(f"334 {text}")
+        line = await self._read_command()
+        if line is None:
+            await self.reply(replies.LINE_TOO_LONG)
+            return None
+        if line.strip() == "*":
+            await self.reply(AUTH_CANCELLED)
+            return None
+        return line.strip()
+
+    async def _check_credentials(self, users_file: Any, user: str, password: str) -> None:
+        credentials = _CREDENTIALS.setdefault(str(users_file), Credentials(users_file))
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(self.ctx.executor, credentials.verify, user, password)
+        if ok:
+            _THROTTLE.succeeded(self.client_ip)
+            self.authenticated = user
+            await self.reply(AUTH_OK)
+            return
+        # RFC 4954 §4: 535 5.7.8; each failure from this address makes the next answer slower.
+        delay = _THROTTLE.delay(self.client_ip)
+        _THROTTLE.failed(self.client_ip)
+        self._reset_timeout(self.ctx.limits.command_timeout + delay)
+        await asyncio.sleep(delay)
+        await self.reply(replies.AUTH_FAILED)
+
     # --- data ------------------------------------------------------------------------------------
 
     async def cmd_DATA(self, arg: str) -> None:
@@ -351,6 +627,9 @@ class MdaSession(SMTP):
             return
         if envelope is None:
             await self.reply(replies.NEED_MAIL)
+            return
+        if envelope.chunks is not None:
+            await self.reply(DATA_AFTER_BDAT)
             return
         if not envelope.recipients:
             await self.reply(replies.NEED_RCPT)
@@ -379,6 +658,71 @@ class MdaSession(SMTP):
             await self.reply(replies.SHUTTING_DOWN)
             self._close()
 
+    async def cmd_BDAT(self, arg: str) -> None:
+        """RFC 3030 CHUNKING: ``BDAT <size> [LAST]``, the octets follow the command line at once.
+
+        Every chunk is read, even one that is refused (no MAIL, no recipient), so the session stays in
+        step with a pipelining client (RFC 3030 §3). The chunks are decoded through the same sink as DATA
+        (CRLF → LF, bare CR/LF counted; no dot-stuffing) into one spool; ``LAST`` delivers and answers
+        like the end of DATA: one reply per accepted recipient in LMTP.
+        """
+        words = arg.split()
+        if not 1 <= len(words) <= 2 or not words[0].isdigit() or len(words[0]) > len(str(MAX_BDAT_CHUNK)):
+            await self.reply(replies.PARAM_SYNTAX.with_text("Syntax: BDAT <size> [LAST]"))
+            return
+        if len(words) == 2 and words[1].upper() != "LAST":
+            await self.reply(replies.PARAM_SYNTAX.with_text("Syntax: BDAT <size> [LAST]"))
+            return
+        size, last = int(words[0]), len(words) == 2
+        envelope = self.envelope_
+        refusal = None
+        if envelope is None:
+            refusal = replies.NEED_MAIL
+        elif not envelope.recipients:
+            refusal = replies.NEED_RCPT
+        self._reset_timeout(self.ctx.limits.data_timeout)
+        if refusal is not None or envelope is None:
+            await self._discard(size)
+            self._reset_timeout()
+            await self.reply(refusal or replies.NEED_MAIL)
+            return
+        if envelope.chunks is None:
+            envelope.spool = Spool(self.ctx.spool_dir)
+            envelope.chunks = ChunkReader(
+                envelope.spool,
+                max_size=self.ctx.limits.max_message_size,
+                normalize_bare=envelope.context.config.bare_newline == "normalize",
+            )
+        self.busy = True
+        try:
+            await envelope.chunks.read_chunk(self._reader, size)
+            if not last:
+                self._reset_timeout()
+                await self.reply(CHUNK_OK.with_text(f"{size} octets received"))
+                return
+            self.envelope_ = None
+            data = envelope.chunks.finish()
+            assert envelope.spool is not None
+            if self._timeout_handle is not None:
+                self._timeout_handle.cancel()
+            outcomes = await self._deliver(envelope, envelope.spool, data)
+        except BaseException:
+            envelope.drop_chunks()
+            self.envelope_ = None
+            raise
+        finally:
+            self.busy = False
+        envelope.drop_chunks()
+        self._reset_timeout()
+        await self._send_data_replies(outcomes)
+        if self.ctx.shutting_down:
+            await self.reply(replies.SHUTTING_DOWN)
+            self._close()
+
+    async def _discard(self, size: int) -> None:
+        while size:
+            size -= len(await self._reader.readexactly(min(size, BLOCK)))
+
     async def _deliver(self, envelope: Envelope, spool: Spool, data: DataResult) -> Sequence[Outcome]:
         """Deliver and report; every failure becomes outcomes, one per accepted recipient."""
         context = envelope.context
@@ -395,14 +739,20 @@ class MdaSession(SMTP):
                 protocol=with_protocol(
                     lmtp=self.lmtp,
                     extended=self.extended,
-                    tls=self.session.ssl is not None if self.session else False,
-                    auth=False,
+                    tls=self.tls_active,
+                    auth=self.authenticated is not None,
                     utf8=envelope.smtputf8,
                 ),
                 queue_id=queue_id,
                 timestamp=time.time(),
+                original_to=tuple(
+                    (resolution.address, dsn.check_orcpt(params["ORCPT"])[1])
+                    for resolution, params in zip(envelope.recipients, envelope.rcpt_params, strict=True)
+                    if "ORCPT" in params
+                ),
             ),
         )
+        self._delivering = True
         try:
             outcomes = await deliver(context.config, txn, spool, data, lmtp=self.lmtp, executor=self.ctx.executor)
         except asyncio.CancelledError:
@@ -410,8 +760,54 @@ class MdaSession(SMTP):
         except Exception as error:
             self.ctx.log_exception(self, error)
             outcomes = failure_outcomes(txn, error)
+        finally:
+            self._delivering = False
         self.ctx.delivered(self, txn, data, outcomes)
+        self._notify_success(envelope, txn, spool, outcomes)
         return outcomes
+
+    def _notify_success(self, envelope: Envelope, txn: Transaction, spool: Spool, outcomes: Sequence[Outcome]) -> None:
+        """RFC 3461 §5.2.2: a "delivered" DSN for each NOTIFY=SUCCESS recipient that was delivered.
+
+        Only with a ``submission`` path (``DSN`` is announced only then) and a non-null sender. In SMTP the
+        single reply is every recipient's outcome. The report is built now, while the spool is open, and
+        sent in a worker thread: the client's replies never wait for it, a failure is logged.
+        """
+        submission = envelope.context.config.submission
+        if submission is None or not envelope.sender:
+            return
+        shared = outcomes[0].reply.is_success if outcomes else False
+        delivered = []
+        for index, (resolution, params) in enumerate(zip(envelope.recipients, envelope.rcpt_params, strict=True)):
+            ok = (outcomes[index].reply.is_success if index < len(outcomes) else False) if self.lmtp else shared
+            if not ok or "SUCCESS" not in dsn.check_notify(params.get("NOTIFY", "FAILURE")):
+                continue
+            original_type, original = dsn.check_orcpt(params["ORCPT"]) if "ORCPT" in params else ("rfc822", None)
+            delivered.append(dsn.DeliveredRecipient(resolution.address, original, original_type))
+        if not delivered:
+            return
+        full = spool.read_all() if envelope.ret == "FULL" and spool.size <= MAX_FULL_RETURN else None
+        report = dsn.success_report(
+            reporting_mta=self.hostname,
+            sender=envelope.sender,
+            recipients=delivered,
+            envid=envelope.envid,
+            ret=envelope.ret,
+            queue_id=txn.queue_id,
+            header_section=spool.header_section(),
+            full_message=full,
+        )
+        loop = asyncio.get_running_loop()
+
+        async def send() -> None:
+            try:
+                await loop.run_in_executor(self.ctx.executor, dsn.submit, submission, envelope.sender, report)
+            except Exception as error:
+                self.ctx.log_exception(self, error)
+
+        task = loop.create_task(send())
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
 
     async def _send_data_replies(self, outcomes: Sequence[Outcome]) -> None:
         """LMTP: exactly one reply per accepted RCPT, in order (RFC 2033 §4.2). SMTP: one reply."""
@@ -423,3 +819,14 @@ class MdaSession(SMTP):
 def data_replies(outcomes: Sequence[Outcome], *, lmtp: bool) -> list[Reply]:
     """The replies for one DATA: per recipient in LMTP, the single shared one in SMTP."""
     return [outcome.reply for outcome in outcomes] if lmtp else [outcomes[0].reply]
+
+
+def _clean_command(line: str) -> bool:
+    """No NUL, no CR inside the line, valid UTF-8 (RFC 5321 §2.3.8, RFC 6531 §3.3): else ``500 5.5.2``."""
+    if "\0" in line or "\r" in line:
+        return False
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -1,0 +1,170 @@
+"""Delivery Status Notifications: the RFC 3461 parameters and the RFC 3464 "delivered" report.
+
+The parameters travel with the envelope: ``RET`` and ``ENVID`` on MAIL, ``NOTIFY`` and ``ORCPT`` on each
+RCPT (kept per recipient, in RCPT order). mda is the final hop, so it is the one that "relays" a success
+notification (RFC 3461 §5.2.2: a final delivery agent that receives NOTIFY=SUCCESS sends a "delivered"
+DSN). That needs an outbound path, so ``DSN`` is announced only when ``submission`` is configured;
+without it the parameters are still accepted and checked, as RFC 3461 §4 asks of any server that sees
+them, but no notification goes out.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import smtplib
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mda.config import SubmissionConfig
+
+MAX_ENVID = 100
+"""RFC 3461 §4.4: ENVID is at most 100 characters (xtext-encoded)."""
+MAX_ORCPT = 500
+"""RFC 3461 §4.2: ORCPT is at most 500 characters."""
+NOTIFY_VALUES = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+
+_XTEXT = re.compile(r"^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*$")
+_ADDR_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+
+
+class DsnSyntaxError(ValueError):
+    """A DSN parameter that breaks RFC 3461 syntax: answered ``501 5.5.4``."""
+
+
+def decode_xtext(text: str) -> str:
+    """RFC 3461 §4: ``+XX`` is the octet XX; every other character is itself (33-126, not ``+``/``=``)."""
+    if not _XTEXT.match(text):
+        raise DsnSyntaxError("not xtext")
+    raw = re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), text)
+    return raw.encode("latin-1").decode("utf-8", "replace")
+
+
+def encode_xtext(text: str) -> str:
+    """The xtext form of ``text`` (UTF-8 octets outside 33-126, ``+`` and ``=`` become ``+XX``)."""
+    return "".join(
+        chr(octet) if 33 <= octet <= 126 and octet not in (0x2B, 0x3D) else f"+{octet:02X}"
+        for octet in text.encode("utf-8")
+    )
+
+
+def check_notify(value: str) -> frozenset[str]:
+    """RFC 3461 §4.1: ``NEVER`` alone, or a comma list of SUCCESS, FAILURE, DELAY."""
+    items = [item.upper() for item in value.split(",")]
+    if items == ["NEVER"]:
+        return frozenset({"NEVER"})
+    if not items or any(item not in NOTIFY_VALUES for item in items) or len(set(items)) != len(items):
+        raise DsnSyntaxError("NOTIFY must be NEVER or a list of SUCCESS, FAILURE, DELAY")
+    return frozenset(items)
+
+
+def check_orcpt(value: str) -> tuple[str, str]:
+    """RFC 3461 §4.2: ``addr-type ; xtext``; returns (type, decoded address)."""
+    if len(value) > MAX_ORCPT:
+        raise DsnSyntaxError("ORCPT too long")
+    addr_type, semicolon, encoded = value.partition(";")
+    if not semicolon or not _ADDR_TYPE.match(addr_type) or not encoded:
+        raise DsnSyntaxError("ORCPT must be addr-type;xtext")
+    return addr_type, decode_xtext(encoded)
+
+
+def check_ret(value: str) -> str:
+    """RFC 3461 §4.3: ``FULL`` or ``HDRS``."""
+    if value.upper() not in ("FULL", "HDRS"):
+        raise DsnSyntaxError("RET must be FULL or HDRS")
+    return value.upper()
+
+
+def check_envid(value: str) -> str:
+    """RFC 3461 §4.4: xtext, at most 100 characters; returns the decoded id."""
+    if not value or len(value) > MAX_ENVID:
+        raise DsnSyntaxError("ENVID empty or too long")
+    return decode_xtext(value)
+
+
+@dataclass(frozen=True)
+class DeliveredRecipient:
+    """One recipient the success report covers."""
+
+    address: str
+    original: str | None = None
+    original_type: str = "rfc822"
+
+
+def success_report(
+    *,
+    reporting_mta: str,
+    sender: str,
+    recipients: Sequence[DeliveredRecipient],
+    envid: str | None,
+    ret: str | None,
+    queue_id: str,
+    header_section: bytes,
+    full_message: bytes | None,
+) -> bytes:
+    """An RFC 3464 ``multipart/report; report-type=delivery-status`` with ``Action: delivered``.
+
+    The third part is the original header section (``RET=HDRS`` or no RET: RFC 3461 §4.3 leaves the
+    default to the server) or the whole message (``RET=FULL`` and ``full_message`` given).
+    """
+    boundary = f"{queue_id}/{reporting_mta}"
+    now = email.utils.formatdate(time.time(), localtime=True)
+    per_recipient = []
+    for rcpt in recipients:
+        lines = []
+        if rcpt.original:
+            lines.append(f"Original-Recipient: {rcpt.original_type}; {encode_xtext(rcpt.original)}")
+        lines += [f"Final-Recipient: rfc822; {rcpt.address}", "Action: delivered", "Status: 2.0.0"]
+        per_recipient.append("\r\n".join(lines) + "\r\n")
+    envelope_lines = [f"Reporting-MTA: dns; {reporting_mta}"]
+    if envid:
+        envelope_lines.append(f"Original-Envelope-Id: {encode_xtext(envid)}")
+    envelope_lines.append(f"Arrival-Date: {now}")
+    status = "\r\n".join(envelope_lines) + "\r\n\r\n" + "\r\n".join(per_recipient)
+    listed = "\r\n".join(f"  <{rcpt.address}>" for rcpt in recipients)
+    if ret == "FULL" and full_message is not None:
+        third_type, third = "message/rfc822", full_message
+    else:
+        third_type, third = "text/rfc822-headers", header_section
+    third = third.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    head = (
+        f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>\r\n"
+        f"To: <{sender}>\r\n"
+        f"Subject: Successful Mail Delivery Report\r\n"
+        f"Date: {now}\r\n"
+        f"Message-ID: <{queue_id}.dsn@{reporting_mta}>\r\n"
+        "Auto-Submitted: auto-replied\r\n"
+        "MIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\r\n'
+        "\r\n"
+        f"--{boundary}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        f"Your message was delivered to:\r\n{listed}\r\n\r\n"
+        f"--{boundary}\r\n"
+        "Content-Type: message/delivery-status\r\n\r\n"
+        f"{status}\r\n"
+        f"--{boundary}\r\n"
+        f"Content-Type: {third_type}\r\n\r\n"
+    )
+    return head.encode("utf-8", "surrogateescape") + third + f"\r\n--{boundary}--\r\n".encode()
+
+
+def submit(submission: SubmissionConfig, recipient: str, message: bytes, *, timeout: float = 30.0) -> None:
+    """Send one notification with the null reverse-path (RFC 3461 §6.2: DSNs never cause DSNs).
+
+    Blocking: run it in a worker thread. Raises on failure (the caller logs it; the mail itself is
+    already delivered, so nothing is answered differently).
+    """
+    if submission.sendmail:
+        subprocess.run(
+            [*submission.sendmail, "-f", "<>", "--", recipient],
+            input=message.replace(b"\r\n", b"\n"),
+            check=True,
+            timeout=timeout,
+            capture_output=True,
+        )
+        return
+    with smtplib.SMTP(submission.host or "127.0.0.1", submission.port, timeout=timeout) as client:
+        client.sendmail("<>", [recipient], message)
