@@ -293,18 +293,16 @@ class Application:
         for session in self._sessions():
             if not session.busy and session.envelope_ is None:
                 await _say_goodbye(session)
-        deadline = asyncio.get_running_loop().time() + self.state.config.shutdown_timeout
-        if self.open_sessions():
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.state.config.shutdown_timeout
+        while self.open_sessions() and loop.time() < deadline:
             self._idle.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), self.state.config.shutdown_timeout)
+            with contextlib.suppress(TimeoutError):  # re-checked often: a close may race the clear
+                await asyncio.wait_for(self._idle.wait(), min(0.25, max(0.0, deadline - loop.time())))
         for session in self._sessions():
-            if session.busy:
-                continue  # its delivery is running; it answers and closes itself
-            await _say_goodbye(session)
-        while any(session.busy for session in self._sessions()):
-            if asyncio.get_running_loop().time() > deadline + MAX_DELIVERY_WAIT:
-                break
+            if not session.busy:  # a busy one answers its DATA, then closes itself
+                await _say_goodbye(session)
+        while any(session.busy for session in self._sessions()) and loop.time() < deadline + MAX_DELIVERY_WAIT:
             await asyncio.sleep(0.05)
         await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown, True)
         logs.event("stopped")

@@ -1,0 +1,153 @@
+"""Hot reload: edit, rename-replace and ConfigMap-style symlink swap, under load; broken files are refused.
+
+A reload changes behaviour for new transactions only (sessions take the state at MAIL), never drops a
+listener that stays, and never loses an acknowledged message.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.clients import Client
+from tests.conftest import basic_config
+from tests.ops.helpers import MESSAGE, deliver, scrape, stored_files, value, wait_for
+from tests.ops.load import SteadyLoad
+
+
+def _config(root: Path, users: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    return basic_config(root, users=users, metrics={"bind": "127.0.0.1:0"}, **overrides)
+
+
+def _reloads(server: Any, result: str = "success") -> float:
+    return value(scrape(server), "mda_config_reloads_total", result=result)
+
+
+def _rcpt(address: tuple[str, int], recipient: str) -> str:
+    with Client(address) as client:
+        client.cmd("LHLO x")
+        client.cmd("MAIL FROM:<s@example.net>")
+        reply = client.cmd(f"RCPT TO:<{recipient}>")
+    return f"{reply.code} {reply.enhanced}"
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_edit_in_place_under_load(start_mda, tmp_path: Path) -> None:
+    root = tmp_path / "mail"
+    users = {"alice@example.test": {}, "bob@example.test": {}}
+    server = start_mda(_config(root, users))
+    assert _rcpt(server.lmtp, "dave@example.test") == "550 5.1.1"
+    with SteadyLoad(server.lmtp, "alice@example.test") as load:
+        wait_for(lambda: load.acknowledged > 5)
+        _write(server.config_path, _config(root, {"alice@example.test": {}, "dave@example.test": {}}))
+        wait_for(lambda: _reloads(server) == 1)
+        assert _rcpt(server.lmtp, "dave@example.test") == "250 2.1.5"
+        assert _rcpt(server.lmtp, "bob@example.test") == "550 5.1.1"
+        acknowledged_before = load.acknowledged
+        wait_for(lambda: load.acknowledged > acknowledged_before + 5)
+    assert len(stored_files(root, "alice")) == load.acknowledged
+    assert deliver(server.lmtp, ["dave@example.test"]) == [250]
+
+
+def test_rename_replace(start_mda, tmp_path: Path) -> None:
+    root = tmp_path / "mail"
+    server = start_mda(_config(root, {"alice@example.test": {}}))
+    with SteadyLoad(server.lmtp, "alice@example.test") as load:
+        wait_for(lambda: load.acknowledged > 3)
+        temporary = server.config_path.with_name(".mda.yaml.swp")
+        _write(temporary, _config(root, {"alice@example.test": {}, "erin@example.test": {}}))
+        os.rename(temporary, server.config_path)
+        wait_for(lambda: _reloads(server) == 1)
+        assert deliver(server.lmtp, ["erin@example.test"]) == [250]
+    assert len(stored_files(root, "alice")) == load.acknowledged
+    assert len(stored_files(root, "erin")) == 1
+
+
+def test_configmap_symlink_swap_of_users_file(start_mda, tmp_path: Path) -> None:
+    """Kubernetes mounts ``users.yaml -> ..data/users.yaml`` and swaps ``..data`` atomically."""
+    root = tmp_path / "mail"
+    mount = tmp_path / "configmap"
+    first = mount / "..2026_01_01_00_00_00.000000001"
+    first.mkdir(parents=True)
+    _write(first / "users.yaml", {"alice@example.test": {}, "bob@example.test": {}})
+    (mount / "..data").symlink_to(first.name)
+    (mount / "users.yaml").symlink_to("..data/users.yaml")
+    config = basic_config(root, metrics={"bind": "127.0.0.1:0"}, users_file=str(mount / "users.yaml"))
+    del config["users"]
+    server = start_mda(config)
+    with SteadyLoad(server.lmtp, "alice@example.test") as load:
+        wait_for(lambda: load.acknowledged > 3)
+        second = mount / "..2026_01_01_00_00_01.000000002"
+        second.mkdir()
+        _write(second / "users.yaml", {"alice@example.test": {}, "frank@example.test": {}})
+        (mount / "..data_tmp").symlink_to(second.name)
+        os.rename(mount / "..data_tmp", mount / "..data")
+        wait_for(lambda: _reloads(server) == 1)
+        assert _rcpt(server.lmtp, "frank@example.test") == "250 2.1.5"
+        assert _rcpt(server.lmtp, "bob@example.test") == "550 5.1.1"
+    assert len(stored_files(root, "alice")) == load.acknowledged
+
+
+def test_broken_file_keeps_the_running_configuration(start_mda, tmp_path: Path) -> None:
+    root = tmp_path / "mail"
+    server = start_mda(_config(root, {"alice@example.test": {}}))
+    server.config_path.write_text(server.config_path.read_text() + "no_such_key: 1\n")
+    wait_for(lambda: _reloads(server, "failure") == 1)
+    assert deliver(server.lmtp, ["alice@example.test"]) == [250]
+    assert _reloads(server) == 0
+    failed = [line for line in server.log().splitlines() if "event=reload_failed" in line]
+    assert failed and f"file={server.config_path}" in failed[0] and "no_such_key" in failed[0]
+    assert "line=" in failed[0] and "line=None" not in failed[0]
+    # fixing the file reloads it
+    _write(server.config_path, _config(root, {"alice@example.test": {}, "gina@example.test": {}}))
+    wait_for(lambda: _reloads(server) == 1)
+    assert deliver(server.lmtp, ["gina@example.test"]) == [250]
+
+
+def test_transaction_under_way_keeps_its_configuration(start_mda, tmp_path: Path) -> None:
+    root = tmp_path / "mail"
+    server = start_mda(_config(root, {"alice@example.test": {}, "bob@example.test": {}}))
+    with Client(server.lmtp) as client:
+        client.cmd("LHLO x")
+        assert client.cmd("MAIL FROM:<s@example.net>").code == 250
+        _write(server.config_path, _config(root, {"alice@example.test": {}}))
+        server.signal(signal.SIGHUP)
+        wait_for(lambda: _reloads(server) >= 1)
+        assert client.cmd("RCPT TO:<bob@example.test>").code == 250, "the open transaction keeps the old users"
+        assert [r.code for r in client.data(MESSAGE)] == [250]
+        assert client.cmd("MAIL FROM:<s@example.net>").code == 250
+        reply = client.cmd("RCPT TO:<bob@example.test>")
+        assert (reply.code, reply.enhanced) == (550, "5.1.1"), "the next transaction uses the new users"
+    assert len(stored_files(root, "bob")) == 1
+
+
+def test_sighup_reloads_and_listeners_follow_the_file(start_mda, tmp_path: Path) -> None:
+    root = tmp_path / "mail"
+    config = _config(root, {"alice@example.test": {}})
+    server = start_mda(config)
+    socket_path = tmp_path / "lmtp.sock"
+    lmtp = server.lmtp
+    with Client(server.smtp) as open_smtp:
+        open_smtp.cmd("EHLO x")
+        config["listeners"] = [config["listeners"][0], {"protocol": "lmtp", "bind": f"unix:{socket_path}"}]
+        _write(server.config_path, config)
+        server.signal(signal.SIGHUP)
+        wait_for(lambda: _reloads(server) >= 1)
+        wait_for(socket_path.exists)
+        assert deliver(str(socket_path), ["alice@example.test"]) == [250]
+        assert deliver(lmtp, ["alice@example.test"]) == [250], "a kept listener stays open"
+        # the SMTP listener was removed: no new connections, but the open session goes on
+        assert open_smtp.cmd("NOOP").code == 250
+        try:
+            Client(server.smtp, timeout=2).close()
+            refused = False
+        except OSError:
+            refused = True
+        assert refused
