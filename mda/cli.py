@@ -117,7 +117,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     resolution = check_capacity(config, resolution, args.size)
     for step in resolution.steps:
         print(f"  {step}")
-    if args.size is None:
+    if args.size is None and resolution.mailboxes:
         print("  no --size: space and quota checked for a message of 0 bytes")
     print(f"reply: {resolution.reply}")
     return EXIT_OK if resolution.accepted else EXIT_CONFIG
