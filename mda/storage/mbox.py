@@ -249,9 +249,10 @@ class MboxStore:
                 os.close(fd)
                 raise
             os.close(fd)
-            if time.monotonic() + delay > deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise DeliveryError(MAILBOX_BUSY, f"mbox {mailbox.path} still locked after {mailbox.lock_timeout}s")
-            time.sleep(delay)
+            time.sleep(min(delay, remaining))
             delay = min(delay * 2, _POLL_MAX)
 
     @staticmethod

@@ -295,14 +295,14 @@ def check_mbox_quota(mailbox: Mailbox, current_size: int, size: int) -> None:
 def check_quota_before_data(mailbox: Mailbox, size: int | None) -> Reply | None:
     """The refusal for a recipient whose mailbox cannot take a message of ``size`` (RCPT ``SIZE=``), or None.
 
-    Without ``SIZE`` (RFC 1870) only a mailbox already at its limit is refused. Does blocking file I/O
+    Without ``SIZE`` (RFC 1870) only a mailbox already at its limit (no byte fits) is refused. Does blocking file I/O
     (and may rebuild ``maildirsize``): call it from the thread pool. A mailbox that does not exist yet
     is empty.
     """
     limit = QuotaLimit.of(mailbox)
     if not limit.enabled:
         return None
-    incoming = size or 0
+    incoming = 1 if size is None else size  # any message has a byte: "full" means no byte fits
     try:
         fd = _open_existing(mailbox)
     except (FileNotFoundError, NotADirectoryError):
