@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -54,23 +55,25 @@ class RunningServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         return self.process.returncode
 
 
 def start_server(config: dict[str, Any] | str, directory: Path, *, args: tuple[str, ...] = ()) -> RunningServer:
-    """Write the config, start ``python -m mda serve``, wait for the start-up lines."""
+    """Write the config, start ``python -m mda serve``, wait for the start-up lines.
+
+    An empty ``config`` text runs the embedded default (no ``--config``), in ``directory``.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "mda.yaml"
     text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
     config_path.write_text(text)
+    config_args = ["--config", str(config_path)] if text else []
     stdout_path = directory / "stdout.log"
     with open(stdout_path, "wb") as out, open(directory / "stderr.log", "wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mda", "serve", "--config", str(config_path), *args],
+            [sys.executable, "-m", "mda", "serve", *config_args, *args],
             stdout=out,
             stderr=err,
             stdin=subprocess.DEVNULL,

@@ -1,0 +1,141 @@
+"""The configuration contract and the commands' exit codes (shared/config.md)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mda.units import parse_duration, parse_size
+from tests.clients import Client, transaction
+from tests.mdaproc import start_server
+
+
+def run_mda(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mda", *args], capture_output=True, text=True, cwd=cwd, timeout=60, check=False
+    )
+
+
+def test_check_config_accepts_the_issue_example(tmp_path):
+    config = tmp_path / "mda.yaml"
+    config.write_text(
+        "hostname: mx.example.test\n"
+        "listeners:\n"
+        "  - protocol: lmtp\n"
+        "    bind: 127.0.0.1:2424\n"
+        "  - protocol: smtp\n"
+        f"    bind: unix:{tmp_path}/smtp.sock\n"
+        '    socket_mode: "0660"\n'
+        "domains: [example.test]\n"
+        "storage:\n"
+        "  format: maildir\n"
+        "  path: /var/mail/{domain}/{user}/Maildir\n"
+        "  fsync: true\n"
+        "limits: {max_message_size: 25M, max_recipients: 100, command_timeout: 5m, data_timeout: 10m}\n"
+        "users:\n"
+        "  alice@example.test: {}\n"
+        "  bob@example.test: {}\n"
+    )
+    result = run_mda("check-config", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key"),
+    [
+        ("listeners: [{protocol: lmtp, bind: '127.0.0.1:0'}]\ndomains: [a.test]\nstorgae: {}\n", 3, "storgae"),
+        (
+            "listeners:\n  - protocol: lmtp\n    bind: '127.0.0.1:0'\n    colour: red\ndomains: [a.test]\n",
+            4,
+            "listeners[0].colour",
+        ),
+        ("listeners: [{protocol: pop3, bind: '127.0.0.1:0'}]\ndomains: [a.test]\n", 1, "listeners[0].protocol"),
+        ("listeners: [{protocol: lmtp, bind: 'nowhere'}]\ndomains: [a.test]\n", 1, "listeners[0].bind"),
+        (
+            "listeners: [{protocol: lmtp, bind: '127.0.0.1:0'}]\ndomains: [a.test]\n"
+            "limits:\n  max_message_size: huge\n",
+            4,
+            "limits.max_message_size",
+        ),
+        (
+            "listeners: [{protocol: lmtp, bind: '127.0.0.1:0'}]\ndomains: [a.test]\nstorage: {path: '/m/{usr}'}\n",
+            3,
+            "storage.path",
+        ),
+        ("listeners: [{protocol: lmtp, bind: '127.0.0.1:0'}]\ndomains: [a.test]\nmax_hops: 1\nmax_hops: 2\n", 4, ""),
+        ("listeners: [\n", 2, ""),
+    ],
+)
+def test_check_config_names_file_line_and_key(tmp_path, text, line, key):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    result = run_mda("check-config", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"{config}:{line}: {key}"), result.stderr
+
+
+def test_check_config_refuses_non_utf8_and_nul(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_bytes(b"hostname: \xff\n")
+    assert run_mda("check-config", "--config", str(config)).returncode == 1
+    config.write_bytes(b"hostname: a\x00b\n")
+    assert run_mda("check-config", "--config", str(config)).returncode == 1
+
+
+def test_bad_usage_exits_2_and_bad_config_exits_1_for_serve(tmp_path):
+    assert run_mda("serve", "--no-such-flag").returncode == 2
+    missing = run_mda("serve", "--config", str(tmp_path / "missing.yaml"))
+    assert missing.returncode == 1
+    assert "missing.yaml" in missing.stderr
+
+
+def test_print_shows_the_embedded_default():
+    result = run_mda("check-config", "--print")
+    assert result.returncode == 0
+    assert "bind: 127.0.0.1:2424" in result.stdout and "./mail/{domain}/{user}/Maildir" in result.stdout
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_default_configuration_serves_localhost_into_working_directory(tmp_path):
+    if not all(_port_free(port) for port in (2424, 2525, 9464)):
+        pytest.fail("the default ports 2424, 2525 and 9464 must be free for this test")
+    server = start_server("", tmp_path, args=())
+    try:
+        assert server.lines[:2] == ["listening lmtp 127.0.0.1:2424", "listening smtp 127.0.0.1:2525"]
+        assert "delivering to ./mail/{domain}/{user}/Maildir (maildir, fsync)" in server.lines
+        with Client(("127.0.0.1", 2424)) as client:
+            client.cmd("LHLO client.test")
+            _, data = transaction(client, "s@remote.test", ["anyone@localhost"], b"Subject: x\r\n\r\nhi\r\n")
+            assert data[0].code == 250
+    finally:
+        server.stop()
+    assert len(list((tmp_path / "mail" / "localhost" / "anyone" / "Maildir" / "new").iterdir())) == 1
+
+
+@pytest.mark.parametrize(("text", "value"), [("25M", 25 * 1024**2), ("1G", 1024**3), (4096, 4096), ("10k", 10240)])
+def test_sizes(text, value):
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize(("text", "value"), [("30s", 30.0), ("5m", 300.0), ("1d", 86400.0), (0, 0.0), ("2h", 7200.0)])
+def test_durations(text, value):
+    assert parse_duration(text) == value
+
+
+@pytest.mark.parametrize("bad", ["", "-1", "1X", "lots", True, "1.5.5M"])
+def test_bad_units_are_refused(bad):
+    with pytest.raises(ValueError):
+        parse_size(bad)

@@ -1,0 +1,72 @@
+"""The streaming DATA reader on hand-made wire input: end marker, unstuffing, bare newlines, limits."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from mda.dataread import DataResult, read_data
+from mda.spool import Spool
+from tests.clients import dot_stuff
+
+
+def read(wire: bytes, *, max_size: int = 10**9, normalize: bool = False) -> tuple[bytes, DataResult, bytes]:
+    async def run() -> tuple[bytes, DataResult, bytes]:
+        reader = asyncio.StreamReader(limit=64 * 1024)
+        reader.feed_data(wire)
+        reader.feed_eof()
+        with Spool(memory_limit=1000) as spool:
+            result = await read_data(reader, spool, max_size=max_size, normalize_bare=normalize)
+            return spool.read_all(), result, await reader.read()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("wire", "stored", "rest"),
+    [
+        (b".\r\nQUIT\r\n", b"", b"QUIT\r\n"),
+        (b"a\r\n.\r\nNOOP\r\n", b"a\n", b"NOOP\r\n"),
+        (b"..\r\n...x\r\n.\r\n", b".\n..x\n", b""),
+        (b"end.\r\n.x\r\n.\r\n", b"end.\nx\n", b""),
+        (
+            b"Return-Path: <a>\r\n\tfolded\r\nX: y\r\n\r\nReturn-Path: body\r\n.\r\n",
+            b"X: y\n\nReturn-Path: body\n",
+            b"",
+        ),
+    ],
+)
+def test_end_marker_unstuffing_and_return_path(wire, stored, rest):
+    got, _, left = read(wire)
+    assert (got, left) == (stored, rest)
+
+
+def test_bare_lf_dot_lf_does_not_end_data():
+    got, result, rest = read(b"a\n.\nMAIL FROM:<x>\r\n.\r\n")
+    assert result.bare_newlines == 2
+    assert rest == b""
+    assert got == b"a\n.\nMAIL FROM:<x>\n"
+
+
+def test_limit_drains_and_flags():
+    _got, result, rest = read(b"x" * 5000 + b"\r\n.\r\nNOOP\r\n", max_size=100)
+    assert result.too_big and rest == b"NOOP\r\n"
+
+
+def test_overlong_line_is_kept_whole():
+    line = b"y" * 300_000
+    got, _, _ = read(line + b"\r\n.\r\n")
+    assert got == line + b"\n"
+
+
+@given(st.lists(st.binary(max_size=200).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")), max_size=50))
+def test_round_trip_of_any_lines(lines):
+    assume(not any(line.lower().startswith(b"return-path:") for line in lines))
+    message = b"".join(line + b"\n" for line in lines)
+    got, result, rest = read(dot_stuff(message) + b".\r\n" + b"NEXT\r\n")
+    assert got == message
+    assert result.size == len(message) and result.bare_newlines == 0
+    assert rest == b"NEXT\r\n"
