@@ -17,7 +17,7 @@ import pwd
 import signal
 import socket
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
@@ -89,6 +89,7 @@ class Application:
         inherited: dict[ListenerKey, socket.socket] | None = None,
         ports: dict[ListenerKey, int] | None = None,
         worker: bool = False,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.state = State.build(config)
         self.out = out
@@ -103,6 +104,7 @@ class Application:
         self.inherited = dict(inherited or {})
         self.ports = dict(ports or {})
         self.worker = worker
+        self.on_ready = on_ready
         self.metrics_server: MetricsServer | None = None
         self.watcher: ConfigWatcher | None = None
         self.ready = False
@@ -177,6 +179,8 @@ class Application:
         self.watcher = ConfigWatcher(loop, watched_files(self.state.config), self.request_reload)
         self.watcher.start()
         logs.event("started", listeners=len(self.listeners), config=self.state.config.digest, pid=os.getpid())
+        if self.on_ready is not None:
+            self.on_ready()
         if not self.worker:
             sdnotify.ready()
         await self._stop.wait()

@@ -13,6 +13,8 @@ from typing import Any
 
 LOGGER_NAME = "mda"
 logger = logging.getLogger(LOGGER_NAME)
+_context: dict[str, Any] = {}
+"""Fields added to every line of this process (e.g. ``worker=1``), so lines of several workers can be told apart."""
 
 
 def _text_value(value: Any) -> str:
@@ -29,7 +31,7 @@ class _EventFormatter(logging.Formatter):
         self.json_lines = json_lines
 
     def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = {"level": record.levelname.lower(), "event": record.getMessage()}
+        fields: dict[str, Any] = {"level": record.levelname.lower(), "event": record.getMessage(), **_context}
         fields.update(getattr(record, "fields", {}))
         if record.exc_info:
             fields["exception"] = self.formatException(record.exc_info).replace("\n", " | ")
@@ -53,3 +55,8 @@ def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log one event with its fields."""
     if logger.isEnabledFor(level):
         logger.log(level, name, extra={"fields": fields})
+
+
+def set_context(**fields: Any) -> None:
+    """Add ``fields`` to every later line of this process."""
+    _context.update(fields)

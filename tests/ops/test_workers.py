@@ -1,0 +1,81 @@
+"""``workers: 2``: both processes take connections, metrics add up, a dead worker is replaced."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+from pathlib import Path
+
+from tests.clients import Client, transaction
+from tests.conftest import basic_config
+from tests.ops.helpers import MESSAGE, scrape, stored_files, value, wait_for
+
+CONNECTIONS = 24
+
+
+def _worker_pids(log: str) -> dict[int, int]:
+    """worker index → pid, from the ``started`` lines (the latest per index)."""
+    pids: dict[int, int] = {}
+    for line in log.splitlines():
+        match = re.search(r"event=started worker=(\d+) .*pid=(\d+)", line)
+        if match:
+            pids[int(match.group(1))] = int(match.group(2))
+    return pids
+
+
+def _parallel_deliveries(address: tuple[str, int] | str, count: int) -> list[int]:
+    """``count`` connections open at once, each delivering one message; returns the DATA codes."""
+    codes: list[int] = []
+    barrier = threading.Barrier(count)
+    lock = threading.Lock()
+
+    def one() -> None:
+        with Client(address) as client:
+            barrier.wait(10)
+            client.cmd("LHLO x")
+            _, data = transaction(client, "s@example.net", ["alice@example.test"], MESSAGE)
+            client.cmd("QUIT")
+        with lock:
+            codes.append(data[0].code)
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return codes
+
+
+def test_two_workers_share_tcp_and_unix_listeners_and_metrics_add_up(start_mda, tmp_path: Path) -> None:
+    root = tmp_path / "mail"
+    socket_path = tmp_path / "lmtp.sock"
+    config = basic_config(root, workers=2, metrics={"bind": "127.0.0.1:0"})
+    config["listeners"].append({"protocol": "lmtp", "bind": f"unix:{socket_path}"})
+    server = start_mda(config)
+    assert [line.split(" ", 1)[0] for line in server.lines] == ["listening"] * 3 + ["metrics", "delivering"]
+    wait_for(lambda: len(_worker_pids(server.log())) == 2)
+    assert _parallel_deliveries(server.lmtp, CONNECTIONS) == [250] * CONNECTIONS
+    assert _parallel_deliveries(str(socket_path), 4) == [250] * 4
+    opened = re.findall(r"event=session_open worker=(\d)", server.log())
+    assert set(opened) == {"0", "1"}, "both workers take connections"
+    samples = scrape(server)
+    total = CONNECTIONS + 4
+    assert value(samples, "mda_deliveries_total", result="delivered") == total
+    assert value(samples, "mda_sessions_total") == total
+    assert value(samples, "mda_messages_received_total", protocol="lmtp") == total
+    assert value(samples, "mda_build_info") == 1
+    assert len(stored_files(root, "alice")) == total
+
+
+def test_dead_worker_is_replaced_and_sigterm_stops_all(start_mda, tmp_path: Path) -> None:
+    server = start_mda(basic_config(tmp_path / "mail", workers=2, metrics={"bind": "127.0.0.1:0"}))
+    wait_for(lambda: len(_worker_pids(server.log())) == 2)
+    pids = _worker_pids(server.log())
+    os.kill(pids[0], signal.SIGKILL)
+    wait_for(lambda: _worker_pids(server.log()).get(0, pids[0]) != pids[0], timeout=15)
+    assert _parallel_deliveries(server.lmtp, 6) == [250] * 6
+    assert server.stop() == 0
+    for pid in _worker_pids(server.log()).values():
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
