@@ -168,10 +168,13 @@ class MdaSession(SMTP):
 
     def _current_listener(self) -> Any:
         """This listener's entry in the current configuration (so a reload's new cert paths count)."""
-        for listener in self.ctx.state.config.listeners:
-            if listener.bind == self.ctx.config.bind and listener.protocol == self.ctx.config.protocol:
-                return listener
-        return self.ctx.config
+        same = [
+            listener
+            for listener in self.ctx.state.config.listeners
+            if listener.bind == self.ctx.config.bind and listener.protocol == self.ctx.config.protocol
+        ]
+        # Several listeners on port 0 share one bind text: then only the listener's own entry is certain.
+        return same[0] if len(same) == 1 else self.ctx.config
 
     async def reply(self, reply: Reply | str) -> None:
         """Send one reply; text from clients was checked before it got here."""

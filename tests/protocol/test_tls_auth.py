@@ -1,0 +1,261 @@
+"""STARTTLS (RFC 3207), implicit TLS (RFC 8314), require_tls and AUTH PLAIN/LOGIN (RFC 4954, 4616)."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.clients import Client
+from tests.conftest import basic_config
+from tests.protocol.conftest import PASSWORD, client_context
+
+MESSAGE = b"Subject: tls\r\n\r\nbody\r\n"
+
+
+def _maildir(root: Path, user: str) -> list[Path]:
+    return sorted((root / "example.test" / user / "Maildir" / "new").glob("*"))
+
+
+def _tls_config(root: Path, cert: Path, key: Path, **listener: object) -> dict[str, object]:
+    smtp = {"protocol": "smtp", "bind": "127.0.0.1:0", "tls": {"cert": str(cert), "key": str(key)}, **listener}
+    lmtp = {"protocol": "lmtp", "bind": "127.0.0.1:0", "tls": {"cert": str(cert), "key": str(key)}}
+    return basic_config(root, listeners=[lmtp, smtp])
+
+
+def test_starttls_smtp_announces_delivers_and_marks_esmtps(start_mda, tmp_path, certificate):
+    root = tmp_path / "mail"
+    server = start_mda(_tls_config(root, *certificate))
+    with smtplib.SMTP(*server.smtp) as client:
+        client.ehlo("client.test")
+        assert client.has_extn("starttls") and not client.has_extn("auth")
+        code, text = client.starttls(context=client_context())
+        assert (code, text.split()[0]) == (220, b"2.0.0")
+        client.ehlo("client.test")
+        assert not client.has_extn("starttls")
+        client.sendmail("s@remote.test", ["alice@example.test"], MESSAGE)
+    stored = _maildir(root, "alice")[0].read_bytes()
+    assert b"with ESMTPS id" in stored
+
+
+def test_starttls_lmtp_after_lhlo_and_session_resets(start_mda, tmp_path, certificate):
+    root = tmp_path / "mail"
+    server = start_mda(_tls_config(root, *certificate))
+    with smtplib.LMTP(*server.lmtp) as client:
+        client.ehlo("client.test")
+        assert client.has_extn("starttls")
+        client.starttls(context=client_context())
+        # RFC 3207 §4.2: the session starts over; MAIL before a new LHLO is out of sequence.
+        code, _ = client.mail("s@remote.test")
+        assert code == 503
+        client.ehlo("client.test")
+        client.sendmail("s@remote.test", ["bob@example.test"], MESSAGE)
+    assert b"with LMTPS id" in _maildir(root, "bob")[0].read_bytes()
+
+
+def test_starttls_refusals(start_mda, tmp_path, certificate):
+    root = tmp_path / "mail"
+    cert, key = certificate
+    broken = tmp_path / "missing.pem"
+    config = basic_config(
+        root,
+        listeners=[
+            {"protocol": "smtp", "bind": "127.0.0.1:0", "tls": {"cert": str(cert), "key": str(key)}},
+            {"protocol": "smtp", "bind": "127.0.0.1:0"},
+        ],
+    )
+    server = start_mda(config)
+    with Client(server.tcp["smtp"][0]) as client:
+        client.cmd("EHLO client.test")
+        reply = client.cmd("STARTTLS now")
+        assert (reply.code, reply.enhanced) == (501, "5.5.4")
+        client.cmd("MAIL FROM:<s@remote.test>")
+        reply = client.cmd("STARTTLS")
+        assert (reply.code, reply.enhanced) == (503, "5.5.1")
+    with Client(server.tcp["smtp"][1]) as client:
+        client.cmd("EHLO client.test")
+        assert client.cmd("STARTTLS").code == 500
+    with smtplib.SMTP(*server.tcp["smtp"][0]) as client:
+        client.starttls(context=client_context())
+        client.ehlo("client.test")
+        code, text = client.docmd("STARTTLS")
+        assert (code, text.split()[0]) == (503, b"5.5.1")
+    # A certificate that cannot be read gives 454 4.7.0 and the session goes on in plaintext.
+    shutil.copy(cert, tmp_path / "c.pem")
+    config["listeners"][0]["tls"] = {"cert": str(broken), "key": str(key)}
+    server2 = start_mda_with_missing_cert(start_mda, config, broken, cert)
+    with Client(server2.tcp["smtp"][0]) as client:
+        client.cmd("EHLO client.test")
+        broken.unlink()
+        reply = client.cmd("STARTTLS")
+        assert (reply.code, reply.enhanced) == (454, "4.7.0")
+        assert client.cmd("NOOP").code == 250
+
+
+def start_mda_with_missing_cert(start_mda, config, path: Path, cert: Path):
+    """The server validates the file at start, so it exists then and is removed mid-session."""
+    shutil.copy(cert, path)
+    return start_mda(config)
+
+
+def test_starttls_discards_pipelined_plaintext(start_mda, tmp_path, certificate):
+    server = start_mda(_tls_config(tmp_path / "mail", *certificate))
+    sock = socket.create_connection(server.smtp, timeout=10)
+    try:
+        sock.recv(1000)
+        sock.sendall(b"EHLO client.test\r\n")
+        time.sleep(0.2)
+        sock.recv(4000)
+        # RFC 3207 §5: commands sent after STARTTLS in the same packet must not be executed.
+        sock.sendall(b"STARTTLS\r\nMAIL FROM:<injected@remote.test>\r\n")
+        assert sock.recv(1000).startswith(b"220 2.0.0")
+        tls = client_context().wrap_socket(sock)
+        tls.sendall(b"RSET\r\n")
+        assert tls.recv(1000).startswith(b"250")
+        tls.sendall(b"MAIL FROM:<s@remote.test>\r\n")
+        assert tls.recv(1000).startswith(b"503")  # EHLO again first; the injected MAIL never ran
+    finally:
+        sock.close()
+
+
+def test_require_tls_refuses_mail_before_starttls(start_mda, tmp_path, certificate):
+    server = start_mda(_tls_config(tmp_path / "mail", *certificate, require_tls=True))
+    with Client(server.smtp) as client:
+        client.cmd("EHLO client.test")
+        reply = client.cmd("MAIL FROM:<s@remote.test>")
+        assert (reply.code, reply.enhanced) == (530, "5.7.0")
+    with smtplib.SMTP(*server.smtp) as client:
+        client.starttls(context=client_context())
+        client.sendmail("s@remote.test", ["alice@example.test"], MESSAGE)
+
+
+def test_implicit_tls_listener(start_mda, tmp_path, certificate):
+    root = tmp_path / "mail"
+    cert, key = certificate
+    config = basic_config(
+        root,
+        listeners=[{"protocol": "smtp", "bind": "127.0.0.1:0", "tls": {"cert": str(cert), "key": str(key),
+                                                                      "mode": "implicit"}}],
+    )
+    server = start_mda(config)
+    with smtplib.SMTP_SSL(*server.smtp, context=client_context()) as client:
+        client.ehlo("client.test")
+        assert not client.has_extn("starttls")
+        client.sendmail("s@remote.test", ["carol@example.test"], MESSAGE)
+    assert b"with ESMTPS id" in _maildir(root, "carol")[0].read_bytes()
+    # A plaintext client on the implicit-TLS port gets no greeting; the server keeps serving.
+    with socket.create_connection(server.smtp, timeout=5) as sock:
+        sock.sendall(b"EHLO plain\r\n")
+        with pytest.raises((ConnectionError, TimeoutError, OSError)):
+            data = sock.recv(100)
+            if not data or not data.startswith(b"220"):
+                raise ConnectionError("no plaintext greeting")
+    with smtplib.SMTP_SSL(*server.smtp, context=client_context()) as client:
+        assert client.noop()[0] == 250
+
+
+def _auth_config(root: Path, cert: Path, key: Path, users: Path, required: bool = True) -> dict[str, object]:
+    return _tls_config(root, cert, key, auth={"required": required, "users_file": str(users)})
+
+
+def test_auth_plain_and_login_over_tls_mark_esmtpsa(start_mda, tmp_path, certificate, users_file):
+    root = tmp_path / "mail"
+    server = start_mda(_auth_config(root, *certificate, users_file))
+    with smtplib.SMTP(*server.smtp) as client:
+        client.ehlo("client.test")
+        assert not client.has_extn("auth")  # RFC 4954 §4: not offered without TLS
+        code, text = client.docmd("AUTH", "PLAIN " + base64.b64encode(b"\0alice\0" + PASSWORD.encode()).decode())
+        assert (code, text.split()[0]) == (538, b"5.7.11")
+        code, text = client.mail("s@remote.test")
+        assert (code, text.split()[0]) == (530, b"5.7.0")
+        client.starttls(context=client_context())
+        client.ehlo("client.test")
+        assert "PLAIN" in client.esmtp_features["auth"] and "LOGIN" in client.esmtp_features["auth"]
+        client.user, client.password = "alice", PASSWORD
+        code, text = client.auth("PLAIN", client.auth_plain)
+        assert (code, text.split()[0]) == (235, b"2.7.0")
+        code, text = client.docmd("AUTH PLAIN")
+        assert (code, text.split()[0]) == (503, b"5.5.1")
+        client.sendmail("s@remote.test", ["alice@example.test"], MESSAGE)
+    assert b"with ESMTPSA id" in _maildir(root, "alice")[0].read_bytes()
+    with smtplib.SMTP(*server.smtp) as client:
+        client.starttls(context=client_context())
+        client.ehlo("client.test")
+        client.user, client.password = "alice", PASSWORD
+        assert client.auth("LOGIN", client.auth_login, initial_response_ok=False)[0] == 235
+
+
+def test_auth_failures_are_535_and_slow_down(start_mda, tmp_path, certificate, users_file):
+    server = start_mda(_auth_config(tmp_path / "mail", *certificate, users_file))
+    wrong = base64.b64encode(b"\0alice\0wrong").decode()
+    with Client(server.smtp) as raw:
+        raw.cmd("EHLO client.test")
+        assert raw.cmd("AUTH CRAM-MD5").code in (504, 538)
+    with smtplib.SMTP(*server.smtp) as client:
+        client.starttls(context=client_context())
+        client.ehlo("client.test")
+        timings = []
+        for response in (wrong, wrong, wrong, base64.b64encode(b"\0plain\0not-a-hash").decode()):
+            started = time.monotonic()
+            code, text = client.docmd("AUTH", f"PLAIN {response}")
+            timings.append(time.monotonic() - started)
+            assert (code, text.split()[0]) == (535, b"5.7.8")
+        assert timings[2] > timings[0] + 0.5  # the delay grows with repeated failures
+        assert client.docmd("AUTH", "PLAIN !!notbase64")[0] == 501
+        code, _ = client.docmd("AUTH", "LOGIN")
+        assert code == 334
+        assert client.docmd("*")[0] == 501  # cancelled (RFC 4954 §4)
+        assert client.noop()[0] == 250
+        code, text = client.mail("s@remote.test")
+        assert (code, text.split()[0]) == (530, b"5.7.0")
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
+def test_swaks_tls_auth_pipelining(start_mda, tmp_path, certificate, users_file):
+    root = tmp_path / "mail"
+    server = start_mda(_auth_config(root, *certificate, users_file))
+    host, port = server.smtp
+    result = subprocess.run(
+        ["swaks", "--server", host, "--port", str(port), "--tls", "--auth", "PLAIN", "--auth-user", "alice",
+         "--auth-password", PASSWORD, "--pipeline", "--from", "s@remote.test", "--to", "bob@example.test",
+         "--helo", "client.test", "--timeout", "20"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "235 2.7.0" in result.stdout
+    assert b"with ESMTPSA id" in _maildir(root, "bob")[0].read_bytes()
+    result = subprocess.run(
+        ["swaks", "--server", host, "--port", str(port), "--tls", "--auth", "LOGIN", "--auth-user", "alice",
+         "--auth-password", "wrong", "--from", "s@remote.test", "--to", "bob@example.test", "--timeout", "20"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0 and "535 5.7.8" in result.stdout
+
+
+def test_certificate_is_reread_when_it_changes(start_mda, tmp_path, certificate):
+    cert, key = certificate
+    live_cert, live_key = tmp_path / "live.pem", tmp_path / "live.key"
+    shutil.copy(cert, live_cert)
+    shutil.copy(key, live_key)
+    server = start_mda(_tls_config(tmp_path / "mail", live_cert, live_key))
+
+    def served_certificate() -> bytes:
+        with smtplib.SMTP(*server.smtp) as client:
+            client.starttls(context=client_context())
+            return client.sock.getpeercert(binary_form=True)
+
+    first = served_certificate()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=renewed.test",
+         "-keyout", str(live_key), "-out", str(live_cert)],
+        check=True, capture_output=True,
+    )
+    assert served_certificate() != first
+    assert ssl.DER_cert_to_PEM_cert(served_certificate()) == live_cert.read_text()
