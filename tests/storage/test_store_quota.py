@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -108,10 +109,10 @@ def test_rebuild_scans_inbox_and_folders_by_s_or_stat(mail_root: Path, make_copy
     store = MaildirStore()
     copy = make_copy(BODY)
     store.stage(box, copy).commit()
-    store.stage(Mailbox(**{**box.__dict__, "folder": "a", "create_folder": True}), copy).commit()
+    store.stage(replace(box, folder="a", create_folder=True), copy).commit()
     (box.path / "cur" / "1700000000.M1P1Q1.other:2,S").write_bytes(b"x" * 77)  # no S=: stat() it
     (box.path / "tmp" / "1700000000.M1P1Q2.other,S=5000").write_bytes(b"")  # tmp/ never counts
-    limited = Mailbox(**{**box.__dict__, "quota_bytes": 100_000})
+    limited = replace(box, quota_bytes=100_000)
     store.stage(limited, copy).commit()
     assert size_file(box).read_bytes() == f"100000S\n{2 * copy.size + 77} 3\n{copy.size} 1\n".encode()
 
@@ -129,7 +130,7 @@ def test_rebuilt_when_the_limit_changed(mail_root: Path, make_copy: Callable[...
     box = maildir_box(mail_root, quota_bytes=10_000)
     copy = make_copy(BODY)
     MaildirStore().stage(box, copy).commit()
-    raised = Mailbox(**{**box.__dict__, "quota_bytes": 20_000, "quota_messages": 5})
+    raised = replace(box, quota_bytes=20_000, quota_messages=5)
     MaildirStore().stage(raised, copy).commit()
     assert size_file(box).read_bytes() == f"20000S,5C\n{copy.size} 1\n{copy.size} 1\n".encode()
 
@@ -208,7 +209,7 @@ def test_check_before_data_uses_size_parameter(mail_root: Path, make_copy: Calla
     assert check_quota_before_data(box, 1000 - copy.size) is None
     assert check_quota_before_data(box, 1001 - copy.size) == MAILBOX_FULL
     assert check_quota_before_data(box, None) is None
-    full = Mailbox(**{**box.__dict__, "quota_bytes": copy.size, "quota_full_tempfail": True})
+    full = replace(box, quota_bytes=copy.size, quota_full_tempfail=True)
     assert check_quota_before_data(full, None) == MAILBOX_FULL_TEMPORARY
     assert check_quota_before_data(maildir_box(mail_root), 10**12) is None
 
