@@ -99,9 +99,10 @@ def test_start_up_lines_order_and_probes(start_mda, tmp_path: Path) -> None:
 
 
 @pytest.mark.root
-def test_exposition_passes_promtool(start_mda, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_exposition_passes_promtool(start_mda, tmp_path: Path, workers: int) -> None:
     ensure_packages("prometheus")
-    server = start_mda(basic_config(tmp_path / "mail", metrics={"bind": "127.0.0.1:0"}))
+    server = start_mda(basic_config(tmp_path / "mail", workers=workers, metrics={"bind": "127.0.0.1:0"}))
     deliver(server.lmtp, ["alice@example.test", "nobody@example.test"])
     _, text = fetch(metrics_url(server))
     promtool = shutil.which("promtool") or "/usr/bin/promtool"
