@@ -8,6 +8,8 @@ import signal
 import threading
 from pathlib import Path
 
+import yaml
+
 from tests.clients import Client, transaction
 from tests.conftest import basic_config
 from tests.ops.helpers import MESSAGE, scrape, stored_files, value, wait_for
@@ -79,3 +81,22 @@ def test_dead_worker_is_replaced_and_sigterm_stops_all(start_mda, tmp_path: Path
     assert server.stop() == 0
     for pid in _worker_pids(server.log()).values():
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_every_worker_reloads_on_sighup(start_mda, tmp_path: Path) -> None:
+    root = tmp_path / "mail"
+    config = basic_config(root, workers=2, metrics={"bind": "127.0.0.1:0"}, users={"alice@example.test": {}})
+    server = start_mda(config)
+    wait_for(lambda: len(_worker_pids(server.log())) == 2)
+    config["users"] = {"alice@example.test": {}, "dave@example.test": {}}
+    server.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: value(scrape(server), "mda_config_reloads_total", result="success") >= 2)
+    assert set(re.findall(r"event=reloaded worker=(\d)", server.log())) == {"0", "1"}
+    codes: list[int] = []
+    for _ in range(8):  # new connections land on both workers; each must know dave now
+        with Client(server.lmtp) as client:
+            client.cmd("LHLO x")
+            _, data = transaction(client, "s@example.net", ["dave@example.test"], MESSAGE)
+            codes.append(data[0].code)
+    assert codes == [250] * 8
