@@ -1,0 +1,210 @@
+"""CHUNKING/BDAT (RFC 3030), DSN parameters and success reports (RFC 3461, 3464), PROXY v1/v2."""
+
+from __future__ import annotations
+
+import email
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+
+from tests.clients import Client
+from tests.conftest import basic_config
+
+BODY = b"Subject: chunks\r\n\r\n.leading dot stays\r\nline two\r\n"
+
+
+def _maildir(root: Path, user: str) -> list[Path]:
+    return sorted((root / "example.test" / user / "Maildir" / "new").glob("*"))
+
+
+def _body(path: Path) -> bytes:
+    return path.read_bytes().split(b"\nSubject: ", 1)[1]
+
+
+def _chunk(client: Client, payload: bytes, *, last: bool = False) -> object:
+    client.send(f"BDAT {len(payload)}{' LAST' if last else ''}\r\n".encode() + payload)
+    return client.read_reply()
+
+
+def test_bdat_chunks_lmtp_per_recipient_and_pipelined(start_mda, tmp_path):
+    root = tmp_path / "mail"
+    server = start_mda(basic_config(root))
+    with Client(server.lmtp) as client:
+        assert "CHUNKING" in client.cmd("LHLO client.test").lines
+        first, second = BODY[:20], BODY[20:]
+        # Everything pipelined in one write, the CRLF of the first line split between chunks.
+        client.send(
+            b"MAIL FROM:<s@remote.test>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\n"
+            b"RCPT TO:<bob@example.test>\r\n"
+            + f"BDAT {len(first)}\r\n".encode() + first + f"BDAT {len(second)} LAST\r\n".encode() + second
+        )
+        codes = [client.read_reply().code for _ in range(7)]
+        assert codes == [250, 250, 550, 250, 250, 250, 250]
+        assert client.cmd("NOOP").code == 250
+    for user in ("alice", "bob"):
+        stored = _maildir(root, user)[0].read_bytes()
+        assert stored.endswith(b"Subject: chunks\n\n.leading dot stays\nline two\n")
+        assert b"with LMTP id" in stored
+
+
+def test_bdat_zero_last_refusals_and_bare_newlines(start_mda, tmp_path):
+    root = tmp_path / "mail"
+    server = start_mda(basic_config(root))
+    with Client(server.smtp) as client:
+        client.cmd("EHLO client.test")
+        reply = _chunk(client, b"hello")  # no MAIL: the chunk is read and refused
+        assert (reply.code, reply.enhanced) == (503, "5.5.1")
+        assert client.cmd("BDAT x").code == 501
+        assert client.cmd("BDAT 1 MORE").code == 501
+        client.cmd("MAIL FROM:<s@remote.test>")
+        client.cmd("RCPT TO:<alice@example.test>")
+        assert _chunk(client, BODY).code == 250
+        assert client.cmd("DATA").code == 503
+        reply = client.cmd("BDAT 0 LAST")
+        assert (reply.code, reply.enhanced) == (250, "2.0.0")
+        client.cmd("MAIL FROM:<s@remote.test>")
+        client.cmd("RCPT TO:<bob@example.test>")
+        bare = b"Subject: x\r\n\r\nbare\nLF\r\n"
+        reply = _chunk(client, bare, last=True)
+        assert (reply.code, reply.enhanced) == (550, "5.6.0")
+        client.cmd("MAIL FROM:<s@remote.test>")
+        client.cmd("RCPT TO:<bob@example.test>")
+        _chunk(client, b"abc")
+        assert client.cmd("RSET").code == 250
+        assert client.cmd("NOOP").code == 250
+    assert _body(_maildir(root, "alice")[0]) == b"chunks\n\n.leading dot stays\nline two\n"
+    assert _maildir(root, "bob") == []
+
+
+def test_bdat_over_size_limit(start_mda, tmp_path):
+    root = tmp_path / "mail"
+    config = basic_config(root, limits={"max_message_size": "1K"})
+    server = start_mda(config)
+    with Client(server.lmtp) as client:
+        client.cmd("LHLO client.test")
+        client.cmd("MAIL FROM:<s@remote.test>")
+        client.cmd("RCPT TO:<alice@example.test>")
+        big = b"x" * 3000
+        assert _chunk(client, big).code == 250
+        reply = client.cmd("BDAT 0 LAST")
+        assert (reply.code, reply.enhanced) == (552, "5.3.4")
+        assert client.cmd("NOOP").code == 250
+    assert _maildir(root, "alice") == []
+
+
+class _Sink:
+    """A tiny aiosmtpd handler that keeps every message it is given."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes]] = []
+        self.arrived = threading.Event()
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        self.arrived.set()
+        return "250 OK"
+
+
+def test_dsn_parameters_stored_per_recipient_and_success_report(start_mda, tmp_path):
+    sink = _Sink()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        root = tmp_path / "mail"
+        server = start_mda(basic_config(root, submission={"host": "127.0.0.1", "port": port}))
+        with Client(server.lmtp) as client:
+            assert "DSN" in client.cmd("LHLO client.test").lines
+            assert client.cmd("MAIL FROM:<s@remote.test> RET=HDRS ENVID=QQ+2Bid").code == 250
+            rcpt = "RCPT TO:<alice@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a+2Bx@orig.test"
+            assert client.cmd(rcpt).code == 250
+            assert client.cmd("RCPT TO:<bob@example.test> NOTIFY=NEVER ORCPT=rfc822;b@orig.test").code == 250
+            assert client.cmd("RCPT TO:<carol@example.test>").code == 250
+            replies = client.data(b"Subject: dsn\r\n\r\nhello\r\n", replies=3)
+            assert [r.code for r in replies] == [250, 250, 250]
+        assert sink.arrived.wait(20)
+        sender, recipients, content = sink.messages[0]
+        assert sender == "<>" and recipients == ["s@remote.test"]
+        report = email.message_from_bytes(content)
+        assert report.get_content_type() == "multipart/report"
+        status = report.get_payload()[1].as_string()
+        assert "Final-Recipient: rfc822; alice@example.test" in status
+        assert "Original-Recipient: rfc822; a+2Bx@orig.test" in status
+        assert "Original-Envelope-Id: QQ+2Bid" in status
+        assert "bob@" not in status and "carol@" not in status
+        assert "Action: delivered" in status
+        alice = _maildir(root, "alice")[0].read_bytes()
+        assert alice.index(b"Delivered-To: alice@example.test\nX-Original-To: a+x@orig.test\nReceived:") > 0
+        assert b"X-Original-To: b@orig.test" in _maildir(root, "bob")[0].read_bytes()
+        assert b"X-Original-To" not in _maildir(root, "carol")[0].read_bytes()
+        time.sleep(0.5)
+        assert len(sink.messages) == 1
+    finally:
+        controller.stop()
+
+
+def test_dsn_syntax_is_checked_and_not_announced_without_submission(start_mda, tmp_path):
+    server = start_mda(basic_config(tmp_path / "mail"))
+    with Client(server.smtp) as client:
+        assert "DSN" not in client.cmd("EHLO client.test").lines
+        assert client.cmd("MAIL FROM:<s@remote.test> RET=BODY").code == 501
+        assert client.cmd("MAIL FROM:<s@remote.test> ENVID=a=b").code == 501
+        assert client.cmd("MAIL FROM:<s@remote.test> RET=FULL RET=HDRS").code == 501
+        assert client.cmd("MAIL FROM:<s@remote.test> RET=FULL ENVID=x").code == 250
+        for bad in ("NOTIFY=SOMETIMES", "NOTIFY=NEVER,SUCCESS", "NOTIFY=", "ORCPT=a@b", "ORCPT=rfc822;a+zz@b"):
+            reply = client.cmd(f"RCPT TO:<alice@example.test> {bad}")
+            assert (reply.code, reply.enhanced) == (501, "5.5.4"), bad
+        assert client.cmd("RCPT TO:<alice@example.test> NOTIFY=success,delay").code == 250
+
+
+def _proxy_config(root: Path, **extra: object) -> dict[str, object]:
+    return basic_config(root, listeners=[{"protocol": "lmtp", "bind": "127.0.0.1:0", "proxy_protocol": True,
+                                          **extra}])
+
+
+def test_proxy_v1_and_v2_client_address_in_received_and_access(start_mda, tmp_path):
+    root = tmp_path / "mail"
+    server = start_mda(_proxy_config(root, allow=["192.0.2.0/24", "2001:db8::/32"]))
+    v1 = b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 2424\r\n"
+    sock = socket.create_connection(server.lmtp, timeout=10)
+    sock.sendall(v1)
+    client = Client.__new__(Client)
+    client.sock, client.buffer = sock, b""
+    assert client.read_reply().code == 220
+    client.cmd("LHLO client.test")
+    client.cmd("MAIL FROM:<s@remote.test>")
+    client.cmd("RCPT TO:<alice@example.test>")
+    assert client.data(b"Subject: p\r\n\r\nx\r\n")[0].code == 250
+    client.close()
+    assert b"([192.0.2.7])" in _maildir(root, "alice")[0].read_bytes()
+    # v2, IPv6 source outside no network allowed? 2001:db8::5 is allowed; 198.51.100.1 is refused.
+    signature = b"\r\n\r\n\x00\r\nQUIT\n"
+    addresses = socket.inet_pton(socket.AF_INET, "198.51.100.1") + socket.inet_pton(socket.AF_INET, "127.0.0.1")
+    v2 = signature + b"\x21\x11" + struct.pack("!H", 12) + addresses + struct.pack("!HH", 40000, 2424)
+    with socket.create_connection(server.lmtp, timeout=10) as raw:
+        raw.sendall(v2)
+        assert raw.recv(200).startswith(b"554 5.7.1")
+    # No PROXY header: closed without a greeting; the listener keeps serving.
+    with socket.create_connection(server.lmtp, timeout=10) as raw:
+        raw.sendall(b"LHLO direct.test\r\n")
+        assert raw.recv(200) == b""
+    assert "192.0.2.7" in server.log()
+
+
+def test_proxy_header_missing_times_out(start_mda, tmp_path):
+    server = start_mda(_proxy_config(tmp_path / "mail", limits={"command_timeout": "1s"}))
+    started = time.monotonic()
+    with socket.create_connection(server.lmtp, timeout=10) as raw:
+        data = raw.recv(200)
+        while data and not data.endswith(b"\n"):
+            data += raw.recv(200)
+    assert time.monotonic() - started < 5
+    assert data in (b"", b"421 4.4.2 Timeout, closing connection\r\n")
+
+
