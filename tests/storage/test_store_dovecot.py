@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import smtplib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -177,3 +179,64 @@ def test_dovecot_serves_maildir_and_mbox_byte_for_byte_with_matching_quota(
     total += len(list(written["INBOX"].values())[-1].data)
     assert dovecot.quota(ALICE)["MESSAGE"] == (number - 2, 50)
     assert dovecot.quota(ALICE)["STORAGE"] == (kib(total), kib(1_000_000))
+
+
+def test_lmtp_session_delivers_what_dovecot_serves(
+    dovecot_factory: DovecotSetup, start_mda: Callable[..., Any]
+) -> None:
+    """Through a real ``mda serve``: one LMTP transaction per recipient, then IMAP, POP3 and doveadm."""
+    setup = dovecot_factory
+    root = setup.mail_root
+    server = start_mda(
+        {
+            "hostname": "mx.example.test",
+            "listeners": [{"protocol": "lmtp", "bind": "127.0.0.1:0"}, {"protocol": "smtp", "bind": "127.0.0.1:0"}],
+            "domains": ["example.test"],
+            "storage": {
+                "format": "maildir",
+                "path": f"{root}/{{domain}}/{{user}}/Maildir",
+                "owner": "vmail",
+                "create_folders": True,
+                "quota": "1M",
+                "quota_messages": 100,
+            },
+            "users": {ALICE: {}, BOB: {"format": "mbox", "path": f"{root}/{{domain}}/{{user}}/mbox"}},
+        }
+    )
+    sent = {}
+    with smtplib.LMTP(*server.lmtp) as client:
+        for number, recipient in enumerate((ALICE, "alice+lists@example.test", BOB, BOB), start=1):
+            data = message(number)
+            refused = client.sendmail("sender@example.org", [recipient], data.replace(b"\n", b"\r\n"))
+            assert refused == {}
+            sent[message_id(data)] = data
+
+    alice_maildir = root / "example.test" / "alice" / "Maildir"
+    stored = {  # read before Dovecot moves the files from new/ to cur/
+        folder: {
+            message_id(path.read_bytes()): (path.name, path.read_bytes())
+            for path in (alice_maildir / sub / "new").iterdir()
+        }
+        for folder, sub in (("INBOX", "."), ("lists", ".lists"))
+    }
+    dovecot = setup.start(
+        [DovecotUser.maildir(ALICE, alice_maildir.parent), DovecotUser.mbox(BOB, root / "example.test" / "bob")]
+    )
+    for folder, files in stored.items():
+        served = imap_fetch(dovecot, ALICE, folder)
+        assert set(served) == set(files)
+        for key, (name, data) in files.items():
+            assert served[key][0] == data and data.endswith(sent[key]), "trace headers, then the message as sent"
+            assert f",W={served[key][1]}" in name
+    served_mbox = imap_fetch(dovecot, BOB, "INBOX")
+    assert set(served_mbox) == {"<m3@example.test>", "<m4@example.test>"}
+    for key, (body, _size) in served_mbox.items():
+        assert body.endswith(mboxrd_quoted(sent[key]))
+    assert pop3_fetch(dovecot, BOB) == {key: body for key, (body, _size) in served_mbox.items()}
+
+    parsed = parse_maildirsize((alice_maildir / "maildirsize").read_bytes())
+    assert parsed is not None and parsed.usage.messages == 2
+    assert dovecot.quota(ALICE) == {
+        "STORAGE": (kib(parsed.usage.bytes), kib(1024 * 1024)),
+        "MESSAGE": (2, 100),
+    }
