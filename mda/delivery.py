@@ -13,9 +13,9 @@ import asyncio
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from mda import replies
+from mda import filtering, replies
 from mda.config import Config
 from mda.dataread import DataResult
 from mda.policy import Resolution
@@ -45,6 +45,8 @@ class Outcome:
     reply: Reply
     results: list[StoreResult] = field(default_factory=list)
     reason: str = ""
+    sieve_errors: list[str] = field(default_factory=list)
+    """Kinds of Sieve failures in this delivery (``filtering.Plan.errors``), for the metrics."""
 
     @property
     def locations(self) -> str:
@@ -86,23 +88,69 @@ def _worst(first: Reply | None, second: Reply) -> Reply:
     return first
 
 
-def _deliver_one(txn: Transaction, resolution: Resolution, spool: Spool, done: dict) -> Outcome:
+def _sieve_plan(
+    config: Config, txn: Transaction, resolution: Resolution, header: bytes, source: filtering.MessageSource
+) -> filtering.Plan | None:
+    """This recipient's Sieve decisions (mda/filtering.py), or None when no script applies."""
+    return filtering.plan_recipient(
+        config,
+        queue_id=txn.queue_id,
+        sender=txn.sender,
+        recipient=resolution.address,
+        original_recipient=dict(txn.trace.original_to).get(resolution.address),
+        mailboxes=resolution.mailboxes,
+        header=header,
+        source=source,
+    )
+
+
+def _targets(resolution: Resolution, plan: filtering.Plan | None) -> list[filtering.Target]:
+    return plan.targets if plan is not None else [filtering.Target(m) for m in resolution.mailboxes]
+
+
+def _deliver_one(
+    config: Config, txn: Transaction, resolution: Resolution, spool: Spool, done: dict, source: filtering.MessageSource
+) -> Outcome:
     """Stage and commit every mailbox of one recipient (LMTP); ``done`` shares copies within the message."""
     outcome = Outcome(resolution, replies.DELIVERED)
     copy = _copy_for(txn, resolution, spool)
+    plan = _sieve_plan(config, txn, resolution, copy.header, source)
+    if plan is not None:
+        outcome.sieve_errors = plan.errors
+        outcome.reason = plan.summary
+        if plan.reject is not None:  # RFC 5429 §2.2: this recipient only is refused, in LMTP
+            outcome.reply = plan.reject
+            return outcome
     failure: Reply | None = None
-    for mailbox in resolution.mailboxes:
-        if mailbox.key in done:
-            outcome.results.append(done[mailbox.key])
+    for target in _targets(resolution, plan):
+        key = (target.mailbox.key, target.flags)
+        if key in done:
+            outcome.results.append(done[key])
             continue
         try:
-            result = _stage(mailbox, copy).commit()
+            result = _stage(target.mailbox, replace(copy, flags=target.flags)).commit()
         except Exception as error:  # every failure becomes this recipient's reply, never a crash
             failure = _worst(failure, reply_for_error(error))
             outcome.reason = describe_error(error)
             continue
-        done[mailbox.key] = result
+        done[key] = result
         outcome.results.append(result)
+    if plan is not None and failure is None:
+        try:
+            filtering.send_after_commit(
+                config,
+                plan,
+                queue_id=txn.queue_id,
+                sender=txn.sender,
+                recipient=resolution.address,
+                header=copy.header,
+                source=source,
+                keep=lambda mailbox: outcome.results.append(_stage(mailbox, copy).commit()),
+            )
+            outcome.reason = plan.summary
+        except Exception as error:  # the fallback keep of a failed redirect failed: retry, never lose
+            failure = reply_for_error(error)
+            outcome.reason = describe_error(error)
     if failure is not None:
         outcome.reply = failure
     return outcome
@@ -114,6 +162,7 @@ def deliver_lmtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
     outcomes: list[Outcome] = []
     by_address: dict[str, Outcome] = {}
     done: dict = {}
+    source = filtering.MessageSource(spool)
     for resolution in txn.recipients:
         key = resolution.address.lower()
         if key in by_address:
@@ -123,7 +172,7 @@ def deliver_lmtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
         if refusal is not None:
             outcome = Outcome(resolution, refusal[0], reason=refusal[1])
         else:
-            outcome = _deliver_one(txn, resolution, spool, done)
+            outcome = _deliver_one(config, txn, resolution, spool, done, source)
         if outcome.reply.is_success:
             outcome.reply = outcome.reply.with_text(f"<{resolution.address}> {txn.queue_id} Saved")
         by_address[key] = outcome
@@ -145,16 +194,32 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
         reply, reason = temporary[0] if temporary else failed[0][1]
         return [Outcome(r, reply, reason=reason) for r in txn.recipients]
 
+    # Sieve runs before anything is staged: a reject is a permanent failure of the whole transaction
+    # (design.md, "Data flow"; LMTP refuses only that recipient).
+    source = filtering.MessageSource(spool)
+    copies = {r.address.lower(): _copy_for(txn, r, spool) for r in unique}
+    plans = {r.address.lower(): _sieve_plan(config, txn, r, copies[r.address.lower()].header, source) for r in unique}
+
+    def errors_of(resolution: Resolution) -> list[str]:
+        plan = plans[resolution.address.lower()]
+        return plan.errors if plan is not None else []
+
+    for resolution in unique:
+        plan = plans[resolution.address.lower()]
+        if plan is not None and plan.reject is not None:
+            return [Outcome(r, plan.reject, reason=plan.summary, sieve_errors=errors_of(r)) for r in txn.recipients]
+
     staged: list[tuple[Resolution, Mailbox, StagedCopy]] = []
     seen: set = set()
     try:
         for resolution in unique:
-            copy = _copy_for(txn, resolution, spool)
-            for mailbox in resolution.mailboxes:
-                if mailbox.key in seen:
+            copy = copies[resolution.address.lower()]
+            for target in _targets(resolution, plans[resolution.address.lower()]):
+                key = (target.mailbox.key, target.flags)
+                if key in seen:
                     continue
-                seen.add(mailbox.key)
-                staged.append((resolution, mailbox, _stage(mailbox, copy)))
+                seen.add(key)
+                staged.append((resolution, target.mailbox, _stage(target.mailbox, replace(copy, flags=target.flags))))
     except Exception as error:
         for _, _, copy_staged in staged:
             copy_staged.abort()
@@ -174,8 +239,31 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
             break
     if failure is not None:
         return [Outcome(r, failure[0], reason=failure[1]) for r in txn.recipients]
+    reasons: dict[str, str] = {}
+    for resolution in unique:
+        address = resolution.address.lower()
+        plan = plans[address]
+        if plan is None:
+            continue
+        try:
+            filtering.send_after_commit(
+                config,
+                plan,
+                queue_id=txn.queue_id,
+                sender=txn.sender,
+                recipient=resolution.address,
+                header=copies[address].header,
+                source=source,
+                keep=lambda mailbox, a=address: results.setdefault(a, []).append(_stage(mailbox, copies[a]).commit()),
+            )
+        except Exception as error:  # the fallback keep of a failed redirect failed: retry, never lose
+            return [Outcome(r, replies.LOCAL_ERROR, reason=describe_error(error)) for r in txn.recipients]
+        reasons[address] = plan.summary
     reply = replies.DELIVERED.with_text(f"{txn.queue_id} Saved")
-    return [Outcome(r, reply, results.get(r.address.lower(), [])) for r in txn.recipients]
+    return [
+        Outcome(r, reply, results.get(r.address.lower(), []), reasons.get(r.address.lower(), ""), errors_of(r))
+        for r in txn.recipients
+    ]
 
 
 async def deliver(

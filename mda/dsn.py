@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import email.utils
 import re
-import smtplib
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mda import outbound
 from mda.config import SubmissionConfig
 
 MAX_ENVID = 100
@@ -157,14 +156,4 @@ def submit(submission: SubmissionConfig, recipient: str, message: bytes, *, time
     Blocking: run it in a worker thread. Raises on failure (the caller logs it; the mail itself is
     already delivered, so nothing is answered differently).
     """
-    if submission.sendmail:
-        subprocess.run(
-            [*submission.sendmail, "-f", "<>", "--", recipient],
-            input=message.replace(b"\r\n", b"\n"),
-            check=True,
-            timeout=timeout,
-            capture_output=True,
-        )
-        return
-    with smtplib.SMTP(submission.host or "127.0.0.1", submission.port, timeout=timeout) as client:
-        client.sendmail("<>", [recipient], message)
+    outbound.send(submission, "", [recipient], message, timeout=timeout)

@@ -52,6 +52,8 @@ RCPT_REASONS = {
 """Enhanced code → refusal reason at RCPT; anything else counts as ``other``."""
 QUOTA_CODES = frozenset({"5.2.2", "4.2.2"})
 """RFC 3463 X.2.2: mailbox full."""
+SIEVE_ERROR_KINDS = ("compile", "runtime", "redirect", "vacation")
+"""``kind`` of ``mda_sieve_errors_total`` (mda/filtering.py): a script failed, or a send it asked for."""
 
 
 def result_of(code: int) -> str:
@@ -130,6 +132,14 @@ class Metrics:
         self.quota_refusals = Counter(
             "mda_quota_refusals_total", "Recipients refused because a mailbox is full, by stage.", ["stage"], **kw
         )
+        self.sieve_errors = Counter(
+            "mda_sieve_errors_total",
+            "Sieve failures at delivery (the message went to INBOX), by kind: compile, runtime, redirect, vacation.",
+            ["kind"],
+            **kw,
+        )
+        for kind in SIEVE_ERROR_KINDS:
+            self.sieve_errors.labels(kind)
         self.build_info = Gauge(
             "mda_build_info", "Build information; always 1.", ["version", "python"], multiprocess_mode="max", **kw
         )
@@ -176,6 +186,9 @@ class Metrics:
     def stored(self, storage_format: str, write_seconds: float, fsync_seconds: float) -> None:
         self._child(self.storage_write_seconds, storage_format).observe(write_seconds)
         self._child(self.storage_fsync_seconds, storage_format).observe(fsync_seconds)
+
+    def sieve_error(self, kind: str) -> None:
+        self._child(self.sieve_errors, kind if kind in SIEVE_ERROR_KINDS else "runtime").inc()
 
     def replied(self, protocol: str, seconds: float) -> None:
         self._child(self.delivery_seconds, protocol).observe(seconds)

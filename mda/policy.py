@@ -230,6 +230,8 @@ class Policy:
             home = str(render_template(settings.path, without_home).parent) if "{home}" not in settings.path else ""
         path = render_template(settings.path, values, home=home or None)
         folder = folder_for_detail(detail) if detail and settings.format == "maildir" else None
+        sieve_template = settings.sieve or (self.config.sieve.path if self.config.sieve else None)
+        sieve = render_template(sieve_template, values, home=home or None) if sieve_template else None
         mailbox = Mailbox(
             format=settings.format,
             path=path,
@@ -242,6 +244,7 @@ class Policy:
             fsync=self.config.storage.fsync,
             lock_timeout=self.config.storage.lock_timeout,
             root=Path(home) if home and "{home}" in settings.path else template_root(settings.path),
+            sieve=sieve,
         )
         walk.steps.append(f"mailbox {mailbox.format} {mailbox.path}" + (f" folder .{folder}" if folder else " (INBOX)"))
         walk.mailboxes.setdefault(mailbox.key, mailbox)

@@ -102,6 +102,7 @@ class Reporter:
             metrics.message_received(str(listener.bind), listener.protocol, data.size)
             metrics.replied(listener.protocol, seconds)
         timed: set[int] = set()
+        counted: set[int] = set()
         for outcome in outcomes:
             logs.event(
                 "delivery",
@@ -123,6 +124,10 @@ class Reporter:
             mailboxes = outcome.resolution.mailboxes
             storage_format = mailboxes[0].format if mailboxes else "none"
             metrics.delivery(outcome.reply.code, outcome.reply.enhanced, storage_format)
+            if id(outcome.sieve_errors) not in counted:  # SMTP outcomes of one address share the list
+                counted.add(id(outcome.sieve_errors))
+                for kind in outcome.sieve_errors:
+                    metrics.sieve_error(kind)
             for result in outcome.results:
                 if id(result) not in timed:  # a copy shared by two RCPTs was written once
                     timed.add(id(result))

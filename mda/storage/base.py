@@ -44,6 +44,8 @@ class Mailbox:
     lock_timeout: float = 30.0
     root: Path | None = None
     """The fixed directory above the variable part of the path template (never created above it)."""
+    sieve: Path | None = None
+    """The user's active Sieve script (RFC 5228), rendered from its template; None: no user script."""
 
     @property
     def key(self) -> tuple[str, str, str | None]:

@@ -1,0 +1,362 @@
+"""Sieve at delivery (RFC 5228): which scripts run for a mailbox, and what their actions become.
+
+For every mailbox of an accepted recipient, the scripts are ``sieve.before`` (in order), the user's
+active script (``users: {ADDR: {sieve: TEMPLATE}}`` or ``sieve.path``, rendered by policy into
+``Mailbox.sieve``), then ``sieve.after``: Pigeonhole's ``sieve_before``/``sieve_after`` sequence, whose
+rules live in :func:`mda.sieve.run`. A script file that does not exist is no script; a mailbox without
+any script is delivered as if Sieve were off. Compiled scripts are cached until the file changes
+(:func:`mda.sieve.compile_file`).
+
+Actions become copies and replies, as Dovecot's LMTP with Pigeonhole does:
+
+- ``keep`` stores in the mailbox policy resolved (INBOX, or the ``+detail`` folder), with imap4flags
+  (RFC 5232) as Maildir flag letters, so a flagged copy lands in ``cur/`` with ``:2,FLAGS``;
+- ``fileinto`` stores in that Maildir++ folder (hierarchy with ``.``, modified UTF-7 on disk). An unsafe
+  name, an mbox mailbox, or a folder that is missing and may not be created (no ``:create``, RFC 5490
+  §3.2, and no ``create_folders``) stores in INBOX instead, as Pigeonhole falls back to the implicit keep;
+- ``discard`` stores nothing and the recipient is answered ``250`` (RFC 5228 §4.4);
+- ``reject``/``ereject`` (RFC 5429 §2.1/§2.2) refuse the recipient with ``550 5.7.1 reason``;
+- ``redirect`` and ``vacation`` are sent through ``submission`` after the local copies are committed;
+  a redirect that cannot be sent stores the message in INBOX instead (never lost), a vacation reply
+  that cannot be sent is logged and the sender will be answered by a later message.
+
+A script that does not compile, or fails while running, never loses mail: the mailbox gets its
+implicit keep, and a ``sieve_error`` log line names the file and line.
+
+Messages over ``SIEVE_MESSAGE_LIMIT`` are shown to Sieve as their header section only, so memory stays
+bounded whatever the message size: header tests work as usual, ``body`` tests see no body and ``size``
+compares the size of what the script sees. Redirects always send the whole message.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from mda import logs, outbound
+from mda.config import Config
+from mda.dedupe import state_dir
+from mda.replies import Reply
+from mda.sieve import (
+    Discard,
+    FileInto,
+    Keep,
+    Redirect,
+    Reject,
+    Script,
+    SieveEnvelope,
+    SieveError,
+    Vacation,
+    VacationState,
+    build_reply,
+    compile_file,
+    run,
+)
+from mda.spool import Spool
+from mda.storage.base import Mailbox
+from mda.storage.folders import folder_for_detail
+
+SIEVE_MESSAGE_LIMIT = 1024 * 1024
+"""Above this many bytes Sieve sees the header section only (see the module docstring)."""
+SUBMISSION_TIMEOUT = 10.0
+"""Seconds a redirect or vacation reply may wait for the submission server: it delays this reply only."""
+VACATION_DB = "vacation.sqlite"
+"""Vacation replies sent, per (recipient, sender, handle), in ``state_dir`` (shared by worker processes)."""
+MAX_REASON = 200
+"""A reject reason goes into one reply line; RFC 5321 §4.5.3.1.5 allows 512 octets per reply line."""
+
+IMAP_FLAG_LETTERS = {"\\draft": "D", "\\flagged": "F", "\\answered": "R", "\\seen": "S", "\\deleted": "T"}
+"""imap4flags system flags (RFC 3501 §2.3.2) as Maildir info letters; keywords have no letter here."""
+
+_UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def maildir_flags(flags: Sequence[str]) -> str:
+    """Maildir ``:2,`` letters for IMAP flags, in ASCII order as Dovecot writes them."""
+    return "".join(sorted({IMAP_FLAG_LETTERS[f.lower()] for f in flags if f.lower() in IMAP_FLAG_LETTERS}))
+
+
+def reject_reply(reason: str) -> Reply:
+    """``550 5.7.1`` with the script's reason on one ASCII line (RFC 5429 §2.2: ereject's SMTP reply)."""
+    text = _UNSAFE_TEXT.sub(" ", reason).strip().encode("ascii", "replace").decode("ascii")
+    return Reply(550, "5.7.1", text[:MAX_REASON] or "Message rejected")
+
+
+class MessageSource:
+    """The spool as Sieve reads it: read once per message, however many recipients run scripts."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self._shown: bytes | None = None
+
+    def shown(self) -> bytes:
+        """What scripts see of the body part of the message (bounded by ``SIEVE_MESSAGE_LIMIT``)."""
+        if self._shown is None:
+            if self.spool.size <= SIEVE_MESSAGE_LIMIT:
+                self._shown = self.spool.read_all()
+            else:
+                self._shown = self.spool.header_section() + b"\n"
+        return self._shown
+
+    def whole(self) -> bytes:
+        return self.spool.read_all()
+
+
+@dataclass(frozen=True)
+class Target:
+    """One copy to store: the mailbox (folder included) and its Maildir flag letters."""
+
+    mailbox: Mailbox
+    flags: str = ""
+
+
+@dataclass
+class Plan:
+    """What the scripts of one recipient decided, turned into copies, sends and a reply."""
+
+    targets: list[Target] = field(default_factory=list)
+    reject: Reply | None = None
+    redirects: list[tuple[str, Mailbox]] = field(default_factory=list)
+    """(address, the mailbox whose script redirected): a failed send stores into that mailbox."""
+    vacations: list[Vacation] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    """Kinds of failures for the ``mda_sieve_errors_total`` counter: compile, runtime, redirect, vacation."""
+    notes: list[str] = field(default_factory=list)
+    """One line per decision, for the delivery log's reason and ``mda resolve --message``."""
+
+    @property
+    def summary(self) -> str:
+        return "sieve: " + "; ".join(self.notes) if self.notes else ""
+
+
+def scripts_for(config: Config, mailbox: Mailbox) -> list[Path]:
+    """The script files that exist for ``mailbox``, in run order: before, the user's, after."""
+    before = config.sieve.before if config.sieve else ()
+    after = config.sieve.after if config.sieve else ()
+    user = (mailbox.sieve,) if mailbox.sieve is not None else ()
+    return [path for path in (*before, *user, *after) if path.is_file()]
+
+
+def compile_scripts(paths: Sequence[Path]) -> tuple[list[Script], SieveError | None]:
+    """Every script compiled, or the first compile error (which disables the whole sequence)."""
+    scripts = []
+    for path in paths:
+        try:
+            scripts.append(compile_file(path))
+        except SieveError as error:
+            return [], error
+    return scripts, None
+
+
+def _log_error(queue_id: str, recipient: str, kind: str, file: str, line: int, message: str) -> None:
+    logs.event(
+        "sieve_error",
+        logging.WARNING,
+        queue_id=queue_id,
+        recipient=recipient,
+        kind=kind,
+        file=file,
+        line=line,
+        message=message,
+    )
+
+
+def plan_recipient(
+    config: Config,
+    *,
+    queue_id: str,
+    sender: str,
+    recipient: str,
+    original_recipient: str | None,
+    mailboxes: Sequence[Mailbox],
+    header: bytes,
+    source: MessageSource,
+    now: float | None = None,
+) -> Plan | None:
+    """Run the scripts of every mailbox of one recipient; None when none of them has a script.
+
+    ``header`` is the trace block stored in front of this recipient's copy: scripts see the message as
+    it will be stored (Pigeonhole also sees Dovecot's Return-Path and Delivered-To). The recipient is
+    refused only when every mailbox's script rejects; otherwise rejecting mailboxes store nothing.
+    """
+    if config.sieve is None and all(m.sieve is None for m in mailboxes):
+        return None
+    plan = Plan()
+    found = False
+    rejects: list[Reply] = []
+    for mailbox in mailboxes:
+        paths = scripts_for(config, mailbox)
+        if not paths:
+            plan.targets.append(Target(mailbox))
+            continue
+        found = True
+        scripts, error = compile_scripts(paths)
+        if error is not None:
+            _log_error(queue_id, recipient, "compile", error.file, error.line, error.message)
+            plan.errors.append("compile")
+            plan.notes.append(f"error {error}; keep")
+            plan.targets.append(Target(mailbox))
+            continue
+        envelope = SieveEnvelope(sender, recipient, original_recipient)
+        try:
+            outcome = run(
+                scripts,
+                header + source.shown(),
+                envelope,
+                delimiter=config.recipient_delimiter,
+                vacation_state=_vacation_state(config, scripts),
+                now=now,
+            )
+        except Exception as failure:  # an engine or state-file failure must not lose the message
+            _log_error(queue_id, recipient, "runtime", paths[-1].as_posix(), 0, f"{type(failure).__name__}: {failure}")
+            plan.errors.append("runtime")
+            plan.notes.append("internal error; keep")
+            plan.targets.append(Target(mailbox))
+            continue
+        for text in outcome.errors:
+            file, line, message = _split_error(text)
+            _log_error(queue_id, recipient, "runtime", file, line, message)
+            plan.errors.append("runtime")
+            plan.notes.append(f"runtime error {text}; keep")
+        if outcome.vacation_skipped:
+            plan.notes.append(f"no vacation reply: {outcome.vacation_skipped}")
+        rejected = _apply(config, plan, mailbox, outcome.actions)
+        if rejected is not None:
+            rejects.append(rejected)
+    if not found:
+        return None
+    if rejects and len(rejects) == len(mailboxes):
+        plan.reject = rejects[0]
+    _merge_targets(plan)
+    return plan
+
+
+def _vacation_state(config: Config, scripts: Sequence[Script]) -> VacationState | None:
+    """The reply record, opened only for scripts that can reply (it is a SQLite file)."""
+    if not any("vacation" in s.extensions for s in scripts):
+        return None
+    directory = state_dir(config)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return VacationState(directory / VACATION_DB)
+
+
+def _split_error(text: str) -> tuple[str, int, str]:
+    """``FILE:LINE: message`` back into its parts (runtime errors reach us as text)."""
+    match = re.match(r"^(.*?):(\d+): (.*)$", text, re.DOTALL)
+    if match is None:
+        return "", 0, text
+    return match.group(1), int(match.group(2)), match.group(3)
+
+
+def _apply(config: Config, plan: Plan, mailbox: Mailbox, actions: Sequence[object]) -> Reply | None:
+    """Turn one mailbox's actions into targets, sends and notes; returns its reject reply, if any."""
+    rejected: Reply | None = None
+    for action in actions:
+        if isinstance(action, Keep):
+            plan.targets.append(Target(mailbox, maildir_flags(action.flags)))
+            plan.notes.append("keep" + (f" flags {' '.join(action.flags)}" if action.flags else ""))
+        elif isinstance(action, FileInto):
+            target, note = _fileinto(mailbox, action)
+            plan.targets.append(target)
+            plan.notes.append(note)
+        elif isinstance(action, Discard):
+            plan.notes.append("discard")
+        elif isinstance(action, Redirect):
+            if config.submission is None:
+                plan.errors.append("redirect")
+                plan.notes.append(f"redirect to {action.address} impossible without submission; keep")
+                plan.targets.append(Target(mailbox))
+            else:
+                plan.redirects.append((action.address, mailbox))
+                plan.notes.append(f"redirect to {action.address}" + (" (copy)" if action.copy else ""))
+        elif isinstance(action, Reject):
+            rejected = reject_reply(action.reason)
+            plan.notes.append(("ereject" if action.ereject else "reject") + f": {rejected.text}")
+        elif isinstance(action, Vacation):
+            if config.submission is None:
+                plan.notes.append(f"no vacation reply to {action.to}: no submission configured")
+            else:
+                plan.vacations.append(action)
+                plan.notes.append(f"vacation reply to {action.to}")
+    return rejected
+
+
+def _fileinto(mailbox: Mailbox, action: FileInto) -> tuple[Target, str]:
+    """The folder's target, or INBOX when the name is unsafe or the folder cannot be used."""
+    flags = maildir_flags(action.flags)
+    inbox = Target(replace(mailbox, folder=None), flags)
+    if action.folder.upper() == "INBOX":
+        return inbox, "fileinto INBOX"
+    if mailbox.format != "maildir":
+        return inbox, f"fileinto {action.folder!r}: folders need Maildir; INBOX"
+    folder = folder_for_detail(action.folder)
+    if folder is None:
+        return inbox, f"fileinto {action.folder!r}: unsafe folder name; INBOX"
+    create = action.create or mailbox.create_folder
+    if not create and not (mailbox.path / f".{folder}").is_dir():
+        # Pigeonhole: fileinto a missing folder without :create fails, and the implicit keep stores it.
+        return inbox, f"fileinto {action.folder!r}: no such folder; INBOX"
+    target = replace(mailbox, folder=folder, create_folder=create)
+    return Target(target, flags), f"fileinto {action.folder!r}"
+
+
+def _merge_targets(plan: Plan) -> None:
+    """One copy per place (RFC 5228 §4.1: the same mailbox twice is one delivery); flags add up."""
+    merged: dict[tuple[str, str, str | None], Target] = {}
+    for target in plan.targets:
+        previous = merged.get(target.mailbox.key)
+        if previous is not None:
+            flags = "".join(sorted(set(previous.flags) | set(target.flags)))
+            create = previous.mailbox.create_folder or target.mailbox.create_folder
+            target = Target(replace(previous.mailbox, create_folder=create), flags)
+        merged[target.mailbox.key] = target
+    plan.targets = list(merged.values())
+
+
+def send_after_commit(
+    config: Config,
+    plan: Plan,
+    *,
+    queue_id: str,
+    sender: str,
+    recipient: str,
+    header: bytes,
+    source: MessageSource,
+    keep: Callable[[Mailbox], None],
+    timeout: float = SUBMISSION_TIMEOUT,
+) -> None:
+    """Send redirects (from the original sender) and vacation replies (from ``<>``, RFC 3834 §3.3).
+
+    Runs after this recipient's copies are committed, in the delivery's worker thread. ``keep`` stores
+    the message into a mailbox whose redirect failed (it raises if that store fails too).
+    """
+    submission = config.submission
+    if submission is None:
+        return
+    if plan.redirects:
+        message = header + source.whole()
+        for address, mailbox in plan.redirects:
+            try:
+                outbound.send(submission, sender, [address], message, timeout=timeout)
+            except outbound.SubmissionError as error:
+                _log_error(queue_id, recipient, "redirect", "", 0, f"redirect to {address}: {error}")
+                plan.errors.append("redirect")
+                if not any(t.mailbox.key == mailbox.key for t in plan.targets):
+                    keep(mailbox)
+                    plan.targets.append(Target(mailbox))
+                plan.notes.append(f"redirect to {address} failed; keep")
+    for reply in plan.vacations:
+        try:
+            outbound.send(submission, "", [reply.to], build_reply(reply, hostname=config.hostname), timeout=timeout)
+        except outbound.SubmissionError as error:
+            _log_error(queue_id, recipient, "vacation", "", 0, f"vacation reply to {reply.to}: {error}")
+            plan.errors.append("vacation")
+            continue
+        try:
+            VacationState(state_dir(config) / VACATION_DB).record(reply)
+        except Exception as error:  # a reply already went out: a lost record only means one more reply
+            _log_error(queue_id, recipient, "vacation", "", 0, f"vacation record: {error}")
+            plan.errors.append("vacation")
