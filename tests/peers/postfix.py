@@ -169,13 +169,13 @@ class Postfix:
         marker = f"to=<{recipient}>"
         return [line for line in self.log().splitlines() if marker in line and " status=" in line]
 
-    def wait_for_status(self, recipient: str, status: str, timeout: float = 30.0) -> str:
-        """The first delivery line for ``recipient`` with ``status=STATUS``; fails after ``timeout``."""
+    def wait_for_status(self, recipient: str, status: str, timeout: float = 30.0, count: int = 1) -> str:
+        """The ``count``-th delivery line for ``recipient`` with ``status=STATUS``; fails after ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
-            for line in self.delivery_lines(recipient):
-                if f" status={status}" in line:
-                    return line
+            found = [line for line in self.delivery_lines(recipient) if f" status={status}" in line]
+            if len(found) >= count:
+                return found[count - 1]
             if time.monotonic() > deadline:
                 raise AssertionError(f"no status={status} for {recipient} within {timeout}s:\n{self.log()}")
             time.sleep(0.1)
