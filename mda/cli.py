@@ -119,8 +119,41 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         print(f"  {step}")
     if args.size is None and resolution.mailboxes:
         print("  no --size: space and quota checked for a message of 0 bytes")
+    if args.message is not None and resolution.accepted:
+        from mda.filtering import explain
+
+        try:
+            message = args.message.read_bytes()
+        except OSError as error:
+            print(f"mda resolve: --message: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        for line in explain(config, resolution.address, resolution.mailboxes, message, args.sender):
+            print(f"  {line}")
     print(f"reply: {resolution.reply}")
     return EXIT_OK if resolution.accepted else EXIT_CONFIG
+
+
+def cmd_sieve_check(args: argparse.Namespace) -> int:
+    """Compile an address's Sieve scripts (before, the user's, after): 0 ok, 1 errors, 2 bad usage."""
+    from mda.filtering import check_scripts
+
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_USAGE
+    try:
+        resolution = Policy(config).resolve(parse_mailbox(args.address), smtputf8=True)
+    except AddressError as error:
+        print(f"mda sieve-check: {args.address!r}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if not resolution.accepted:
+        print(f"mda sieve-check: {args.address}: {resolution.reply}", file=sys.stderr)
+        return EXIT_USAGE
+    checked = check_scripts(config, resolution.mailboxes)
+    if not checked:
+        print(f"{args.address}: no Sieve script")
+    for path, error in checked:
+        print(str(error) if error is not None else f"{path}: ok")
+    return EXIT_CONFIG if any(error is not None for _, error in checked) else EXIT_OK
 
 
 def cmd_deliver(args: argparse.Namespace) -> int:
@@ -149,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--config", type=Path)
     resolve.add_argument("address")
     resolve.add_argument("--size", type=int, help="message size, as the SIZE parameter would say")
+    resolve.add_argument("--message", type=Path, metavar="FILE", help="also show the Sieve actions for this message")
+    resolve.add_argument("-f", "--from", dest="sender", default="", help="envelope sender for --message")
     resolve.set_defaults(func=cmd_resolve)
 
     deliver = commands.add_parser("deliver", help="LDA mode: deliver one message read from standard input")
@@ -156,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     deliver.add_argument("-f", "--from", dest="sender", default="", help='envelope sender ("" = null sender)')
     deliver.add_argument("recipients", nargs="+", metavar="RECIPIENT")
     deliver.set_defaults(func=cmd_deliver)
+
+    sieve_check = commands.add_parser("sieve-check", help="compile an address's Sieve scripts")
+    sieve_check.add_argument("--config", type=Path)
+    sieve_check.add_argument("address")
+    sieve_check.set_defaults(func=cmd_sieve_check)
     return parser
 
 

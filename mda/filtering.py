@@ -175,12 +175,14 @@ def plan_recipient(
     header: bytes,
     source: MessageSource,
     now: float | None = None,
+    dry_run: bool = False,
 ) -> Plan | None:
     """Run the scripts of every mailbox of one recipient; None when none of them has a script.
 
     ``header`` is the trace block stored in front of this recipient's copy: scripts see the message as
     it will be stored (Pigeonhole also sees Dovecot's Return-Path and Delivered-To). The recipient is
     refused only when every mailbox's script rejects; otherwise rejecting mailboxes store nothing.
+    ``dry_run`` (``mda resolve --message``) creates no state file.
     """
     if config.sieve is None and all(m.sieve is None for m in mailboxes):
         return None
@@ -207,7 +209,7 @@ def plan_recipient(
                 header + source.shown(),
                 envelope,
                 delimiter=config.recipient_delimiter,
-                vacation_state=_vacation_state(config, scripts),
+                vacation_state=_vacation_state(config, scripts, create=not dry_run),
                 now=now,
             )
         except Exception as failure:  # an engine or state-file failure must not lose the message
@@ -234,11 +236,13 @@ def plan_recipient(
     return plan
 
 
-def _vacation_state(config: Config, scripts: Sequence[Script]) -> VacationState | None:
+def _vacation_state(config: Config, scripts: Sequence[Script], *, create: bool = True) -> VacationState | None:
     """The reply record, opened only for scripts that can reply (it is a SQLite file)."""
     if not any("vacation" in s.extensions for s in scripts):
         return None
     directory = state_dir(config)
+    if not create and not (directory / VACATION_DB).is_file():
+        return None
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     return VacationState(directory / VACATION_DB)
 
@@ -360,3 +364,46 @@ def send_after_commit(
         except Exception as error:  # a reply already went out: a lost record only means one more reply
             _log_error(queue_id, recipient, "vacation", "", 0, f"vacation record: {error}")
             plan.errors.append("vacation")
+
+
+def check_scripts(config: Config, mailboxes: Sequence[Mailbox]) -> list[tuple[Path, SieveError | None]]:
+    """``mda sieve-check``: every script that would run for these mailboxes, compiled, with its error."""
+    checked: dict[Path, SieveError | None] = {}
+    for mailbox in mailboxes:
+        for path in scripts_for(config, mailbox):
+            if path not in checked:
+                checked[path] = compile_scripts([path])[1]
+    return list(checked.items())
+
+
+def explain(config: Config, recipient: str, mailboxes: Sequence[Mailbox], message: bytes, sender: str) -> list[str]:
+    """``mda resolve --message``: the Sieve decisions for ``message`` as delivered to ``recipient``.
+
+    Nothing is stored or sent and no state file is created; the trace header block is left out, so a
+    script testing ``Delivered-To`` sees what the message itself carries.
+    """
+    with Spool() as spool:
+        spool.write(message.replace(b"\r\n", b"\n"))
+        plan = plan_recipient(
+            config,
+            queue_id="-",
+            sender=sender,
+            recipient=recipient,
+            original_recipient=None,
+            mailboxes=mailboxes,
+            header=b"",
+            source=MessageSource(spool),
+            dry_run=True,
+        )
+    if plan is None:
+        return ["sieve: no script for this recipient (stored as without Sieve)"]
+    lines = [f"sieve: {note}" for note in plan.notes]
+    if plan.reject is not None:
+        lines.append(f"sieve: recipient refused with {plan.reject}")
+    for target in plan.targets:
+        where = f" folder .{target.mailbox.folder}" if target.mailbox.folder else " (INBOX)"
+        flags = f" flags :2,{target.flags}" if target.flags else ""
+        lines.append(f"sieve: store {target.mailbox.format} {target.mailbox.path}{where}{flags}")
+    if not plan.targets and plan.reject is None:
+        lines.append("sieve: nothing stored here")
+    return lines
