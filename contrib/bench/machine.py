@@ -52,6 +52,15 @@ def filesystem(path: str) -> tuple[str, str, str]:
     return best
 
 
+def load_average() -> str:
+    """1/5/15-minute load: other work on the machine skews every number, so the report shows it."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
 def describe(mail_root: str, versions: dict[str, str]) -> list[tuple[str, str]]:
     """Key/value lines for the report header."""
     fstype, device, mount = filesystem(mail_root)
@@ -62,6 +71,7 @@ def describe(mail_root: str, versions: dict[str, str]) -> list[tuple[str, str]]:
         ("mail root", f"{mail_root} on {fstype} {device} (mounted at {mount})"),
         ("kernel", f"{platform.system()} {platform.release()}"),
         ("Python", sys.version.split()[0]),
+        ("load average at start (1/5/15 min)", load_average()),
     ]
     rows += [(name, version) for name, version in versions.items()]
     return rows

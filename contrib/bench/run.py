@@ -28,7 +28,7 @@ from disk import durable_writes_per_s
 from dovecot import Dovecot
 from latency import run_latency
 from load import run_smtp_source, smtp_source_command
-from machine import describe
+from machine import describe, load_average
 from mda_server import Mda, mda_available
 from packages import ensure_packages
 from procstat import MemorySampler, tree_cpu_seconds
@@ -235,14 +235,19 @@ def rss_check(factories: dict[str, Callable[[], Server]], messages: int, concurr
 
 
 def write_markdown(path: str, title: str, machine: list[tuple[str, str]], disk: dict[int, float],
-                   command: str, table: str, notes: list[str]) -> None:
+                   command: str, settings: list[str], table: str, notes: list[str]) -> None:
     """RESULTS.md-style report: what ran, on what, and the numbers."""
     lines = [f"# {title}", "", f"Command: `{command}`", "", "## Machine", ""]
     lines += [f"- {k}: {v}" for k, v in machine]
+    lines += ["", "## Settings", ""] + [f"- {s}" for s in settings]
     if disk:
         lines += ["", "## Disk durable-write limit (4 KiB file: write, fsync, rename into new/, fsync new/)", ""]
         lines += [f"- {t} thread{'s' if t > 1 else ''}: {v:.0f} msgs/s" for t, v in sorted(disk.items())]
-    lines += ["", "## Results (median over repetitions)", "", table, ""]
+    lines += ["", "## Results (median over repetitions)", "", table, "",
+              "msgs/s and deliv/s from smtp-source; p50/p99 from the latency client; CPU of the server's "
+              "process tree per 1000 messages; peak RSS of its largest process and of the whole tree. "
+              "In a `mda/dovecot` row: ratios (above 1 better for msgs/s, below 1 better for the others). "
+              "See README.md.", ""]
     if notes:
         lines += ["## Problems", ""] + [f"- {n}" for n in notes] + [""]
     with open(path, "w") as f:
@@ -269,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disk-seconds", type=float, help="duration of each disk-limit test (default 3; quick 1; "
                                                       "0 skips)")
     p.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown to FILE")
+    p.add_argument("--title", default="mda vs Dovecot LMTP benchmark", help="heading of the Markdown report")
     p.add_argument("--rss-check", action="store_true",
                    help="only the memory check: 25 MiB messages at concurrency 16 via the latency client")
     p.add_argument("--rss-messages", type=int, default=32, help="messages in --rss-check (default 32)")
@@ -341,7 +347,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         all_arrived = all(r.arrived for r in results)
         log("every message arrived" if all_arrived else "SOME MESSAGES DID NOT ARRIVE (see the notes above)")
         if args.markdown:
-            write_markdown(args.markdown, "mda vs Dovecot LMTP benchmark", machine, disk, command,
+            settings = [
+                f"servers: {', '.join(names)} (alternating run by run), {reps} repetition(s) per cell",
+                "load: smtp-source -L " + ("(one connection per message)" if args.reconnect
+                                           else "-d (connections reused)"),
+                "messages per run: " + (str(args.messages) if args.messages else
+                                        ("300" if args.quick else "by cell (see README.md)")),
+                "durability: mda storage.fsync true; Dovecot mail_fsync = always",
+                f"load average at end (1/5/15 min): {load_average()}",
+            ]
+            if "mda" in names:
+                settings.append(f"mda workers: {args.mda_workers}")
+            write_markdown(args.markdown, args.title, machine, disk, command, settings,
                            format_markdown(rows), notes)
             log(f"wrote {args.markdown}")
         return 0 if all_arrived else 1

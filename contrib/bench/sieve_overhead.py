@@ -1,0 +1,166 @@
+"""Throughput cost of Sieve: mda with a typical 20-rule script against mda without Sieve.
+
+Two ``mda serve`` processes share nothing but the machine: one with ``sieve: {path: "{home}/active.sieve"}``
+and a 20-rule script in every user's home, one without a ``sieve`` section. After a warm-up of each,
+the same pipelined LMTP load (contrib/bench/latency.py: MAIL, RCPT and DATA sent together; 16
+connections; 4 KiB messages) runs against them in alternating pairs, so a drift of the machine hits both
+sides alike. Each pair gives ``throughput with Sieve / throughput without``; the median of the pairs is
+printed (the target: at least 0.85, i.e. within 15%).
+
+No rule of the script matches the benchmark messages, so both servers store every message in INBOX and
+the difference is the cost of running 20 tests per message (what most deliveries of a filtering user pay).
+
+Usage: python contrib/bench/sieve_overhead.py [--pairs 5] [--messages 2000] [--concurrency 16] [--size 4096]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from latency import run_latency  # the harness's pipelined LMTP client
+
+REPO = Path(__file__).resolve().parents[2]
+DOMAIN = "bench.test"
+LISTENING = re.compile(r"^listening lmtp (\S+):(\d+)\s*$")
+
+SCRIPT = """\
+require ["fileinto", "envelope", "imap4flags", "mailbox", "subaddress"];
+if header :contains "list-id" "announce.example.org" { fileinto :create "Lists.announce"; stop; }
+if header :contains "list-id" "python-dev.python.org" { fileinto :create "Lists.python"; stop; }
+if header :contains "list-id" "debian-devel.lists.debian.org" { fileinto :create "Lists.debian"; stop; }
+if address :domain :is "from" "facebookmail.com" { fileinto :create "Social"; stop; }
+if address :domain :is "from" "linkedin.com" { fileinto :create "Social"; stop; }
+if address :is "from" "noreply@github.com" { fileinto :create "GitHub"; stop; }
+if header :matches "subject" "[JIRA]*" { fileinto :create "Tickets"; stop; }
+if header :matches "subject" ["[ALERT]*", "[CRIT]*"] { addflag "\\\\Flagged"; }
+if header :contains "x-spam-flag" "YES" { fileinto :create "Junk"; stop; }
+if header :contains "x-spam-level" "**********" { discard; stop; }
+if envelope :detail "to" "newsletters" { fileinto :create "Newsletters"; stop; }
+if envelope :domain :is "from" "invoices.example.com" { fileinto :create "Invoices"; stop; }
+if header :contains "subject" ["invoice", "receipt", "order confirmation"] { fileinto :create "Receipts"; stop; }
+if exists "list-unsubscribe" { if header :contains "from" "marketing" { fileinto :create "Promotions"; stop; } }
+if size :over 10M { fileinto :create "Large"; stop; }
+if address :localpart :is "to" "root" { fileinto :create "System"; stop; }
+if header :contains "x-mailer" "cron" { fileinto :create "Cron"; stop; }
+if allof (header :contains "from" "boss@example.com", header :contains "subject" "urgent") { addflag "\\\\Flagged"; }
+if anyof (header :is "precedence" "bulk", header :is "precedence" "junk") { fileinto :create "Bulk"; stop; }
+if header :contains "subject" "vacation photos" { fileinto :create "Family"; stop; }
+"""
+
+
+class Server:
+    """One ``mda serve`` on a free port; ``sieve`` adds the Sieve section and the users' scripts."""
+
+    def __init__(self, base: Path, *, sieve: bool) -> None:
+        self.base = base
+        self.mail_root = base / "mail"
+        self.mail_root.mkdir(parents=True)
+        config = (
+            "hostname: bench.test\n"
+            'listeners: [{protocol: lmtp, bind: "127.0.0.1:0"}]\n'
+            f"domains: {{{DOMAIN}: {{any_user: true}}}}\n"
+            f'storage: {{format: maildir, path: "{self.mail_root}/{{domain}}/{{user}}/Maildir", fsync: true}}\n'
+            "log_level: warning\n"
+        )
+        if sieve:
+            # A script that does not compile would still deliver (to INBOX) and measure the wrong thing.
+            sys.path.insert(0, str(REPO))
+            from mda.sieve import compile_text
+
+            compile_text(SCRIPT, "sieve_overhead.SCRIPT")
+            config += 'sieve: {path: "{home}/active.sieve"}\n'
+            home = self.mail_root / DOMAIN / "user"  # latency.py sends to user@bench.test
+            home.mkdir(parents=True)
+            (home / "active.sieve").write_text(SCRIPT)
+        (base / "mda.yaml").write_text(config)
+        with open(base / "mda.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mda", "serve", "--config", str(base / "mda.yaml")],
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                start_new_session=True,
+            )
+        assert self.proc.stdout is not None
+        self.port = 0
+        for line in self.proc.stdout:
+            match = LISTENING.match(line.strip())
+            if match:
+                self.port = int(match.group(2))
+                break
+        if not self.port:
+            self.stop()
+            raise RuntimeError(f"mda did not start; see {base / 'mda.log'}")
+
+    def throughput(self, messages: int, concurrency: int, size: int) -> float:
+        """Messages per second for one run of the pipelined LMTP load."""
+        result = run_latency("127.0.0.1", self.port, messages, concurrency, size, domain=DOMAIN)
+        if result.errors:
+            raise RuntimeError(f"delivery failed: {result.errors[0]}")
+        return len(result.latencies) / result.wall
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--messages", type=int, default=2000, help="messages per run")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--size", type=int, default=4096)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="mda-sieve-bench-") as directory:
+        plain = Server(Path(directory) / "plain", sieve=False)
+        try:
+            filtered = Server(Path(directory) / "sieve", sieve=True)
+        except BaseException:
+            plain.stop()
+            raise
+        try:
+            warm = max(args.messages // 10, args.concurrency)
+            plain.throughput(warm, args.concurrency, args.size)
+            filtered.throughput(warm, args.concurrency, args.size)
+            ratios = []
+            for pair in range(1, args.pairs + 1):
+                # Alternate which side goes first, so a trend over time does not favour one side.
+                order = (plain, filtered) if pair % 2 else (filtered, plain)
+                rates = {id(s): s.throughput(args.messages, args.concurrency, args.size) for s in order}
+                without, with_sieve = rates[id(plain)], rates[id(filtered)]
+                ratios.append(with_sieve / without)
+                print(f"pair {pair}: without {without:.0f} msg/s, with 20-rule Sieve {with_sieve:.0f} msg/s, "
+                      f"ratio {ratios[-1]:.3f}", flush=True)
+            inbox = filtered.mail_root / DOMAIN / "user" / "Maildir" / "new"
+            stored = sum(1 for _ in inbox.iterdir())
+            print(f"sieve side stored {stored} messages in INBOX")
+            print(f"median ratio {statistics.median(ratios):.3f} (with Sieve / without; target >= 0.85)")
+        finally:
+            plain.stop()
+            filtered.stop()
+            time.sleep(0.1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
