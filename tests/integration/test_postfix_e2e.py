@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import RunningServer
-from tests.peers.dovecot import DovecotSetup, DovecotUser
+from tests.peers.dovecot import DovecotSetup, DovecotUser, free_port
 from tests.peers.postfix import CONTRIB, Postfix, read_snippet, start_postfix, user_python
 
 pytestmark = pytest.mark.root
@@ -257,3 +257,34 @@ def test_mailbox_command_runs_mda_deliver(dovecot_factory: DovecotSetup, postfix
     with dovecot.imap("vmail@local.test") as client:
         assert first.replace(b"\n", b"\r\n") in imap_messages(client)
         assert imap_messages(client, "lists") == [in_folder.replace(b"\n", b"\r\n")]
+
+
+def test_several_mda_instances_behind_one_mx_share_the_maildir(
+    dovecot_factory: DovecotSetup, postfix_factory: PostfixDir, start_mda: Callable[..., RunningServer]
+) -> None:
+    """Postfix (3.5+) tries a list of LMTP next hops in order; instances share one mail root."""
+    directory, started = postfix_factory
+    mail_root = dovecot_factory.mail_root
+    config = mda_config(mail_root, [{"protocol": "lmtp", "bind": "127.0.0.1:0"}])
+    first, second = start_mda(config), start_mda(config)
+    dead = free_port()
+    # In a list, only the first next hop carries the "inet:" prefix; the others are inet by default.
+    hops = ", ".join(f"[127.0.0.1]:{port}" for port in (dead, first.lmtp[1], second.lmtp[1]))
+    transport = directory / "transport"
+    transport.write_text(f"example.test lmtp:inet:{hops}\n")
+    settings = snippet("main.cf.lmtp-inet", {DEFAULT_LMTP: f"[127.0.0.1]:{first.lmtp[1]}"})
+    settings["transport_maps"] = f"texthash:{transport}"
+    postfix = start_postfix(directory, settings)
+    started.append(postfix)
+
+    postfix.sendmail(SENDER, ["alice@example.test"], message("to the first instance"))
+    assert f":{first.lmtp[1]}" in postfix.wait_for_status("alice@example.test", "sent")
+    first.stop()
+    postfix.sendmail(SENDER, ["alice@example.test"], message("to the second instance"))
+    assert f":{second.lmtp[1]}" in postfix.wait_for_status("alice@example.test", "sent", count=2)
+
+    stored = new_messages(mail_root / "example.test/alice/Maildir")
+    assert len(stored) == 2
+    dovecot = dovecot_factory.start([DovecotUser.maildir("alice@example.test", mail_root / "example.test/alice")])
+    with dovecot.imap("alice@example.test") as client:
+        assert sorted(imap_messages(client)) == sorted(data.replace(b"\n", b"\r\n") for data in stored)
