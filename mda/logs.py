@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from typing import Any
 
@@ -17,10 +18,16 @@ _context: dict[str, Any] = {}
 """Fields added to every line of this process (e.g. ``worker=1``), so lines of several workers can be told apart."""
 
 
+_NEEDS_QUOTES = re.compile(r'[ "=\\]')
+
+
 def _text_value(value: Any) -> str:
+    if type(value) is int:
+        return str(value)
     text = str(value)
-    text = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
-    if text == "" or any(c in text for c in ' "=\\'):
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
+    if not text or _NEEDS_QUOTES.search(text):
         text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text
 

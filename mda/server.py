@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -37,20 +37,39 @@ if TYPE_CHECKING:
     from mda.protocol import MdaSession
 
 
+RESOLUTION_CACHE_SECONDS = 30.0
+"""How long a policy answer is reused. A snapshot's users and aliases never change (a reload builds a new
+``State``), but ``passwd`` domains read the system's user database, which may change under it."""
+RESOLUTION_CACHE_SIZE = 10_000
+
+
 @dataclass(frozen=True)
 class State:
     """One configuration and its policy; immutable, replaced whole on reload."""
 
     config: Config
     policy: Policy
+    _resolutions: dict[tuple[Address, bool], Resolution] = field(default_factory=dict, compare=False)
+    _cache_started: list[float] = field(default_factory=lambda: [time.monotonic()], compare=False)
 
     @classmethod
     def build(cls, config: Config) -> State:
         return cls(config=config, policy=Policy(config))
 
     def resolve(self, address: Address, *, smtputf8: bool, size: int | None) -> Resolution:
-        """Policy, then room for ``size`` bytes (SIZE parameter) in every mailbox: space and quota."""
-        return check_capacity(self.config, self.policy.resolve(address, smtputf8=smtputf8), size)
+        """Policy (cached per snapshot), then room for ``size`` bytes in every mailbox: space and quota."""
+        return check_capacity(self.config, self._policy_answer(address, smtputf8), size)
+
+    def _policy_answer(self, address: Address, smtputf8: bool) -> Resolution:
+        now = time.monotonic()
+        if now - self._cache_started[0] > RESOLUTION_CACHE_SECONDS or len(self._resolutions) > RESOLUTION_CACHE_SIZE:
+            self._resolutions.clear()
+            self._cache_started[0] = now
+        key = (address, smtputf8)
+        answer = self._resolutions.get(key)
+        if answer is None:
+            answer = self._resolutions[key] = self.policy.resolve(address, smtputf8=smtputf8)
+        return answer
 
 
 class Reporter:

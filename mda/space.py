@@ -10,6 +10,7 @@ free so that mda never fills the disk that Dovecot and the system also need.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -57,6 +58,25 @@ class SpaceCheck:
         )
 
 
+STATVFS_TTL = 0.1
+"""Seconds one ``statvfs`` answer serves every RCPT for the same mailbox: free space moves slowly compared
+with a busy server's recipient rate, and delivery itself still meets a full disk with ``452 4.3.1``."""
+_recent: dict[Path, tuple[float, Path, os.statvfs_result]] = {}
+
+
+def _statvfs(path: Path) -> tuple[Path, os.statvfs_result]:
+    now = time.monotonic()
+    cached = _recent.get(path)
+    if cached is not None and now - cached[0] < STATVFS_TTL:
+        return cached[1], cached[2]
+    directory = existing_ancestor(path)
+    result = os.statvfs(directory)
+    if len(_recent) > 4096:
+        _recent.clear()
+    _recent[path] = (now, directory, result)
+    return directory, result
+
+
 def existing_ancestor(path: Path) -> Path:
     """The nearest existing directory at or above ``path`` (a new mailbox lands on its parent's filesystem)."""
     current = path.absolute()
@@ -72,8 +92,7 @@ def check_space(path: Path, size: int | None, reserve: str) -> SpaceCheck:
     reserved for root are the system's margin, not mda's. A filesystem that reports no inode table
     (``f_files == 0``, e.g. btrfs) is not checked for inodes.
     """
-    directory = existing_ancestor(path)
-    stat = os.statvfs(directory)
+    directory, stat = _statvfs(path)
     total_bytes = stat.f_blocks * stat.f_frsize
     text = reserve.strip()
     if text.endswith("%"):

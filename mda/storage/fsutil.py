@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -103,3 +105,54 @@ def split_below(root: Path, path: Path) -> list[str]:
     if any(part in ("..", ".") for part in parts):
         raise OSError(errno.EINVAL, f"path {path} escapes {root}")
     return parts
+
+
+class _DirectorySync:
+    """Group commit for one directory: one ``fsync`` covers every link made before it started.
+
+    A committer takes a ticket after its link; if an ``fsync`` that started after its ticket completes,
+    its entry is durable and it returns without a system call of its own. Nobody waits for others to
+    arrive (no timer): when no ``fsync`` is running, the caller runs one at once, covering every ticket
+    issued so far (design.md, "Durability contract").
+    """
+
+    def __init__(self) -> None:
+        self.condition = threading.Condition()
+        self.issued = 0
+        self.durable = 0
+        self.running = False
+
+    def sync(self, fd: int) -> None:
+        with self.condition:
+            self.issued += 1
+            ticket = self.issued
+            while self.durable < ticket and self.running:
+                self.condition.wait()
+            if self.durable >= ticket:
+                return
+            self.running = True
+            covers = self.issued
+        try:
+            os.fsync(fd)
+        finally:
+            with self.condition:
+                self.running = False
+                if sys.exc_info()[0] is None:
+                    self.durable = max(self.durable, covers)
+                self.condition.notify_all()
+
+
+_directory_syncs: dict[str, _DirectorySync] = {}
+_directory_syncs_lock = threading.Lock()
+MAX_TRACKED_DIRECTORIES = 10_000
+
+
+def fsync_directory_shared(fd: int, key: str) -> None:
+    """``fsync`` the directory open at ``fd`` (named ``key``), sharing the call with concurrent committers."""
+    with _directory_syncs_lock:
+        state = _directory_syncs.get(key)
+        if state is None:
+            if len(_directory_syncs) >= MAX_TRACKED_DIRECTORIES:
+                _directory_syncs.clear()
+            state = _directory_syncs[key] = _DirectorySync()
+    state.sync(fd)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mda.spool import write_all
 from mda.storage.base import Mailbox, MessageCopy, StoreResult
-from mda.storage.fsutil import open_below, open_root, split_below
+from mda.storage.fsutil import fsync_directory_shared, open_below, open_root, split_below
 from mda.storage.quota import MaildirCharge, charge_maildir
 
 STALE_TMP_SECONDS = 36 * 3600
@@ -76,7 +76,7 @@ class _StagedMaildirFile:
                 os.unlink(self.name, dir_fd=self.tmp_fd)
                 if self.fsync:
                     started = time.perf_counter()
-                    os.fsync(target_fd)
+                    fsync_directory_shared(target_fd, f"{self.location}/{self.target}")
                     fsync_seconds += time.perf_counter() - started
             finally:
                 os.close(target_fd)
