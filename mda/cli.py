@@ -1,7 +1,9 @@
-"""Command line: ``serve``, ``check-config``, ``resolve``. Commands only; the logic lives elsewhere.
+"""Command line: ``serve``, ``check-config``, ``resolve``, ``deliver``, ``sieve-check``. Commands only.
 
 Exit codes are the contract of shared/config.md: 0 fine; 1 bad configuration (``serve``,
-``check-config``) or refused (``resolve``); 2 bad usage (and a bad configuration for ``resolve``).
+``check-config``) or refused (``resolve``); 2 bad usage (and a bad configuration for ``resolve``);
+``deliver`` speaks sysexits, with 75 (retry) for anything temporary, a bad configuration or command line
+included.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import yaml
 from mda import __version__
 from mda.addresses import AddressError, parse_mailbox
 from mda.config import Config, load, to_plain
+from mda.lda import EX_TEMPFAIL
 from mda.policy import Policy
 from mda.yamlsource import ConfigError
 
@@ -201,9 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
     except SystemExit as exit_:
+        if exit_.code and arguments[:1] == ["deliver"]:
+            # An MTA runs "deliver" unattended: a broken command line must defer mail, never bounce it.
+            return EX_TEMPFAIL
         return EXIT_USAGE if exit_.code else EXIT_OK
     result: int = args.func(args)
     return result

@@ -139,3 +139,8 @@ def test_durations(text, value):
 def test_bad_units_are_refused(bad):
     with pytest.raises(ValueError):
         parse_size(bad)
+
+
+def test_deliver_with_a_broken_command_line_defers_instead_of_bouncing():
+    assert run_mda("deliver").returncode == 75
+    assert run_mda("deliver", "--no-such-flag", "a@example.test").returncode == 75
