@@ -49,6 +49,13 @@ class SpaceCheck:
     def fits(self) -> bool:
         return self.bytes_ok and self.inodes_ok
 
+    @property
+    def comfortable(self) -> bool:
+        """Far enough from the reserve that a tenth of a second of deliveries cannot change the answer."""
+        bytes_left = self.free_bytes - self.size - self.reserve_bytes
+        inodes_left = None if self.free_inodes is None else self.free_inodes - self.reserve_inodes
+        return bytes_left > MARGIN_BYTES and (inodes_left is None or inodes_left > MARGIN_INODES)
+
     def describe(self) -> str:
         inodes = "not counted" if self.free_inodes is None else f"{self.free_inodes} inodes free"
         return (
@@ -59,22 +66,26 @@ class SpaceCheck:
 
 
 STATVFS_TTL = 0.1
-"""Seconds one ``statvfs`` answer serves every RCPT for the same mailbox: free space moves slowly compared
-with a busy server's recipient rate, and delivery itself still meets a full disk with ``452 4.3.1``."""
+"""Seconds one ``statvfs`` answer may serve later RCPTs for the same mailbox, and only while it leaves a wide
+margin (below): a busy server then makes one call per mailbox per tenth of a second, while a filesystem
+close to its reserve is asked afresh every time, so a filling disk is seen at once."""
+MARGIN_BYTES = 256 * 1024 * 1024
+MARGIN_INODES = 4096
 _recent: dict[Path, tuple[float, Path, os.statvfs_result]] = {}
 
 
-def _statvfs(path: Path) -> tuple[Path, os.statvfs_result]:
+def _statvfs(path: Path, *, fresh: bool) -> tuple[Path, os.statvfs_result, bool]:
+    """(directory, statvfs, whether it came from the cache)."""
     now = time.monotonic()
     cached = _recent.get(path)
-    if cached is not None and now - cached[0] < STATVFS_TTL:
-        return cached[1], cached[2]
+    if not fresh and cached is not None and now - cached[0] < STATVFS_TTL:
+        return cached[1], cached[2], True
     directory = existing_ancestor(path)
     result = os.statvfs(directory)
     if len(_recent) > 4096:
         _recent.clear()
     _recent[path] = (now, directory, result)
-    return directory, result
+    return directory, result, False
 
 
 def existing_ancestor(path: Path) -> Path:
@@ -92,7 +103,14 @@ def check_space(path: Path, size: int | None, reserve: str) -> SpaceCheck:
     reserved for root are the system's margin, not mda's. A filesystem that reports no inode table
     (``f_files == 0``, e.g. btrfs) is not checked for inodes.
     """
-    directory, stat = _statvfs(path)
+    check, cached = _space_check(path, size, reserve, fresh=False)
+    if cached and not check.comfortable:
+        check, _ = _space_check(path, size, reserve, fresh=True)
+    return check
+
+
+def _space_check(path: Path, size: int | None, reserve: str, *, fresh: bool) -> tuple[SpaceCheck, bool]:
+    directory, stat, cached = _statvfs(path, fresh=fresh)
     total_bytes = stat.f_blocks * stat.f_frsize
     text = reserve.strip()
     if text.endswith("%"):
@@ -102,7 +120,7 @@ def check_space(path: Path, size: int | None, reserve: str) -> SpaceCheck:
     else:
         reserve_bytes = parse_size(text)
         reserve_inodes = 0
-    return SpaceCheck(
+    check = SpaceCheck(
         directory=directory,
         free_bytes=stat.f_bavail * stat.f_frsize,
         reserve_bytes=reserve_bytes,
@@ -110,6 +128,7 @@ def check_space(path: Path, size: int | None, reserve: str) -> SpaceCheck:
         reserve_inodes=reserve_inodes,
         size=size or 0,
     )
+    return check, cached
 
 
 def check_capacity(config: Config, resolution: Resolution, size: int | None) -> Resolution:
