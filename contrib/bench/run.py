@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rss-check", action="store_true",
                    help="only the memory check: 25 MiB messages at concurrency 16 via the latency client")
     p.add_argument("--rss-messages", type=int, default=32, help="messages in --rss-check (default 32)")
-    p.add_argument("--base", default="/var/tmp", help="parent of the mda-bench-XXXX work directory "
+    p.add_argument("--base", default="/var/tmp", help="parent of the mda-bench-RANDOM work directory "
                                                       "(its filesystem is the one measured)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     p.add_argument("-v", "--verbose", action="store_true", help="print each smtp-source command")
