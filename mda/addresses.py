@@ -6,6 +6,7 @@ are safe to compare and to log, or an ``AddressError`` that the protocol turns i
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ _UTF8_ATEXT = r"\u0080-\U0010ffff"
 ``_ATEXT`` ends with ``-``, which in front of another range would make a range of its own."""
 _DOT_ATOM = re.compile(rf"[{_UTF8_ATEXT}{_ATEXT}]+(?:\.[{_UTF8_ATEXT}{_ATEXT}]+)*")
 _QUOTED = re.compile(r'"((?:[^"\\\x00-\x1f\x7f]|\\[\x20-\x7e])*)"')
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
@@ -84,9 +86,14 @@ def _local_part(text: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=8192)
 def parse_mailbox(text: str) -> Address:
-    """Parse ``local@domain`` (no angle brackets)."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+    """Parse ``local@domain`` (no angle brackets).
+
+    Cached: the same few addresses arrive again and again, and an ``Address`` is immutable (errors are
+    raised again each time, never cached).
+    """
+    if _CONTROL.search(text):
         raise AddressError("control characters in address")
     try:
         text.encode("utf-8")
@@ -124,6 +131,11 @@ def parse_path(text: str) -> tuple[Address | None, str]:
 
 
 def _closing_bracket(text: str) -> int:
+    if '"' not in text and "\\" not in text:
+        end = text.find(">")
+        if end < 0:
+            raise AddressError("missing '>'")
+        return end
     quoted = False
     escaped = False
     for index, char in enumerate(text):

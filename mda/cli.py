@@ -117,7 +117,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     if not address.is_ascii:
         print("  non-ASCII address: needs SMTPUTF8 in MAIL FROM (assumed here)")
     resolution = Policy(config).resolve(address, smtputf8=True)
-    resolution = check_capacity(config, resolution, args.size)
+    resolution = check_capacity(config, resolution, args.size, explain=True)
     for step in resolution.steps:
         print(f"  {step}")
     if args.size is None and resolution.mailboxes:

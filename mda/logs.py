@@ -6,11 +6,15 @@ control characters are escaped, so a hostile address cannot forge a second log l
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
+import os
+import queue
 import re
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 LOGGER_NAME = "mda"
 logger = logging.getLogger(LOGGER_NAME)
@@ -41,27 +45,75 @@ class _EventFormatter(logging.Formatter):
         fields: dict[str, Any] = {"level": record.levelname.lower(), "event": record.getMessage(), **_context}
         fields.update(getattr(record, "fields", {}))
         if record.exc_info:
-            fields["exception"] = self.formatException(record.exc_info).replace("\n", " | ")
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            fields["exception"] = record.exc_text.replace("\n", " | ")
         if self.json_lines:
             return json.dumps(fields, ensure_ascii=False, default=str)
-        return " ".join(f"{key}={_text_value(value)}" for key, value in fields.items())
+        return " ".join([f"{key}={_text_value(value)}" for key, value in fields.items()])
 
 
-def setup(log_format: str, level: str) -> None:
-    """Send mda's log lines to standard error in the configured format (called again on reload)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_EventFormatter(json_lines=log_format == "json"))
-    logger.handlers[:] = [handler]
+class _HandOff(logging.handlers.QueueHandler):
+    """Passes records, unformatted, to the writer thread: formatting and the write to standard error
+    (a file on the mail disk, busy with fsyncs, in some set-ups) never hold up a session."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        return record
+
+
+_writer: logging.handlers.QueueListener | None = None
+_stream: logging.Handler | None = None
+
+
+def setup(log_format: str, level: str, stream: TextIO | None = None) -> None:
+    """Send mda's log lines to standard error (or ``stream``) in the configured format (again on reload)."""
+    global _stream
+    flush()
+    _stream = logging.StreamHandler(stream or sys.stderr)
+    _stream.setFormatter(_EventFormatter(json_lines=log_format == "json"))
+    _start_writer()
     logger.setLevel(level.upper())
     logger.propagate = False
     # aiosmtpd logs every command with its addresses at INFO under "mail.log": keep it quiet.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
+def _start_writer() -> None:
+    global _writer
+    if _stream is None:
+        return
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _writer = logging.handlers.QueueListener(records, _stream)
+    _writer.start()
+    logger.handlers[:] = [_HandOff(records)]
+
+
+def flush() -> None:
+    """Write every pending line and stop the writer thread (at exit, before a reload's new format)."""
+    global _writer
+    if _writer is not None:
+        _writer.stop()
+        _writer = None
+
+
+def _restart_in_child() -> None:
+    """A forked worker has no writer thread: start its own (the parent's queue is left behind)."""
+    global _writer
+    _writer = None
+    _start_writer()
+
+
+os.register_at_fork(after_in_child=_restart_in_child)
+atexit.register(flush)
+
+
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
-    """Log one event with its fields."""
+    """Log one event with its fields (no caller look-up: the event name says where it comes from)."""
     if logger.isEnabledFor(level):
-        logger.log(level, name, extra={"fields": fields})
+        logger.handle(logger.makeRecord(LOGGER_NAME, level, "", 0, name, (), None, extra={"fields": fields}))
 
 
 def set_context(**fields: Any) -> None:

@@ -131,17 +131,18 @@ def _space_check(path: Path, size: int | None, reserve: str, *, fresh: bool) -> 
     return check, cached
 
 
-def check_capacity(config: Config, resolution: Resolution, size: int | None) -> Resolution:
+def check_capacity(config: Config, resolution: Resolution, size: int | None, *, explain: bool = False) -> Resolution:
     """An accepted resolution stays accepted only if every mailbox has room: free space (``452 4.3.1``)
     and quota (``552 5.2.2`` / ``452 4.2.2``, RFC 1870 §6: refuse at RCPT what SIZE says cannot fit).
 
-    Blocking (``statvfs``, reading ``maildirsize``), but cheap: a few system calls per mailbox. Steps are
-    appended so ``mda resolve`` shows the figures. A mailbox whose check itself fails (permissions, an
-    unreadable ``maildirsize``) is not refused here: delivery will find the real error and say so.
+    Blocking (``statvfs``, reading ``maildirsize``), but cheap: a few system calls per mailbox. With
+    ``explain`` the figures are appended to the steps, so ``mda resolve`` shows them; a session does not
+    pay for the text. A mailbox whose check itself fails (permissions, an unreadable ``maildirsize``) is
+    not refused here: delivery will find the real error and say so.
     """
     if not resolution.accepted:
         return resolution
-    steps = list(resolution.steps)
+    steps: list[str] = []
     refusal: Reply | None = None
     for mailbox in resolution.mailboxes:
         try:
@@ -149,7 +150,8 @@ def check_capacity(config: Config, resolution: Resolution, size: int | None) -> 
         except OSError as error:
             steps.append(f"free space at {mailbox.path}: not checked ({error.strerror})")
         else:
-            steps.append(space.describe())
+            if explain:
+                steps.append(space.describe())
             if not space.fits and refusal is None:
                 refusal = replies.DISK_FULL
         if mailbox.quota_bytes or mailbox.quota_messages:
@@ -162,8 +164,8 @@ def check_capacity(config: Config, resolution: Resolution, size: int | None) -> 
             steps.append(f"quota of {mailbox.path} ({limits}): " + ("full" if over else "room for the message"))
             if over is not None and (refusal is None or (over.is_temporary and not refusal.is_temporary)):
                 refusal = over
-        else:
+        elif explain:
             steps.append(f"quota of {mailbox.path}: none")
     if refusal is None:
-        return replace(resolution, steps=tuple(steps))
-    return replace(resolution, reply=refusal, steps=tuple(steps))
+        return replace(resolution, steps=(*resolution.steps, *steps)) if steps else resolution
+    return replace(resolution, reply=refusal, steps=(*resolution.steps, *steps))

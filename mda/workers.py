@@ -99,6 +99,7 @@ class Supervisor:
             try:
                 code = self._worker_main(index, write_fd)
             finally:
+                logs.flush()
                 os._exit(code)
         os.close(write_fd)
         worker = Worker(index=index, pid=pid, started=time.monotonic(), ready_fd=read_fd)

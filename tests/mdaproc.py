@@ -43,6 +43,13 @@ class RunningServer:
     def log(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
+        """The log once it contains ``text`` (lines are written by a background thread, a moment later)."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return log
+
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
 

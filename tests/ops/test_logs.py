@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,23 +16,27 @@ from tests.ops.helpers import deliver
 
 
 @pytest.fixture
-def captured() -> io.StringIO:
+def captured() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     yield stream
+    logs.flush()
     logs.logger.handlers[:] = []
 
 
-def _capture(stream: io.StringIO, log_format: str) -> None:
-    logs.setup(log_format, "info")
-    handler = logs.logger.handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(stream)
+def _capture(stream: io.StringIO, log_format: str, level: str = "info") -> None:
+    logs.setup(log_format, level, stream=stream)
+
+
+def _written(stream: io.StringIO) -> str:
+    """What reached the stream once the writer thread has written every pending line."""
+    logs.flush()
+    return stream.getvalue()
 
 
 def test_text_lines_quote_and_escape(captured: io.StringIO) -> None:
     _capture(captured, "text")
     logs.event("delivery", recipient="a b@example.test", reason='say "hi"', evil="x\ny=1", empty="")
-    line = captured.getvalue()
+    line = _written(captured)
     assert line.count("\n") == 1, "a hostile value must not forge a second line"
     assert line.startswith("level=info event=delivery ")
     assert 'recipient="a b@example.test"' in line
@@ -43,16 +48,16 @@ def test_text_lines_quote_and_escape(captured: io.StringIO) -> None:
 def test_json_lines(captured: io.StringIO) -> None:
     _capture(captured, "json")
     logs.event("delivery", logging.WARNING, queue_id="Q1", code=452, evil="x\ny")
-    record = json.loads(captured.getvalue())
+    record = json.loads(_written(captured))
     assert record == {"level": "warning", "event": "delivery", "queue_id": "Q1", "code": 452, "evil": "x\ny"}
 
 
 def test_level_filters(captured: io.StringIO) -> None:
-    logs.setup("text", "warning")
-    logs.logger.handlers[0].setStream(captured)  # type: ignore[attr-defined]
+    _capture(captured, "text", "warning")
     logs.event("chatty")
     logs.event("important", logging.WARNING)
-    assert "chatty" not in captured.getvalue() and "important" in captured.getvalue()
+    written = _written(captured)
+    assert "chatty" not in written and "important" in written
 
 
 def test_server_logs_one_json_line_per_recipient(start_mda, tmp_path: Path) -> None:
