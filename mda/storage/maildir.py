@@ -55,6 +55,9 @@ class _StagedMaildirFile:
 
     maildir_fd: int
     tmp_fd: int
+    anonymous_fd: int | None
+    """An ``O_TMPFILE`` file, still open: it gets its only name at commit, so a crash leaves nothing in
+    ``tmp/``. None when the filesystem cannot make one; then ``name`` exists in ``tmp/``."""
     name: str
     target: str
     flags: str
@@ -73,7 +76,8 @@ class _StagedMaildirFile:
             target_fd = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=self.maildir_fd)
             try:
                 final = self._link_without_replacing(target_fd)
-                os.unlink(self.name, dir_fd=self.tmp_fd)
+                if self.anonymous_fd is None:
+                    os.unlink(self.name, dir_fd=self.tmp_fd)
                 if self.fsync:
                     started = time.perf_counter()
                     fsync_directory_shared(target_fd, f"{self.location}/{self.target}")
@@ -97,7 +101,11 @@ class _StagedMaildirFile:
         final = self.name + (f":2,{self.flags}" if self.flags else "")
         for _ in range(100):
             try:
-                os.link(self.name, final, src_dir_fd=self.tmp_fd, dst_dir_fd=target_fd, follow_symlinks=False)
+                if self.anonymous_fd is not None:
+                    # linkat(2) of an O_TMPFILE through /proc: fails with EEXIST, never replaces.
+                    os.link(f"/proc/self/fd/{self.anonymous_fd}", final, dst_dir_fd=target_fd, follow_symlinks=True)
+                else:
+                    os.link(self.name, final, src_dir_fd=self.tmp_fd, dst_dir_fd=target_fd, follow_symlinks=False)
                 return final
             except FileExistsError:
                 # Unique names collide only after a clock step or a PID reuse: pick another, never replace.
@@ -110,15 +118,35 @@ class _StagedMaildirFile:
         if self.done:
             return
         self.done = True
-        with contextlib.suppress(OSError):
-            os.unlink(self.name, dir_fd=self.tmp_fd)
+        if self.anonymous_fd is None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.name, dir_fd=self.tmp_fd)
         self._close()
         self.charge.cancel()
 
     def _close(self) -> None:
-        for fd in (self.tmp_fd, self.maildir_fd):
+        for fd in (self.anonymous_fd, self.tmp_fd, self.maildir_fd):
+            if fd is None:
+                continue
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+_anonymous_files = os.path.isdir("/proc/self/fd") and hasattr(os, "O_TMPFILE")
+"""Whether to try O_TMPFILE: it needs /proc to be linked later without privileges."""
+
+
+def _open_anonymous(tmp_fd: int) -> int | None:
+    """An unnamed file in ``tmp/`` (``O_TMPFILE``), or None where the filesystem has no such thing
+    (NFS, some FUSE): then the classic named file in ``tmp/`` is used."""
+    if not _anonymous_files:
+        return None
+    try:
+        return os.open(".", os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, FILE_MODE, dir_fd=tmp_fd)
+    except OSError as error:
+        if error.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+            return None
+        raise
 
 
 class MaildirStore:
@@ -227,31 +255,36 @@ class MaildirStore:
         vsize = size + message.header.count(b"\n") + message.body.newlines
         name = unique_name(size, vsize)
         started = time.perf_counter()
-        fd = os.open(
-            name,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            FILE_MODE,
-            dir_fd=tmp_fd,
-        )
+        anonymous_fd = _open_anonymous(tmp_fd)
+        fd = anonymous_fd
+        if fd is None:
+            fd = os.open(
+                name,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                FILE_MODE,
+                dir_fd=tmp_fd,
+            )
         try:
-            try:
-                write_all(fd, message.header)
-                message.body.copy_to(fd)
-                if mailbox.owner is not None:
-                    os.fchown(fd, *mailbox.owner)
-                written = time.perf_counter()
-                if mailbox.fsync:
-                    os.fsync(fd)
-                synced = time.perf_counter()
-            finally:
-                os.close(fd)
+            write_all(fd, message.header)
+            message.body.copy_to(fd)
+            if mailbox.owner is not None:
+                os.fchown(fd, *mailbox.owner)
+            written = time.perf_counter()
+            if mailbox.fsync:
+                os.fsync(fd)
+            synced = time.perf_counter()
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(name, dir_fd=tmp_fd)
+            os.close(fd)
+            if anonymous_fd is None:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=tmp_fd)
             raise
+        if anonymous_fd is None:
+            os.close(fd)
         return _StagedMaildirFile(
             maildir_fd=maildir_fd,
             tmp_fd=tmp_fd,
+            anonymous_fd=anonymous_fd,
             name=name,
             target="cur" if message.flags else "new",
             flags=message.flags,
