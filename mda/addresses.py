@@ -108,11 +108,13 @@ def parse_mailbox(text: str) -> Address:
     return Address(local=local, domain=normalize_domain(domain), utf8=not text.isascii())
 
 
-def parse_path(text: str) -> tuple[Address | None, str]:
+def parse_path(text: str, *, postmaster_domain: str | None = None) -> tuple[Address | None, str]:
     """Split ``<path> params`` of MAIL FROM/RCPT TO; returns (address or None for ``<>``, params).
 
     A source route (``<@a,@b:user@d>``, RFC 5321 §4.1.2 and Appendix C) is accepted and ignored.
-    Brackets are optional, as many clients omit them.
+    Brackets are optional, as many clients omit them. With ``postmaster_domain``, the bare
+    ``<Postmaster>`` that RFC 5321 §4.1.1.3 and §4.5.1 require a server to accept means
+    ``postmaster@postmaster_domain``.
     """
     text = text.strip()
     if text.startswith("<"):
@@ -127,6 +129,8 @@ def parse_path(text: str) -> tuple[Address | None, str]:
             raise AddressError("invalid source route")
     if inner == "":
         return None, params
+    if postmaster_domain is not None and inner.lower() == "postmaster":
+        return parse_mailbox(f"postmaster@{postmaster_domain}"), params
     return parse_mailbox(inner), params
 
 

@@ -467,6 +467,11 @@ class MdaSession(SMTP):
                 return replies.PARAM_UNKNOWN
         return None
 
+    @staticmethod
+    def _primary_domain(envelope: Envelope) -> str:
+        """The domain ``RCPT TO:<Postmaster>`` means (RFC 5321 §4.5.1): the first one configured."""
+        return next(iter(envelope.context.config.domains))
+
     async def cmd_RCPT(self, arg: str) -> None:
         envelope = self.envelope_
         if envelope is None:
@@ -476,7 +481,7 @@ class MdaSession(SMTP):
             await self.reply(replies.SYNTAX_ERROR.with_text("Syntax: RCPT TO:<address>"))
             return
         try:
-            address, param_text = parse_path(arg[3:])
+            address, param_text = parse_path(arg[3:], postmaster_domain=self._primary_domain(envelope))
         except AddressError:
             await self.reply(replies.BAD_ADDRESS_SYNTAX)
             return

@@ -66,6 +66,7 @@ class SieveMessage:
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
         self._decoded: dict[str, list[str]] = {}
+        self._addresses: dict[str, list[Address]] = {}
 
     @property
     def size(self) -> int:
@@ -108,9 +109,13 @@ class SieveMessage:
         return cache[key]
 
     def addresses(self, name: str) -> list[Address]:
-        """Addresses in an address-list field, groups flattened (RFC 5322 §3.4)."""
-        raw = self.headers.get(name.lower(), [])
-        return [split_address(addr) for _, addr in email.utils.getaddresses(raw) if addr]
+        """Addresses in an address-list field, groups flattened (RFC 5322 §3.4); parsed once per field."""
+        key = name.lower()
+        cached = self._addresses.get(key)
+        if cached is None:
+            raw = self.headers.get(key, [])
+            cached = self._addresses[key] = [split_address(a) for _, a in email.utils.getaddresses(raw) if a]
+        return cached
 
     @cached_property
     def body(self) -> bytes:

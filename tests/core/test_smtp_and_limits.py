@@ -192,3 +192,15 @@ def test_100_mb_message_keeps_memory_bounded(start_mda, tmp_path):
         f"\n100 MB message: RSS before {before / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, growth {growth_mib:.1f} MiB"
     )
     assert growth_mib < 25, f"peak RSS grew by {growth_mib:.1f} MiB for a 100 MB message"
+
+
+def test_bare_postmaster_is_accepted_for_the_first_domain(start_mda, tmp_path):
+    """RFC 5321 §4.5.1: ``RCPT TO:<Postmaster>`` without a domain must be accepted."""
+    config = basic_config(tmp_path / "mail", aliases={"postmaster@example.test": "alice@example.test"})
+    server = start_mda(config)
+    with Client(server.smtp) as client:
+        client.cmd("EHLO client.test")
+        rcpt, data = transaction(client, "s@remote.test", ["Postmaster"], MESSAGE, lmtp=False)
+        assert rcpt[0].code == 250 and data[0].code == 250
+    [path] = maildir_files(tmp_path / "mail", "alice")
+    assert b"Delivered-To: postmaster@example.test" in path.read_bytes()
