@@ -144,3 +144,15 @@ def test_bad_units_are_refused(bad):
 def test_deliver_with_a_broken_command_line_defers_instead_of_bouncing():
     assert run_mda("deliver").returncode == 75
     assert run_mda("deliver", "--no-such-flag", "a@example.test").returncode == 75
+
+
+def test_readme_tour_configuration_is_valid(tmp_path):
+    """The annotated configuration in README's tour must pass check-config as written."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    tour = readme.split("## A short tour", 1)[1]
+    block = tour.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "users.yaml").write_text("carol@example.test: {}\n")
+    config = tmp_path / "mda.yaml"
+    config.write_text(block)
+    result = run_mda("check-config", "--config", str(config))
+    assert result.returncode == 0, result.stderr
