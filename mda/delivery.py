@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 
@@ -79,6 +79,29 @@ def _stage(mailbox: Mailbox, copy: MessageCopy) -> StagedCopy:
     return store_for(mailbox.format).stage(mailbox, copy)
 
 
+def _send_after_commit(
+    config: Config,
+    txn: Transaction,
+    plan: filtering.Plan,
+    recipient: str,
+    copy: MessageCopy,
+    source: filtering.MessageSource,
+    record: Callable[[StoreResult], None],
+) -> None:
+    """Sieve's redirects and vacation replies, once the copies are committed; a redirect that cannot
+    be sent is kept instead (``record`` receives that copy's result)."""
+    filtering.send_after_commit(
+        config,
+        plan,
+        queue_id=txn.queue_id,
+        sender=txn.sender,
+        recipient=recipient,
+        header=copy.header,
+        source=source,
+        keep=lambda mailbox: record(_stage(mailbox, copy).commit()),
+    )
+
+
 def _worst(first: Reply | None, second: Reply) -> Reply:
     """Combine two failures of one recipient: a temporary one wins (the client will retry)."""
     if first is None:
@@ -137,15 +160,8 @@ def _deliver_one(
         outcome.results.append(result)
     if plan is not None and failure is None:
         try:
-            filtering.send_after_commit(
-                config,
-                plan,
-                queue_id=txn.queue_id,
-                sender=txn.sender,
-                recipient=resolution.address,
-                header=copy.header,
-                source=source,
-                keep=lambda mailbox: outcome.results.append(_stage(mailbox, copy).commit()),
+            _send_after_commit(
+                config, txn, plan, resolution.address, copy, source, outcome.results.append
             )
             outcome.reason = plan.summary
         except Exception as error:  # the fallback keep of a failed redirect failed: retry, never lose
@@ -246,15 +262,8 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
         if plan is None:
             continue
         try:
-            filtering.send_after_commit(
-                config,
-                plan,
-                queue_id=txn.queue_id,
-                sender=txn.sender,
-                recipient=resolution.address,
-                header=copies[address].header,
-                source=source,
-                keep=lambda mailbox, a=address: results.setdefault(a, []).append(_stage(mailbox, copies[a]).commit()),
+            _send_after_commit(
+                config, txn, plan, resolution.address, copies[address], source, results.setdefault(address, []).append
             )
         except Exception as error:  # the fallback keep of a failed redirect failed: retry, never lose
             return [Outcome(r, replies.LOCAL_ERROR, reason=describe_error(error)) for r in txn.recipients]

@@ -259,6 +259,37 @@ def test_mailbox_command_runs_mda_deliver(dovecot_factory: DovecotSetup, postfix
         assert imap_messages(client, "lists") == [in_folder.replace(b"\n", b"\r\n")]
 
 
+def test_mailbox_transport_hands_local_users_to_mda_over_lmtp(
+    dovecot_factory: DovecotSetup, postfix_factory: PostfixDir, start_mda: Callable[..., RunningServer]
+) -> None:
+    """local(8) keeps aliases and .forward, and hands the mailbox delivery to mda (main.cf.mailbox_transport)."""
+    directory, started = postfix_factory
+    mail_root = dovecot_factory.mail_root
+    socket_dir = directory / "mda"
+    socket_dir.mkdir(mode=0o755)
+    socket_path = str(socket_dir / "lmtp.sock")
+    config = mda_config(
+        mail_root,
+        [{"protocol": "lmtp", "bind": f"unix:{socket_path}", "socket_mode": "0666"}],
+        domains=["local.test"],
+        users={"vmail@local.test": {}},
+    )
+    start_mda(config)
+    settings = snippet("main.cf.mailbox_transport", {DEFAULT_SOCKET: socket_path})
+    assert settings["mailbox_transport"] == f"lmtp:unix:{socket_path}"
+    settings["mydestination"] = "local.test"
+    postfix = start_postfix(directory, settings)
+    started.append(postfix)
+
+    wire = message("mailbox transport")
+    postfix.sendmail(SENDER, ["vmail@local.test"], wire)
+    assert "relay=" in postfix.wait_for_status("vmail@local.test", "sent")
+    stored = assert_stored(mail_root / "local.test" / "vmail" / "Maildir", wire, "vmail@local.test")
+    dovecot = dovecot_factory.start([DovecotUser.maildir("vmail@local.test", mail_root / "local.test" / "vmail")])
+    with dovecot.imap("vmail@local.test") as client:
+        assert imap_messages(client) == [stored.replace(b"\n", b"\r\n")]
+
+
 def test_several_mda_instances_behind_one_mx_share_the_maildir(
     dovecot_factory: DovecotSetup, postfix_factory: PostfixDir, start_mda: Callable[..., RunningServer]
 ) -> None:

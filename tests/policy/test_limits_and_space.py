@@ -8,7 +8,6 @@ cannot fit (RFC 1870 §6).
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from tests.clients import Client
 from tests.conftest import basic_config
+from tests.peers.filesystems import small_tmpfs
 from tests.policy.helpers import MESSAGE, SENDER, maildir_messages
 
 
@@ -108,13 +108,8 @@ def test_command_and_data_timeouts(start_mda, tmp_path):
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs with 200 inodes: a real filesystem whose blocks and inodes run out."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,nr_inodes=200", "tmpfs", str(mount_point)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "small", "2m", inodes=200) as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
 @pytest.mark.root

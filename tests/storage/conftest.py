@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 from mda.spool import Spool
 from mda.storage.base import MessageCopy
 from tests.peers.dovecot import dovecot_factory
+from tests.peers.filesystems import small_tmpfs
 
 __all__ = ["dovecot_factory"]
 
@@ -49,10 +49,5 @@ def mail_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs: a real filesystem that fills up, to show what ENOSPC does to a delivery."""
-    mount_point = tmp_path / "tmpfs"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "tmpfs", "1m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True)
