@@ -51,6 +51,7 @@ class _Run:
         self.variables: dict[str, str] = {}
         self.match_vars: list[str] = []
         self.flags: list[str] = []  # the imap4flags internal variable (RFC 5232 §3)
+        self.plain = "variables" not in script.extensions
         self.commands: dict[str, Callable[[Command], None]] = {
             "stop": self.do_stop,
             "keep": self.do_keep,
@@ -123,7 +124,10 @@ class _Run:
             out.append(text)
         return "".join(out)
 
-    def expand_all(self, values: Iterable[Value], line: int) -> list[str]:
+    def expand_all(self, values: Iterable[Value], line: int) -> Iterable[str]:
+        # Without "variables" every value is compiled to a plain str (strings.compile_string): nothing to do.
+        if self.plain:
+            return values  # type: ignore[return-value]
         return [self.expand(v, line) for v in values]
 
     # -- matching ------------------------------------------------------------------------------
