@@ -102,16 +102,21 @@ class DataDecoder:
         if self.stuffed:
             if self.at_line_start and block[:1] == b".":
                 block = block[1:]
-            block = block.replace(b"\r\n.", b"\r\n")
-        crlf = block.count(b"\r\n")
-        bare = block.count(b"\n") - crlf + block.count(b"\r") - crlf
-        if bare:
-            self.bare_newlines += bare
+            if b"\r\n." in block:
+                block = block.replace(b"\r\n.", b"\r\n")
         if not self.eight_bit and not block.isascii():
             self.eight_bit = True
+        wire_length = len(block)
+        line_feeds = block.count(b"\n")
         block = block.replace(b"\r\n", b"\n")
-        if bare and self.normalize_bare:
-            block = block.replace(b"\r", b"\n")
+        # Each CRLF became one byte shorter, so the LFs that were not part of a CRLF are the bare ones;
+        # any CR left after the replacement is a bare CR (two passes instead of three counts).
+        bare_lf = line_feeds - (wire_length - len(block))
+        bare_cr = block.count(b"\r") if b"\r" in block else 0
+        if bare_lf or bare_cr:
+            self.bare_newlines += bare_lf + bare_cr
+            if self.normalize_bare:
+                block = block.replace(b"\r", b"\n")
         return block
 
 
