@@ -60,9 +60,48 @@ def test_count_delivered_counts_new_and_cur_only(tmp_path: Path) -> None:
 
 def test_table_has_ratio_row_per_cell() -> None:
     cells = [
-        report.CellResult("mda", 4096, 16, 1, 2000.0, 2000.0, 1.0, 4.0, 1.5, 30.0, 30.0, True),
-        report.CellResult("dovecot", 4096, 16, 1, 1000.0, 1000.0, 2.0, 8.0, 3.0, 10.0, 120.0, True),
-        report.CellResult("dovecot", 102400, 16, 1, 500.0, 500.0, 3.0, 9.0, 4.0, 11.0, 130.0, False),
+        report.CellResult(
+            server="mda",
+            size=4096,
+            concurrency=16,
+            recipients=1,
+            msgs_per_s=2000.0,
+            deliveries_per_s=2000.0,
+            p50_ms=1.0,
+            p99_ms=4.0,
+            cpu_per_1000=1.5,
+            rss_mib=30.0,
+            tree_rss_mib=30.0,
+            arrived=True,
+        ),
+        report.CellResult(
+            server="dovecot",
+            size=4096,
+            concurrency=16,
+            recipients=1,
+            msgs_per_s=1000.0,
+            deliveries_per_s=1000.0,
+            p50_ms=2.0,
+            p99_ms=8.0,
+            cpu_per_1000=3.0,
+            rss_mib=10.0,
+            tree_rss_mib=120.0,
+            arrived=True,
+        ),
+        report.CellResult(
+            server="dovecot",
+            size=102400,
+            concurrency=16,
+            recipients=1,
+            msgs_per_s=500.0,
+            deliveries_per_s=500.0,
+            p50_ms=3.0,
+            p99_ms=9.0,
+            cpu_per_1000=4.0,
+            rss_mib=11.0,
+            tree_rss_mib=130.0,
+            arrived=False,
+        ),
     ]
     rows = report.table_rows(cells)
     assert [r[3] for r in rows] == ["mda", "dovecot", "mda/dovecot", "dovecot"]
@@ -111,8 +150,12 @@ def test_quick_benchmark_runs_and_every_message_arrives(tmp_path: Path) -> None:
         pytest.fail("the benchmark needs root (private Dovecot instance, mail user)")
     servers = _servers()
     md = tmp_path / "RESULTS.md"
-    proc = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--servers", servers,
-                           "--markdown", str(md)], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--quick", "--servers", servers, "--markdown", str(md)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "every message arrived" in out

@@ -64,13 +64,9 @@ def ratio(a: float, b: float) -> float:
 
 
 @dataclass
-class CellResult:
-    """Median results of one server in one grid cell."""
+class Measures:
+    """What one run measures (and, as medians, what a cell reports)."""
 
-    server: str
-    size: int
-    concurrency: int
-    recipients: int
     msgs_per_s: float = math.nan
     deliveries_per_s: float = math.nan
     p50_ms: float = math.nan
@@ -78,9 +74,20 @@ class CellResult:
     cpu_per_1000: float = math.nan
     rss_mib: float = math.nan
     tree_rss_mib: float = math.nan
+    arrived: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class CellResult(Measures):
+    """Median results of one server in one grid cell."""
+
+    server: str
+    size: int
+    concurrency: int
+    recipients: int
     arrived: bool = True
     runs: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def human_size(n: int) -> str:

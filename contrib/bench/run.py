@@ -13,14 +13,13 @@ pipelining latency client for p50/p99, counts the stored files, and stops it.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,6 +33,7 @@ from packages import ensure_packages
 from procstat import MemorySampler, tree_cpu_seconds
 from report import (
     CellResult,
+    Measures,
     check_arrived,
     count_delivered,
     format_markdown,
@@ -73,18 +73,8 @@ def default_messages(size: int, concurrency: int, rcpts: int) -> int:
 
 
 @dataclass
-class RunResult:
+class RunResult(Measures):
     """One server, one cell, one repetition."""
-
-    msgs_per_s: float = math.nan
-    deliveries_per_s: float = math.nan
-    p50_ms: float = math.nan
-    p99_ms: float = math.nan
-    cpu_per_1000: float = math.nan
-    rss_mib: float = math.nan
-    tree_rss_mib: float = math.nan
-    arrived: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 def empty_dir(path: str) -> None:

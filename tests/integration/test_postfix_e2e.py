@@ -84,6 +84,14 @@ def mda_config(mail_root: Path, listeners: list[dict[str, Any]], **overrides: An
     return config
 
 
+def lmtp_socket_listener(directory: Path) -> tuple[str, dict[str, Any]]:
+    """An LMTP UNIX socket in a directory Postfix's lmtp client (user postfix) can reach and write."""
+    socket_dir = directory / "mda"
+    socket_dir.mkdir(mode=0o755)
+    socket_path = str(socket_dir / "lmtp.sock")
+    return socket_path, {"protocol": "lmtp", "bind": f"unix:{socket_path}", "socket_mode": "0666"}
+
+
 def new_messages(maildir: Path) -> list[bytes]:
     new = maildir / "new"
     return [path.read_bytes() for path in sorted(new.iterdir())] if new.is_dir() else []
@@ -114,10 +122,8 @@ def test_virtual_mailboxes_over_lmtp_unix_socket(
 ) -> None:
     directory, started = postfix_factory
     mail_root = dovecot_factory.mail_root
-    socket_dir = directory / "mda"
-    socket_dir.mkdir(mode=0o755)
-    socket_path = str(socket_dir / "lmtp.sock")
-    config = mda_config(mail_root, [{"protocol": "lmtp", "bind": f"unix:{socket_path}", "socket_mode": "0666"}])
+    socket_path, listener = lmtp_socket_listener(directory)
+    config = mda_config(mail_root, [listener])
     server = start_mda(config)
     postfix = start_postfix(directory, snippet("main.cf.lmtp-unix", {DEFAULT_SOCKET: socket_path}))
     started.append(postfix)
@@ -265,15 +271,8 @@ def test_mailbox_transport_hands_local_users_to_mda_over_lmtp(
     """local(8) keeps aliases and .forward, and hands the mailbox delivery to mda (main.cf.mailbox_transport)."""
     directory, started = postfix_factory
     mail_root = dovecot_factory.mail_root
-    socket_dir = directory / "mda"
-    socket_dir.mkdir(mode=0o755)
-    socket_path = str(socket_dir / "lmtp.sock")
-    config = mda_config(
-        mail_root,
-        [{"protocol": "lmtp", "bind": f"unix:{socket_path}", "socket_mode": "0666"}],
-        domains=["local.test"],
-        users={"vmail@local.test": {}},
-    )
+    socket_path, listener = lmtp_socket_listener(directory)
+    config = mda_config(mail_root, [listener], domains=["local.test"], users={"vmail@local.test": {}})
     start_mda(config)
     settings = snippet("main.cf.mailbox_transport", {DEFAULT_SOCKET: socket_path})
     assert settings["mailbox_transport"] == f"lmtp:unix:{socket_path}"
