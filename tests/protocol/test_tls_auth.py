@@ -15,6 +15,7 @@ import pytest
 
 from tests.clients import Client
 from tests.conftest import basic_config
+from tests.peers.dovecot import ensure_packages
 from tests.protocol.conftest import PASSWORD, client_context
 
 MESSAGE = b"Subject: tls\r\n\r\nbody\r\n"
@@ -217,8 +218,9 @@ def test_auth_failures_are_535_and_slow_down(start_mda, tmp_path, certificate, u
         assert (code, text.split()[0]) == (530, b"5.7.0")
 
 
-@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
+@pytest.mark.root
 def test_swaks_tls_auth_pipelining(start_mda, tmp_path, certificate, users_file):
+    ensure_packages("swaks")
     root = tmp_path / "mail"
     server = start_mda(_auth_config(root, *certificate, users_file))
     host, port = server.smtp

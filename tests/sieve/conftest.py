@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from sieve_oracle import ORACLE_USER, Pigeonhole
 
+from tests.peers.dovecot import ensure_packages
+
 
 @pytest.fixture(scope="session")
 def oracle_user() -> pwd.struct_passwd:
@@ -26,5 +28,6 @@ def oracle_user() -> pwd.struct_passwd:
 def pigeonhole(oracle_user: pwd.struct_passwd) -> Iterator[Pigeonhole]:
     """A ``sieve-test`` runner in a directory of its own; pytest's ``tmp_path`` sits under a 0700
     directory the oracle user cannot enter."""
+    ensure_packages("dovecot-sieve")  # Pigeonhole's sieve-test, the oracle
     with tempfile.TemporaryDirectory(prefix="mda-sieve-") as name:
         yield Pigeonhole(Path(name), oracle_user.pw_uid, oracle_user.pw_gid)

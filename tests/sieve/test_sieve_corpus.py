@@ -8,11 +8,10 @@ corpus also checks mda where Pigeonhole is not installed or the tests do not run
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-from sieve_oracle import SIEVE_TEST, Pigeonhole, normalise_outcome
+from sieve_oracle import Pigeonhole, normalise_outcome
 
 from mda.sieve import SieveEnvelope, compile_file, run
 
@@ -45,7 +44,6 @@ def test_corpus_matches_recorded_pigeonhole(name: str) -> None:
 
 
 @pytest.mark.root
-@pytest.mark.skipif(shutil.which(SIEVE_TEST) is None, reason="Pigeonhole sieve-test is not installed")
 @pytest.mark.parametrize("name", CASES)
 def test_corpus_matches_live_pigeonhole(name: str, pigeonhole: Pigeonhole) -> None:
     scripts, message, envelope, expect = load(name)
