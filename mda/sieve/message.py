@@ -55,6 +55,22 @@ class Address:
         return f"{self.localpart}@{self.domain}" if self.domain else self.localpart
 
 
+_SIMPLE_ADDRESS = re.compile(r"[ \t]*<?([^\s<>()\[\]\\,;:\"@]+@[^\s<>()\[\]\\,;:\"@]+)>?[ \t]*")
+
+
+def parse_address_list(values: list[str]) -> list[Address]:
+    """Addresses of address-list fields (RFC 5322 §3.4), groups flattened.
+
+    The common field of one plain address (``a@b`` or ``<a@b>``) is split directly; anything else
+    (display names, comments, quotes, groups, several addresses) goes through ``email.utils``.
+    """
+    if len(values) == 1:
+        simple = _SIMPLE_ADDRESS.fullmatch(values[0])
+        if simple:
+            return [split_address(simple.group(1))]
+    return [split_address(a) for _, a in email.utils.getaddresses(values) if a]
+
+
 def split_address(addr: str) -> Address:
     local, at, domain = addr.rpartition("@")
     return Address(local, domain) if at else Address(addr, "")
@@ -113,8 +129,7 @@ class SieveMessage:
         key = name.lower()
         cached = self._addresses.get(key)
         if cached is None:
-            raw = self.headers.get(key, [])
-            cached = self._addresses[key] = [split_address(a) for _, a in email.utils.getaddresses(raw) if a]
+            cached = self._addresses[key] = parse_address_list(self.headers.get(key, []))
         return cached
 
     @cached_property
