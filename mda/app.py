@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -51,7 +51,7 @@ class Listener:
     def address_text(self) -> str:
         if self.config.bind.is_unix:
             return f"unix:{self.config.bind.path}"
-        host, port = self.server.sockets[0].getsockname()[:2]
+        host, port = self.server.sockets[0].getsockname()[:2]  # type: ignore[attr-defined]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def close(self) -> None:
@@ -93,7 +93,8 @@ class Application:
     ) -> None:
         self.state = State.build(config)
         self.out = out
-        self.executor = ThreadPoolExecutor(max_workers=STORAGE_THREADS, thread_name_prefix="mda-store")
+        self.storage_pool = ThreadPoolExecutor(max_workers=STORAGE_THREADS, thread_name_prefix="mda-store")
+        self.executor: Executor | None = self.storage_pool
         self.spool_dir: Path | None = config.state_dir
         self.metrics = metrics if metrics is not None else build_metrics()
         self.reporter = Reporter(self.metrics)
@@ -308,7 +309,7 @@ class Application:
                 await _say_goodbye(session)
         while any(session.busy for session in self._sessions()) and loop.time() < deadline + MAX_DELIVERY_WAIT:
             await asyncio.sleep(0.05)
-        await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown, True)
+        await asyncio.get_running_loop().run_in_executor(None, self.storage_pool.shutdown, True)
         logs.event("stopped")
 
     def _sessions(self) -> list[MdaSession]:

@@ -154,9 +154,9 @@ def cmd_sieve_check(args: argparse.Namespace) -> int:
     checked = check_scripts(config, resolution.mailboxes)
     if not checked:
         print(f"{args.address}: no Sieve script")
-    for path, error in checked:
-        print(str(error) if error is not None else f"{path}: ok")
-    return EXIT_CONFIG if any(error is not None for _, error in checked) else EXIT_OK
+    for path, problem in checked:
+        print(str(problem) if problem is not None else f"{path}: ok")
+    return EXIT_CONFIG if any(problem is not None for _, problem in checked) else EXIT_OK
 
 
 def cmd_deliver(args: argparse.Namespace) -> int:

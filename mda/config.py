@@ -549,7 +549,8 @@ def _listener(doc: Document, path: PathKey, value: Any, base_limits: Limits, bas
 
 
 def _submission(section: _Section) -> SubmissionConfig:
-    sendmail = section.get("sendmail", _str_list, ())
+    no_command: tuple[str, ...] = ()
+    sendmail = section.get("sendmail", _str_list, no_command)
     host = section.get("host", _str, None)
     port = section.get("port", _int(1, 65535), 25)
     section.finish()

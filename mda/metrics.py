@@ -282,7 +282,8 @@ class MetricsServer:
     @property
     def address_text(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        text = host.decode() if isinstance(host, bytes) else str(host)
+        return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
 
     def start(self) -> None:
         self.thread.start()

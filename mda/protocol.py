@@ -152,7 +152,7 @@ class MdaSession(SMTP):
         """
         if self.transport is not None and not self._delivering:
             with contextlib.suppress(Exception):
-                self.transport.write(f"{replies.TIMEOUT}\r\n".encode())
+                self._writer.write(f"{replies.TIMEOUT}\r\n".encode())
             self.transport.close()
 
     def eof_received(self) -> bool | None:

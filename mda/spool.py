@@ -50,6 +50,8 @@ class Spool:
         """Append bytes; spill to a file once past the memory limit."""
         if not data:
             return
+        if isinstance(data, memoryview):
+            data = data.tobytes()
         if not self._head_done:
             self._collect_head(bytes(data))
         self._size += len(data)

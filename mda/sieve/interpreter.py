@@ -8,7 +8,7 @@ result between ``sieve_before`` scripts, the user's script and ``sieve_after`` s
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,14 +124,14 @@ class _Run:
             out.append(text)
         return "".join(out)
 
-    def expand_all(self, values: Iterable[Value], line: int) -> Iterable[str]:
+    def expand_all(self, values: Sequence[Value], line: int) -> Sequence[str]:
         # Without "variables" every value is compiled to a plain str (strings.compile_string): nothing to do.
         if self.plain:
-            return values  # type: ignore[return-value]
+            return values  # type: ignore[return-value]  # all plain str without "variables"
         return [self.expand(v, line) for v in values]
 
     # -- matching ------------------------------------------------------------------------------
-    def matches(self, test: Test, values: Iterable[str], keys: list[str]) -> bool:
+    def matches(self, test: Test, values: Iterable[str], keys: Sequence[str]) -> bool:
         """True if any value matches any key; a ``:matches`` hit sets the match variables (RFC 5229 §3.2)."""
         match_type = test.tags.get("match", "is")
         comparator = test.tags.get("comparator", self.default_comparator(test))
