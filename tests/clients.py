@@ -42,6 +42,14 @@ class Client:
         self.buffer = b""
         self.greeting = self.read_reply()
 
+    @classmethod
+    def attach(cls, sock: socket.socket) -> Client:
+        """A client on a socket already connected (e.g. after a PROXY header); reads the greeting."""
+        client = cls.__new__(cls)
+        client.sock, client.buffer = sock, b""
+        client.greeting = client.read_reply()
+        return client
+
     def close(self) -> None:
         self.sock.close()
 

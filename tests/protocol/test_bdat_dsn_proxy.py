@@ -174,9 +174,8 @@ def test_proxy_v1_and_v2_client_address_in_received_and_access(start_mda, tmp_pa
     v1 = b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 2424\r\n"
     sock = socket.create_connection(server.lmtp, timeout=10)
     sock.sendall(v1)
-    client = Client.__new__(Client)
-    client.sock, client.buffer = sock, b""
-    assert client.read_reply().code == 220
+    client = Client.attach(sock)
+    assert client.greeting.code == 220
     client.cmd("LHLO client.test")
     client.cmd("MAIL FROM:<s@remote.test>")
     client.cmd("RCPT TO:<alice@example.test>")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -109,6 +108,15 @@ def test_silent_and_trickling_clients_time_out(start_mda, tmp_path):
         assert other.cmd("EHLO fine.client").code == 250
 
 
+def _ready_for_data(address: tuple[str, int]) -> Client:
+    """A session with one accepted recipient, ready for DATA or BDAT."""
+    client = Client(address, timeout=10)
+    client.cmd("LHLO client.test")
+    client.cmd("MAIL FROM:<s@remote.test>")
+    client.cmd("RCPT TO:<alice@example.test>")
+    return client
+
+
 def test_vanishing_mid_data_leaves_no_file_or_descriptor(start_mda, tmp_path):
     root = tmp_path / "mail"
     server = start_mda(_quick_config(root))
@@ -117,23 +125,13 @@ def test_vanishing_mid_data_leaves_no_file_or_descriptor(start_mda, tmp_path):
     time.sleep(0.3)
     before = _fds(server.process.pid)
     for size in (100, 300_000, 2_000_000):  # in memory, spilled to a spool file, and larger
-        sock = socket.create_connection(server.lmtp, timeout=10)
-        client = Client.__new__(Client)
-        client.sock, client.buffer = sock, b""
-        client.read_reply()
-        client.cmd("LHLO client.test")
-        client.cmd("MAIL FROM:<s@remote.test>")
-        client.cmd("RCPT TO:<alice@example.test>")
+        client = _ready_for_data(server.lmtp)
+        sock = client.sock
         assert client.cmd("DATA").code == 354
         client.send(b"Subject: gone\r\n\r\n" + b"y" * size)
         sock.close()
-    sock = socket.create_connection(server.lmtp, timeout=10)
-    client = Client.__new__(Client)
-    client.sock, client.buffer = sock, b""
-    client.read_reply()
-    client.cmd("LHLO client.test")
-    client.cmd("MAIL FROM:<s@remote.test>")
-    client.cmd("RCPT TO:<alice@example.test>")
+    client = _ready_for_data(server.lmtp)
+    sock = client.sock
     client.send(b"BDAT 100000\r\n" + b"z" * 5000)
     sock.close()
     deadline = time.monotonic() + 5
