@@ -58,50 +58,18 @@ def test_count_delivered_counts_new_and_cur_only(tmp_path: Path) -> None:
     assert report.check_arrived(str(tmp_path), 2, 5) == (False, 7, 10)
 
 
+def _cell(server: str, size: int, msgs: float, p50: float, p99: float, cpu: float, rss: float, tree: float,
+          arrived: bool = True) -> report.CellResult:
+    return report.CellResult(server=server, size=size, concurrency=16, recipients=1, msgs_per_s=msgs,
+                             deliveries_per_s=msgs, p50_ms=p50, p99_ms=p99, cpu_per_1000=cpu, rss_mib=rss,
+                             tree_rss_mib=tree, arrived=arrived)
+
+
 def test_table_has_ratio_row_per_cell() -> None:
     cells = [
-        report.CellResult(
-            server="mda",
-            size=4096,
-            concurrency=16,
-            recipients=1,
-            msgs_per_s=2000.0,
-            deliveries_per_s=2000.0,
-            p50_ms=1.0,
-            p99_ms=4.0,
-            cpu_per_1000=1.5,
-            rss_mib=30.0,
-            tree_rss_mib=30.0,
-            arrived=True,
-        ),
-        report.CellResult(
-            server="dovecot",
-            size=4096,
-            concurrency=16,
-            recipients=1,
-            msgs_per_s=1000.0,
-            deliveries_per_s=1000.0,
-            p50_ms=2.0,
-            p99_ms=8.0,
-            cpu_per_1000=3.0,
-            rss_mib=10.0,
-            tree_rss_mib=120.0,
-            arrived=True,
-        ),
-        report.CellResult(
-            server="dovecot",
-            size=102400,
-            concurrency=16,
-            recipients=1,
-            msgs_per_s=500.0,
-            deliveries_per_s=500.0,
-            p50_ms=3.0,
-            p99_ms=9.0,
-            cpu_per_1000=4.0,
-            rss_mib=11.0,
-            tree_rss_mib=130.0,
-            arrived=False,
-        ),
+        _cell("mda", 4096, 2000.0, 1.0, 4.0, 1.5, 30.0, 30.0),
+        _cell("dovecot", 4096, 1000.0, 2.0, 8.0, 3.0, 10.0, 120.0),
+        _cell("dovecot", 102400, 500.0, 3.0, 9.0, 4.0, 11.0, 130.0, arrived=False),
     ]
     rows = report.table_rows(cells)
     assert [r[3] for r in rows] == ["mda", "dovecot", "mda/dovecot", "dovecot"]
