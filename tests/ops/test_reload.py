@@ -102,7 +102,7 @@ def test_broken_file_keeps_the_running_configuration(start_mda, tmp_path: Path) 
     wait_for(lambda: _reloads(server, "failure") == 1)
     assert deliver(server.lmtp, ["alice@example.test"]) == [250]
     assert _reloads(server) == 0
-    failed = [line for line in server.log().splitlines() if "event=reload_failed" in line]
+    failed = [line for line in server.wait_for_log("event=reload_failed").splitlines() if "event=reload_failed" in line]
     assert failed and f"file={server.config_path}" in failed[0] and "no_such_key" in failed[0]
     assert "line=" in failed[0] and "line=None" not in failed[0]
     # fixing the file reloads it

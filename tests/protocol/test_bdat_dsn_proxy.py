@@ -193,7 +193,7 @@ def test_proxy_v1_and_v2_client_address_in_received_and_access(start_mda, tmp_pa
     with socket.create_connection(server.lmtp, timeout=10) as raw:
         raw.sendall(b"LHLO direct.test\r\n")
         assert raw.recv(200) == b""
-    assert "192.0.2.7" in server.log()
+    assert "192.0.2.7" in server.wait_for_log("192.0.2.7")
 
 
 def test_proxy_header_missing_times_out(start_mda, tmp_path):

@@ -120,7 +120,7 @@ def test_keep_flags_fileinto_and_discard(tmp_path: Path, start_mda: Callable[...
     replies = deliver(server, [ALICE], message("drop"))
     assert [r.code for r in replies] == [DELIVERED]
     assert len(stored(maildir(root))) == 2 and len(stored(folder)) == 1
-    assert "sieve: discard" in server.log()
+    assert "sieve: discard" in server.wait_for_log("sieve: discard")
 
 
 def test_reject_refuses_only_that_recipient(tmp_path: Path, start_mda: Callable[..., RunningServer]) -> None:
@@ -199,7 +199,7 @@ def test_broken_script_still_delivers_and_is_counted(tmp_path: Path, start_mda: 
     server = serve(start_mda, root, metrics={"bind": "127.0.0.1:0"})
     assert [r.code for r in deliver(server, [ALICE], message("x"))] == [DELIVERED]
     assert len(stored(maildir(root))) == 1
-    log_lines = [line for line in server.log().splitlines() if "sieve_error" in line]
+    log_lines = [line for line in server.wait_for_log("sieve_error").splitlines() if "sieve_error" in line]
     assert log_lines and all(part in log_lines[0] for part in (f"file={script}", "line=4", "kind=compile"))
     with urllib.request.urlopen(_metrics_url(server), timeout=10) as response:
         exposition = response.read().decode()
