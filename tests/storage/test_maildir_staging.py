@@ -1,0 +1,61 @@
+"""Maildir staging: nothing is visible before commit, nothing remains after abort, on both write paths.
+
+mda writes an unnamed ``O_TMPFILE`` file where the filesystem can make one and a named ``O_EXCL`` file
+in ``tmp/`` where it cannot (NFS, some FUSE); both paths keep the stage → commit/abort contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from mda.storage import maildir
+from mda.storage.maildir import MaildirStore
+from tests.storage.helpers import maildir_box
+
+
+@pytest.fixture(params=["anonymous", "named"])
+def write_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "named":
+        monkeypatch.setattr(maildir, "_anonymous_files", False)
+    return str(request.param)
+
+
+def _entries(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+
+
+def test_commit_makes_the_copy_visible_only_then(mail_root, make_copy, write_path):
+    box = maildir_box(mail_root)
+    staged = MaildirStore().stage(box, make_copy(b"Subject: staged\n\nbody\n"))
+    assert _entries(box.path / "new") == []
+    tmp_names = _entries(box.path / "tmp")
+    assert tmp_names == ([] if write_path == "anonymous" else [staged.name])
+    result = staged.commit()
+    [name] = _entries(box.path / "new")
+    assert result.location.endswith(f"/new/{name}")
+    assert _entries(box.path / "tmp") == []
+    content = (box.path / "new" / name).read_bytes()
+    assert content == b"Return-Path: <sender@example.org>\nSubject: staged\n\nbody\n"
+    vsize = len(content) + content.count(b"\n")
+    assert f",S={len(content)},W={vsize}" in name
+
+
+def test_abort_leaves_nothing(mail_root, make_copy, write_path):
+    box = maildir_box(mail_root)
+    staged = MaildirStore().stage(box, make_copy(b"Subject: aborted\n\nbody\n"))
+    staged.abort()
+    assert _entries(box.path / "new") == []
+    assert _entries(box.path / "tmp") == []
+
+
+def test_flagged_copy_goes_to_cur_with_flags(mail_root, make_copy, write_path):
+    box = maildir_box(mail_root)
+    copy = make_copy(b"Subject: flagged\n\nbody\n")
+    flagged = replace(copy, flags="FS")
+    MaildirStore().stage(box, flagged).commit()
+    [name] = _entries(box.path / "cur")
+    assert name.endswith(":2,FS")
+    assert _entries(box.path / "new") == []
