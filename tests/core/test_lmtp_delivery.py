@@ -25,6 +25,12 @@ MESSAGE = (
 STORED_BODY = b".leading dot line\n..two dots\n8-bit body: \xe2\x82\xac \xff\nlast line\n"
 
 
+def block_maildir(root: Path, user: str) -> None:
+    """Put a file where ``user``'s mailbox directory should be: every delivery to it fails (ENOTDIR)."""
+    (root / "example.test").mkdir(parents=True)
+    (root / "example.test" / user).write_text("a file where a directory should be")
+
+
 def maildir_files(root: Path, user: str, domain: str = "example.test") -> list[Path]:
     new = root / domain / user / "Maildir" / "new"
     return sorted(new.iterdir()) if new.is_dir() else []
@@ -103,8 +109,7 @@ def test_data_without_accepted_recipient_is_503_and_reads_no_data(start_mda, tmp
 
 def test_storage_failure_for_one_recipient_fails_only_that_one(start_mda, tmp_path):
     root = tmp_path / "mail"
-    (root / "example.test").mkdir(parents=True)
-    (root / "example.test" / "bob").write_text("a file where a directory should be")
+    block_maildir(root, "bob")
     server = start_mda(basic_config(root))
     with Client(server.lmtp) as client:
         client.cmd("LHLO client.test")

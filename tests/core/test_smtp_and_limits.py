@@ -11,7 +11,7 @@ import pytest
 
 from tests.clients import Client, transaction
 from tests.conftest import basic_config
-from tests.core.test_lmtp_delivery import MESSAGE, maildir_files
+from tests.core.test_lmtp_delivery import MESSAGE, block_maildir, maildir_files
 
 
 def test_smtp_delivers_to_all_with_one_reply(start_mda, tmp_path):
@@ -29,8 +29,7 @@ def test_smtp_delivers_to_all_with_one_reply(start_mda, tmp_path):
 
 def test_smtp_storage_failure_commits_nothing(start_mda, tmp_path):
     root = tmp_path / "mail"
-    (root / "example.test").mkdir(parents=True)
-    (root / "example.test" / "bob").write_text("blocks the Maildir")
+    block_maildir(root, "bob")
     server = start_mda(basic_config(root))
     with Client(server.smtp) as client:
         client.cmd("EHLO client.test")
