@@ -50,22 +50,6 @@ MAX_BDAT_CHUNK = 2**40
 MAX_FULL_RETURN = 10 * 1024 * 1024
 """RET=FULL success reports carry the whole message up to this size, only its header beyond."""
 
-# Replies of the extensions (RFC 3207 §4, RFC 4954 §6, RFC 3030 §2, RFC 3461 §4), each with its RFC code.
-TLS_READY = Reply(220, "2.0.0", "Ready to start TLS")
-TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")
-TLS_ALREADY = Reply(503, "5.5.1", "TLS already active")
-AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
-AUTH_NEEDS_TLS = Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
-AUTH_NOT_AVAILABLE = Reply(502, "5.5.1", "AUTH not available")
-AUTH_ALREADY = Reply(503, "5.5.1", "Already authenticated")
-AUTH_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication type")
-AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")
-AUTH_BAD_BASE64 = Reply(501, "5.5.2", "Cannot decode response")
-IN_TRANSACTION = Reply(503, "5.5.1", "Not allowed during a mail transaction")
-CHUNK_OK = Reply(250, "2.0.0", "octets received")
-DATA_AFTER_BDAT = Reply(503, "5.5.1", "DATA not allowed after BDAT")
-BAD_COMMAND_BYTES = Reply(500, "5.5.2", "Invalid characters in command")
-
 _THROTTLE = Throttle()
 """AUTH failures per client address, shared by every session of this process."""
 _CREDENTIALS: dict[str, Credentials] = {}
@@ -221,7 +205,7 @@ class MdaSession(SMTP):
                     await self.reply(replies.TOO_MANY_UNKNOWN)
                     self._close()
                     return
-                await self.reply(replies.LINE_TOO_LONG if line is None else BAD_COMMAND_BYTES)
+                await self.reply(replies.LINE_TOO_LONG if line is None else replies.BAD_COMMAND_BYTES)
                 continue
             if self.ctx.shutting_down and not self.busy:
                 await self.reply(replies.SHUTTING_DOWN)
@@ -504,7 +488,7 @@ class MdaSession(SMTP):
             await self.reply(replies.PARAM_SYNTAX.with_text(f"Bad DSN parameter: {error}"))
             return
         if envelope.chunks is not None:
-            await self.reply(IN_TRANSACTION.with_text("RCPT not allowed after BDAT"))
+            await self.reply(replies.IN_TRANSACTION.with_text("RCPT not allowed after BDAT"))
             return
         if len(envelope.recipients) >= self.ctx.limits.max_recipients:
             await self.reply(replies.TOO_MANY_RECIPIENTS)
@@ -530,21 +514,21 @@ class MdaSession(SMTP):
             await self.reply(replies.PARAM_SYNTAX)
             return
         if self.tls_active:
-            await self.reply(TLS_ALREADY)
+            await self.reply(replies.TLS_ALREADY)
             return
         if listener.tls is None or listener.tls.mode != "starttls":
             await self.reply(replies.UNKNOWN_COMMAND)
             return
         if self.envelope_ is not None:
-            await self.reply(IN_TRANSACTION)
+            await self.reply(replies.IN_TRANSACTION)
             return
         try:
             context = server_context(listener.tls)
         except TlsUnavailable as error:
             self.ctx.log_exception(self, error)
-            await self.reply(TLS_UNAVAILABLE)
+            await self.reply(replies.TLS_UNAVAILABLE)
             return
-        await self.reply(TLS_READY)
+        await self.reply(replies.TLS_READY)
         self.helo = None
         self.extended = False
         self.authenticated = None
@@ -567,24 +551,24 @@ class MdaSession(SMTP):
         """AUTH PLAIN (RFC 4616) and LOGIN, over TLS only (RFC 4954 §4: no plaintext passwords)."""
         listener = self._current_listener()
         if listener.auth is None or listener.auth.users_file is None:
-            await self.reply(AUTH_NOT_AVAILABLE)
+            await self.reply(replies.AUTH_NOT_AVAILABLE)
             return
         if self.helo is None:
             await self.reply(replies.NEED_HELO)
             return
         if self.authenticated is not None:
-            await self.reply(AUTH_ALREADY)
+            await self.reply(replies.AUTH_ALREADY)
             return
         if self.envelope_ is not None:
-            await self.reply(IN_TRANSACTION)
+            await self.reply(replies.IN_TRANSACTION)
             return
         mechanism, _, initial = arg.partition(" ")
         mechanism = mechanism.upper()
         if mechanism not in ("PLAIN", "LOGIN"):
-            await self.reply(AUTH_MECHANISM)
+            await self.reply(replies.AUTH_MECHANISM)
             return
         if not self.tls_active:
-            await self.reply(AUTH_NEEDS_TLS)
+            await self.reply(replies.AUTH_NEEDS_TLS)
             return
         initial = initial.strip()
         if mechanism == "PLAIN":
@@ -603,7 +587,7 @@ class MdaSession(SMTP):
             password = decode_base64_text(password_text)
             pair = (user, password) if user and password is not None else None
         if pair is None:
-            await self.reply(AUTH_BAD_BASE64)
+            await self.reply(replies.AUTH_BAD_BASE64)
             return
         await self._check_credentials(listener.auth.users_file, *pair)
 
@@ -615,7 +599,7 @@ class MdaSession(SMTP):
             await self.reply(replies.LINE_TOO_LONG)
             return None
         if line.strip() == "*":
-            await self.reply(AUTH_CANCELLED)
+            await self.reply(replies.AUTH_CANCELLED)
             return None
         return line.strip()
 
@@ -626,7 +610,7 @@ class MdaSession(SMTP):
         if ok:
             _THROTTLE.succeeded(self.client_ip)
             self.authenticated = user
-            await self.reply(AUTH_OK)
+            await self.reply(replies.AUTH_OK)
             return
         # RFC 4954 §4: 535 5.7.8; each failure from this address makes the next answer slower.
         delay = _THROTTLE.delay(self.client_ip)
@@ -646,7 +630,7 @@ class MdaSession(SMTP):
             await self.reply(replies.NEED_MAIL)
             return
         if envelope.chunks is not None:
-            await self.reply(DATA_AFTER_BDAT)
+            await self.reply(replies.DATA_AFTER_BDAT)
             return
         if not envelope.recipients:
             await self.reply(replies.NEED_RCPT)
@@ -715,7 +699,7 @@ class MdaSession(SMTP):
             await envelope.chunks.read_chunk(self._reader, size)
             if not last:
                 self._reset_timeout()
-                await self.reply(CHUNK_OK.with_text(f"{size} octets received"))
+                await self.reply(replies.CHUNK_OK.with_text(f"{size} octets received"))
                 return
             self.envelope_ = None
             data = envelope.chunks.finish()

@@ -56,7 +56,6 @@ class DeliveryError(Exception):
 
 
 # Session and command replies (RFC 5321 §4.2, RFC 2033, RFC 3463).
-OK = Reply(250, "2.0.0", "OK")
 SENDER_OK = Reply(250, "2.1.0", "Sender OK")
 RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
 RESET_OK = Reply(250, "2.0.0", "Reset")
@@ -72,7 +71,6 @@ LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
 SYNTAX_ERROR = Reply(501, "5.5.2", "Syntax error")
 PARAM_SYNTAX = Reply(501, "5.5.4", "Syntax error in parameters")
 PARAM_UNKNOWN = Reply(555, "5.5.4", "Parameter not recognized")
-BAD_SEQUENCE = Reply(503, "5.5.1", "Bad sequence of commands")
 NEED_HELO = Reply(503, "5.5.1", "Send LHLO/EHLO first")
 NEED_MAIL = Reply(503, "5.5.1", "Need MAIL command first")
 NEED_RCPT = Reply(503, "5.5.1", "No valid recipients")
@@ -85,6 +83,22 @@ BAD_SENDER_SYNTAX = Reply(501, "5.1.7", "Bad sender address syntax")
 UNSAFE_ADDRESS = Reply(550, "5.1.3", "Address cannot be used as a mailbox name")
 NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
 CONTENT_NEEDS_SMTPUTF8 = Reply(554, "5.6.7", "Non-ASCII content requires SMTPUTF8")
+
+# Replies of the extensions (RFC 3207 §4, RFC 4954 §6, RFC 3030 §2, RFC 3461 §4), each with its RFC code.
+TLS_READY = Reply(220, "2.0.0", "Ready to start TLS")
+TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")
+TLS_ALREADY = Reply(503, "5.5.1", "TLS already active")
+AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
+AUTH_NEEDS_TLS = Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+AUTH_NOT_AVAILABLE = Reply(502, "5.5.1", "AUTH not available")
+AUTH_ALREADY = Reply(503, "5.5.1", "Already authenticated")
+AUTH_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication type")
+AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")
+AUTH_BAD_BASE64 = Reply(501, "5.5.2", "Cannot decode response")
+IN_TRANSACTION = Reply(503, "5.5.1", "Not allowed during a mail transaction")
+CHUNK_OK = Reply(250, "2.0.0", "octets received")
+DATA_AFTER_BDAT = Reply(503, "5.5.1", "DATA not allowed after BDAT")
+BAD_COMMAND_BYTES = Reply(500, "5.5.2", "Invalid characters in command")
 
 # Recipient policy.
 UNKNOWN_USER = Reply(550, "5.1.1", "No such user here")
