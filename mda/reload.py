@@ -75,8 +75,15 @@ class ConfigWatcher:
         self.set_paths(paths)
 
     def set_paths(self, paths: Iterable[Path]) -> None:
-        """Watch these files from now on (after a reload the users file may have changed)."""
-        self.paths = [Path(path) for path in paths]
+        """Watch these files from now on (after a reload the users file may have changed).
+
+        The same files keep the fingerprint taken by the check that asked for the reload: one taken now,
+        after the reload read them, would hide an edit made while it ran and lose that change.
+        """
+        wanted = [Path(path) for path in paths]
+        if wanted == self.paths:
+            return
+        self.paths = wanted
         self.names = {path.name for path in self.paths}
         for path in self.paths:
             directory = os.path.abspath(path.parent)

@@ -6,6 +6,7 @@ listener that stays, and never loses an acknowledged message.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from mda.reload import ConfigWatcher
 from tests.clients import Client
 from tests.conftest import basic_config
 from tests.ops.helpers import MESSAGE, deliver, scrape, stored_files, value, wait_for
@@ -151,3 +153,42 @@ def test_sighup_reloads_and_listeners_follow_the_file(start_mda, tmp_path: Path)
         except OSError:
             refused = True
         assert refused
+
+
+async def _watch(path: Path, during: Any) -> list[str]:
+    """What ``on_change`` saw when ``during(watcher)`` ran and the debounced check had its turn."""
+    seen: list[str] = []
+    watcher = ConfigWatcher(asyncio.get_running_loop(), [path], lambda: seen.append(path.read_text()), debounce=0.01)
+    during(watcher)
+    await asyncio.sleep(0.2)
+    return seen
+
+
+def test_an_edit_during_a_reload_is_not_swallowed(tmp_path: Path) -> None:
+    path = tmp_path / "mda.yaml"
+    path.write_text("first")
+
+    def edit_while_reloading(watcher: ConfigWatcher) -> None:
+        path.write_text("second")  # written after a reload read "first", before it finished
+        watcher.poke()
+        watcher.set_paths([path])  # that reload finishes and hands the same files back
+
+    assert asyncio.run(_watch(path, edit_while_reloading)) == ["second"]
+
+
+def test_a_burst_of_events_is_one_check_and_unchanged_content_none(tmp_path: Path) -> None:
+    path = tmp_path / "mda.yaml"
+    path.write_text("first")
+
+    def burst(watcher: ConfigWatcher) -> None:
+        path.write_text("second")
+        for _ in range(5):
+            watcher.poke()
+
+    assert asyncio.run(_watch(path, burst)) == ["second"]
+
+    def touch(watcher: ConfigWatcher) -> None:
+        path.write_text("second")
+        watcher.poke()
+
+    assert asyncio.run(_watch(path, touch)) == []
