@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from mda.metrics import Metrics, build_metrics, result_of
+from tests.clients import Client
 from tests.conftest import basic_config
 from tests.ops.helpers import deliver, fetch, metrics_url, scrape, value
 from tests.peers.dovecot import ensure_packages
@@ -85,6 +86,28 @@ def test_counters_follow_deliveries_exactly(start_mda, tmp_path: Path) -> None:
     assert value(after, "mda_sessions_open") == 0
     assert value(after, "mda_build_info") == 1
     assert not any("@" in "".join(v for _, v in labels) for (_, labels) in after), "an address leaked into a label"
+
+
+def test_refused_connections_are_counted_by_reason(start_mda, tmp_path: Path) -> None:
+    listeners = [
+        {"protocol": "lmtp", "bind": "127.0.0.1:0", "allow": ["10.0.0.0/8"]},
+        {"protocol": "lmtp", "bind": "127.0.0.1:0", "limits": {"max_connections_per_client": 1}},
+        {"protocol": "smtp", "bind": "127.0.0.1:0", "limits": {"max_connections": 1}},
+    ]
+    server = start_mda(basic_config(tmp_path / "mail", listeners=listeners, metrics={"bind": "127.0.0.1:0"}))
+    denied, limited = server.tcp["lmtp"]
+    with Client(denied) as client:
+        assert client.greeting.code == 554
+    with Client(limited) as first:
+        assert first.greeting.code == 220
+        with Client(limited) as second:
+            assert second.greeting.code == 421
+        with Client(server.smtp) as third:  # one session open in the process: the SMTP total is reached
+            assert third.greeting.code == 421
+    samples = scrape(server)
+    for reason in ("not_allowed", "max_connections_per_client", "max_connections"):
+        assert value(samples, "mda_connections_refused_total", reason=reason) == 1, reason
+    assert value(samples, "mda_sessions_total") == 1
 
 
 def test_start_up_lines_order_and_probes(start_mda, tmp_path: Path) -> None:
