@@ -423,7 +423,7 @@ def _address_key(doc: Document, path: PathKey, value: Any, *, allow_catch_all: b
         raise doc.error(path, str(error)) from None
 
 
-def _users(doc: Document, path: PathKey, value: Any) -> dict[str, MailboxSettings]:
+def _users(doc: Document, path: PathKey, value: Any, domains: Mapping[str, DomainConfig]) -> dict[str, MailboxSettings]:
     section = _Section(doc, path, value)
     users: dict[str, MailboxSettings] = {}
     for raw in list(section.values):
@@ -431,6 +431,9 @@ def _users(doc: Document, path: PathKey, value: Any) -> dict[str, MailboxSetting
         address = _address_key(doc, key_path, raw)
         if address in users:
             raise doc.error(key_path, "the same user appears twice (addresses compare case-insensitively)")
+        domain = address.rpartition("@")[2]
+        if domain not in domains:
+            raise doc.error(key_path, f"domain {domain} is not listed under domains")
         sub = section.sub(str(raw))
         users[address] = _mailbox_settings(sub, allow=_USER_KEYS)
         sub.finish()
@@ -616,10 +619,11 @@ def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> C
 
     users_file_name = top.get("users_file", _str, None)
     users_file = base_dir / users_file_name if users_file_name else None
-    users = _users(doc, ("users",), top.values.get("users"))
+    domains = _domains(doc, top)
+    users = _users(doc, ("users",), top.values.get("users"), domains)
     top.used.add("users")
     if users_doc is not None:
-        for address, settings in _users(users_doc, (), users_doc.data).items():
+        for address, settings in _users(users_doc, (), users_doc.data, domains).items():
             if address in users:
                 raise users_doc.error((address,), "also defined under users: in the main configuration")
             users[address] = settings
@@ -644,7 +648,7 @@ def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> C
     config = Config(
         hostname=top.get("hostname", _hostname, None) or _default_hostname(),
         listeners=listeners,
-        domains=_domains(doc, top),
+        domains=domains,
         storage=storage,
         users=users,
         aliases=_aliases(doc, top.values.get("aliases"), alias_keys),
@@ -668,7 +672,6 @@ def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> C
     )
     top.used.update({"aliases", "submission", "sieve"})
     top.finish()
-    _check_users_in_domains(doc, users_doc, config)
     _check_aliases(doc, config, alias_keys)
     return config
 
@@ -692,15 +695,6 @@ def _check_aliases(doc: Document, config: Config, raw_keys: Mapping[str, str]) -
     except AliasCycleError as error:
         spelled = {(key.lower() if fold else key): raw for key, raw in raw_keys.items()}
         raise doc.error(("aliases", spelled.get(error.cycle[0], error.cycle[0])), str(error)) from None
-
-
-def _check_users_in_domains(doc: Document, users_doc: Document | None, config: Config) -> None:
-    for address in config.users:
-        domain = address.rpartition("@")[2]
-        if domain not in config.domains:
-            where = users_doc if users_doc is not None and address not in (doc.data or {}).get("users", {}) else doc
-            path: PathKey = (address,) if where is users_doc else ("users", address)
-            raise where.error(path, f"domain {domain} is not listed under domains")
 
 
 def _digest(*texts: bytes) -> str:

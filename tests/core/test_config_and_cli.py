@@ -78,6 +78,25 @@ def test_check_config_names_file_line_and_key(tmp_path, text, line, key):
     assert result.stderr.startswith(f"{config}:{line}: {key}"), result.stderr
 
 
+def test_user_outside_our_domains_is_named_in_the_file_that_lists_it(tmp_path):
+    """The error names the user's own file and line, however the address is spelled, and a users file
+    next to an empty ``users:`` key is checked too."""
+    head = "listeners: [{protocol: lmtp, bind: '127.0.0.1:0'}]\ndomains: [a.test]\nusers_file: users.yaml\n"
+    config = tmp_path / "mda.yaml"
+    users = tmp_path / "users.yaml"
+    users.write_text("x@a.test: {}\n")
+    config.write_text(head + "users:\n  Bob@Other.test: {}\n")
+    result = run_mda("check-config", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"{config}:5: users.Bob@Other.test: domain other.test"), result.stderr
+
+    users.write_text("x@a.test: {}\nY@B.test: {}\n")
+    config.write_text(head + "users:\n")
+    result = run_mda("check-config", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"{users}:2: Y@B.test: domain b.test"), result.stderr
+
+
 def test_check_config_refuses_non_utf8_and_nul(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_bytes(b"hostname: \xff\n")
