@@ -14,7 +14,7 @@ import re
 import socket
 import string
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -734,30 +734,15 @@ def watched_files(config: Config) -> Iterator[Path]:
 
 def to_plain(value: Any) -> Any:
     """Plain YAML-friendly data for ``check-config --print`` (the effective configuration)."""
-    if isinstance(
-        value,
-        Config
-        | Limits
-        | ListenerConfig
-        | MailboxSettings
-        | DomainConfig
-        | StorageConfig
-        | TlsSettings
-        | AuthSettings
-        | MetricsConfig
-        | SubmissionConfig
-        | SieveConfig,
-    ):
+    if isinstance(value, BindAddress | Path | ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return str(value)
+    if is_dataclass(value) and not isinstance(value, type):
         plain = {f.name: to_plain(getattr(value, f.name)) for f in fields(value)}
         if isinstance(value, ListenerConfig) and value.socket_mode is not None:
             plain["socket_mode"] = f"{value.socket_mode:04o}"
         return {key: item for key, item in plain.items() if item is not None and item != ()}
-    if isinstance(value, BindAddress):
-        return str(value)
     if isinstance(value, Mapping):
         return {str(key): to_plain(item) for key, item in value.items()}
     if isinstance(value, tuple | list):
         return [to_plain(item) for item in value]
-    if isinstance(value, Path | ipaddress.IPv4Network | ipaddress.IPv6Network):
-        return str(value)
     return value
