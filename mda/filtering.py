@@ -30,6 +30,7 @@ compares the size of what the script sees. Redirects always send the whole messa
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -132,23 +133,42 @@ class Plan:
         return "sieve: " + "; ".join(self.notes) if self.notes else ""
 
 
-def scripts_for(config: Config, mailbox: Mailbox) -> list[Path]:
-    """The script files that exist for ``mailbox``, in run order: before, the user's, after."""
+def _candidates(config: Config, mailbox: Mailbox) -> tuple[Path, ...]:
+    """The script files that may run for ``mailbox``, in run order: before, the user's, after."""
     before = config.sieve.before if config.sieve else ()
     after = config.sieve.after if config.sieve else ()
     user = (mailbox.sieve,) if mailbox.sieve is not None else ()
-    return [path for path in (*before, *user, *after) if path.is_file()]
+    return (*before, *user, *after)
 
 
-def compile_scripts(paths: Sequence[Path]) -> tuple[list[Script], SieveError | None]:
-    """Every script compiled, or the first compile error (which disables the whole sequence)."""
-    scripts = []
-    for path in paths:
+_NO_SCRIPT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP})
+"""Errors that mean "no script file here" (what ``Path.is_file`` answers False for)."""
+
+
+def _compile_if_present(path: Path) -> Script | None:
+    """The compiled script, or None when no file is there: one ``stat`` when the cache holds it."""
+    try:
+        return compile_file(path)
+    except OSError as error:
+        if error.errno in _NO_SCRIPT:
+            return None
+        raise
+
+
+def compile_scripts(config: Config, mailbox: Mailbox) -> tuple[list[Path], list[Script], SieveError | None]:
+    """The scripts present for ``mailbox`` and their files, or the first compile error (which disables
+    the whole sequence; the files list then ends with the broken one)."""
+    paths: list[Path] = []
+    scripts: list[Script] = []
+    for path in _candidates(config, mailbox):
         try:
-            scripts.append(compile_file(path))
+            script = _compile_if_present(path)
         except SieveError as error:
-            return [], error
-    return scripts, None
+            return [*paths, path], [], error
+        if script is not None:
+            paths.append(path)
+            scripts.append(script)
+    return paths, scripts, None
 
 
 def _log_error(queue_id: str, recipient: str, kind: str, file: str, line: int, message: str) -> None:
@@ -190,12 +210,11 @@ def plan_recipient(
     found = False
     rejects: list[Reply] = []
     for mailbox in mailboxes:
-        paths = scripts_for(config, mailbox)
+        paths, scripts, error = compile_scripts(config, mailbox)
         if not paths:
             plan.targets.append(Target(mailbox))
             continue
         found = True
-        scripts, error = compile_scripts(paths)
         if error is not None:
             _log_error(queue_id, recipient, "compile", error.file, error.line, error.message)
             plan.errors.append("compile")
@@ -370,9 +389,14 @@ def check_scripts(config: Config, mailboxes: Sequence[Mailbox]) -> list[tuple[Pa
     """``mda sieve-check``: every script that would run for these mailboxes, compiled, with its error."""
     checked: dict[Path, SieveError | None] = {}
     for mailbox in mailboxes:
-        for path in scripts_for(config, mailbox):
-            if path not in checked:
-                checked[path] = compile_scripts([path])[1]
+        for path in _candidates(config, mailbox):
+            if path in checked:
+                continue
+            try:
+                if _compile_if_present(path) is not None:
+                    checked[path] = None
+            except SieveError as error:
+                checked[path] = error
     return list(checked.items())
 
 

@@ -17,6 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
+from mda.addresses import parse_mailbox
+from mda.config import load
+from mda.filtering import check_scripts, explain
+from mda.policy import Policy
 from tests.clients import Client, transaction
 from tests.conftest import basic_config
 from tests.mdaproc import RunningServer
@@ -265,3 +269,25 @@ def test_fileinto_folder_and_flags_as_dovecot_serves_them(
         assert b"flagme" in fetched[0][1]
     finally:
         imap.logout()
+
+
+def test_only_script_files_that_exist_run(tmp_path: Path) -> None:
+    """A missing file, a directory or a dangling link where a script may be is no script; the rest run."""
+    root = tmp_path / "mail"
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "folder.sieve").mkdir()
+    (scripts / "dangling.sieve").symlink_to(scripts / "gone")
+    present = scripts / "before.sieve"
+    present.write_text('require "imap4flags";\naddflag "\\\\Flagged";\n')
+    before = [str(scripts / name) for name in ("missing.sieve", "folder.sieve", "dangling.sieve", "before.sieve")]
+    config_path = tmp_path / "mda.yaml"
+    config_path.write_text(yaml.safe_dump(basic_config(root, sieve={"path": "{home}/active.sieve", "before": before})))
+    (root / "example.test" / "alice" / "active.sieve").mkdir(parents=True)
+    config = load(config_path)
+    mailboxes = Policy(config).resolve(parse_mailbox(ALICE), smtputf8=True).mailboxes
+    assert check_scripts(config, mailboxes) == [(present, None)]
+    assert explain(config, ALICE, mailboxes, message("flags"), SENDER) == [
+        "sieve: keep flags \\Flagged",
+        f"sieve: store maildir {root / 'example.test' / 'alice' / 'Maildir'} (INBOX) flags :2,F",
+    ]
