@@ -28,6 +28,10 @@ MAX_ALIAS_DEPTH = 20
 """Alias chains deeper than this are refused at delivery (cycles are already refused at load)."""
 
 
+class AliasDepthError(RuntimeError):
+    """An alias chain deeper than ``MAX_ALIAS_DEPTH``."""
+
+
 @dataclass(frozen=True)
 class Resolution:
     """The outcome for one RCPT: ``reply`` (``250 2.1.5`` when accepted) and where copies go."""
@@ -262,7 +266,3 @@ class Policy:
                 gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
             self._owners[owner] = (entry.pw_uid, gid)
         return self._owners[owner]
-
-
-class AliasDepthError(RuntimeError):
-    """An alias chain deeper than ``MAX_ALIAS_DEPTH``."""

@@ -46,6 +46,9 @@ def policy_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
             "chain1@example.test": "chain2@example.test",
             "chain2@example.test": "carol@example.test",
             "@catch.test": "bob@example.test",
+            # deep0 -> deep1 -> ... -> deep20 -> alice: 21 alias steps, one more than the resolver follows.
+            **{f"deep{i}@example.test": f"deep{i + 1}@example.test" for i in range(20)},
+            "deep20@example.test": "alice@example.test",
         },
     )
     config.update(overrides)

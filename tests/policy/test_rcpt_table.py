@@ -25,6 +25,8 @@ ROWS: list[tuple[str, bytes, bool, int, str]] = [
     ("alias", b"<postmaster@example.test>", False, 250, "2.1.5"),
     ("alias list", b"<team@example.test>", False, 250, "2.1.5"),
     ("alias chain", b"<chain1@example.test>", False, 250, "2.1.5"),
+    ("alias chain of 20 (MAX_ALIAS_DEPTH)", b"<deep1@example.test>", False, 250, "2.1.5"),
+    ("alias chain of 21", b"<deep0@example.test>", False, 550, "5.1.1"),
     ("catch-all", b"<anyone@catch.test>", False, 250, "2.1.5"),
     ("source route", b"<@relay.test:alice@example.test>", False, 250, "2.1.5"),
     ("no brackets", b"alice@example.test", False, 250, "2.1.5"),
