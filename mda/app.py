@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mda import logs, replies, sdnotify
-from mda.config import Config, ListenerConfig, watched_files
+from mda.config import BindAddress, Config, ListenerConfig, watched_files
 from mda.config import load as load_config
 from mda.metrics import Metrics, MetricsServer, build_metrics
 from mda.protocol import MdaSession
@@ -49,10 +49,11 @@ class Listener:
         self.owns_path = True
 
     def address_text(self) -> str:
+        """The address as bound (port 0 resolved)."""
         if self.config.bind.is_unix:
-            return f"unix:{self.config.bind.path}"
+            return str(self.config.bind)
         host, port = self.server.sockets[0].getsockname()[:2]  # type: ignore[attr-defined]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return str(BindAddress(host, port))
 
     def close(self) -> None:
         self.server.close()
@@ -70,6 +71,12 @@ ListenerKey = tuple[str, str]
 
 def listener_key(config: ListenerConfig) -> ListenerKey:
     return (config.protocol, str(config.bind))
+
+
+def storage_line(config: Config) -> str:
+    """The last start-up line: where mail goes and whether it is fsync'd."""
+    storage = config.storage
+    return f"delivering to {storage.path} ({storage.format}, {'fsync' if storage.fsync else 'no fsync'})"
 
 
 class Application:
@@ -161,8 +168,7 @@ class Application:
             self.metrics_server = MetricsServer(config.metrics.bind.host, config.metrics.bind.port, self.is_ready)
             self.metrics_server.start()
             self.announce(f"metrics http://{self.metrics_server.address_text}/metrics")
-        storage = config.storage
-        self.announce(f"delivering to {storage.path} ({storage.format}{', fsync' if storage.fsync else ', no fsync'})")
+        self.announce(storage_line(config))
         if config.user:
             drop_privileges(config.user)
         self.ready = True

@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from mda import __version__
+from mda.config import BindAddress
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -282,8 +283,7 @@ class MetricsServer:
     @property
     def address_text(self) -> str:
         host, port = self.httpd.server_address[:2]
-        text = host.decode() if isinstance(host, bytes) else str(host)
-        return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+        return str(BindAddress(host.decode() if isinstance(host, bytes) else str(host), port))
 
     def start(self) -> None:
         self.thread.start()

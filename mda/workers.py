@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from mda import logs, sdnotify
-from mda.app import MAX_DELIVERY_WAIT, Application, ListenerKey, listener_key, run_loop
-from mda.config import Config
+from mda.app import MAX_DELIVERY_WAIT, Application, ListenerKey, listener_key, run_loop, storage_line
+from mda.config import BindAddress, Config
 from mda.metrics import MULTIPROC_ENV, MetricsServer
 from mda.server import bind_unix
 
@@ -194,18 +194,17 @@ class Supervisor:
                 sock, lock_fd = bind_unix(listener.bind.path, listener.socket_mode, listener.socket_owner)
                 self.inherited[key] = sock
                 self.lock_fds.append(lock_fd)
-                lines.append(f"listening {listener.protocol} unix:{listener.bind.path}")
+                lines.append(f"listening {listener.protocol} {listener.bind}")
             else:
                 sock = reserve_tcp(listener.bind.host, listener.bind.port)
                 self.reservations.append(sock)
                 host, port = sock.getsockname()[:2]
                 self.ports[key] = port
-                lines.append(f"listening {listener.protocol} {f'[{host}]' if ':' in host else host}:{port}")
+                lines.append(f"listening {listener.protocol} {BindAddress(host, port)}")
         if config.metrics is not None:
             self.metrics_server = MetricsServer(config.metrics.bind.host, config.metrics.bind.port, self.is_ready)
             lines.append(f"metrics http://{self.metrics_server.address_text}/metrics")
-        storage = config.storage
-        lines.append(f"delivering to {storage.path} ({storage.format}{', fsync' if storage.fsync else ', no fsync'})")
+        lines.append(storage_line(config))
         for index in range(self.count):
             self.spawn(index)
         if not self.wait_ready(time.monotonic() + READY_TIMEOUT):
