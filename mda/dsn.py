@@ -127,7 +127,7 @@ def success_report(
         third_type, third = "message/rfc822", full_message
     else:
         third_type, third = "text/rfc822-headers", header_section
-    third = third.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    third = outbound.crlf(third)
     head = (
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>\r\n"
         f"To: <{sender}>\r\n"

@@ -21,7 +21,7 @@ class SubmissionError(RuntimeError):
     """The submission server or command refused or failed; ``str()`` is safe to log, never to a client."""
 
 
-def _crlf(message: bytes) -> bytes:
+def crlf(message: bytes) -> bytes:
     """SMTP DATA lines end with CRLF (RFC 5321 §2.3.8); ``smtplib`` fixes line ends of ``str`` only."""
     return message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
@@ -55,7 +55,7 @@ def send(
     options = ["SMTPUTF8"] if not all(a.isascii() for a in (sender, *recipients)) else []
     try:
         with smtplib.SMTP(submission.host or "127.0.0.1", submission.port, timeout=timeout) as client:
-            refused = client.sendmail(sender or "<>", list(recipients), _crlf(message), mail_options=options)
+            refused = client.sendmail(sender or "<>", list(recipients), crlf(message), mail_options=options)
     except (OSError, smtplib.SMTPException) as error:
         raise SubmissionError(f"submission to {submission.host}:{submission.port} failed: {error}") from error
     if refused:
