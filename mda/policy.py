@@ -229,10 +229,12 @@ class Policy:
         settings = user_settings.over(domain.mailbox).over(self.config.storage.mailbox)
         assert settings.path is not None and settings.format is not None
         values = {"user": user, "domain": domain.name, "detail": detail or ""}
-        if home is None:
-            without_home = {**values, "home": ""}
-            home = str(render_template(settings.path, without_home).parent) if "{home}" not in settings.path else ""
-        path = render_template(settings.path, values, home=home or None)
+        if home is None and "{home}" not in settings.path:
+            # No home in the path: a Sieve template's {home} is the mailbox's parent directory.
+            path = render_template(settings.path, values)
+            home = str(path.parent)
+        else:
+            path = render_template(settings.path, values, home=home or None)
         folder = folder_for_detail(detail) if detail and settings.format == "maildir" else None
         sieve_template = settings.sieve or (self.config.sieve.path if self.config.sieve else None)
         sieve = render_template(sieve_template, values, home=home or None) if sieve_template else None
