@@ -158,13 +158,12 @@ class ChunkReader:
     """
 
     def __init__(self, spool: Spool, *, max_size: int, normalize_bare: bool) -> None:
+        self.spool = spool
         self.sink = MessageSink(spool, max_size=max_size, normalize_bare=normalize_bare, stuffed=False)
         self._held = b""
-        self.wire_size = 0
 
     async def read_chunk(self, reader: asyncio.StreamReader, size: int) -> None:
         """Read ``size`` octets in blocks of at most ``BLOCK``; raises IncompleteReadError on hang-up."""
-        self.wire_size += size
         left = size
         while left:
             block = self._held + await reader.readexactly(min(left, BLOCK))

@@ -75,13 +75,11 @@ class Envelope:
     ret: str | None = None
     envid: str | None = None
     chunks: ChunkReader | None = None
-    spool: Spool | None = None
     """BDAT: the message being received in chunks (RFC 3030), closed on RSET, LAST or hang-up."""
 
     def drop_chunks(self) -> None:
-        if self.spool is not None:
-            self.spool.close()
-        self.spool = None
+        if self.chunks is not None:
+            self.chunks.spool.close()
         self.chunks = None
 
 
@@ -647,17 +645,12 @@ class MdaSession(SMTP):
                 max_size=self.ctx.limits.max_message_size,
                 normalize_bare=envelope.context.config.bare_newline == "normalize",
             )
-            if self._timeout_handle is not None:
-                self._timeout_handle.cancel()
             outcomes = await self._deliver(envelope, spool, data)
         finally:
             spool.close()
             self.busy = False
             self._reset_timeout()
-        await self._send_data_replies(outcomes)
-        if self.ctx.shutting_down:
-            await self.reply(replies.SHUTTING_DOWN)
-            self._close()
+        await self._answer_data(outcomes)
 
     async def cmd_BDAT(self, arg: str) -> None:
         """RFC 3030 CHUNKING: ``BDAT <size> [LAST]``, the octets follow the command line at once.
@@ -688,9 +681,8 @@ class MdaSession(SMTP):
             await self.reply(refusal or replies.NEED_MAIL)
             return
         if envelope.chunks is None:
-            envelope.spool = Spool(self.ctx.spool_dir)
             envelope.chunks = ChunkReader(
-                envelope.spool,
+                Spool(self.ctx.spool_dir),
                 max_size=self.ctx.limits.max_message_size,
                 normalize_bare=envelope.context.config.bare_newline == "normalize",
             )
@@ -702,23 +694,16 @@ class MdaSession(SMTP):
                 await self.reply(replies.CHUNK_OK.with_text(f"{size} octets received"))
                 return
             self.envelope_ = None
-            data = envelope.chunks.finish()
-            assert envelope.spool is not None
-            if self._timeout_handle is not None:
-                self._timeout_handle.cancel()
-            outcomes = await self._deliver(envelope, envelope.spool, data)
+            outcomes = await self._deliver(envelope, envelope.chunks.spool, envelope.chunks.finish())
         except BaseException:
-            envelope.drop_chunks()
             self.envelope_ = None
             raise
         finally:
             self.busy = False
-        envelope.drop_chunks()
-        self._reset_timeout()
-        await self._send_data_replies(outcomes)
-        if self.ctx.shutting_down:
-            await self.reply(replies.SHUTTING_DOWN)
-            self._close()
+            if self.envelope_ is None:  # delivered, or failed: the spool goes either way
+                envelope.drop_chunks()
+                self._reset_timeout()
+        await self._answer_data(outcomes)
 
     async def _discard(self, size: int) -> None:
         while size:
@@ -753,6 +738,9 @@ class MdaSession(SMTP):
                 ),
             ),
         )
+        # The command timer stops while the copies are written (and ``_timeout_cb`` stays quiet).
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
         self._delivering = True
         try:
             outcomes = await deliver(context.config, txn, spool, data, lmtp=self.lmtp, executor=self.ctx.executor)
@@ -810,16 +798,15 @@ class MdaSession(SMTP):
         _BACKGROUND.add(task)
         task.add_done_callback(_BACKGROUND.discard)
 
-    async def _send_data_replies(self, outcomes: Sequence[Outcome]) -> None:
-        """LMTP: exactly one reply per accepted RCPT, in order (RFC 2033 §4.2). SMTP: one reply."""
-        lines = data_replies(outcomes, lmtp=self.lmtp)
+    async def _answer_data(self, outcomes: Sequence[Outcome]) -> None:
+        """The end of DATA or BDAT LAST: LMTP, exactly one reply per accepted RCPT, in order (RFC 2033
+        §4.2), in one write; SMTP, the one shared reply. Then ``421 4.3.2`` and close when shutting down."""
+        lines = [outcome.reply for outcome in outcomes] if self.lmtp else [outcomes[0].reply]
         self._writer.write("".join(f"{line}\r\n" for line in lines).encode("utf-8", "surrogateescape"))
         await self._writer.drain()
-
-
-def data_replies(outcomes: Sequence[Outcome], *, lmtp: bool) -> list[Reply]:
-    """The replies for one DATA: per recipient in LMTP, the single shared one in SMTP."""
-    return [outcome.reply for outcome in outcomes] if lmtp else [outcomes[0].reply]
+        if self.ctx.shutting_down:
+            await self.reply(replies.SHUTTING_DOWN)
+            self._close()
 
 
 def _clean_command(line: str) -> bool:

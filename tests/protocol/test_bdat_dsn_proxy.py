@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import signal
 import socket
 import struct
 import threading
@@ -94,6 +95,26 @@ def test_bdat_over_size_limit(start_mda, tmp_path):
         assert (reply.code, reply.enhanced) == (552, "5.3.4")
         assert client.cmd("NOOP").code == 250
     assert _maildir(root, "alice") == []
+
+
+def test_bdat_last_in_flight_is_answered_then_421_on_shutdown(start_mda, tmp_path):
+    root = tmp_path / "mail"
+    server = start_mda(basic_config(root, shutdown_timeout="60s"))
+    with Client(server.lmtp, timeout=5) as client:  # the 421 comes with the replies, not at the deadline
+        client.cmd("LHLO client.test")
+        client.cmd("MAIL FROM:<s@remote.test>")
+        client.cmd("RCPT TO:<alice@example.test>")
+        client.cmd("RCPT TO:<bob@example.test>")
+        client.send(f"BDAT {len(BODY)} LAST\r\n".encode() + BODY[:10])
+        server.wait_for_log("session_open")
+        server.signal(signal.SIGTERM)
+        server.wait_for_log("event=stopping")
+        client.send(BODY[10:])
+        replies = [client.read_reply() for _ in range(3)]
+        assert [(r.code, r.enhanced) for r in replies] == [(250, "2.0.0"), (250, "2.0.0"), (421, "4.3.2")]
+        assert client.is_closed()
+    assert server.process.wait(10) == 0
+    assert len(_maildir(root, "alice")) == len(_maildir(root, "bob")) == 1
 
 
 class _Sink:
