@@ -19,7 +19,6 @@ only after ``commit`` made the message visible.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import time
@@ -321,7 +320,10 @@ def check_quota_before_data(mailbox: Mailbox, size: int | None) -> Reply | None:
 
 
 def _open_existing(mailbox: Mailbox) -> int:
-    """The Maildir root, or the mbox's directory, opened without following links and without creating."""
+    """The Maildir root, or the mbox's directory, opened without following links and without creating.
+
+    A planted symlink is never followed: ``O_NOFOLLOW|O_DIRECTORY`` fails on it (``ENOTDIR``) as on a
+    missing mailbox, and delivery then refuses it with its own reply."""
     root = mailbox.root or mailbox.path.parent
     parts = split_below(root, mailbox.path)
     if mailbox.format == "mbox":
@@ -329,9 +331,5 @@ def _open_existing(mailbox: Mailbox) -> int:
     root_fd = os.open(root, DIR_FLAGS)
     try:
         return open_below(root_fd, parts, create=False, owner=None)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise DeliveryError(full_reply(mailbox), "unreachable") from error
-        raise
     finally:
         os.close(root_fd)

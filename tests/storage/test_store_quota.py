@@ -221,3 +221,17 @@ def test_check_before_data_for_mbox(mail_root: Path, make_copy: Callable[..., Me
     used = box.path.stat().st_size
     assert check_quota_before_data(box, 500 - used) is None
     assert check_quota_before_data(box, 501 - used) == MAILBOX_FULL
+
+
+def test_check_before_data_does_not_follow_a_planted_symlink(mail_root: Path, tmp_path: Path) -> None:
+    """A symlink as the Maildir is never followed at RCPT: the full ``maildirsize`` where it points is not
+    read (nor rebuilt), and the mailbox is judged as a missing one; delivery refuses it later."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "maildirsize").write_bytes(b"1000S\n1000 1\n")
+    box = maildir_box(mail_root, quota_bytes=1000)
+    box.path.parent.mkdir(parents=True)
+    box.path.symlink_to(outside)
+    assert check_quota_before_data(box, 10) is None
+    assert os.listdir(outside) == ["maildirsize"]
+    assert (outside / "maildirsize").read_bytes() == b"1000S\n1000 1\n"
