@@ -56,7 +56,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         sys.stdout.write(yaml.safe_dump(to_plain(config), sort_keys=False, allow_unicode=True))
     else:
         print(f"{args.config or '<default>'}: ok")
-    if getattr(args, "against", None) is not None:
+    if args.against is not None:
         old = _load_or_report(args.against)
         if old is None:
             return EXIT_CONFIG
@@ -170,33 +170,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mda", description="Mail delivery agent (LMTP/SMTP → Maildir/mbox)")
     parser.add_argument("--version", action="version", version=f"mda {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    with_config = argparse.ArgumentParser(add_help=False)
+    with_config.add_argument("--config", type=Path, help="configuration file (default: the embedded one)")
 
-    serve = commands.add_parser("serve", help="run the server")
-    serve.add_argument("--config", type=Path, help="configuration file (default: the embedded one)")
+    serve = commands.add_parser("serve", parents=[with_config], help="run the server")
     serve.set_defaults(func=cmd_serve)
 
-    check = commands.add_parser("check-config", help="validate a configuration")
-    check.add_argument("--config", type=Path)
+    check = commands.add_parser("check-config", parents=[with_config], help="validate a configuration")
     check.add_argument("--print", action="store_true", help="print the effective configuration")
     check.add_argument("--against", type=Path, metavar="OLD", help="list addresses whose destination changes")
     check.set_defaults(func=cmd_check_config)
 
-    resolve = commands.add_parser("resolve", help="explain where an address is delivered")
-    resolve.add_argument("--config", type=Path)
+    resolve = commands.add_parser("resolve", parents=[with_config], help="explain where an address is delivered")
     resolve.add_argument("address")
     resolve.add_argument("--size", type=int, help="message size, as the SIZE parameter would say")
     resolve.add_argument("--message", type=Path, metavar="FILE", help="also show the Sieve actions for this message")
     resolve.add_argument("-f", "--from", dest="sender", default="", help="envelope sender for --message")
     resolve.set_defaults(func=cmd_resolve)
 
-    deliver = commands.add_parser("deliver", help="LDA mode: deliver one message read from standard input")
-    deliver.add_argument("--config", type=Path)
+    deliver = commands.add_parser(
+        "deliver", parents=[with_config], help="LDA mode: deliver one message read from standard input"
+    )
     deliver.add_argument("-f", "--from", dest="sender", default="", help='envelope sender ("" = null sender)')
     deliver.add_argument("recipients", nargs="+", metavar="RECIPIENT")
     deliver.set_defaults(func=cmd_deliver)
 
-    sieve_check = commands.add_parser("sieve-check", help="compile an address's Sieve scripts")
-    sieve_check.add_argument("--config", type=Path)
+    sieve_check = commands.add_parser("sieve-check", parents=[with_config], help="compile an address's Sieve scripts")
     sieve_check.add_argument("address")
     sieve_check.set_defaults(func=cmd_sieve_check)
     return parser
