@@ -146,8 +146,7 @@ class MdaSession(SMTP):
         return False
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self.envelope_ is not None:
-            self.envelope_.drop_chunks()
+        self._drop_transaction()
         self.ctx.session_closed(self)
         super().connection_lost(error)
 
@@ -197,27 +196,25 @@ class MdaSession(SMTP):
             except (ConnectionError, asyncio.IncompleteReadError):
                 self._close()
                 return
+            method: Callable[[str], Any] | None = None
             if line is None or not _clean_command(line):
+                refusal = replies.LINE_TOO_LONG if line is None else replies.BAD_COMMAND_BYTES
+            else:
+                if self.ctx.shutting_down and not self.busy:
+                    await self.reply(replies.SHUTTING_DOWN)
+                    self._close()
+                    return
+                verb, _, arg = line.partition(" ")
+                if verb.isascii() and verb.isalpha():
+                    method = getattr(self, "cmd_" + verb.upper(), None)
+                refusal = replies.UNKNOWN_COMMAND
+            if method is None:
                 unknown_left -= 1
                 if unknown_left <= 0:
                     await self.reply(replies.TOO_MANY_UNKNOWN)
                     self._close()
                     return
-                await self.reply(replies.LINE_TOO_LONG if line is None else replies.BAD_COMMAND_BYTES)
-                continue
-            if self.ctx.shutting_down and not self.busy:
-                await self.reply(replies.SHUTTING_DOWN)
-                self._close()
-                return
-            verb, _, arg = line.partition(" ")
-            method: Callable[[str], Any] | None = getattr(self, "cmd_" + verb.upper(), None) if verb.isascii() else None
-            if method is None or not verb.isalpha():
-                unknown_left -= 1
-                if unknown_left <= 0:
-                    await self.reply(replies.TOO_MANY_UNKNOWN)
-                    self._close()
-                    return
-                await self.reply(replies.UNKNOWN_COMMAND)
+                await self.reply(refusal)
                 continue
             self._reset_timeout()
             try:
@@ -227,9 +224,7 @@ class MdaSession(SMTP):
                 return
             except Exception as error:  # style.md §13: never "500 Error: (Exc) text" to the client
                 self.ctx.log_exception(self, error)
-                if self.envelope_ is not None:
-                    self.envelope_.drop_chunks()
-                self.envelope_ = None
+                self._drop_transaction()
                 await self.reply(replies.LOCAL_ERROR)
 
     async def _read_proxy_header(self) -> bool:

@@ -52,6 +52,17 @@ def test_unknown_command_loop_is_closed_with_421(start_mda, tmp_path):
         assert other.cmd("EHLO still.serving").code == 250
 
 
+def test_overlong_and_malformed_lines_count_toward_the_421(start_mda, tmp_path):
+    server = start_mda(basic_config(tmp_path / "mail"))
+    with Client(server.smtp) as client:
+        bad = [b"NOOP " + b"x" * 5000, b"NO\x00OP", b"XYZZY", b"N\xc3OOP"] * 5
+        replies = [client.cmd(line) for line in bad[:19]]
+        assert {(r.code, r.enhanced) for r in replies} == {(500, "5.5.2"), (500, "5.5.1")}
+        reply = client.cmd(bad[19])
+        assert (reply.code, reply.enhanced) == (421, "4.7.0")
+        assert client.is_closed()
+
+
 def test_pipelined_flood_gets_one_reply_per_command(start_mda, tmp_path):
     server = start_mda(basic_config(tmp_path / "mail"))
     with Client(server.lmtp) as client:
