@@ -67,8 +67,6 @@ class Envelope:
     context: Any
     size_hint: int | None = None
     smtputf8: bool = False
-    body: str = "7BIT"
-    mail_params: dict[str, str] = field(default_factory=dict)
     recipients: list[Resolution] = field(default_factory=list)
     rcpt_params: list[dict[str, str]] = field(default_factory=list)
     """The RCPT parameters (``NOTIFY``, ``ORCPT``) of each accepted recipient, parallel to ``recipients``."""
@@ -122,7 +120,6 @@ class MdaSession(SMTP):
         self.client_ip = ""
         self.authenticated: str | None = None
         self._delivering = False
-        self._closing_reason: Reply | None = None
 
     # --- connection ------------------------------------------------------------------------------
 
@@ -411,8 +408,6 @@ class MdaSession(SMTP):
             context=self.ctx.state,
             size_hint=int(params["SIZE"]) if params.get("SIZE") else None,
             smtputf8=smtputf8,
-            body=params.get("BODY", "7BIT").upper(),
-            mail_params=params,
             ret=dsn.check_ret(params["RET"]) if "RET" in params else None,
             envid=dsn.check_envid(params["ENVID"]) if "ENVID" in params else None,
         )
@@ -656,24 +651,21 @@ class MdaSession(SMTP):
         like the end of DATA: one reply per accepted recipient in LMTP.
         """
         words = arg.split()
-        if not 1 <= len(words) <= 2 or not words[0].isdigit() or len(words[0]) > len(str(MAX_BDAT_CHUNK)):
-            await self.reply(replies.PARAM_SYNTAX.with_text("Syntax: BDAT <size> [LAST]"))
-            return
-        if len(words) == 2 and words[1].upper() != "LAST":
+        if (
+            not 1 <= len(words) <= 2
+            or not words[0].isdigit()
+            or len(words[0]) > len(str(MAX_BDAT_CHUNK))
+            or [word.upper() for word in words[1:]] not in ([], ["LAST"])
+        ):
             await self.reply(replies.PARAM_SYNTAX.with_text("Syntax: BDAT <size> [LAST]"))
             return
         size, last = int(words[0]), len(words) == 2
         envelope = self.envelope_
-        refusal = None
-        if envelope is None:
-            refusal = replies.NEED_MAIL
-        elif not envelope.recipients:
-            refusal = replies.NEED_RCPT
         self._reset_timeout(self.ctx.limits.data_timeout)
-        if refusal is not None or envelope is None:
+        if envelope is None or not envelope.recipients:
             await self._discard(size)
             self._reset_timeout()
-            await self.reply(refusal or replies.NEED_MAIL)
+            await self.reply(replies.NEED_MAIL if envelope is None else replies.NEED_RCPT)
             return
         if envelope.chunks is None:
             envelope.chunks = ChunkReader(

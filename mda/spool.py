@@ -104,13 +104,6 @@ class Spool:
             return bytes(self._buffer)
         return os.pread(self._fd, self._size, 0)
 
-    def ends_with_newline(self) -> bool:
-        if self._size == 0:
-            return True
-        if self._fd is None:
-            return self._buffer.endswith(b"\n")
-        return os.pread(self._fd, 1, self._size - 1) == b"\n"
-
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

@@ -61,11 +61,20 @@ def test_bdat_zero_last_refusals_and_bare_newlines(start_mda, tmp_path):
         assert (reply.code, reply.enhanced) == (503, "5.5.1")
         assert client.cmd("BDAT x").code == 501
         assert client.cmd("BDAT 1 MORE").code == 501
+        reply = client.cmd("BDAT 12345678901234 LAST")  # more digits than any chunk: syntax, nothing read
+        assert (reply.code, reply.enhanced) == (501, "5.5.4")
         client.cmd("MAIL FROM:<s@remote.test>")
+        reply = client.cmd("MAIL FROM:<other@remote.test>")
+        assert (reply.code, reply.enhanced) == (503, "5.5.1")
+        reply = _chunk(client, b"no recipient yet")  # read and refused; the session stays in step
+        assert (reply.code, reply.enhanced) == (503, "5.5.1")
         client.cmd("RCPT TO:<alice@example.test>")
         assert _chunk(client, BODY).code == 250
-        assert client.cmd("DATA").code == 503
-        reply = client.cmd("BDAT 0 LAST")
+        reply = client.cmd("RCPT TO:<bob@example.test>")
+        assert (reply.code, reply.enhanced) == (503, "5.5.1")
+        reply = client.cmd("DATA")
+        assert (reply.code, reply.enhanced) == (503, "5.5.1")
+        reply = client.cmd("BDAT 0 last")
         assert (reply.code, reply.enhanced) == (250, "2.0.0")
         client.cmd("MAIL FROM:<s@remote.test>")
         client.cmd("RCPT TO:<bob@example.test>")
