@@ -120,7 +120,7 @@ def _sieve_plan(
         queue_id=txn.queue_id,
         sender=txn.sender,
         recipient=resolution.address,
-        original_recipient=dict(txn.trace.original_to).get(resolution.address),
+        original_recipient=txn.trace.original_for(resolution.address),
         mailboxes=resolution.mailboxes,
         header=header,
         source=source,
@@ -196,6 +196,11 @@ def deliver_lmtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
     return outcomes
 
 
+def _all(txn: Transaction, reply: Reply, reason: str) -> list[Outcome]:
+    """SMTP's single reply, as the outcome of every accepted RCPT."""
+    return [Outcome(r, reply, reason=reason) for r in txn.recipients]
+
+
 def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResult) -> list[Outcome]:
     """All or nothing: every copy staged, then all committed; else none is (blocking).
 
@@ -208,7 +213,7 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
     if failed:
         temporary = [refusal for _, refusal in failed if refusal[0].is_temporary]
         reply, reason = temporary[0] if temporary else failed[0][1]
-        return [Outcome(r, reply, reason=reason) for r in txn.recipients]
+        return _all(txn, reply, reason)
 
     # Sieve runs before anything is staged: a reject is a permanent failure of the whole transaction
     # (design.md, "Data flow"; LMTP refuses only that recipient).
@@ -239,8 +244,7 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
     except Exception as error:
         for _, _, copy_staged in staged:
             copy_staged.abort()
-        reply = reply_for_error(error)
-        return [Outcome(r, reply, reason=describe_error(error)) for r in txn.recipients]
+        return _all(txn, reply_for_error(error), describe_error(error))
 
     results: dict[str, list[StoreResult]] = {}
     failure: tuple[Reply, str] | None = None
@@ -254,7 +258,7 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
             failure = (replies.LOCAL_ERROR, "commit failed: " + describe_error(error))
             break
     if failure is not None:
-        return [Outcome(r, failure[0], reason=failure[1]) for r in txn.recipients]
+        return _all(txn, *failure)
     reasons: dict[str, str] = {}
     for resolution in unique:
         address = resolution.address.lower()
@@ -266,7 +270,7 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
                 config, txn, plan, resolution.address, copies[address], source, results.setdefault(address, []).append
             )
         except Exception as error:  # the fallback keep of a failed redirect failed: retry, never lose
-            return [Outcome(r, replies.LOCAL_ERROR, reason=describe_error(error)) for r in txn.recipients]
+            return _all(txn, replies.LOCAL_ERROR, describe_error(error))
         reasons[address] = plan.summary
     reply = replies.DELIVERED.with_text(f"{txn.queue_id} Saved")
     return [
