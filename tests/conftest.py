@@ -16,6 +16,10 @@ import pytest
 
 from tests.mdaproc import RunningServer, start_server
 
+REPOSITORY = Path(__file__).resolve().parents[1]
+# Every `python -m mda` a test starts runs this checkout's code, whatever other copy is installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))
+
 IS_ROOT = os.geteuid() == 0
 IN_CI = os.environ.get("CI") == "true"
 
