@@ -19,7 +19,7 @@ from mda import filtering, replies
 from mda.config import Config
 from mda.dataread import DataResult
 from mda.policy import Resolution
-from mda.replies import DeliveryError, Reply, describe_error, reply_for_error
+from mda.replies import Reply, describe_error, reply_for_error
 from mda.spool import Spool
 from mda.storage import store_for
 from mda.storage.base import Mailbox, MessageCopy, StagedCopy, StoreResult
@@ -303,6 +303,7 @@ async def deliver(
 
 
 def failure_outcomes(txn: Transaction, error: BaseException) -> list[Outcome]:
-    """Outcomes when delivery itself raised: ``451 4.3.0`` for every recipient, reason logged."""
-    reply = error.reply if isinstance(error, DeliveryError) else replies.LOCAL_ERROR
+    """Outcomes when delivery itself raised: the error's reply (``451 4.3.0`` by default) for every
+    recipient, through the one error table; the reason is logged."""
+    reply = reply_for_error(error)
     return [Outcome(r, reply, reason=describe_error(error)) for r in txn.recipients]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,12 +131,14 @@ class _DirectorySync:
                 return
             self.running = True
             covers = self.issued
+        synced = False
         try:
             os.fsync(fd)
+            synced = True
         finally:
             with self.condition:
                 self.running = False
-                if sys.exc_info()[0] is None:
+                if synced:
                     self.durable = max(self.durable, covers)
                 self.condition.notify_all()
 
