@@ -34,7 +34,6 @@ class DataResult:
     """Bytes as stored (LF endings, unstuffed, before mda's trace headers)."""
     too_big: bool = False
     bare_newlines: int = 0
-    eight_bit: bool = False
 
 
 class HeaderFilter:
@@ -95,7 +94,6 @@ class DataDecoder:
         self.stuffed = stuffed
         self.at_line_start = True
         self.bare_newlines = 0
-        self.eight_bit = False
 
     def decode(self, block: bytes) -> bytes:
         """Decode complete wire lines (or one piece of an overlong line when ``at_line_start`` is False)."""
@@ -104,8 +102,6 @@ class DataDecoder:
                 block = block[1:]
             if b"\r\n." in block:
                 block = block.replace(b"\r\n.", b"\r\n")
-        if not self.eight_bit and not block.isascii():
-            self.eight_bit = True
         wire_length = len(block)
         line_feeds = block.count(b"\n")
         block = block.replace(b"\r\n", b"\n")
@@ -146,7 +142,6 @@ class MessageSink:
         if tail:
             self._store(tail)
         self.result.bare_newlines = self.decoder.bare_newlines
-        self.result.eight_bit = self.decoder.eight_bit
         return self.result
 
 

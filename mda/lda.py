@@ -153,8 +153,6 @@ class LocalReader:
             self.result.bare_newlines += lone_cr
             if self.normalize_bare:
                 block = block.replace(b"\r", b"\n")
-        if not self.result.eight_bit and not block.isascii():
-            self.result.eight_bit = True
         if self._leading:
             self._leading_lines(block)
         else:
