@@ -183,8 +183,10 @@ class Application:
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         await self.start()
-        self.watcher = ConfigWatcher(loop, watched_files(self.state.config), self.request_reload)
-        self.watcher.start()
+        config = self.state.config
+        if config.source is not None:  # the embedded default has no file to watch
+            self.watcher = ConfigWatcher(loop, watched_files(config), self.request_reload, running=config.digest)
+            self.watcher.start()
         logs.event("started", listeners=len(self.listeners), config=self.state.config.digest, pid=os.getpid())
         if self.on_ready is not None:
             self.on_ready()
@@ -193,7 +195,8 @@ class Application:
         await self._stop.wait()
         if not self.worker:
             sdnotify.stopping()
-        self.watcher.stop()
+        if self.watcher is not None:
+            self.watcher.stop()
         await self.drain()
         if self.metrics_server is not None:
             self.metrics_server.close()
@@ -254,7 +257,7 @@ class Application:
         if (new.log_format, new.log_level) != (old.log_format, old.log_level):
             logs.setup(new.log_format, new.log_level)
         if self.watcher is not None:
-            self.watcher.set_paths(watched_files(new))
+            self.watcher.set_paths(watched_files(new), running=new.digest)
         self.metrics.config_reloaded(True)
         self.metrics.config_loaded_now(new.digest)
         logs.event("reloaded", config=new.digest, previous=old.digest)

@@ -13,7 +13,7 @@ import os
 import re
 import socket
 import string
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -697,12 +697,25 @@ def _check_aliases(doc: Document, config: Config, raw_keys: Mapping[str, str]) -
         raise doc.error(("aliases", spelled.get(error.cycle[0], error.cycle[0])), str(error)) from None
 
 
-def _digest(*texts: bytes) -> str:
+def file_version(path: Path) -> bytes:
+    """What a watched file holds now (following symlinks); a missing or unreadable file is its own state."""
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        return f"<{error.errno}>".encode()
+
+
+def content_digest(versions: Iterable[tuple[Path, bytes]]) -> str:
+    """The version of a configuration: its files' names and contents, hashed."""
     digest = hashlib.sha256()
-    for text in texts:
-        digest.update(text)
-        digest.update(b"\0")
+    for path, content in versions:
+        digest.update(str(path).encode() + b"\0" + content + b"\0")
     return digest.hexdigest()[:16]
+
+
+def current_digest(paths: Iterable[Path]) -> str:
+    """``content_digest`` of the files as they are now: what reload compares with the running version."""
+    return content_digest((path, file_version(path)) for path in paths)
 
 
 def load(path: Path | None) -> Config:
@@ -710,18 +723,19 @@ def load(path: Path | None) -> Config:
     if path is None:
         doc = load_text(DEFAULT_CONFIG_YAML, "<default>")
         config = build(doc, Path.cwd())
-        return replace(config, digest=_digest(DEFAULT_CONFIG_YAML.encode()))
+        return replace(config, digest=hashlib.sha256(DEFAULT_CONFIG_YAML.encode()).hexdigest()[:16])
     doc = load_file(path)
     base_dir = path.parent.resolve()
     users_doc = None
     raw_users_file = doc.data.get("users_file") if isinstance(doc.data, dict) else None
     if isinstance(raw_users_file, str) and raw_users_file:
         users_doc = load_file(base_dir / raw_users_file)
-    config = build(doc, base_dir, users_doc)
-    texts = [path.read_bytes()]
-    if config.users_file is not None:
-        texts.append(config.users_file.read_bytes())
-    return replace(config, source=path, digest=_digest(*texts))
+    config = replace(build(doc, base_dir, users_doc), source=path)
+    # The digest is of the bytes parsed, not of a second read: an edit racing the load is then a change.
+    versions = [(path, doc.raw)]
+    if config.users_file is not None and users_doc is not None:
+        versions.append((config.users_file, users_doc.raw))
+    return replace(config, digest=content_digest(versions))
 
 
 def watched_files(config: Config) -> Iterator[Path]:

@@ -4,8 +4,10 @@ watchdog watching a file really watches its directory, and misses Kubernetes Con
 ``..data`` symlink is swapped, the file itself never changes) and can lose an editor's rename-replace.
 So the *directories* are watched, and any event that may concern a watched name (the name itself, or a
 ``..`` entry of a ConfigMap) schedules one check ~0.2 s later: the files are re-read and hashed, and only
-a changed content triggers a reload. A burst of events (an editor's save, a log file in the same
-directory) costs one check, never a reload per event.
+a content that differs from the running configuration's (``Config.digest``, the bytes it was parsed from)
+triggers a reload. One check also runs as the watch starts, for an edit made while mda was starting. A
+burst of events (an editor's save, a log file in the same directory) costs one check, never a reload per
+event.
 
 The reload itself (load, validate, swap, or keep the old configuration) is the application's; this
 module only watches (design.md, "Parts": reload never mutates a live config).
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,20 +25,9 @@ from typing import Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from mda.config import current_digest
+
 DEBOUNCE_SECONDS = 0.2
-
-
-def fingerprint(paths: Iterable[Path]) -> str:
-    """A hash of the files' contents (following symlinks); a missing file counts as its own state."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(str(path).encode() + b"\0")
-        try:
-            digest.update(path.read_bytes())
-        except OSError as error:
-            digest.update(f"<{error.errno}>".encode())
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 class _Events(FileSystemEventHandler):
@@ -61,6 +51,7 @@ class ConfigWatcher:
         paths: Iterable[Path],
         on_change: Callable[[], Any],
         *,
+        running: str | None = None,
         debounce: float = DEBOUNCE_SECONDS,
     ) -> None:
         self.loop = loop
@@ -72,25 +63,23 @@ class ConfigWatcher:
         self.watched_dirs: set[str] = set()
         self._pending: asyncio.TimerHandle | None = None
         self.last = ""
-        self.set_paths(paths)
+        self.set_paths(paths, running)
 
-    def set_paths(self, paths: Iterable[Path]) -> None:
-        """Watch these files from now on (after a reload the users file may have changed).
+    def set_paths(self, paths: Iterable[Path], running: str | None = None) -> None:
+        """Watch these files from now on, compared with ``running``, the digest of the version in use.
 
-        The same files keep the fingerprint taken by the check that asked for the reload: one taken now,
-        after the reload read them, would hide an edit made while it ran and lose that change.
+        After a reload ``running`` is the digest of the bytes that reload parsed, never a fresh read: one
+        taken now would hide an edit made while the reload ran and lose that change. Without it (a bare
+        watcher) the files as they are now are the baseline.
         """
-        wanted = [Path(path) for path in paths]
-        if wanted == self.paths:
-            return
-        self.paths = wanted
+        self.paths = [Path(path) for path in paths]
         self.names = {path.name for path in self.paths}
         for path in self.paths:
             directory = os.path.abspath(path.parent)
             if directory not in self.watched_dirs and os.path.isdir(directory):
                 self.observer.schedule(_Events(self), directory, recursive=False)
                 self.watched_dirs.add(directory)
-        self.last = fingerprint(self.paths)
+        self.last = running if running is not None else current_digest(self.paths)
 
     def concerns(self, path: str) -> bool:
         name = os.path.basename(path)
@@ -98,6 +87,7 @@ class ConfigWatcher:
 
     def start(self) -> None:
         self.observer.start()
+        self.poke()
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -115,7 +105,7 @@ class ConfigWatcher:
 
     def _check(self) -> None:
         self._pending = None
-        current = fingerprint(self.paths)
+        current = current_digest(self.paths)
         if current != self.last:
             self.last = current
             self.on_change()

@@ -7,7 +7,7 @@ line of every mapping key and sequence item under its path (``("listeners", 0, "
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ class Document:
     name: str
     data: Any
     lines: dict[PathKey, int] = field(default_factory=dict)
+    raw: bytes = b""
+    """The bytes parsed (files only): the version of the configuration that was read, see config.load."""
 
     def line_of(self, path: PathKey) -> int | None:
         """The line of ``path`` or of its nearest ancestor that has one."""
@@ -123,4 +125,4 @@ def load_file(path: Path) -> Document:
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise ConfigError(str(path), line, "", "file is not valid UTF-8") from None
-    return load_text(text, str(path))
+    return replace(load_text(text, str(path)), raw=raw)

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from mda.config import current_digest
 from mda.reload import ConfigWatcher
 from tests.clients import Client
 from tests.conftest import basic_config
@@ -168,12 +169,34 @@ def test_an_edit_during_a_reload_is_not_swallowed(tmp_path: Path) -> None:
     path = tmp_path / "mda.yaml"
     path.write_text("first")
 
+    read_by_the_reload = current_digest([path])
+
     def edit_while_reloading(watcher: ConfigWatcher) -> None:
         path.write_text("second")  # written after a reload read "first", before it finished
         watcher.poke()
-        watcher.set_paths([path])  # that reload finishes and hands the same files back
+        watcher.set_paths([path], running=read_by_the_reload)  # that reload finishes with what it read
 
     assert asyncio.run(_watch(path, edit_while_reloading)) == ["second"]
+
+
+def test_an_edit_made_while_mda_starts_is_reloaded(tmp_path: Path) -> None:
+    """The file changed after mda parsed it but before the watch began: no event will come, the start check sees it."""
+    path = tmp_path / "mda.yaml"
+    path.write_text("first")
+    parsed = current_digest([path])
+    path.write_text("second")
+
+    async def run() -> list[str]:
+        seen: list[str] = []
+        watcher = ConfigWatcher(
+            asyncio.get_running_loop(), [path], lambda: seen.append(path.read_text()), running=parsed, debounce=0.01
+        )
+        watcher.start()
+        await asyncio.sleep(0.2)
+        watcher.stop()
+        return seen
+
+    assert asyncio.run(run()) == ["second"]
 
 
 def test_a_burst_of_events_is_one_check_and_unchanged_content_none(tmp_path: Path) -> None:
