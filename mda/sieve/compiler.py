@@ -8,12 +8,12 @@ tests and tags, missing ``require`` (RFC 5228 §3.2), argument shapes, comparato
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import SieveError
-from .match import COMPARATORS
+from .match import CASEMAP, COMPARATORS
 from .strings import Value, compile_string
 from .syntax import Argument, CommandNode, NumberArg, StringArg, TagArg, TestNode
 
@@ -136,13 +136,16 @@ _ADDR_SPEC = re.compile(r"[^\s@<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za
 
 @dataclass(frozen=True, slots=True)
 class Test:
-    """A validated test: ``tags`` maps a tag group to the tag name or its value."""
+    """A validated test: ``tags`` maps a tag group to the tag name or its value; ``match_type`` and
+    ``comparator`` are resolved here, defaults included, so a delivery does not look them up."""
 
     name: str
     line: int
     tags: Mapping[str, Any]
     args: tuple[Any, ...]
     tests: tuple[Test, ...]
+    match_type: str = "is"
+    comparator: str = CASEMAP
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,11 +175,16 @@ Node = Command | If
 
 @dataclass(frozen=True, slots=True)
 class Script:
-    """A compiled script, immutable and safe to share between deliveries and threads."""
+    """A compiled script, immutable and safe to share between deliveries and threads.
+
+    ``program`` is what runs: the body lowered to closures by ``interpreter.lower`` (engine.compile_text
+    always does it; a Script without it runs nothing).
+    """
 
     name: str
     body: tuple[Node, ...]
     extensions: frozenset[str]
+    program: tuple[Callable[[Any], None], ...] = field(default=(), compare=False, repr=False)
 
 
 class _Compiler:
@@ -260,7 +268,18 @@ class _Compiler:
             raise self.error(node.line, f"test '{node.name}' needs exactly one test")
         if spec.tests == "list" and (count == 0 or len(node.args) > 0):
             raise self.error(node.line, f"test '{node.name}' needs a test list")
-        test = Test(node.name, node.line, tags, args, tuple(self.test(t) for t in node.tests))
+        # RFC 5228 §2.7.3 makes i;ascii-casemap the default comparator; Pigeonhole's ``string`` test
+        # (RFC 5229 §5) compares with i;octet unless told otherwise, and so does mda.
+        default_comparator = "i;octet" if node.name == "string" else CASEMAP
+        test = Test(
+            node.name,
+            node.line,
+            tags,
+            args,
+            tuple(self.test(t) for t in node.tests),
+            match_type=tags.get("match", "is"),
+            comparator=tags.get("comparator", default_comparator),
+        )
         self.check_test(test)
         return test
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from .actions import Action, Keep, ResultBuilder, Vacation
 from .compiler import Script, compile_commands
 from .errors import SieveError, SieveRuntimeError
-from .interpreter import Context, execute
+from .interpreter import Context, execute, lower
 from .lexer import decode_script
 from .message import SieveMessage
 from .parser import parse
@@ -53,7 +53,7 @@ def compile_text(text: str, name: str) -> Script:
     """Compile script text; ``name`` is the file name errors report."""
     if len(text) > MAX_SCRIPT_SIZE:
         raise SieveError(name, 1, f"script larger than {MAX_SCRIPT_SIZE} bytes")
-    return compile_commands(parse(text, name), name)
+    return lower(compile_commands(parse(text, name), name))
 
 
 _cache: dict[Path, tuple[tuple[int, int], Script]] = {}

@@ -8,14 +8,14 @@ result between ``sieve_before`` scripts, the user's script and ``sieve_after`` s
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .actions import FileInto, Keep, PendingVacation, Reject, ResultBuilder
 from .compiler import Command, If, Node, Script, Test
 from .errors import SieveRuntimeError
-from .match import match_value
+from .match import keys_for
 from .message import Address, SieveMessage, split_address
 from .strings import Ref, Value
 from .vacation import DEFAULT_DAYS
@@ -24,6 +24,8 @@ from .vacation import DEFAULT_DAYS
 MAX_VARIABLE_SIZE = 4096
 #: Pigeonhole's ``sieve_variables_max_scope_size``.
 MAX_VARIABLES = 255
+#: Address parts that are fields of :class:`Address` (``user`` and ``detail`` need the delimiters).
+_PLAIN_PARTS = frozenset({"all", "localpart", "domain"})
 #: Longest string an expansion may build; beyond it the script fails instead of eating memory.
 MAX_EXPANDED = 1 << 20
 
@@ -52,35 +54,6 @@ class _Run:
         self.match_vars: list[str] = []
         self.flags: list[str] = []  # the imap4flags internal variable (RFC 5232 §3)
         self.plain = "variables" not in script.extensions
-        self.commands: dict[str, Callable[[Command], None]] = {
-            "stop": self.do_stop,
-            "keep": self.do_keep,
-            "discard": self.do_discard,
-            "fileinto": self.do_fileinto,
-            "redirect": self.do_redirect,
-            "reject": self.do_reject,
-            "ereject": self.do_reject,
-            "vacation": self.do_vacation,
-            "set": self.do_set,
-            "setflag": self.do_flags,
-            "addflag": self.do_flags,
-            "removeflag": self.do_flags,
-        }
-        self.tests: dict[str, Callable[[Test], bool]] = {
-            "true": lambda t: True,
-            "false": lambda t: False,
-            "not": lambda t: not self.test(t.tests[0]),
-            "allof": lambda t: all(self.test(s) for s in t.tests),
-            "anyof": lambda t: any(self.test(s) for s in t.tests),
-            "exists": self.test_exists,
-            "size": self.test_size,
-            "header": self.test_header,
-            "address": self.test_address,
-            "envelope": self.test_envelope,
-            "hasflag": self.test_hasflag,
-            "string": self.test_string,
-            "body": self.test_body,
-        }
 
     def error(self, line: int, message: str) -> SieveRuntimeError:
         return SieveRuntimeError(self.script.name, line, message)
@@ -88,20 +61,8 @@ class _Run:
     # -- running -------------------------------------------------------------------------------
     def run(self) -> None:
         with contextlib.suppress(_Stop):
-            self.block(self.script.body)
-
-    def block(self, nodes: tuple[Node, ...]) -> None:
-        for node in nodes:
-            if isinstance(node, If):
-                for branch in node.branches:
-                    if branch.test is None or self.test(branch.test):
-                        self.block(branch.block)
-                        break
-            else:
-                self.commands[node.name](node)
-
-    def test(self, test: Test) -> bool:
-        return self.tests[test.name](test)
+            for step in self.script.program:
+                step(self)
 
     # -- strings -------------------------------------------------------------------------------
     def expand(self, value: Value, line: int) -> str:
@@ -124,31 +85,67 @@ class _Run:
             out.append(text)
         return "".join(out)
 
-    def expand_all(self, values: Sequence[Value], line: int) -> Sequence[str]:
-        # Without "variables" every value is compiled to a plain str (strings.compile_string): nothing to do.
+    def expand_all(self, values: tuple[Value, ...], line: int) -> tuple[str, ...]:
+        # Without "variables" every value is compiled to a plain str (strings.compile_string): nothing to
+        # do, and the script's own tuple goes on, so match.keys_for finds its keys prepared.
         if self.plain:
             return values  # type: ignore[return-value]  # all plain str without "variables"
-        return [self.expand(v, line) for v in values]
+        return tuple(self.expand(v, line) for v in values)
 
     # -- matching ------------------------------------------------------------------------------
-    def matches(self, test: Test, values: Iterable[str], keys: Sequence[str]) -> bool:
+    def matches(self, test: Test, values: Iterable[str], keys: tuple[str, ...]) -> bool:
         """True if any value matches any key; a ``:matches`` hit sets the match variables (RFC 5229 §3.2)."""
-        match_type = test.tags.get("match", "is")
-        comparator = test.tags.get("comparator", self.default_comparator(test))
-        for value in values:
-            for key in keys:
-                groups = match_value(value, key, match_type, comparator)
-                if groups is not None:
-                    if match_type == "matches" and "variables" in self.script.extensions:
-                        self.match_vars = [g[:MAX_VARIABLE_SIZE] for g in groups]
-                    return True
-        return False
+        groups = keys_for(keys, test.match_type, test.comparator).first(values)
+        if groups is None:
+            return False
+        if test.match_type == "matches" and not self.plain:
+            self.match_vars = [g[:MAX_VARIABLE_SIZE] for g in groups]
+        return True
 
-    @staticmethod
-    def default_comparator(test: Test) -> str:
-        """RFC 5228 §2.7.3 makes i;ascii-casemap the default; Pigeonhole's ``string`` test
-        (RFC 5229 §5) compares with i;octet unless told otherwise, and so does mda."""
-        return "i;octet" if test.name == "string" else "i;ascii-casemap"
+    # -- what header, address and envelope tests compare ------------------------------------------
+    # The names are lower case: the compiler's constants are lowered once, expanded ones by test_compared.
+    def header_values(self, test: Test, names: Iterable[str]) -> list[str]:
+        message = self.ctx.message
+        return [value for name in names for value in message.header_values(name)]
+
+    def address_values(self, test: Test, names: Iterable[str]) -> list[str]:
+        message = self.ctx.message
+        addresses = [address for name in names for address in message.addresses(name)]
+        part = test.tags.get("part", "all")
+        if part in _PLAIN_PARTS:
+            return [getattr(address, part) for address in addresses]
+        return [value for address in addresses if (value := self.address_part(test, address)) is not None]
+
+    def envelope_values(self, test: Test, names: Iterable[str]) -> list[str]:
+        values: list[str] = []
+        for name in names:
+            if name == "from":
+                if not self.ctx.sender:
+                    # RFC 5228 §5.4: the null reverse-path is the empty string, whatever the part.
+                    if test.tags.get("part") != "detail":
+                        values.append("")
+                    continue
+                address = self.ctx.sender
+            elif name == "to":
+                # Pigeonhole compares "to" with the original recipient when it is known.
+                address = self.ctx.original_recipient or self.ctx.recipient
+            else:
+                continue
+            part = self.address_part(test, split_address(address))
+            if part is not None:
+                values.append(part)
+        return values
+
+    def address_part(self, test: Test, addr: Address) -> str | None:
+        """RFC 5228 §2.7.4 address parts and RFC 5233 :user/:detail; None when there is no detail."""
+        part = test.tags.get("part", "all")
+        if part in _PLAIN_PARTS:
+            value: str = getattr(addr, part)
+            return value
+        cut = min((i for i in (addr.localpart.find(d) for d in self.ctx.delimiters) if i >= 0), default=-1)
+        if part == "user":
+            return addr.localpart if cut < 0 else addr.localpart[:cut]
+        return None if cut < 0 else addr.localpart[cut + 1 :]
 
     # -- tests ---------------------------------------------------------------------------------
     def test_exists(self, test: Test) -> bool:
@@ -160,65 +157,15 @@ class _Run:
         size: int = self.ctx.message.size
         return size > int(limit) if kind == "over" else size < int(limit)
 
-    def test_header(self, test: Test) -> bool:
-        names = self.expand_all(test.args[0], test.line)
-        keys = self.expand_all(test.args[1], test.line)
-        message = self.ctx.message
-        return self.matches(test, (v for n in names for v in message.header_values(n)), keys)
-
-    def address_part(self, test: Test, addr: Address) -> str | None:
-        """RFC 5228 §2.7.4 address parts and RFC 5233 :user/:detail; None when there is no detail."""
-        part = test.tags.get("part", "all")
-        if part == "all":
-            return addr.all
-        if part == "domain":
-            return addr.domain
-        if part == "localpart":
-            return addr.localpart
-        cut = min((i for i in (addr.localpart.find(d) for d in self.ctx.delimiters) if i >= 0), default=-1)
-        if part == "user":
-            return addr.localpart if cut < 0 else addr.localpart[:cut]
-        return None if cut < 0 else addr.localpart[cut + 1 :]
-
-    def test_address(self, test: Test) -> bool:
-        names = self.expand_all(test.args[0], test.line)
-        keys = self.expand_all(test.args[1], test.line)
-        message = self.ctx.message
-
-        def parts() -> Iterator[str]:
-            for name in names:
-                for addr in message.addresses(name):
-                    part = self.address_part(test, addr)
-                    if part is not None:
-                        yield part
-
-        return self.matches(test, parts(), keys)
-
-    def test_envelope(self, test: Test) -> bool:
-        keys = self.expand_all(test.args[1], test.line)
-
-        def parts() -> Iterator[str]:
-            for name in self.expand_all(test.args[0], test.line):
-                if name.lower() == "from":
-                    if not self.ctx.sender:
-                        # RFC 5228 §5.4: the null reverse-path is the empty string, whatever the part.
-                        if test.tags.get("part") != "detail":
-                            yield ""
-                        continue
-                    address = self.ctx.sender
-                elif name.lower() == "to":
-                    # Pigeonhole compares "to" with the original recipient when it is known.
-                    address = self.ctx.original_recipient or self.ctx.recipient
-                else:
-                    continue
-                part = self.address_part(test, split_address(address))
-                if part is not None:
-                    yield part
-
-        return self.matches(test, parts(), keys)
+    def test_compared(self, test: Test) -> bool:
+        """``header``, ``address`` and ``envelope``: the named fields' values against the keys."""
+        names = [name.lower() for name in self.expand_all(test.args[0], test.line)]
+        values = _VALUES[test.name](self, test, names)
+        # Most rules of a filter test a field this message does not have: no values, nothing to match.
+        return bool(values) and self.matches(test, values, self.expand_all(test.args[1], test.line))
 
     def test_hasflag(self, test: Test) -> bool:
-        keys = [f for k in self.expand_all(test.args[-1], test.line) for f in k.split()]
+        keys = tuple(f for k in self.expand_all(test.args[-1], test.line) for f in k.split())
         if test.tags["variable_given"]:
             flags = [f for name in test.args[0] for f in self.variables.get(str(name).lower(), "").split()]
         else:
@@ -323,6 +270,122 @@ class _Run:
             self.variables[name] = " ".join(new)[:MAX_VARIABLE_SIZE]
         else:
             self.flags = new
+
+
+_COMMANDS: dict[str, Callable[[_Run, Command], None]] = {
+    "stop": _Run.do_stop,
+    "keep": _Run.do_keep,
+    "discard": _Run.do_discard,
+    "fileinto": _Run.do_fileinto,
+    "redirect": _Run.do_redirect,
+    "reject": _Run.do_reject,
+    "ereject": _Run.do_reject,
+    "vacation": _Run.do_vacation,
+    "set": _Run.do_set,
+    "setflag": _Run.do_flags,
+    "addflag": _Run.do_flags,
+    "removeflag": _Run.do_flags,
+}
+"""Each command's method (the compiler admits no other name)."""
+
+_VALUES: dict[str, Callable[[_Run, Test, Iterable[str]], list[str]]] = {
+    "header": _Run.header_values,
+    "address": _Run.address_values,
+    "envelope": _Run.envelope_values,
+}
+"""What the comparing tests compare, given their field names."""
+
+_TESTS: dict[str, Callable[[_Run, Test], bool]] = {
+    "exists": _Run.test_exists,
+    "size": _Run.test_size,
+    "header": _Run.test_compared,
+    "address": _Run.test_compared,
+    "envelope": _Run.test_compared,
+    "hasflag": _Run.test_hasflag,
+    "string": _Run.test_string,
+    "body": _Run.test_body,
+}
+"""The tests that read the message or the envelope; ``true``, ``false``, ``not``, ``allof`` and ``anyof``
+are closures of their own (``_check``)."""
+
+
+# -- lowering: the tree becomes closures once per script ---------------------------------------------
+
+Step = Callable[[_Run], None]
+Check = Callable[[_Run], bool]
+
+
+def lower(script: Script) -> Script:
+    """The script with its ``program``: one closure per command and ``if``, built once per script.
+
+    A delivery then makes one call per rule instead of walking the tree and dispatching on every node,
+    and a ``header`` test of a script without variables finds a field the message lacks in one dict
+    lookup: the common case of a filter's rules (engine.compile_text lowers every script it compiles).
+    """
+    plain = "variables" not in script.extensions
+    return replace(script, program=_block(script.body, plain))
+
+
+def _block(nodes: tuple[Node, ...], plain: bool) -> tuple[Step, ...]:
+    return tuple(_step(node, plain) for node in nodes)
+
+
+def _step(node: Node, plain: bool) -> Step:
+    if isinstance(node, If):
+        branches = tuple(
+            (None if branch.test is None else _check(branch.test, plain), _block(branch.block, plain))
+            for branch in node.branches
+        )
+
+        def run_if(run: _Run) -> None:
+            for check, block in branches:
+                if check is None or check(run):
+                    for step in block:
+                        step(run)
+                    return
+
+        return run_if
+    command = _COMMANDS[node.name]
+    return lambda run: command(run, node)
+
+
+def _check(test: Test, plain: bool) -> Check:
+    if test.name in ("true", "false"):
+        result = test.name == "true"
+        return lambda run: result
+    if test.name in ("not", "allof", "anyof"):
+        subs = tuple(_check(sub, plain) for sub in test.tests)
+        if test.name == "not":
+            return lambda run: not subs[0](run)
+        if test.name == "allof":
+            return lambda run: all(check(run) for check in subs)
+        return lambda run: any(check(run) for check in subs)
+    if plain and test.name in _VALUES:
+        return _constant_check(test)
+    general = _TESTS[test.name]
+    return lambda run: general(run, test)
+
+
+def _constant_check(test: Test) -> Check:
+    """``header``, ``address`` or ``envelope`` whose names and keys are constants (no variables): the
+    keys are prepared here, once, and the usual one-field ``header`` test is one cached lookup."""
+    names = tuple(name.lower() for name in test.args[0])
+    first = keys_for(test.args[1], test.match_type, test.comparator).first
+    if test.name == "header" and len(names) == 1:
+        (name,) = names
+
+        def check_field(run: _Run) -> bool:
+            values = run.ctx.message.header_values(name)
+            return bool(values) and first(values) is not None
+
+        return check_field
+    values_of = _VALUES[test.name]
+
+    def check(run: _Run) -> bool:
+        values = values_of(run, test, names)
+        return bool(values) and first(values) is not None
+
+    return check
 
 
 def _add_flags(current: list[str], given: Iterable[str]) -> list[str]:

@@ -8,20 +8,17 @@ variables ``${1}``… of RFC 5229 §3.2 in Pigeonhole's order (each ``*`` as sho
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
 #: Comparators every implementation offers (RFC 5228 §2.7.3).
-COMPARATORS = frozenset({"i;ascii-casemap", "i;octet"})
+CASEMAP = "i;ascii-casemap"
+COMPARATORS = frozenset({CASEMAP, "i;octet"})
 MATCH_TYPES = frozenset({"is", "contains", "matches"})
 
 # i;ascii-casemap folds only a-z (RFC 4790 §9.2); str.upper() would also fold non-ASCII letters.
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
-def fold(value: str, comparator: str) -> str:
-    """Bring ``value`` into the comparator's canonical form."""
-    return value.translate(_ASCII_UPPER) if comparator == "i;ascii-casemap" else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,22 +89,51 @@ def _glob_match(glob: _Glob, value: str) -> list[tuple[int, int]] | None:
     return spans
 
 
-def match_value(value: str, key: str, match_type: str, comparator: str) -> list[str] | None:
-    """Compare one value against one key.
+class Keys:
+    """One test's keys, ready to compare: folded by the comparator once, and for ``:matches`` cut into
+    globs once; a script without variables builds them once per test (``keys_for`` caches them)."""
 
-    Returns ``None`` on no match, else the match variables (``[whole, group1, …]`` for ``:matches``,
-    an empty list for the other match types, which set none).
-    """
-    v = fold(value, comparator)
-    k = fold(key, comparator)
-    if match_type == "is":
-        return [] if v == k else None
-    if match_type == "contains":
-        return [] if k in v else None
-    if match_type == "matches":
-        spans = _glob_match(_glob(k), v)
-        if spans is None:
+    __slots__ = ("casemap", "folded", "globs", "match_type")
+
+    def __init__(self, keys: tuple[str, ...], match_type: str, comparator: str) -> None:
+        if match_type not in MATCH_TYPES:
+            raise ValueError(f"unknown match type {match_type}")
+        self.match_type = match_type
+        self.casemap = comparator == CASEMAP
+        self.folded = tuple(key.translate(_ASCII_UPPER) for key in keys) if self.casemap else keys
+        self.globs = tuple(_glob(key) for key in self.folded) if match_type == "matches" else ()
+
+    def first(self, values: Iterable[str]) -> list[str] | None:
+        """The first value that matches any key (values in order, then keys in order), or None.
+
+        Returns the match variables of that hit: ``[whole, group1, …]`` for ``:matches``, an empty list
+        for the other match types, which set none. Each value is folded once.
+        """
+        casemap = self.casemap
+        if self.match_type == "matches":
+            for value in values:
+                folded = value.translate(_ASCII_UPPER) if casemap else value
+                for glob in self.globs:
+                    spans = _glob_match(glob, folded)
+                    if spans is not None:
+                        # Folding keeps every character in place: spans in ``folded`` are spans in ``value``.
+                        return [value, *(value[s:e] for s, e in spans)]
             return None
-        # Folding keeps every character in place, so spans found in ``v`` are read back from ``value``.
-        return [value, *(value[s:e] for s, e in spans)]
-    raise ValueError(f"unknown match type {match_type}")
+        keys = self.folded
+        if self.match_type == "is":
+            for value in values:
+                if (value.translate(_ASCII_UPPER) if casemap else value) in keys:
+                    return []
+            return None
+        for value in values:  # contains
+            folded = value.translate(_ASCII_UPPER) if casemap else value
+            for key in keys:
+                if key in folded:
+                    return []
+        return None
+
+
+@lru_cache(maxsize=4096)
+def keys_for(keys: tuple[str, ...], match_type: str, comparator: str) -> Keys:
+    """``Keys`` for these keys: a plain script passes the same tuple on every delivery."""
+    return Keys(keys, match_type, comparator)
