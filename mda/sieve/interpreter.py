@@ -368,14 +368,21 @@ def _check(test: Test, plain: bool) -> Check:
 
 def _constant_check(test: Test) -> Check:
     """``header``, ``address`` or ``envelope`` whose names and keys are constants (no variables): the
-    keys are prepared here, once, and the usual one-field ``header`` test is one cached lookup."""
+    keys are prepared here, once, and the usual one-field ``header`` or ``address`` test reads the
+    message's cached values directly."""
     names = tuple(name.lower() for name in test.args[0])
     first = keys_for(test.args[1], test.match_type, test.comparator).first
-    if test.name == "header" and len(names) == 1:
+    part = test.tags.get("part", "all")
+    if len(names) == 1 and (test.name == "header" or (test.name == "address" and part in _PLAIN_PARTS)):
         (name,) = names
+        header = test.name == "header"
+        index = Address._fields.index(part)
 
         def check_field(run: _Run) -> bool:
-            values = run.ctx.message.header_values(name)
+            if header:
+                values = run.ctx.message.header_values(name)
+            else:
+                values = [address[index] for address in run.ctx.message.addresses(name)]
             return bool(values) and first(values) is not None
 
         return check_field

@@ -23,6 +23,6 @@ def test_sieve_overhead_benchmark_runs() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert re.search(r"^sieve side stored 220 messages in INBOX$", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^sieve side stored 400 messages in INBOX$", result.stdout, re.MULTILINE), result.stdout
     ratio = re.search(r"^median ratio (\d+\.\d+)", result.stdout, re.MULTILINE)
     assert ratio is not None and float(ratio.group(1)) > 0, result.stdout
