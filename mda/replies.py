@@ -82,7 +82,6 @@ BAD_ADDRESS_SYNTAX = Reply(501, "5.1.3", "Bad address syntax")
 BAD_SENDER_SYNTAX = Reply(501, "5.1.7", "Bad sender address syntax")
 UNSAFE_ADDRESS = Reply(550, "5.1.3", "Address cannot be used as a mailbox name")
 NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
-CONTENT_NEEDS_SMTPUTF8 = Reply(554, "5.6.7", "Non-ASCII content requires SMTPUTF8")
 
 # Replies of the extensions (RFC 3207 §4, RFC 4954 §6, RFC 3030 §2, RFC 3461 §4), each with its RFC code.
 TLS_READY = Reply(220, "2.0.0", "Ready to start TLS")
