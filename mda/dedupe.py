@@ -72,9 +72,10 @@ class DuplicateLog:
         self.db.close()
 
     def seen(self, msgid: str, recipient: str) -> bool:
-        """True when this pair was recorded less than ``window`` seconds ago."""
+        """True when this pair was recorded less than ``window`` seconds ago (``recipient`` is a
+        ``Resolution.key``: the address as the policy compares it)."""
         row = self.db.execute(
-            "SELECT at FROM seen WHERE message_id = ? AND recipient = ?", (msgid, recipient.lower())
+            "SELECT at FROM seen WHERE message_id = ? AND recipient = ?", (msgid, recipient)
         ).fetchone()
         return row is not None and self.clock() - row[0] < self.window
 
@@ -84,7 +85,7 @@ class DuplicateLog:
         with self.db:
             self.db.executemany(
                 "INSERT OR REPLACE INTO seen (message_id, recipient, at) VALUES (?, ?, ?)",
-                [(msgid, r.lower(), now) for r in recipients],
+                [(msgid, r, now) for r in recipients],
             )
             self.db.execute("DELETE FROM seen WHERE at < ?", (now - self.window,))
 
@@ -130,14 +131,14 @@ def suppress_duplicates(work: Work, *, lmtp: bool) -> Work:
             if found is None:
                 return work(config, txn, spool, data)
             log, msgid = found
-            fresh = [r for r in txn.recipients if not log.seen(msgid, r.address)]
+            fresh = [r for r in txn.recipients if not log.seen(msgid, r.key)]
             outcomes = work(config, replace(txn, recipients=fresh), spool, data) if fresh else []
-            log.record(msgid, [o.resolution.address for o in outcomes if o.reply.is_success])
-            by_address = {o.resolution.address.lower(): o for o in outcomes}
+            log.record(msgid, [o.resolution.key for o in outcomes if o.reply.is_success])
+            by_key = {o.resolution.key: o for o in outcomes}
             shared = outcomes[0].reply if outcomes and not lmtp else None
             merged = []
             for resolution in txn.recipients:
-                outcome = by_address.get(resolution.address.lower())
+                outcome = by_key.get(resolution.key)
                 if outcome is None:
                     text = f"<{resolution.address}> {txn.queue_id} Saved (duplicate, not stored again)"
                     reply = shared or replies.DELIVERED.with_text(text if lmtp else f"{txn.queue_id} Saved")

@@ -176,13 +176,13 @@ def deliver_lmtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
     """One outcome per accepted RCPT in order; the same address twice is stored once (blocking)."""
     header_section = spool.header_section()
     outcomes: list[Outcome] = []
-    by_address: dict[str, Outcome] = {}
+    by_key: dict[str, Outcome] = {}
     done: dict = {}
     source = filtering.MessageSource(spool)
     for resolution in txn.recipients:
-        key = resolution.address.lower()
-        if key in by_address:
-            outcomes.append(by_address[key])
+        key = resolution.key
+        if key in by_key:
+            outcomes.append(by_key[key])
             continue
         refusal = content_refusal(config, resolution, data, header_section)
         if refusal is not None:
@@ -191,7 +191,7 @@ def deliver_lmtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
             outcome = _deliver_one(config, txn, resolution, spool, done, source)
         if outcome.reply.is_success:
             outcome.reply = outcome.reply.with_text(f"<{resolution.address}> {txn.queue_id} Saved")
-        by_address[key] = outcome
+        by_key[key] = outcome
         outcomes.append(outcome)
     return outcomes
 
@@ -207,7 +207,7 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
     Returns one outcome per recipient, all carrying the transaction's single reply.
     """
     header_section = spool.header_section()
-    unique = list({r.address.lower(): r for r in txn.recipients}.values())
+    unique = list({r.key: r for r in txn.recipients}.values())
     refusals = [(r, content_refusal(config, r, data, header_section)) for r in unique]
     failed = [(r, refusal) for r, refusal in refusals if refusal is not None]
     if failed:
@@ -218,15 +218,15 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
     # Sieve runs before anything is staged: a reject is a permanent failure of the whole transaction
     # (design.md, "Data flow"; LMTP refuses only that recipient).
     source = filtering.MessageSource(spool)
-    copies = {r.address.lower(): _copy_for(txn, r, spool) for r in unique}
-    plans = {r.address.lower(): _sieve_plan(config, txn, r, copies[r.address.lower()].header, source) for r in unique}
+    copies = {r.key: _copy_for(txn, r, spool) for r in unique}
+    plans = {r.key: _sieve_plan(config, txn, r, copies[r.key].header, source) for r in unique}
 
     def errors_of(resolution: Resolution) -> list[str]:
-        plan = plans[resolution.address.lower()]
+        plan = plans[resolution.key]
         return plan.errors if plan is not None else []
 
     for resolution in unique:
-        plan = plans[resolution.address.lower()]
+        plan = plans[resolution.key]
         if plan is not None and plan.reject is not None:
             return [Outcome(r, plan.reject, reason=plan.summary, sieve_errors=errors_of(r)) for r in txn.recipients]
 
@@ -234,8 +234,8 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
     seen: set = set()
     try:
         for resolution in unique:
-            copy = copies[resolution.address.lower()]
-            for target in _targets(resolution, plans[resolution.address.lower()]):
+            copy = copies[resolution.key]
+            for target in _targets(resolution, plans[resolution.key]):
                 key = (target.mailbox.key, target.flags)
                 if key in seen:
                     continue
@@ -250,7 +250,7 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
     failure: tuple[Reply, str] | None = None
     for index, (resolution, _, copy_staged) in enumerate(staged):
         try:
-            results.setdefault(resolution.address.lower(), []).append(copy_staged.commit())
+            results.setdefault(resolution.key, []).append(copy_staged.commit())
         except Exception as error:
             # Copies already committed stay: a retry may duplicate them, but nothing is ever lost.
             for _, _, rest in staged[index + 1 :]:
@@ -261,20 +261,19 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
         return _all(txn, *failure)
     reasons: dict[str, str] = {}
     for resolution in unique:
-        address = resolution.address.lower()
-        plan = plans[address]
+        recipient = resolution.key
+        plan = plans[recipient]
         if plan is None:
             continue
         try:
-            _send_after_commit(
-                config, txn, plan, resolution.address, copies[address], source, results.setdefault(address, []).append
-            )
+            record = results.setdefault(recipient, []).append
+            _send_after_commit(config, txn, plan, resolution.address, copies[recipient], source, record)
         except Exception as error:  # the fallback keep of a failed redirect failed: retry, never lose
             return _all(txn, replies.LOCAL_ERROR, describe_error(error))
-        reasons[address] = plan.summary
+        reasons[recipient] = plan.summary
     reply = replies.DELIVERED.with_text(f"{txn.queue_id} Saved")
     return [
-        Outcome(r, reply, results.get(r.address.lower(), []), reasons.get(r.address.lower(), ""), errors_of(r))
+        Outcome(r, reply, results.get(r.key, []), reasons.get(r.key, ""), errors_of(r))
         for r in txn.recipients
     ]
 

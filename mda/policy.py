@@ -38,6 +38,9 @@ class Resolution:
 
     reply: Reply
     address: str
+    key: str
+    """The address as compared (local part folded unless ``case_sensitive_local_part``, domain in lower
+    case): two RCPTs with the same key are one recipient, stored once and answered alike."""
     mailboxes: tuple[Mailbox, ...] = ()
     steps: tuple[str, ...] = ()
     final_addresses: tuple[str, ...] = ()
@@ -128,26 +131,28 @@ class Policy:
         """Where a RCPT's copies go; never raises for any input (refusals are replies)."""
         walk = _Walk()
         text = str(address)
+        key = self._fold(text)
         if not address.is_ascii and not smtputf8:
-            return Resolution(replies.NEEDS_SMTPUTF8, text, steps=("non-ASCII address without SMTPUTF8",))
+            return Resolution(replies.NEEDS_SMTPUTF8, text, key, steps=("non-ASCII address without SMTPUTF8",))
         domain = self.config.domains.get(address.domain)
         if domain is None:
             walk.steps.append(f"domain {address.domain}: not ours")
-            return Resolution(replies.RELAY_DENIED, text, steps=tuple(walk.steps))
+            return Resolution(replies.RELAY_DENIED, text, key, steps=tuple(walk.steps))
         walk.steps.append(f"domain {address.domain}: ours")
         try:
             found = self._resolve_in_domain(address, domain, walk, depth=0)
         except UnsafeValue:
             walk.steps.append("unsafe value for a path template")
-            return Resolution(replies.UNSAFE_ADDRESS, text, steps=tuple(walk.steps))
+            return Resolution(replies.UNSAFE_ADDRESS, text, key, steps=tuple(walk.steps))
         except AliasDepthError:
             walk.steps.append("alias chain too deep")
-            return Resolution(replies.UNKNOWN_USER, text, steps=tuple(walk.steps))
+            return Resolution(replies.UNKNOWN_USER, text, key, steps=tuple(walk.steps))
         if not found:
-            return Resolution(replies.UNKNOWN_USER, text, steps=tuple(walk.steps))
+            return Resolution(replies.UNKNOWN_USER, text, key, steps=tuple(walk.steps))
         return Resolution(
             replies.RECIPIENT_OK,
             text,
+            key,
             mailboxes=tuple(walk.mailboxes.values()),
             steps=tuple(walk.steps),
             final_addresses=tuple(walk.final_addresses),

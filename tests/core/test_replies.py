@@ -36,7 +36,7 @@ def test_error_table(error: BaseException, expected: tuple[int, str]) -> None:
 
 
 def test_a_failure_escaping_delivery_is_answered_through_the_same_table() -> None:
-    resolution = Resolution(replies.RECIPIENT_OK, "alice@example.test")
+    resolution = Resolution(replies.RECIPIENT_OK, "alice@example.test", "alice@example.test")
     txn = Transaction(
         queue_id="Q",
         sender="s@remote.test",

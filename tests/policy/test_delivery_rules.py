@@ -94,6 +94,24 @@ def test_case_sensitive_local_parts(start_mda, tmp_path):
     assert [(r.code, r.enhanced) for r in rcpt] == [(250, "2.1.5"), (550, "5.1.1")]
 
 
+@pytest.mark.parametrize("lmtp", [True, False], ids=["lmtp", "smtp"])
+def test_case_sensitive_local_parts_are_two_recipients(start_mda, tmp_path, lmtp):
+    """With ``case_sensitive_local_part`` Alice and alice are two users: each gets its copy, even when
+    both are in one transaction (and duplicate suppression by Message-ID keeps them apart too)."""
+    users = {"alice@example.test": {}, "Alice@example.test": {}}
+    root = tmp_path / "mail"
+    server = start_mda(basic_config(root, case_sensitive_local_part=True, users=users, duplicate_window="1h"))
+    message = b"Message-ID: <case@example.net>\r\nSubject: case\r\n\r\nbody\r\n"
+    with Client(server.lmtp if lmtp else server.smtp) as client:
+        assert client.cmd("LHLO x" if lmtp else "EHLO x").code == 250
+        rcpt, data = transaction(client, SENDER, ["alice@example.test", "Alice@example.test"], message, lmtp=lmtp)
+    assert [r.code for r in rcpt] == [250, 250]
+    assert [d.code for d in data] == ([250, 250] if lmtp else [250])
+    for user in ("alice", "Alice"):
+        [copy] = maildir_messages(root / "example.test" / user / "Maildir")
+        assert f"Delivered-To: {user}@example.test" in copy.read_text()
+
+
 LOOPS = [
     # header lines already in the message, recipient, expected reply after DATA
     (b"Delivered-To: alice@example.test\r\n", "alice@example.test", (554, "5.4.6")),
