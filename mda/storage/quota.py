@@ -229,10 +229,12 @@ def full_reply(mailbox: Mailbox) -> Reply:
 class MaildirCharge:
     """A passed quota check whose usage delta is appended once the message is committed.
 
-    It owns a descriptor of the Maildir root (where ``maildirsize`` lives, also for folder deliveries).
+    It holds ``maildirsize`` (of the Maildir root, also for folder deliveries) open for appending when
+    that file exists, opened right after the check (which may have rebuilt it); without the file there
+    is nothing to keep up to date, and nothing is held.
     """
 
-    maildir_fd: int
+    maildirsize_fd: int | None
     size: int
     done: bool = False
 
@@ -244,20 +246,16 @@ class MaildirCharge:
         """
         if self.done:
             return
-        try:
-            fd = os.open(MAILDIRSIZE, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.maildir_fd)
-            try:
-                os.write(fd, f"{self.size} 1\n".encode("ascii"))
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
+        if self.maildirsize_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.maildirsize_fd, f"{self.size} 1\n".encode("ascii"))
         self.cancel()
 
     def cancel(self) -> None:
         if not self.done:
             self.done = True
-            os.close(self.maildir_fd)
+            if self.maildirsize_fd is not None:
+                os.close(self.maildirsize_fd)
 
 
 def charge_maildir(maildir_fd: int, mailbox: Mailbox, size: int) -> MaildirCharge:
@@ -265,7 +263,7 @@ def charge_maildir(maildir_fd: int, mailbox: Mailbox, size: int) -> MaildirCharg
 
     Without a configured limit nothing is read, but the returned charge still appends its delta to an
     existing ``maildirsize`` so that an IMAP server enforcing its own quota keeps counting right.
-    ``maildir_fd`` is borrowed; the charge keeps its own duplicate.
+    ``maildir_fd`` is borrowed.
     """
     limit = QuotaLimit.of(mailbox)
     if limit.enabled:
@@ -276,7 +274,13 @@ def charge_maildir(maildir_fd: int, mailbox: Mailbox, size: int) -> MaildirCharg
                 f"quota {limit.header()} exceeded at {mailbox.path}: "
                 f"{usage.bytes} bytes, {usage.messages} messages, +{size}",
             )
-    return MaildirCharge(os.dup(maildir_fd), size)
+    try:
+        maildirsize_fd: int | None = os.open(
+            MAILDIRSIZE, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=maildir_fd
+        )
+    except OSError:
+        maildirsize_fd = None
+    return MaildirCharge(maildirsize_fd, size)
 
 
 def check_mbox_quota(mailbox: Mailbox, current_size: int, size: int) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mda.storage import maildir
+from mda.storage import fsutil, maildir
 from mda.storage.maildir import MaildirStore
 from tests.storage.helpers import maildir_box
 
@@ -59,3 +59,41 @@ def test_flagged_copy_goes_to_cur_with_flags(mail_root, make_copy, write_path):
     [name] = _entries(box.path / "cur")
     assert name.endswith(":2,FS")
     assert _entries(box.path / "new") == []
+
+
+@pytest.mark.parametrize("removed", ["tmp", "new", "cur"])
+def test_a_missing_subdirectory_is_made_again(mail_root, make_copy, removed):
+    """tmp, new and cur are opened first and made only when one is missing (a Maildir damaged by hand)."""
+    box = maildir_box(mail_root)
+    MaildirStore().stage(box, make_copy(b"Subject: first\n\nbody\n")).commit()
+    if removed == "new":  # the first copy moves on, as an IMAP server would move it once seen
+        for entry in (box.path / "new").iterdir():
+            entry.rename(box.path / "cur" / f"{entry.name}:2,")
+    (box.path / removed).rmdir()
+    copy = make_copy(b"Subject: second\n\nbody\n")
+    MaildirStore().stage(box, replace(copy, flags="S") if removed == "cur" else copy).commit()
+    assert all((box.path / sub).is_dir() for sub in ("tmp", "new", "cur"))
+    assert len(_entries(box.path / "new")) + len(_entries(box.path / "cur")) == 2
+
+
+@pytest.fixture(params=["openat2", "walk"])
+def resolution(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of opening a mailbox directory: one openat2(2), or the walk a component at a time
+    (kernels before 5.6, seccomp filters)."""
+    if request.param == "walk":
+        monkeypatch.setattr(fsutil, "_openat2_works", False)
+    return str(request.param)
+
+
+def test_both_directory_resolutions_deliver_and_refuse_symlinks(mail_root, tmp_path, make_copy, resolution):
+    box = maildir_box(mail_root)
+    MaildirStore().stage(box, make_copy(b"Subject: one\n\nbody\n")).commit()
+    assert len(_entries(box.path / "new")) == 1
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    elsewhere = maildir_box(mail_root, user="mallory")
+    elsewhere.path.parent.mkdir(parents=True)
+    elsewhere.path.symlink_to(outside)
+    with pytest.raises(OSError):
+        MaildirStore().stage(elsewhere, make_copy(b"Subject: two\n\nbody\n"))
+    assert _entries(outside) == []
