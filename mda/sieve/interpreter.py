@@ -15,7 +15,7 @@ from typing import Any
 from .actions import FileInto, Keep, PendingVacation, Reject, ResultBuilder
 from .compiler import Command, If, Node, Script, Test
 from .errors import SieveRuntimeError
-from .match import keys_for
+from .match import Keys, keys_for
 from .message import Address, SieveMessage, split_address
 from .strings import Ref, Value
 from .vacation import DEFAULT_DAYS
@@ -95,7 +95,12 @@ class _Run:
     # -- matching ------------------------------------------------------------------------------
     def matches(self, test: Test, values: Iterable[str], keys: tuple[str, ...]) -> bool:
         """True if any value matches any key; a ``:matches`` hit sets the match variables (RFC 5229 §3.2)."""
-        groups = keys_for(keys, test.match_type, test.comparator).first(values)
+        # A script's own constant keys are prepared once (keys_for caches them); keys built from
+        # variables hold message text and are prepared for this comparison only, never cached.
+        prepared = keys_for(keys, test.match_type, test.comparator) if self.plain else Keys(
+            keys, test.match_type, test.comparator
+        )
+        groups = prepared.first(values)
         if groups is None:
             return False
         if test.match_type == "matches" and not self.plain:
@@ -111,9 +116,6 @@ class _Run:
     def address_values(self, test: Test, names: Iterable[str]) -> list[str]:
         message = self.ctx.message
         addresses = [address for name in names for address in message.addresses(name)]
-        part = test.tags.get("part", "all")
-        if part in _PLAIN_PARTS:
-            return [getattr(address, part) for address in addresses]
         return [value for address in addresses if (value := self.address_part(test, address)) is not None]
 
     def envelope_values(self, test: Test, names: Iterable[str]) -> list[str]:

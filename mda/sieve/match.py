@@ -30,7 +30,6 @@ class _Glob:
     widths: tuple[int, ...]
 
 
-@lru_cache(maxsize=4096)
 def _glob(key: str) -> _Glob:
     """Translate a folded ``:matches`` key; ``\\`` quotes the next character (RFC 5228 §2.7.1)."""
     segments: list[list[str]] = [[]]
@@ -135,5 +134,6 @@ class Keys:
 
 @lru_cache(maxsize=4096)
 def keys_for(keys: tuple[str, ...], match_type: str, comparator: str) -> Keys:
-    """``Keys`` for these keys: a plain script passes the same tuple on every delivery."""
+    """``Keys`` for a script's constant keys (without variables): the same tuple comes on every delivery.
+    Keys built from variables must not come here: they hold message text, and the cache would keep it."""
     return Keys(keys, match_type, comparator)

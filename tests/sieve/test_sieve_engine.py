@@ -26,6 +26,7 @@ from mda.sieve import (
     run,
 )
 from mda.sieve.interpreter import MAX_EXPANDED, MAX_VARIABLE_SIZE
+from mda.sieve.match import keys_for
 from mda.sieve.message import SieveMessage, parse_address_list, split_address
 
 MESSAGE = (
@@ -177,6 +178,21 @@ def test_expansion_blowup_is_a_runtime_error() -> None:
     outcome = outcome_of(script)
     assert outcome.actions == (Keep(),)
     assert "after expansion" in outcome.errors[0]
+
+
+def test_keys_built_from_message_text_are_not_kept() -> None:
+    """Keys prepared for a comparison are cached only when they are the script's own constants: keys
+    expanded from variables hold message text, and a cache would keep up to 1 MiB of it per entry."""
+    script = (
+        'require ["variables", "fileinto"];\n'
+        'if header :matches "subject" "*" { set "seen" "${1}"; }\n'
+        'if header :contains "subject" "${seen}" { fileinto "Same"; }\n'
+    )
+    before = keys_for.cache_info().currsize
+    for n in range(50):
+        message = f"Subject: message number {n} {'x' * 1000}\n\nbody\n".encode()
+        assert outcome_of(script, message=message).actions == (FileInto("Same"),)
+    assert keys_for.cache_info().currsize == before
 
 
 @settings(max_examples=300, deadline=None)
