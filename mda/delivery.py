@@ -53,20 +53,31 @@ class Outcome:
         return ",".join(result.location for result in self.results)
 
 
+@dataclass(frozen=True)
+class LoopTrail:
+    """What the loop checks read from the message's header section: read once per message, however
+    many recipients are checked against it."""
+
+    hops: int
+    delivered_to: frozenset[str]
+
+    @classmethod
+    def of(cls, header_section: bytes) -> LoopTrail:
+        return cls(count_received(header_section), frozenset(delivered_to_addresses(header_section)))
+
+
 def content_refusal(
-    config: Config, resolution: Resolution, data: DataResult, header_section: bytes
+    config: Config, resolution: Resolution, data: DataResult, trail: LoopTrail
 ) -> tuple[Reply, str] | None:
     """A refusal of this copy that needs no disk: size, bare newlines, loops (RFC 5321 §6.3)."""
     if data.too_big:
         return replies.MESSAGE_TOO_BIG, f"message of more than {config.limits.max_message_size} bytes"
     if data.bare_newlines and config.bare_newline == "reject":
         return replies.BARE_NEWLINE, f"{data.bare_newlines} bare CR or LF in data"
-    hops = count_received(header_section)
-    if hops > config.max_hops:
-        return replies.TOO_MANY_HOPS, f"{hops} Received fields, limit {config.max_hops}"
-    seen = delivered_to_addresses(header_section)
+    if trail.hops > config.max_hops:
+        return replies.TOO_MANY_HOPS, f"{trail.hops} Received fields, limit {config.max_hops}"
     for address in (resolution.address, *resolution.final_addresses):
-        if address.lower() in seen:
+        if address.lower() in trail.delivered_to:
             return replies.LOOP_DETECTED, f"message already has Delivered-To: {address}"
     return None
 
@@ -174,7 +185,7 @@ def _deliver_one(
 
 def deliver_lmtp(config: Config, txn: Transaction, spool: Spool, data: DataResult) -> list[Outcome]:
     """One outcome per accepted RCPT in order; the same address twice is stored once (blocking)."""
-    header_section = spool.header_section()
+    trail = LoopTrail.of(spool.header_section())
     outcomes: list[Outcome] = []
     by_key: dict[str, Outcome] = {}
     done: dict = {}
@@ -184,7 +195,7 @@ def deliver_lmtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
         if key in by_key:
             outcomes.append(by_key[key])
             continue
-        refusal = content_refusal(config, resolution, data, header_section)
+        refusal = content_refusal(config, resolution, data, trail)
         if refusal is not None:
             outcome = Outcome(resolution, refusal[0], reason=refusal[1])
         else:
@@ -206,9 +217,9 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
 
     Returns one outcome per recipient, all carrying the transaction's single reply.
     """
-    header_section = spool.header_section()
+    trail = LoopTrail.of(spool.header_section())
     unique = list({r.key: r for r in txn.recipients}.values())
-    refusals = [(r, content_refusal(config, r, data, header_section)) for r in unique]
+    refusals = [(r, content_refusal(config, r, data, trail)) for r in unique]
     failed = [(r, refusal) for r, refusal in refusals if refusal is not None]
     if failed:
         temporary = [refusal for _, refusal in failed if refusal[0].is_temporary]
