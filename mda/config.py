@@ -697,7 +697,7 @@ def _check_aliases(doc: Document, config: Config, raw_keys: Mapping[str, str]) -
         raise doc.error(("aliases", spelled.get(error.cycle[0], error.cycle[0])), str(error)) from None
 
 
-def file_version(path: Path) -> bytes:
+def _file_version(path: Path) -> bytes:
     """What a watched file holds now (following symlinks); a missing or unreadable file is its own state."""
     try:
         return path.read_bytes()
@@ -715,7 +715,7 @@ def content_digest(versions: Iterable[tuple[Path, bytes]]) -> str:
 
 def current_digest(paths: Iterable[Path]) -> str:
     """``content_digest`` of the files as they are now: what reload compares with the running version."""
-    return content_digest((path, file_version(path)) for path in paths)
+    return content_digest((path, _file_version(path)) for path in paths)
 
 
 def load(path: Path | None) -> Config:
@@ -723,7 +723,7 @@ def load(path: Path | None) -> Config:
     if path is None:
         doc = load_text(DEFAULT_CONFIG_YAML, "<default>")
         config = build(doc, Path.cwd())
-        return replace(config, digest=hashlib.sha256(DEFAULT_CONFIG_YAML.encode()).hexdigest()[:16])
+        return replace(config, digest=content_digest([(Path("<default>"), DEFAULT_CONFIG_YAML.encode())]))
     doc = load_file(path)
     base_dir = path.parent.resolve()
     users_doc = None
