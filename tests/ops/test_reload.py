@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from mda.config import current_digest
+from mda.config import current_digest, watched_files
+from mda.config import load as load_config
 from mda.reload import ConfigWatcher
 from tests.clients import Client
 from tests.conftest import basic_config
@@ -197,6 +198,20 @@ def test_an_edit_made_while_mda_starts_is_reloaded(tmp_path: Path) -> None:
         return seen
 
     assert asyncio.run(run()) == ["second"]
+
+
+def test_a_loaded_configuration_is_what_the_watcher_sees_on_disk(tmp_path: Path) -> None:
+    """The running version (``Config.digest``, from the bytes parsed) equals the watcher's reading of the
+    same unchanged files, users file included: otherwise every start would reload once for nothing."""
+    _write(tmp_path / "users.yaml", {"alice@example.test": {}})
+    config_data = basic_config(tmp_path / "mail", users_file="users.yaml")
+    del config_data["users"]
+    _write(tmp_path / "mda.yaml", config_data)
+    config = load_config(tmp_path / "mda.yaml")
+    assert config.users_file is not None
+    assert config.digest == current_digest(watched_files(config))
+    (tmp_path / "users.yaml").write_text("bob@example.test: {}\n")
+    assert config.digest != current_digest(watched_files(config))
 
 
 def test_a_burst_of_events_is_one_check_and_unchanged_content_none(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ in ``tmp/`` where it cannot (NFS, some FUSE); both paths keep the stage → comm
 
 from __future__ import annotations
 
+import ctypes
+import errno
 from dataclasses import replace
 from pathlib import Path
 
@@ -97,3 +99,22 @@ def test_both_directory_resolutions_deliver_and_refuse_symlinks(mail_root, tmp_p
     with pytest.raises(OSError):
         MaildirStore().stage(elsewhere, make_copy(b"Subject: two\n\nbody\n"))
     assert _entries(outside) == []
+
+
+@pytest.mark.parametrize(
+    ("error", "still_tried"), [(errno.ENOSYS, False), (errno.EPERM, False), (errno.ENOENT, True)]
+)
+def test_a_kernel_refusing_openat2_falls_back_to_the_walk(mail_root, make_copy, monkeypatch, error, still_tried):
+    """Before Linux 5.6 openat2 is ENOSYS, and container seccomp filters often answer EPERM: delivery
+    walks the path instead and stops trying openat2; a missing directory (ENOENT) is not such a refusal."""
+
+    def refusing_syscall(*args: object) -> int:
+        ctypes.set_errno(error)
+        return -1
+
+    monkeypatch.setattr(fsutil, "_syscall", refusing_syscall)
+    monkeypatch.setattr(fsutil, "_openat2_works", True)
+    box = maildir_box(mail_root)
+    MaildirStore().stage(box, make_copy(b"Subject: walked\n\nbody\n")).commit()
+    assert len(_entries(box.path / "new")) == 1
+    assert fsutil._openat2_works is still_tried
