@@ -171,9 +171,7 @@ def _deliver_one(
         outcome.results.append(result)
     if plan is not None and failure is None:
         try:
-            _send_after_commit(
-                config, txn, plan, resolution.address, copy, source, outcome.results.append
-            )
+            _send_after_commit(config, txn, plan, resolution.address, copy, source, outcome.results.append)
             outcome.reason = plan.summary
         except Exception as error:  # the fallback keep of a failed redirect failed: retry, never lose
             failure = reply_for_error(error)
@@ -283,10 +281,7 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
             return _all(txn, replies.LOCAL_ERROR, describe_error(error))
         reasons[recipient] = plan.summary
     reply = replies.DELIVERED.with_text(f"{txn.queue_id} Saved")
-    return [
-        Outcome(r, reply, results.get(r.key, []), reasons.get(r.key, ""), errors_of(r))
-        for r in txn.recipients
-    ]
+    return [Outcome(r, reply, results.get(r.key, []), reasons.get(r.key, ""), errors_of(r)) for r in txn.recipients]
 
 
 async def deliver(

@@ -58,11 +58,31 @@ def test_count_delivered_counts_new_and_cur_only(tmp_path: Path) -> None:
     assert report.check_arrived(str(tmp_path), 2, 5) == (False, 7, 10)
 
 
-def _cell(server: str, size: int, msgs: float, p50: float, p99: float, cpu: float, rss: float, tree: float,
-          arrived: bool = True) -> report.CellResult:
-    return report.CellResult(server=server, size=size, concurrency=16, recipients=1, msgs_per_s=msgs,
-                             deliveries_per_s=msgs, p50_ms=p50, p99_ms=p99, cpu_per_1000=cpu, rss_mib=rss,
-                             tree_rss_mib=tree, arrived=arrived)
+def _cell(
+    server: str,
+    size: int,
+    msgs: float,
+    p50: float,
+    p99: float,
+    cpu: float,
+    rss: float,
+    tree: float,
+    arrived: bool = True,
+) -> report.CellResult:
+    return report.CellResult(
+        server=server,
+        size=size,
+        concurrency=16,
+        recipients=1,
+        msgs_per_s=msgs,
+        deliveries_per_s=msgs,
+        p50_ms=p50,
+        p99_ms=p99,
+        cpu_per_1000=cpu,
+        rss_mib=rss,
+        tree_rss_mib=tree,
+        arrived=arrived,
+    )
 
 
 def test_table_has_ratio_row_per_cell() -> None:

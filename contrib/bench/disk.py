@@ -48,8 +48,9 @@ def durable_writes_per_s(directory: str, threads: int = 1, seconds: float = 3.0)
     counts = [0] * threads
     start = time.perf_counter()
     deadline = start + seconds
-    workers = [threading.Thread(target=_deliver_loop, args=(maildir, f"t{i}", deadline, counts, i))
-               for i in range(threads)]
+    workers = [
+        threading.Thread(target=_deliver_loop, args=(maildir, f"t{i}", deadline, counts, i)) for i in range(threads)
+    ]
     for w in workers:
         w.start()
     for w in workers:

@@ -83,8 +83,16 @@ class Dovecot:
         os.chown(self.mail_root, uid, gid)
         self.port = free_port()
         with open(self.conf, "w") as f:
-            f.write(CONFIG.format(instance=f"bench{os.getpid()}", base=self.base, mail_root=self.mail_root,
-                                  uid=uid, gid=gid, port=self.port))
+            f.write(
+                CONFIG.format(
+                    instance=f"bench{os.getpid()}",
+                    base=self.base,
+                    mail_root=self.mail_root,
+                    uid=uid,
+                    gid=gid,
+                    port=self.port,
+                )
+            )
 
     def start(self) -> None:
         """Write the configuration on a fresh port and start the master process."""
@@ -93,8 +101,7 @@ class Dovecot:
         # would never return: its start-up errors go to a file instead.
         errlog = os.path.join(self.base, "start.err")
         with open(errlog, "w") as err:
-            proc = subprocess.run([DOVECOT, "-c", self.conf], stdin=subprocess.DEVNULL,
-                                  stdout=err, stderr=err)
+            proc = subprocess.run([DOVECOT, "-c", self.conf], stdin=subprocess.DEVNULL, stdout=err, stderr=err)
         if proc.returncode != 0:
             with open(errlog) as err:
                 msg = err.read().strip()
@@ -115,8 +122,12 @@ class Dovecot:
     def stop(self) -> None:
         """Stop the master and wait until its pid is gone, so ports and files are free."""
         pid = self._master_pid()
-        subprocess.run([DOVECOT, "-c", self.conf, "stop"], stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [DOVECOT, "-c", self.conf, "stop"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         if pid is None:
             return
         deadline = time.monotonic() + 10

@@ -40,9 +40,11 @@ def make_body(size: int) -> bytes:
 
 def make_headers(sender: str, rcpt: str, seq: int) -> bytes:
     """Header block; the payload after it has exactly the requested size (as smtp-source's -l)."""
-    return (f"From: <{sender}>\r\nTo: <{rcpt}>\r\nDate: {email.utils.formatdate()}\r\n"
-            f"Message-Id: <bench.{seq}.{time.monotonic_ns()}@bench.test>\r\n"
-            f"Subject: bench {seq}\r\n\r\n").encode()
+    return (
+        f"From: <{sender}>\r\nTo: <{rcpt}>\r\nDate: {email.utils.formatdate()}\r\n"
+        f"Message-Id: <bench.{seq}.{time.monotonic_ns()}@bench.test>\r\n"
+        f"Subject: bench {seq}\r\n\r\n"
+    ).encode()
 
 
 class LmtpError(Exception):
@@ -76,8 +78,9 @@ def recipients_for(rcpts: int, domain: str, user: str = "user") -> list[str]:
     return [f"{i}{user}@{domain}" for i in range(rcpts, 1, -1)] + [f"{user}@{domain}"]
 
 
-async def _connection(host: str, port: int, counter: list[int], total: int, size: int, rcpts: int,
-                      domain: str, result: LatencyResult) -> None:
+async def _connection(
+    host: str, port: int, counter: list[int], total: int, size: int, rcpts: int, domain: str, result: LatencyResult
+) -> None:
     reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
     try:
         code, text = await _read_reply(reader)
@@ -90,8 +93,7 @@ async def _connection(host: str, port: int, counter: list[int], total: int, size
         sender = f"sender@{domain}"
         body = make_body(size)
         to = recipients_for(rcpts, domain)
-        envelope = (f"MAIL FROM:<{sender}>\r\n" + "".join(f"RCPT TO:<{r}>\r\n" for r in to)
-                    + "DATA\r\n").encode()
+        envelope = (f"MAIL FROM:<{sender}>\r\n" + "".join(f"RCPT TO:<{r}>\r\n" for r in to) + "DATA\r\n").encode()
         while counter[0] < total:
             counter[0] += 1
             headers = make_headers(sender, to[-1], counter[0])
@@ -119,21 +121,25 @@ async def _connection(host: str, port: int, counter: list[int], total: int, size
             await writer.wait_closed()
 
 
-async def run_latency_async(host: str, port: int, messages: int, concurrency: int, size: int,
-                            rcpts: int = 1, domain: str = "bench.test") -> LatencyResult:
+async def run_latency_async(
+    host: str, port: int, messages: int, concurrency: int, size: int, rcpts: int = 1, domain: str = "bench.test"
+) -> LatencyResult:
     """Send `messages` messages over `concurrency` connections and time each one."""
     result = LatencyResult()
     counter = [0]  # shared: a connection takes the next message while any remain
     start = time.perf_counter()
-    tasks = [_connection(host, port, counter, messages, size, rcpts, domain, result)
-             for _ in range(min(concurrency, messages))]
+    tasks = [
+        _connection(host, port, counter, messages, size, rcpts, domain, result)
+        for _ in range(min(concurrency, messages))
+    ]
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     result.wall = time.perf_counter() - start
     result.errors = [repr(o) for o in outcomes if isinstance(o, BaseException)]
     return result
 
 
-def run_latency(host: str, port: int, messages: int, concurrency: int, size: int, rcpts: int = 1,
-                domain: str = "bench.test") -> LatencyResult:
+def run_latency(
+    host: str, port: int, messages: int, concurrency: int, size: int, rcpts: int = 1, domain: str = "bench.test"
+) -> LatencyResult:
     """Blocking wrapper for the runner."""
     return asyncio.run(run_latency_async(host, port, messages, concurrency, size, rcpts, domain))

@@ -29,19 +29,52 @@ class LoadResult:
     output: str
 
 
-def smtp_source_command(host: str, port: int, messages: int, concurrency: int, size: int, rcpts: int,
-                        domain: str = "bench.test", reuse: bool = True) -> list[str]:
+def smtp_source_command(
+    host: str,
+    port: int,
+    messages: int,
+    concurrency: int,
+    size: int,
+    rcpts: int,
+    domain: str = "bench.test",
+    reuse: bool = True,
+) -> list[str]:
     """The smtp-source command line for one run (printed with --verbose)."""
-    cmd = [SMTP_SOURCE, "-L", "-s", str(concurrency), "-m", str(messages), "-l", str(size),
-           "-r", str(rcpts), "-M", domain, "-f", f"sender@{domain}", "-t", f"user@{domain}"]
+    cmd = [
+        SMTP_SOURCE,
+        "-L",
+        "-s",
+        str(concurrency),
+        "-m",
+        str(messages),
+        "-l",
+        str(size),
+        "-r",
+        str(rcpts),
+        "-M",
+        domain,
+        "-f",
+        f"sender@{domain}",
+        "-t",
+        f"user@{domain}",
+    ]
     if reuse:
         cmd.insert(2, "-d")
     cmd.append(f"{host}:{port}")
     return cmd
 
 
-def run_smtp_source(host: str, port: int, messages: int, concurrency: int, size: int, rcpts: int,
-                    domain: str = "bench.test", reuse: bool = True, timeout: float = 1800) -> LoadResult:
+def run_smtp_source(
+    host: str,
+    port: int,
+    messages: int,
+    concurrency: int,
+    size: int,
+    rcpts: int,
+    domain: str = "bench.test",
+    reuse: bool = True,
+    timeout: float = 1800,
+) -> LoadResult:
     """Run smtp-source to completion and time it."""
     cmd = smtp_source_command(host, port, messages, concurrency, size, rcpts, domain, reuse)
     start = time.perf_counter()

@@ -67,9 +67,16 @@ class Mda:
         env = dict(os.environ)
         env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         stderr = open(os.path.join(self.base, "mda.log"), "w")  # noqa: SIM115 - lives as long as the server
-        self.proc = subprocess.Popen([self.python, "-m", "mda", "serve", "--config", self.conf], cwd=REPO,
-                                     env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=stderr, text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [self.python, "-m", "mda", "serve", "--config", self.conf],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,
+        )
         stderr.close()
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
@@ -85,8 +92,9 @@ class Mda:
                 break
         if not self.port:
             self.stop()
-            raise RuntimeError(f"mda did not print 'listening lmtp HOST:PORT'; stdout: {seen!r}; "
-                               f"see {self.base}/mda.log")
+            raise RuntimeError(
+                f"mda did not print 'listening lmtp HOST:PORT'; stdout: {seen!r}; see {self.base}/mda.log"
+            )
         # Keep reading stdout so that a chatty server never blocks on a full pipe.
         self._drain = threading.Thread(target=self._drain_stdout, daemon=True)
         self._drain.start()
@@ -118,8 +126,9 @@ class Mda:
 
     def version(self) -> str:
         try:
-            head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                  text=True, timeout=10).stdout.strip()
+            head = subprocess.run(
+                ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             head = ""
         return f"mda (git {head or 'unknown'})"

@@ -24,8 +24,7 @@ def _apt_install(packages: list[str]) -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["debconf-set-selections"], input=POSTFIX_PRESEED, text=True, check=True)
     subprocess.run(["apt-get", "update", "-q"], env=env, check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-q", *packages], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-q", *packages], env=env, check=True, stdout=subprocess.DEVNULL)
 
 
 def ensure_packages(need_dovecot: bool) -> None:
@@ -47,8 +46,11 @@ def ensure_user(name: str = "vmail") -> tuple[int, int]:
         pw = pwd.getpwnam(name)
     except KeyError:
         useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-        proc = subprocess.run([useradd, "--system", "--user-group", "--no-create-home",
-                               "--shell", "/usr/sbin/nologin", name], capture_output=True, text=True)
+        proc = subprocess.run(
+            [useradd, "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            capture_output=True,
+            text=True,
+        )
         # Exit 9: another process created it meanwhile (tests run side by side).
         if proc.returncode not in (0, 9):
             raise SystemExit(f"useradd {name} failed: {proc.stderr.strip()}") from None

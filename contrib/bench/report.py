@@ -102,12 +102,23 @@ def _fmt(v: float, digits: int = 1) -> str:
     return "-" if math.isnan(v) else f"{v:.{digits}f}"
 
 
-HEADERS = ["size", "conc", "rcpt", "server", "msgs/s", "deliv/s", "p50 ms", "p99 ms",
-           "CPU s/1k msgs", "peak RSS MiB", "tree RSS MiB", "arrived"]
+HEADERS = [
+    "size",
+    "conc",
+    "rcpt",
+    "server",
+    "msgs/s",
+    "deliv/s",
+    "p50 ms",
+    "p99 ms",
+    "CPU s/1k msgs",
+    "peak RSS MiB",
+    "tree RSS MiB",
+    "arrived",
+]
 
 
-def table_rows(results: Sequence[CellResult], reference: str = "dovecot",
-               candidate: str = "mda") -> list[list[str]]:
+def table_rows(results: Sequence[CellResult], reference: str = "dovecot", candidate: str = "mda") -> list[list[str]]:
     """One row per server per cell, then a ratio row candidate/reference when both ran.
 
     The ratio row puts msgs/s, p99, CPU/1000 and both RSS ratios in those columns:
@@ -119,17 +130,40 @@ def table_rows(results: Sequence[CellResult], reference: str = "dovecot",
         cells.setdefault((r.size, r.concurrency, r.recipients), {})[r.server] = r
     for (size, conc, rcpt), by_server in cells.items():
         for name, r in by_server.items():
-            rows.append([human_size(size), str(conc), str(rcpt), name, _fmt(r.msgs_per_s),
-                         _fmt(r.deliveries_per_s), _fmt(r.p50_ms, 2), _fmt(r.p99_ms, 2),
-                         _fmt(r.cpu_per_1000, 2), _fmt(r.rss_mib), _fmt(r.tree_rss_mib),
-                         "yes" if r.arrived else "NO"])
+            rows.append(
+                [
+                    human_size(size),
+                    str(conc),
+                    str(rcpt),
+                    name,
+                    _fmt(r.msgs_per_s),
+                    _fmt(r.deliveries_per_s),
+                    _fmt(r.p50_ms, 2),
+                    _fmt(r.p99_ms, 2),
+                    _fmt(r.cpu_per_1000, 2),
+                    _fmt(r.rss_mib),
+                    _fmt(r.tree_rss_mib),
+                    "yes" if r.arrived else "NO",
+                ]
+            )
         if candidate in by_server and reference in by_server:
             c, d = by_server[candidate], by_server[reference]
-            rows.append([human_size(size), str(conc), str(rcpt), f"{candidate}/{reference}",
-                         _fmt(ratio(c.msgs_per_s, d.msgs_per_s), 2), _fmt(ratio(c.deliveries_per_s,
-                         d.deliveries_per_s), 2), "-", _fmt(ratio(c.p99_ms, d.p99_ms), 2),
-                         _fmt(ratio(c.cpu_per_1000, d.cpu_per_1000), 2), _fmt(ratio(c.rss_mib, d.rss_mib), 2),
-                         _fmt(ratio(c.tree_rss_mib, d.tree_rss_mib), 2), "yes" if (c.arrived and d.arrived) else "NO"])
+            rows.append(
+                [
+                    human_size(size),
+                    str(conc),
+                    str(rcpt),
+                    f"{candidate}/{reference}",
+                    _fmt(ratio(c.msgs_per_s, d.msgs_per_s), 2),
+                    _fmt(ratio(c.deliveries_per_s, d.deliveries_per_s), 2),
+                    "-",
+                    _fmt(ratio(c.p99_ms, d.p99_ms), 2),
+                    _fmt(ratio(c.cpu_per_1000, d.cpu_per_1000), 2),
+                    _fmt(ratio(c.rss_mib, d.rss_mib), 2),
+                    _fmt(ratio(c.tree_rss_mib, d.tree_rss_mib), 2),
+                    "yes" if (c.arrived and d.arrived) else "NO",
+                ]
+            )
     return rows
 
 
@@ -138,9 +172,12 @@ def format_text(rows: Sequence[Sequence[str]], headers: Sequence[str] = HEADERS)
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i >= 4 else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i >= 4 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
     out = [line(headers), line(["-" * w for w in widths])]
     out.extend(line(r) for r in rows)
     return "\n".join(out)
@@ -148,7 +185,9 @@ def format_text(rows: Sequence[Sequence[str]], headers: Sequence[str] = HEADERS)
 
 def format_markdown(rows: Sequence[Sequence[str]], headers: Sequence[str] = HEADERS) -> str:
     """GitHub-style pipe table for RESULTS.md."""
-    out = ["| " + " | ".join(headers) + " |",
-           "| " + " | ".join("---:" if i >= 4 else "---" for i in range(len(headers))) + " |"]
+    out = [
+        "| " + " | ".join(headers) + " |",
+        "| " + " | ".join("---:" if i >= 4 else "---" for i in range(len(headers))) + " |",
+    ]
     out.extend("| " + " | ".join(r) + " |" for r in rows)
     return "\n".join(out)

@@ -92,8 +92,9 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def run_once(server: Server, size: int, conc: int, rcpts: int, messages: int, latency_messages: int,
-             reuse: bool, verbose: bool) -> RunResult:
+def run_once(
+    server: Server, size: int, conc: int, rcpts: int, messages: int, latency_messages: int, reuse: bool, verbose: bool
+) -> RunResult:
     """Start the server, warm it up, measure throughput/CPU, then latency, check arrivals, stop it.
 
     The warm-up (two messages per connection) lets each server fork its
@@ -111,8 +112,10 @@ def run_once(server: Server, size: int, conc: int, rcpts: int, messages: int, la
         if warm.errors:
             res.notes.append("warm-up: " + "; ".join(warm.errors[:3]))
         if verbose:
-            log("    " + " ".join(smtp_source_command(server.host, server.port, messages, conc, size, rcpts,
-                                                      DOMAIN, reuse)))
+            log(
+                "    "
+                + " ".join(smtp_source_command(server.host, server.port, messages, conc, size, rcpts, DOMAIN, reuse))
+            )
         before = count_delivered(server.mail_root)
         cpu0 = tree_cpu_seconds(server.root_pids())
         load = run_smtp_source(server.host, server.port, messages, conc, size, rcpts, DOMAIN, reuse)
@@ -150,14 +153,21 @@ def run_once(server: Server, size: int, conc: int, rcpts: int, messages: int, la
 def summarize(server: str, size: int, conc: int, rcpts: int, runs: Sequence[RunResult]) -> CellResult:
     """Median of every metric over the repetitions; 'arrived' only if every run delivered everything."""
     return CellResult(
-        server=server, size=size, concurrency=conc, recipients=rcpts,
+        server=server,
+        size=size,
+        concurrency=conc,
+        recipients=rcpts,
         msgs_per_s=median(r.msgs_per_s for r in runs),
         deliveries_per_s=median(r.deliveries_per_s for r in runs),
-        p50_ms=median(r.p50_ms for r in runs), p99_ms=median(r.p99_ms for r in runs),
-        cpu_per_1000=median(r.cpu_per_1000 for r in runs), rss_mib=median(r.rss_mib for r in runs),
+        p50_ms=median(r.p50_ms for r in runs),
+        p99_ms=median(r.p99_ms for r in runs),
+        cpu_per_1000=median(r.cpu_per_1000 for r in runs),
+        rss_mib=median(r.rss_mib for r in runs),
         tree_rss_mib=median(r.tree_rss_mib for r in runs),
-        arrived=all(r.arrived for r in runs), runs=len(runs),
-        notes=[n for r in runs for n in r.notes])
+        arrived=all(r.arrived for r in runs),
+        runs=len(runs),
+        notes=[n for r in runs for n in r.notes],
+    )
 
 
 def make_servers(names: Sequence[str], base: str, mda_workers: str) -> dict[str, Callable[[], Server]]:
@@ -200,8 +210,10 @@ def rss_check(factories: dict[str, Callable[[], Server]], messages: int, concurr
     """16 concurrent 25 MiB messages: every process must stay within 64 MiB + the message size."""
     limit_mib = (RSS_ALLOWANCE + RSS_MESSAGE) / MIB
     ok_all = True
-    log(f"RSS check: {messages} messages of {human_size(RSS_MESSAGE)} at concurrency {concurrency}, "
-        f"limit per process {limit_mib:.0f} MiB")
+    log(
+        f"RSS check: {messages} messages of {human_size(RSS_MESSAGE)} at concurrency {concurrency}, "
+        f"limit per process {limit_mib:.0f} MiB"
+    )
     for name, factory in factories.items():
         server = factory()
         shutil.rmtree(server.mail_root, ignore_errors=True)
@@ -217,15 +229,25 @@ def rss_check(factories: dict[str, Callable[[], Server]], messages: int, concurr
         pid, pname, kib = sampler.largest()
         ok = kib / KIB <= limit_mib and arrived and not lat.errors
         ok_all = ok_all and ok
-        log(f"  {name}: largest process {pname} (pid {pid}) peak RSS {kib / KIB:.1f} MiB; "
+        log(
+            f"  {name}: largest process {pname} (pid {pid}) peak RSS {kib / KIB:.1f} MiB; "
             f"tree peak {sampler.peak_total_kib / KIB:.1f} MiB; {len(sampler.peak_kib)} processes; "
             f"stored {found}/{expected}; p99 {percentile(lat.latencies, 99) * 1000:.0f} ms; "
-            f"{'PASS' if ok else 'FAIL'}" + (f"; errors: {lat.errors[:2]}" if lat.errors else ""))
+            f"{'PASS' if ok else 'FAIL'}" + (f"; errors: {lat.errors[:2]}" if lat.errors else "")
+        )
     return ok_all
 
 
-def write_markdown(path: str, title: str, machine: list[tuple[str, str]], disk: dict[int, float],
-                   command: str, settings: list[str], table: str, notes: list[str]) -> None:
+def write_markdown(
+    path: str,
+    title: str,
+    machine: list[tuple[str, str]],
+    disk: dict[int, float],
+    command: str,
+    settings: list[str],
+    table: str,
+    notes: list[str],
+) -> None:
     """RESULTS.md-style report: what ran, on what, and the numbers."""
     lines = [f"# {title}", "", f"Command: `{command}`", "", "## Machine", ""]
     lines += [f"- {k}: {v}" for k, v in machine]
@@ -233,11 +255,18 @@ def write_markdown(path: str, title: str, machine: list[tuple[str, str]], disk: 
     if disk:
         lines += ["", "## Disk durable-write limit (4 KiB file: write, fsync, rename into new/, fsync new/)", ""]
         lines += [f"- {t} thread{'s' if t > 1 else ''}: {v:.0f} msgs/s" for t, v in sorted(disk.items())]
-    lines += ["", "## Results (median over repetitions)", "", table, "",
-              "msgs/s and deliv/s from smtp-source; p50/p99 from the latency client; CPU of the server's "
-              "process tree per 1000 messages; peak RSS of its largest process and of the whole tree. "
-              "In a `mda/dovecot` row: ratios (above 1 better for msgs/s, below 1 better for the others). "
-              "See README.md.", ""]
+    lines += [
+        "",
+        "## Results (median over repetitions)",
+        "",
+        table,
+        "",
+        "msgs/s and deliv/s from smtp-source; p50/p99 from the latency client; CPU of the server's "
+        "process tree per 1000 messages; peak RSS of its largest process and of the whole tree. "
+        "In a `mda/dovecot` row: ratios (above 1 better for msgs/s, below 1 better for the others). "
+        "See README.md.",
+        "",
+    ]
     if notes:
         lines += ["## Problems", ""] + [f"- {n}" for n in notes] + [""]
     with open(path, "w") as f:
@@ -245,31 +274,41 @@ def write_markdown(path: str, title: str, machine: list[tuple[str, str]], disk: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="smoke test: 4 KiB and 100 KiB at c=16, 1 rcpt, 1 rep, a few hundred messages")
-    p.add_argument("--servers", help="comma list of mda,dovecot (default: both, or dovecot alone "
-                                     "while mda is not runnable)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 4 KiB and 100 KiB at c=16, 1 rcpt, 1 rep, a few hundred messages",
+    )
+    p.add_argument(
+        "--servers", help="comma list of mda,dovecot (default: both, or dovecot alone while mda is not runnable)"
+    )
     p.add_argument("--reps", type=int, help="repetitions per cell, median reported (default 3; quick 1)")
     p.add_argument("--sizes", help="message sizes, e.g. 4K,100K,1M (default: the full grid)")
     p.add_argument("--concurrency", help="concurrent connections, e.g. 1,4,16")
     p.add_argument("--rcpts", help="recipients per message, e.g. 1,5")
     p.add_argument("--messages", type=int, help="messages per throughput run (default: by cell)")
-    p.add_argument("--latency-messages", type=int,
-                   help="messages per latency run (default: min(messages, 500); 0 skips latency)")
-    p.add_argument("--reconnect", action="store_true",
-                   help="smtp-source without -d: one connection per message")
+    p.add_argument(
+        "--latency-messages", type=int, help="messages per latency run (default: min(messages, 500); 0 skips latency)"
+    )
+    p.add_argument("--reconnect", action="store_true", help="smtp-source without -d: one connection per message")
     p.add_argument("--mda-workers", default="1", help="mda's `workers` setting (default 1)")
-    p.add_argument("--disk-seconds", type=float, help="duration of each disk-limit test (default 3; quick 1; "
-                                                      "0 skips)")
+    p.add_argument("--disk-seconds", type=float, help="duration of each disk-limit test (default 3; quick 1; 0 skips)")
     p.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown to FILE")
     p.add_argument("--title", default="mda vs Dovecot LMTP benchmark", help="heading of the Markdown report")
-    p.add_argument("--rss-check", action="store_true",
-                   help="only the memory check: 25 MiB messages at concurrency 16 via the latency client")
+    p.add_argument(
+        "--rss-check",
+        action="store_true",
+        help="only the memory check: 25 MiB messages at concurrency 16 via the latency client",
+    )
     p.add_argument("--rss-messages", type=int, default=32, help="messages in --rss-check (default 32)")
-    p.add_argument("--base", default="/var/tmp", help="parent of the mda-bench-RANDOM work directory "
-                                                      "(its filesystem is the one measured)")
+    p.add_argument(
+        "--base",
+        default="/var/tmp",
+        help="parent of the mda-bench-RANDOM work directory (its filesystem is the one measured)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     p.add_argument("-v", "--verbose", action="store_true", help="print each smtp-source command")
     return p
@@ -308,48 +347,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         if disk_seconds > 0:
             for threads in (1, 16):
                 disk[threads] = durable_writes_per_s(base, threads, disk_seconds)
-                log(f"disk limit, {threads} thread{'s' if threads > 1 else ''}: {disk[threads]:.0f} msgs/s "
-                    "(4 KiB, fsync file + rename + fsync dir)")
+                log(
+                    f"disk limit, {threads} thread{'s' if threads > 1 else ''}: {disk[threads]:.0f} msgs/s "
+                    "(4 KiB, fsync file + rename + fsync dir)"
+                )
 
         cells = grid(args)
         results: list[CellResult] = []
         started = time.monotonic()
         for size, conc, rcpts in cells:
             messages = args.messages or (300 if args.quick else default_messages(size, conc, rcpts))
-            lat_messages = (args.latency_messages if args.latency_messages is not None
-                            else min(messages, 200 if args.quick else 500))
+            lat_messages = (
+                args.latency_messages
+                if args.latency_messages is not None
+                else min(messages, 200 if args.quick else 500)
+            )
             runs: dict[str, list[RunResult]] = {n: [] for n in names}
             for rep in range(reps):
                 for name in names:  # alternate servers run by run: mda, dovecot, mda, dovecot...
-                    r = run_once(factories[name](), size, conc, rcpts, messages, lat_messages, not args.reconnect,
-                                 args.verbose)
+                    r = run_once(
+                        factories[name](), size, conc, rcpts, messages, lat_messages, not args.reconnect, args.verbose
+                    )
                     runs[name].append(r)
-                    log(f"  {human_size(size)} c={conc} rcpt={rcpts} rep {rep + 1}/{reps} {name}: "
+                    log(
+                        f"  {human_size(size)} c={conc} rcpt={rcpts} rep {rep + 1}/{reps} {name}: "
                         f"{r.msgs_per_s:.1f} msgs/s, p99 {r.p99_ms:.2f} ms, CPU {r.cpu_per_1000:.2f} s/1k, "
                         f"RSS {r.rss_mib:.1f} MiB, arrived {'yes' if r.arrived else 'NO'}"
-                        + ("".join(f"\n    ! {n}" for n in r.notes)))
+                        + ("".join(f"\n    ! {n}" for n in r.notes))
+                    )
             results += [summarize(n, size, conc, rcpts, runs[n]) for n in names]
         rows = table_rows(results)
         log(f"\nResults (median of {reps} rep{'s' if reps > 1 else ''}; {time.monotonic() - started:.0f} s):")
         log(format_text(rows))
-        notes = [f"{human_size(r.size)} c={r.concurrency} rcpt={r.recipients} {r.server}: {n}"
-                 for r in results for n in r.notes]
+        notes = [
+            f"{human_size(r.size)} c={r.concurrency} rcpt={r.recipients} {r.server}: {n}"
+            for r in results
+            for n in r.notes
+        ]
         all_arrived = all(r.arrived for r in results)
         log("every message arrived" if all_arrived else "SOME MESSAGES DID NOT ARRIVE (see the notes above)")
         if args.markdown:
             settings = [
                 f"servers: {', '.join(names)} (alternating run by run), {reps} repetition(s) per cell",
-                "load: smtp-source -L " + ("(one connection per message)" if args.reconnect
-                                           else "-d (connections reused)"),
-                "messages per run: " + (str(args.messages) if args.messages else
-                                        ("300" if args.quick else "by cell (see README.md)")),
+                "load: smtp-source -L "
+                + ("(one connection per message)" if args.reconnect else "-d (connections reused)"),
+                "messages per run: "
+                + (str(args.messages) if args.messages else ("300" if args.quick else "by cell (see README.md)")),
                 "durability: mda storage.fsync true; Dovecot mail_fsync = always",
                 f"load average at end (1/5/15 min): {load_average()}",
             ]
             if "mda" in names:
                 settings.append(f"mda workers: {args.mda_workers}")
-            write_markdown(args.markdown, args.title, machine, disk, command, settings,
-                           format_markdown(rows), notes)
+            write_markdown(args.markdown, args.title, machine, disk, command, settings, format_markdown(rows), notes)
             log(f"wrote {args.markdown}")
         return 0 if all_arrived else 1
     finally:

@@ -167,8 +167,11 @@ def main(argv: list[str] | None = None) -> int:
             without, with_sieve, inbox = timed_pair(Path(directory) / f"pair{pair}", pair, args)
             ratios.append(with_sieve / without)
             stored += inbox
-            print(f"pair {pair}: without {without:.0f} msg/s, with 20-rule Sieve {with_sieve:.0f} msg/s, "
-                  f"ratio {ratios[-1]:.3f}", flush=True)
+            print(
+                f"pair {pair}: without {without:.0f} msg/s, with 20-rule Sieve {with_sieve:.0f} msg/s, "
+                f"ratio {ratios[-1]:.3f}",
+                flush=True,
+            )
         print(f"sieve side stored {stored} messages in INBOX")
         print(f"median ratio {statistics.median(ratios):.3f} (with Sieve / without; target >= 0.85)")
     return 0

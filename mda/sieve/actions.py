@@ -125,8 +125,9 @@ class ResultBuilder:
     def store(self, action: Keep | FileInto, copy: bool, file: str, line: int) -> None:
         self._count(file, line)
         if self.reject is not None:
-            raise SieveRuntimeError(file, line, "store action conflicts with the reject action "
-                                                f"at line {self.lines['reject']}")
+            raise SieveRuntimeError(
+                file, line, f"store action conflicts with the reject action at line {self.lines['reject']}"
+            )
         folder = DEFAULT_MAILBOX if isinstance(action, Keep) else action.folder
         key = DEFAULT_MAILBOX if folder.upper() == DEFAULT_MAILBOX else folder
         previous = self.stores.get(key)
@@ -148,8 +149,9 @@ class ResultBuilder:
     def redirect(self, address: str, copy: bool, file: str, line: int) -> None:
         self._count(file, line)
         if self.reject is not None:
-            raise SieveRuntimeError(file, line, "redirect action conflicts with the reject action "
-                                                f"at line {self.lines['reject']}")
+            raise SieveRuntimeError(
+                file, line, f"redirect action conflicts with the reject action at line {self.lines['reject']}"
+            )
         key = address.lower()
         previous = self.redirects.get(key)
         if previous is not None:
@@ -169,11 +171,13 @@ class ResultBuilder:
         # RFC 5429 §2.1 and Pigeonhole: reject excludes every action that delivers the message.
         for other in ("store", "redirect"):
             if other in self.lines:
-                raise SieveRuntimeError(file, line, f"reject action conflicts with the {other} action "
-                                                    f"at line {self.lines[other]}")
+                raise SieveRuntimeError(
+                    file, line, f"reject action conflicts with the {other} action at line {self.lines[other]}"
+                )
         if self.vacation is not None:
-            raise SieveRuntimeError(file, line, "reject action conflicts with the vacation action "
-                                                f"at line {self.vacation.line}")
+            raise SieveRuntimeError(
+                file, line, f"reject action conflicts with the vacation action at line {self.vacation.line}"
+            )
         self.reject = action
         self.lines["reject"] = line
         self.implicit_keep = False
@@ -185,8 +189,9 @@ class ResultBuilder:
             raise SieveRuntimeError(file, line, f"duplicate vacation action (first at line {first})")
         if self.reject is not None:
             # RFC 5230 §4.7: vacation and reject both answer the sender.
-            raise SieveRuntimeError(file, line, "vacation action conflicts with the reject action "
-                                                f"at line {self.lines['reject']}")
+            raise SieveRuntimeError(
+                file, line, f"vacation action conflicts with the reject action at line {self.lines['reject']}"
+            )
         self.vacation = action
 
     def discard(self) -> None:

@@ -20,8 +20,19 @@ from .syntax import Argument, CommandNode, NumberArg, StringArg, TagArg, TestNod
 #: Capabilities accepted by ``require``. ``ereject`` is RFC 5429's; ``mailbox`` only brings ``:create``.
 CAPABILITIES = frozenset(
     {
-        "fileinto", "reject", "ereject", "envelope", "subaddress", "copy", "imap4flags", "vacation",
-        "variables", "body", "mailbox", "comparator-i;octet", "comparator-i;ascii-casemap",
+        "fileinto",
+        "reject",
+        "ereject",
+        "envelope",
+        "subaddress",
+        "copy",
+        "imap4flags",
+        "vacation",
+        "variables",
+        "body",
+        "mailbox",
+        "comparator-i;octet",
+        "comparator-i;ascii-casemap",
     }
 )
 
@@ -70,8 +81,7 @@ COMMANDS: Mapping[str, Spec] = {
     "stop": Spec(),
     "keep": Spec((), _FLAGS),
     "discard": Spec(),
-    "fileinto": Spec((STRING,), {**_FLAGS, **_COPY, "create": TagSpec("create", None, "mailbox")},
-                     "fileinto"),
+    "fileinto": Spec((STRING,), {**_FLAGS, **_COPY, "create": TagSpec("create", None, "mailbox")}, "fileinto"),
     "redirect": Spec((STRING,), _COPY),
     "reject": Spec((STRING,), extension="reject"),
     "ereject": Spec((STRING,), extension="ereject"),

@@ -111,8 +111,13 @@ def run(
     skipped: str | None = None
     if result.vacation is not None:
         reply, why = decide(
-            result.vacation, msg, envelope.sender, envelope.recipient, envelope.original_recipient,
-            vacation_state, time.time() if now is None else now,
+            result.vacation,
+            msg,
+            envelope.sender,
+            envelope.recipient,
+            envelope.original_recipient,
+            vacation_state,
+            time.time() if now is None else now,
         )
         if reply is not None:
             actions.append(reply)

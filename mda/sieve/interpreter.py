@@ -97,8 +97,10 @@ class _Run:
         """True if any value matches any key; a ``:matches`` hit sets the match variables (RFC 5229 §3.2)."""
         # A script's own constant keys are prepared once (keys_for caches them); keys built from
         # variables hold message text and are prepared for this comparison only, never cached.
-        prepared = keys_for(keys, test.match_type, test.comparator) if self.plain else Keys(
-            keys, test.match_type, test.comparator
+        prepared = (
+            keys_for(keys, test.match_type, test.comparator)
+            if self.plain
+            else Keys(keys, test.match_type, test.comparator)
         )
         groups = prepared.first(values)
         if groups is None:
@@ -175,8 +177,7 @@ class _Run:
         return self.matches(test, flags, keys)
 
     def test_string(self, test: Test) -> bool:
-        return self.matches(test, self.expand_all(test.args[0], test.line),
-                            self.expand_all(test.args[1], test.line))
+        return self.matches(test, self.expand_all(test.args[0], test.line), self.expand_all(test.args[1], test.line))
 
     def test_body(self, test: Test) -> bool:
         transform = test.tags.get("transform", "text")
@@ -184,8 +185,9 @@ class _Run:
         if not isinstance(transform, str):  # (":content", content types)
             transform, content_types = transform
             types = tuple(self.expand_all(content_types, test.line))
-        return self.matches(test, self.ctx.message.body_parts(transform, types),
-                            self.expand_all(test.args[0], test.line))
+        return self.matches(
+            test, self.ctx.message.body_parts(transform, types), self.expand_all(test.args[0], test.line)
+        )
 
     # -- commands ------------------------------------------------------------------------------
     def do_stop(self, cmd: Command) -> None:
@@ -229,12 +231,14 @@ class _Run:
             handle = self.expand(tags["handle"], cmd.line)
         else:
             # Pigeonhole's default handle: the arguments that make two vacation commands different.
-            handle = "".join((
-                reason,
-                "<default-subject>" if subject is None else subject,
-                "<default-from>" if from_ is None else from_,
-                "<MIME>" if mime else "<NO-MIME>",
-            ))
+            handle = "".join(
+                (
+                    reason,
+                    "<default-subject>" if subject is None else subject,
+                    "<default-from>" if from_ is None else from_,
+                    "<MIME>" if mime else "<NO-MIME>",
+                )
+            )
         pending = PendingVacation(
             reason=reason,
             subject=subject,

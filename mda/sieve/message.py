@@ -52,9 +52,7 @@ class Address(NamedTuple):
 
 _ADDR_SPEC = r"([^\s<>()\[\]\\,;:\"@]+@[^\s<>()\[\]\\,;:\"@]+)"
 _ATEXT = r"[^\x00-\x20\x7f\"(),.:;<>@\[\]\\]"
-_SIMPLE_ADDRESS = re.compile(
-    rf"[ \t]*(?:<?{_ADDR_SPEC}>?|(?:{_ATEXT}+[ \t]+)*{_ATEXT}+[ \t]*<{_ADDR_SPEC}>)[ \t]*"
-)
+_SIMPLE_ADDRESS = re.compile(rf"[ \t]*(?:<?{_ADDR_SPEC}>?|(?:{_ATEXT}+[ \t]+)*{_ATEXT}+[ \t]*<{_ADDR_SPEC}>)[ \t]*")
 
 
 def parse_address_list(values: list[str]) -> list[Address]:

@@ -64,8 +64,7 @@ class _Parser:
         else:
             tok = self.take()
             if tok.kind is not Kind.PUNCT or tok.value != ";":
-                raise self.error(tok, f"expected ';' or '{{' after command '{ident.value}' "
-                                      f"but found {_describe(tok)}")
+                raise self.error(tok, f"expected ';' or '{{' after command '{ident.value}' but found {_describe(tok)}")
         return CommandNode(str(ident.value), args, tests, block, ident.line)
 
     def arguments(self, depth: int) -> tuple[tuple[Argument, ...], tuple[TestNode, ...]]:

@@ -27,8 +27,7 @@ DEFAULT_DAYS = 7
 # RFC 3834 §2 and Pigeonhole: local parts of senders that are programs, never people.
 _SYSTEM_LOCALPARTS = frozenset({"mailer-daemon", "listserv", "majordomo"})
 # RFC 2369 / RFC 2919 list fields: a message carrying one came through a mailing list.
-_LIST_FIELDS = ("list-id", "list-owner", "list-subscribe", "list-post", "list-unsubscribe", "list-help",
-                "list-archive")
+_LIST_FIELDS = ("list-id", "list-owner", "list-subscribe", "list-post", "list-unsubscribe", "list-help", "list-archive")
 # RFC 5230 §4.5: the recipient must appear in one of these fields.
 _RECIPIENT_FIELDS = ("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc")
 _BULK = frozenset({"bulk", "list", "junk"})

@@ -41,7 +41,10 @@ def test_bdat_chunks_lmtp_per_recipient_and_pipelined(start_mda, tmp_path):
         client.send(
             b"MAIL FROM:<s@remote.test>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\n"
             b"RCPT TO:<bob@example.test>\r\n"
-            + f"BDAT {len(first)}\r\n".encode() + first + f"BDAT {len(second)} LAST\r\n".encode() + second
+            + f"BDAT {len(first)}\r\n".encode()
+            + first
+            + f"BDAT {len(second)} LAST\r\n".encode()
+            + second
         )
         codes = [client.read_reply().code for _ in range(7)]
         assert codes == [250, 250, 550, 250, 250, 250, 250]
@@ -194,8 +197,7 @@ def test_dsn_syntax_is_checked_and_not_announced_without_submission(start_mda, t
 
 
 def _proxy_config(root: Path, **extra: object) -> dict[str, object]:
-    return basic_config(root, listeners=[{"protocol": "lmtp", "bind": "127.0.0.1:0", "proxy_protocol": True,
-                                          **extra}])
+    return basic_config(root, listeners=[{"protocol": "lmtp", "bind": "127.0.0.1:0", "proxy_protocol": True, **extra}])
 
 
 def test_proxy_v1_and_v2_client_address_in_received_and_access(start_mda, tmp_path):
@@ -235,5 +237,3 @@ def test_proxy_header_missing_times_out(start_mda, tmp_path):
             data += raw.recv(200)
     assert time.monotonic() - started < 5
     assert data in (b"", b"421 4.4.2 Timeout, closing connection\r\n")
-
-

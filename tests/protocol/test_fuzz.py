@@ -20,11 +20,27 @@ from tests.clients import Client
 from tests.conftest import basic_config
 
 COMMANDS = [
-    "LHLO fuzz.test", "EHLO fuzz.test", "HELO fuzz.test", "NOOP", "RSET", "VRFY alice", "HELP", "MAIL FROM:<>",
-    "MAIL FROM:<s@remote.test>", "MAIL FROM:<s@remote.test> SIZE=10 RET=FULL ENVID=x", "MAIL FROM:<bad",
-    "RCPT TO:<alice@example.test>", "RCPT TO:<bob@example.test> NOTIFY=SUCCESS", "RCPT TO:<nobody@example.test>",
-    "RCPT TO:<../x@example.test>", "RCPT TO:<alice@example.test> NOTIFY=BOGUS", "STARTTLS", "AUTH PLAIN",
-    "BDAT x", "DATA x", "XYZZY",
+    "LHLO fuzz.test",
+    "EHLO fuzz.test",
+    "HELO fuzz.test",
+    "NOOP",
+    "RSET",
+    "VRFY alice",
+    "HELP",
+    "MAIL FROM:<>",
+    "MAIL FROM:<s@remote.test>",
+    "MAIL FROM:<s@remote.test> SIZE=10 RET=FULL ENVID=x",
+    "MAIL FROM:<bad",
+    "RCPT TO:<alice@example.test>",
+    "RCPT TO:<bob@example.test> NOTIFY=SUCCESS",
+    "RCPT TO:<nobody@example.test>",
+    "RCPT TO:<../x@example.test>",
+    "RCPT TO:<alice@example.test> NOTIFY=BOGUS",
+    "STARTTLS",
+    "AUTH PLAIN",
+    "BDAT x",
+    "DATA x",
+    "XYZZY",
 ]
 TEXT = st.binary(max_size=300).map(lambda b: b.replace(b"\r\n.\r\n", b"\r\n..\r\n"))
 
@@ -89,8 +105,11 @@ def _machine(server_address: tuple[str, int], root: Path, pid: int) -> type[Rule
 
         @invariant()
         def nothing_outside_the_root(self) -> None:
-            outside = [p for p in root.parent.rglob("*") if p.is_file() and root not in p.parents
-                       and "server" not in p.relative_to(root.parent).parts[0]]
+            outside = [
+                p
+                for p in root.parent.rglob("*")
+                if p.is_file() and root not in p.parents and "server" not in p.relative_to(root.parent).parts[0]
+            ]
             assert outside == []
 
         def teardown(self) -> None:
@@ -106,8 +125,9 @@ def _run(start_mda, tmp_path: Path, examples: int) -> None:
     machine = _machine(server.lmtp, root, server.process.pid)
     run_state_machine_as_test(
         machine,
-        settings=settings(max_examples=examples, stateful_step_count=25, deadline=None,
-                          suppress_health_check=list(HealthCheck)),
+        settings=settings(
+            max_examples=examples, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck)
+        ),
     )
     assert server.process.poll() is None
     with socket.create_connection(server.lmtp, timeout=5) as sock:

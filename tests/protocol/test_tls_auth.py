@@ -142,8 +142,9 @@ def test_implicit_tls_listener(start_mda, tmp_path, certificate):
     cert, key = certificate
     config = basic_config(
         root,
-        listeners=[{"protocol": "smtp", "bind": "127.0.0.1:0", "tls": {"cert": str(cert), "key": str(key),
-                                                                      "mode": "implicit"}}],
+        listeners=[
+            {"protocol": "smtp", "bind": "127.0.0.1:0", "tls": {"cert": str(cert), "key": str(key), "mode": "implicit"}}
+        ],
     )
     server = start_mda(config)
     with smtplib.SMTP_SSL(*server.smtp, context=client_context()) as client:
@@ -225,18 +226,60 @@ def test_swaks_tls_auth_pipelining(start_mda, tmp_path, certificate, users_file)
     server = start_mda(_auth_config(root, *certificate, users_file))
     host, port = server.smtp
     result = subprocess.run(
-        ["swaks", "--server", host, "--port", str(port), "--tls", "--auth", "PLAIN", "--auth-user", "alice",
-         "--auth-password", PASSWORD, "--pipeline", "--from", "s@remote.test", "--to", "bob@example.test",
-         "--helo", "client.test", "--timeout", "20"],
-        capture_output=True, text=True, timeout=60,
+        [
+            "swaks",
+            "--server",
+            host,
+            "--port",
+            str(port),
+            "--tls",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "alice",
+            "--auth-password",
+            PASSWORD,
+            "--pipeline",
+            "--from",
+            "s@remote.test",
+            "--to",
+            "bob@example.test",
+            "--helo",
+            "client.test",
+            "--timeout",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "235 2.7.0" in result.stdout
     assert b"with ESMTPSA id" in _maildir(root, "bob")[0].read_bytes()
     result = subprocess.run(
-        ["swaks", "--server", host, "--port", str(port), "--tls", "--auth", "LOGIN", "--auth-user", "alice",
-         "--auth-password", "wrong", "--from", "s@remote.test", "--to", "bob@example.test", "--timeout", "20"],
-        capture_output=True, text=True, timeout=60,
+        [
+            "swaks",
+            "--server",
+            host,
+            "--port",
+            str(port),
+            "--tls",
+            "--auth",
+            "LOGIN",
+            "--auth-user",
+            "alice",
+            "--auth-password",
+            "wrong",
+            "--from",
+            "s@remote.test",
+            "--to",
+            "bob@example.test",
+            "--timeout",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0 and "535 5.7.8" in result.stdout
 
@@ -255,9 +298,24 @@ def test_certificate_is_reread_when_it_changes(start_mda, tmp_path, certificate)
 
     first = served_certificate()
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=renewed.test",
-         "-keyout", str(live_key), "-out", str(live_cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=renewed.test",
+            "-keyout",
+            str(live_key),
+            "-out",
+            str(live_cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     assert served_certificate() != first
     assert ssl.DER_cert_to_PEM_cert(served_certificate()) == live_cert.read_text()

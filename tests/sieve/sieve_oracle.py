@@ -130,7 +130,11 @@ class Pigeonhole:
             os.chown(path, self.uid, self.gid)
         proc = subprocess.run(
             ["runuser", "-u", ORACLE_USER, "--", "env", f"HOME={home}", SIEVE_TEST, *args],
-            capture_output=True, text=True, timeout=60, cwd=self.workdir, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=self.workdir,
+            check=False,
         )
         return proc.stdout + proc.stderr
 
@@ -143,8 +147,17 @@ class Pigeonhole:
             copies.append(copy)
         eml = self.workdir / "message.eml"
         shutil.copyfile(message, eml)
-        common = ["-C", "-o", "recipient_delimiter=+", "-f", envelope.sender, "-r", envelope.recipient,
-                  "-a", envelope.original_recipient or envelope.recipient]
+        common = [
+            "-C",
+            "-o",
+            "recipient_delimiter=+",
+            "-f",
+            envelope.sender,
+            "-r",
+            envelope.recipient,
+            "-a",
+            envelope.original_recipient or envelope.recipient,
+        ]
         for before in copies[:-1]:
             # sieve-test 0.5.19 prepends the working directory to an absolute -s path: pass it relative.
             common += ["-s", before.name]

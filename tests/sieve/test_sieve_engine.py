@@ -60,7 +60,7 @@ def outcome_of(
         ('require "envelope";\nif envelope "cc" "x" { keep; }\n', 2, "unknown envelope part"),
         ('require "fileinto";\nfileinto ["a", "b"];\n', 2, "single string"),
         ("if true keep;\n", 1, "if needs a block"),
-        ('if anyof (true, nosuch) { keep; }\n', 1, "unknown test 'nosuch'"),
+        ("if anyof (true, nosuch) { keep; }\n", 1, "unknown test 'nosuch'"),
         ("if size 100 { keep; }\n", 1, "expects 0 positional"),
         ('if address :user "to" "x" { keep; }\n', 1, 'needs require "subaddress"'),
         ("keep { stop; }\n", 1, "takes no block"),
@@ -90,7 +90,7 @@ def test_compile_file_caches_until_the_file_changes(tmp_path: Path) -> None:
 
 def test_compile_file_reports_a_broken_file_every_time(tmp_path: Path) -> None:
     path = tmp_path / "user.sieve"
-    path.write_bytes(b"keep;\nfileinto \"\xc3\x28\";\n")
+    path.write_bytes(b'keep;\nfileinto "\xc3\x28";\n')
     for _ in range(2):
         with pytest.raises(SieveError, match=r"user\.sieve:2: script is not valid UTF-8"):
             compile_file(path)
@@ -148,8 +148,10 @@ def test_too_many_actions_is_a_runtime_error() -> None:
 
 def test_hostile_message_bytes_are_tolerated() -> None:
     message = b"Subject: caf\xe9 \x00 =?bogus?Q?x?= =?utf-8?B?!!!?=\nFrom: <<>>@@\n\n\x00\xff body\n"
-    script = 'require ["body", "fileinto"];\nif anyof (header :contains "subject" "caf",' \
-             ' address :domain "from" "x", body :contains "body") { fileinto "Odd"; }\n'
+    script = (
+        'require ["body", "fileinto"];\nif anyof (header :contains "subject" "caf",'
+        ' address :domain "from" "x", body :contains "body") { fileinto "Odd"; }\n'
+    )
     assert outcome_of(script, message=message).actions == (FileInto("Odd"),)
 
 
@@ -251,18 +253,21 @@ def test_plain_address_fields_parse_as_email_utils_does(value: str) -> None:
 def test_twenty_rule_script_on_a_4k_message() -> None:
     """The shape of the throughput benchmark's script: the outcome (its speed is contrib/bench/sieve_overhead.py's)."""
     rules = "".join(
-        f'if header :contains "subject" "word{i}" {{ fileinto "F{i}"; }}\n' if i % 3
+        f'if header :contains "subject" "word{i}" {{ fileinto "F{i}"; }}\n'
+        if i % 3
         else f'if address :domain :is "from" "d{i}.example" {{ fileinto "D{i}"; }}\n'
         for i in range(18)
     )
     script = compile_text(
-        'require ["fileinto", "imap4flags"];\n' + rules
+        'require ["fileinto", "imap4flags"];\n'
+        + rules
         + 'if header :matches "subject" "*urgent*" { addflag "\\\\Flagged"; }\nif size :over 1M { discard; }\n',
         "perf.sieve",
     )
     message = (
         b"From: Bob <bob@example.org>\nTo: alice@example.test\nSubject: hello urgent\n"
         + b"Received: from a by b; Sat, 28 Nov 2026 12:00:00 +0000\n" * 8
-        + b"\n" + b"lorem ipsum dolor sit amet " * 140
+        + b"\n"
+        + b"lorem ipsum dolor sit amet " * 140
     )
     assert run([script], message, ENVELOPE).actions == (Keep(("\\Flagged",)),)

@@ -34,10 +34,10 @@ def test_string_list_is_marked() -> None:
 @pytest.mark.parametrize(
     ("script", "line", "fragment"),
     [
-        ('keep;\nif true {\n  keep\n}\n', 4, "expected ';'"),
+        ("keep;\nif true {\n  keep\n}\n", 4, "expected ';'"),
         ('keep;\n"unterminated\n\n', 2, "unterminated string"),
         ("keep;\n/* never closed\n", 2, "unterminated comment"),
-        ('keep;\nfileinto text:\nabc\n', 2, "unterminated multi-line string"),
+        ("keep;\nfileinto text:\nabc\n", 2, "unterminated multi-line string"),
         ("keep;\n\nkeep; }", 3, "expected a command"),
         ("keep;\nif true { keep;", 2, "expected '}'"),
         ('keep;\nrequire ["a" "b"];', 2, "expected ',' or ']'"),
@@ -69,7 +69,7 @@ def test_deep_test_nesting_is_refused() -> None:
 
 def test_invalid_utf8_names_its_line() -> None:
     with pytest.raises(SieveError) as info:
-        decode_script(b"keep;\nfileinto \"\xff\";\n", "bad.sieve")
+        decode_script(b'keep;\nfileinto "\xff";\n', "bad.sieve")
     assert str(info.value) == "bad.sieve:2: script is not valid UTF-8"
 
 

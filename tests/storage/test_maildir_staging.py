@@ -101,9 +101,7 @@ def test_both_directory_resolutions_deliver_and_refuse_symlinks(mail_root, tmp_p
     assert _entries(outside) == []
 
 
-@pytest.mark.parametrize(
-    ("error", "still_tried"), [(errno.ENOSYS, False), (errno.EPERM, False), (errno.ENOENT, True)]
-)
+@pytest.mark.parametrize(("error", "still_tried"), [(errno.ENOSYS, False), (errno.EPERM, False), (errno.ENOENT, True)])
 def test_a_kernel_refusing_openat2_falls_back_to_the_walk(mail_root, make_copy, monkeypatch, error, still_tried):
     """Before Linux 5.6 openat2 is ENOSYS, and container seccomp filters often answer EPERM: delivery
     walks the path instead and stops trying openat2; a missing directory (ENOENT) is not such a refusal."""
