@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -24,7 +23,7 @@ import yaml
 
 from tests.clients import Client, transaction
 from tests.conftest import RunningServer, basic_config
-from tests.peers.dovecot import ensure_packages
+from tests.peers import programs
 
 REPO = Path(__file__).resolve().parents[2]
 CONTRIB = REPO / "contrib"
@@ -37,10 +36,9 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
     return subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=cwd, check=False)
 
 
-def need_tool(tool: str, package: str) -> None:
-    """Install ``package`` when ``tool`` is missing (CI may start from a bare Debian)."""
-    if shutil.which(tool) is None:
-        ensure_packages(package)
+def need_tool(tool: str, package: str) -> str:
+    """The path of ``tool``; ``package`` is installed when it is missing (CI may start from a bare Debian)."""
+    return programs.require(programs.Program(tool, package))
 
 
 # --- Prometheus and Grafana ----------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from mda.metrics import Metrics, build_metrics, result_of
 from tests.clients import Client
 from tests.conftest import basic_config
 from tests.ops.helpers import deliver, fetch, metrics_url, scrape, value
-from tests.peers.dovecot import ensure_packages
+from tests.peers import programs
 
 
 def test_factory_builds_twice_in_separate_registries() -> None:
@@ -124,10 +123,9 @@ def test_start_up_lines_order_and_probes(start_mda, tmp_path: Path) -> None:
 @pytest.mark.root
 @pytest.mark.parametrize("workers", [1, 2])
 def test_exposition_passes_promtool(start_mda, tmp_path: Path, workers: int) -> None:
-    ensure_packages("prometheus")
+    promtool = programs.require(programs.PROMTOOL)
     server = start_mda(basic_config(tmp_path / "mail", workers=workers, metrics={"bind": "127.0.0.1:0"}))
     deliver(server.lmtp, ["alice@example.test", "nobody@example.test"])
     _, text = fetch(metrics_url(server))
-    promtool = shutil.which("promtool") or "/usr/bin/promtool"
     checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr

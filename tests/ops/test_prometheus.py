@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import urllib.parse
@@ -13,7 +12,7 @@ import pytest
 
 from tests.conftest import basic_config
 from tests.ops.helpers import deliver, fetch, metrics_url, wait_for
-from tests.peers.dovecot import ensure_packages
+from tests.peers import programs
 
 
 def _free_port() -> int:
@@ -24,7 +23,7 @@ def _free_port() -> int:
 
 @pytest.mark.root
 def test_prometheus_scrapes_the_delivered_count(start_mda, tmp_path: Path) -> None:
-    ensure_packages("prometheus")
+    binary = programs.require(programs.PROMETHEUS)
     server = start_mda(basic_config(tmp_path / "mail", workers=2, metrics={"bind": "127.0.0.1:0"}))
     assert deliver(server.lmtp, ["alice@example.test", "bob@example.test", "carol@example.test"]) == [250] * 3
     target = urllib.parse.urlsplit(metrics_url(server)).netloc
@@ -34,7 +33,6 @@ def test_prometheus_scrapes_the_delivered_count(start_mda, tmp_path: Path) -> No
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         f"scrape_configs:\n  - job_name: mda\n    static_configs: [{{targets: ['{target}']}}]\n"
     )
-    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
     with open(tmp_path / "prometheus.log", "wb") as log:
         process = subprocess.Popen(
             [

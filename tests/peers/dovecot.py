@@ -8,11 +8,9 @@ when missing), and the whole tree is traversable by it (``mkdtemp`` makes 0700 d
 
 from __future__ import annotations
 
-import contextlib
 import imaplib
 import os
 import poplib
-import pwd
 import shutil
 import socket
 import subprocess
@@ -24,43 +22,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers import programs
+from tests.peers.programs import DOVEADM, DOVECOT, DOVECOT_IMAP, DOVECOT_POP3
+
 MAIL_USER = "vmail"
 PASSWORD = "secret"
-DOVECOT_PACKAGES = ("dovecot-imapd", "dovecot-pop3d")
+# Every program a private instance runs: the master, its IMAP and POP3 services, and doveadm.
+DOVECOT_PROGRAMS = (DOVECOT, DOVECOT_IMAP, DOVECOT_POP3, DOVEADM)
 START_TIMEOUT = 20.0
-
-_apt_updated = False
-
-
-def ensure_packages(*names: str) -> None:
-    """Install the Debian packages among ``names`` that are missing (``apt-get update`` once first)."""
-    global _apt_updated
-    missing = [name for name in names if not _installed(name)]
-    if not missing:
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if not _apt_updated:
-        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-        _apt_updated = True
-    subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=True, env=env, stdout=subprocess.DEVNULL)
-
-
-def _installed(package: str) -> bool:
-    result = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True, check=False)
-    return result.returncode == 0 and result.stdout.endswith("installed")
 
 
 def ensure_system_user(name: str = MAIL_USER) -> tuple[int, int]:
-    """(uid, gid) of a system user without login, created when missing."""
-    with contextlib.suppress(KeyError):
-        entry = pwd.getpwnam(name)
-        return entry.pw_uid, entry.pw_gid
-    subprocess.run(
-        ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-        check=True,
-    )
-    entry = pwd.getpwnam(name)
-    return entry.pw_uid, entry.pw_gid
+    """(uid, gid) of the mail user Dovecot serves mail as (created when missing)."""
+    return programs.ensure_system_user(name)
 
 
 def free_port() -> int:
@@ -112,7 +86,9 @@ class Dovecot:
         return client
 
     def doveadm(self, *args: str) -> str:
-        result = subprocess.run(["doveadm", "-c", str(self.config), *args], capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [programs.require(DOVEADM), "-c", str(self.config), *args], capture_output=True, text=True, check=False
+        )
         if result.returncode != 0:
             raise AssertionError(f"doveadm {args}: {result.stderr.strip()}\n{self.log()}")
         return result.stdout
@@ -134,7 +110,7 @@ class Dovecot:
 
     def stop(self) -> None:
         subprocess.run(
-            ["dovecot", "-c", str(self.config), "stop"],
+            [programs.require(DOVECOT), "-c", str(self.config), "stop"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             check=False,
@@ -217,7 +193,9 @@ def start_dovecot(directory: Path, users: Sequence[DovecotUser], *, uid: int, gi
     instance = Dovecot(directory, config, imap_port, pop3_port, uid, gid, list(users))
     # The daemon inherits our descriptors: a pipe here would keep run() waiting for ever (peer-notes).
     with (directory / "start.log").open("wb") as start_log:
-        result = subprocess.run(["dovecot", "-c", str(config)], stdout=start_log, stderr=start_log, check=False)
+        result = subprocess.run(
+            [programs.require(DOVECOT), "-c", str(config)], stdout=start_log, stderr=start_log, check=False
+        )
     if result.returncode != 0:
         start_output = (directory / "start.log").read_text(errors="replace")
         raise AssertionError(f"dovecot did not start: {start_output}\n{instance.log()}")
@@ -249,7 +227,7 @@ def dovecot_factory() -> Iterator[DovecotSetup]:
 
     Every instance started is stopped and its directory removed at the end, also when the test fails.
     """
-    ensure_packages(*DOVECOT_PACKAGES)
+    programs.require_all(*DOVECOT_PROGRAMS)
     uid, gid = ensure_system_user()
     directory = Path(tempfile.mkdtemp(prefix="mda-dovecot-"))
     directory.chmod(0o755)

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers.dovecot import ensure_packages, free_port
+from tests.peers import programs
+from tests.peers.dovecot import free_port
+from tests.peers.programs import POSTFIX, POSTQUEUE, SENDMAIL, SYSTEM_PYTHON
 
-POSTFIX_PACKAGES = ("postfix",)
 REPO = Path(__file__).resolve().parents[2]
 CONTRIB = REPO / "contrib" / "postfix"
 START_TIMEOUT = 30.0
@@ -135,7 +136,7 @@ class Postfix:
 
     def postfix(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["postfix", "-c", str(self.config_dir), *args],
+            [programs.require(POSTFIX), "-c", str(self.config_dir), *args],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -146,7 +147,7 @@ class Postfix:
     def sendmail(self, sender: str, recipients: list[str], message: bytes) -> None:
         """Submit through ``sendmail -C DIR`` (postdrop into this instance's maildrop queue)."""
         result = subprocess.run(
-            ["sendmail", "-C", str(self.config_dir), "-i", "-f", sender, "--", *recipients],
+            [programs.require(SENDMAIL), "-C", str(self.config_dir), "-i", "-f", sender, "--", *recipients],
             input=message,
             capture_output=True,
             timeout=30,
@@ -182,7 +183,12 @@ class Postfix:
 
     def flush(self) -> None:
         """Ask the queue manager to retry deferred mail now (``postqueue -f``)."""
-        subprocess.run(["postqueue", "-c", str(self.config_dir), "-f"], capture_output=True, timeout=30, check=False)
+        subprocess.run(
+            [programs.require(POSTQUEUE), "-c", str(self.config_dir), "-f"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
 
     def stop(self) -> None:
         self.postfix("stop", check=False)
@@ -251,24 +257,33 @@ def user_python(directory: Path, user: str) -> tuple[str, dict[str, str]]:
     )
     if probe.returncode == 0:
         return sys.executable, env
-    ensure_packages("python3", "python3-yaml")
-    return "/usr/bin/python3", env
+    return system_python_with_yaml(), env
+
+
+def system_python_with_yaml() -> str:
+    """Debian's python3 able to ``import yaml`` (package python3-yaml installed when it cannot)."""
+    python = programs.require(SYSTEM_PYTHON)
+    for attempt in range(2):
+        if subprocess.run([python, "-c", "import yaml"], capture_output=True, check=False).returncode == 0:
+            return python
+        if attempt == 0:
+            programs.install("python3-yaml")
+    raise programs.MissingProgram(f"{python} cannot import yaml after installing the Debian package python3-yaml")
 
 
 def ensure_postfix() -> None:
-    """Install Postfix when missing, answering its debconf question first (no packaged configuration)."""
-    if shutil.which("postfix") is None:
-        subprocess.run(
-            ["debconf-set-selections"],
-            input=b"postfix postfix/main_mailer_type select No configuration\n",
-            check=True,
-        )
-    ensure_packages(*POSTFIX_PACKAGES)
+    """Every Postfix program the tests run; the package is installed (its debconf question answered)
+    when one is missing."""
+    programs.require_all(POSTFIX, POSTQUEUE, SENDMAIL)
 
 
 def queue_is_empty(instance: Postfix) -> bool:
     result = subprocess.run(
-        ["postqueue", "-c", str(instance.config_dir), "-p"], capture_output=True, text=True, timeout=30, check=False
+        [programs.require(POSTQUEUE), "-c", str(instance.config_dir), "-p"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     return bool(re.search(r"Mail queue is empty", result.stdout))
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.clients import Client
 from tests.conftest import basic_config
-from tests.peers.dovecot import ensure_packages
+from tests.peers import programs
 from tests.protocol.conftest import PASSWORD, client_context
 
 MESSAGE = b"Subject: tls\r\n\r\nbody\r\n"
@@ -221,13 +221,13 @@ def test_auth_failures_are_535_and_slow_down(start_mda, tmp_path, certificate, u
 
 @pytest.mark.root
 def test_swaks_tls_auth_pipelining(start_mda, tmp_path, certificate, users_file):
-    ensure_packages("swaks")
+    swaks = programs.require(programs.SWAKS)
     root = tmp_path / "mail"
     server = start_mda(_auth_config(root, *certificate, users_file))
     host, port = server.smtp
     result = subprocess.run(
         [
-            "swaks",
+            swaks,
             "--server",
             host,
             "--port",
@@ -258,7 +258,7 @@ def test_swaks_tls_auth_pipelining(start_mda, tmp_path, certificate, users_file)
     assert b"with ESMTPSA id" in _maildir(root, "bob")[0].read_bytes()
     result = subprocess.run(
         [
-            "swaks",
+            swaks,
             "--server",
             host,
             "--port",

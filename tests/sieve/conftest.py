@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pwd
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,23 +10,19 @@ from pathlib import Path
 import pytest
 from sieve_oracle import ORACLE_USER, Pigeonhole
 
-from tests.peers.dovecot import ensure_packages
+from tests.peers import programs
 
 
 @pytest.fixture(scope="session")
 def oracle_user() -> pwd.struct_passwd:
     """The unprivileged user ``sieve-test`` runs as, created on first use."""
-    try:
-        return pwd.getpwnam(ORACLE_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", ORACLE_USER], check=True)
-        return pwd.getpwnam(ORACLE_USER)
+    programs.ensure_system_user(ORACLE_USER)
+    return pwd.getpwnam(ORACLE_USER)
 
 
 @pytest.fixture
 def pigeonhole(oracle_user: pwd.struct_passwd) -> Iterator[Pigeonhole]:
     """A ``sieve-test`` runner in a directory of its own; pytest's ``tmp_path`` sits under a 0700
     directory the oracle user cannot enter."""
-    ensure_packages("dovecot-sieve")  # Pigeonhole's sieve-test, the oracle
     with tempfile.TemporaryDirectory(prefix="mda-sieve-") as name:
-        yield Pigeonhole(Path(name), oracle_user.pw_uid, oracle_user.pw_gid)
+        yield Pigeonhole(Path(name), oracle_user.pw_uid, oracle_user.pw_gid, programs.require(programs.SIEVE_TEST))

@@ -16,8 +16,10 @@ from pathlib import Path
 
 from mda.sieve import Discard, FileInto, Keep, Outcome, Redirect, Reject, SieveEnvelope, Vacation
 
-SIEVE_TEST = shutil.which("sieve-test") or "/usr/bin/sieve-test"
 ORACLE_USER = "mdatest"
+# Every run of sieve-test that got as far as running the script prints one of these (the dry-run action
+# list, the executed result). Output without either is a failure of the oracle itself.
+RESULT_MARKERS = ("Performed actions:", "final result:")
 
 
 def normalise_outcome(outcome: Outcome) -> list[str]:
@@ -123,20 +125,26 @@ class Pigeonhole:
     workdir: Path
     uid: int
     gid: int
+    sieve_test: str
 
     def _run(self, args: list[str], home: Path) -> str:
         shutil.chown(self.workdir, self.uid, self.gid)
         for path in self.workdir.rglob("*"):
             os.chown(path, self.uid, self.gid)
         proc = subprocess.run(
-            ["runuser", "-u", ORACLE_USER, "--", "env", f"HOME={home}", SIEVE_TEST, *args],
+            ["runuser", "-u", ORACLE_USER, "--", "env", f"HOME={home}", self.sieve_test, *args],
             capture_output=True,
             text=True,
             timeout=60,
             cwd=self.workdir,
             check=False,
         )
-        return proc.stdout + proc.stderr
+        printed = proc.stdout + proc.stderr
+        if not any(marker in printed for marker in RESULT_MARKERS):
+            # Not an answer at all (a missing program, a refused user, a crash): never read it as
+            # "no actions".
+            raise AssertionError(f"sieve-test gave no result (exit {proc.returncode}): {args}\n{printed}")
+        return printed
 
     def actions(self, scripts: Sequence[Path], message: Path, envelope: SieveEnvelope) -> list[str]:
         """The normalised actions Pigeonhole takes for ``scripts`` (before scripts first, user's last)."""

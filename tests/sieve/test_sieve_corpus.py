@@ -50,3 +50,11 @@ def test_corpus_matches_live_pigeonhole(name: str, pigeonhole: Pigeonhole) -> No
     oracle = pigeonhole.actions(scripts, message, envelope)
     assert oracle == expect, "recorded expectation is stale"
     assert mda_actions(scripts, message, envelope) == oracle
+
+
+@pytest.mark.root
+def test_an_oracle_that_cannot_run_fails_instead_of_answering_no_actions(pigeonhole: Pigeonhole) -> None:
+    scripts, message, envelope, _ = load(CASES[0])
+    broken = Pigeonhole(pigeonhole.workdir, pigeonhole.uid, pigeonhole.gid, "/nonexistent/sieve-test")
+    with pytest.raises(AssertionError, match="sieve-test gave no result"):
+        broken.actions(scripts, message, envelope)
