@@ -6,8 +6,9 @@ bare CR or LF never ends the data (``<LF>.<LF>`` is the SMTP smuggling attack); 
 message is refused (``550 5.6.0``) or, when configured, stored with LF.
 
 The reader works on large blocks (the end marker is searched with ``readuntil`` in up to ``BLOCK``
-bytes at a time), not line by line. ``Return-Path`` fields of the incoming header are dropped on the way
-(RFC 5321 §4.4: a final delivery server may remove them; mda writes its own).
+bytes at a time), not line by line, and costs the same whatever the content. ``Return-Path`` fields
+of the incoming header are dropped on the way (RFC 5321 §4.4: a final delivery server may remove
+them; mda writes its own).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ BLOCK = 64 * 1024
 """StreamReader limit: the most read at once while looking for the end marker (also bounds commands)."""
 END_MARKER = b"\r\n.\r\n"
 DOT_LINE = b".\r\n"
+LINE_END_DOT = b"\n.\r\n"
+"""What the reader searches for: a line that is only a dot (the end marker when a CR precedes it)."""
 LINE_START = b"\r\n"
-MID_LINE = b"--"
-"""Context bytes meaning 'the previous piece ended inside a line'."""
 
 
 @dataclass
@@ -179,29 +180,40 @@ class ChunkReader:
 async def read_data(reader: asyncio.StreamReader, spool: Spool, *, max_size: int, normalize_bare: bool) -> DataResult:
     """Read one DATA payload up to and including the end marker, writing what is stored to ``spool``.
 
-    The reader searches for ``.`` CRLF in bulk and checks that a CRLF precedes it; ``buffer`` always
-    keeps the two bytes before unprocessed data as context (the CRLF that ended the DATA command line
-    at first), so a marker split between two reads is still found and nothing is read past it.
-    Over ``max_size`` the rest is read and dropped, so the session stays in step and can answer
-    ``552 5.3.4``. Raises ``asyncio.IncompleteReadError`` when the client goes away mid-way.
+    The cost does not depend on the content: the reader asks the stream for ``LF . CRLF`` (a line that
+    is only a dot), which real mail never contains before its end, so a message arrives in blocks of
+    up to ``BLOCK`` bytes however many of its lines end with a period. The marker is CRLF ``.`` CRLF:
+    a CR that ends one block is held back and put in front of the next, so the check is one
+    ``endswith`` on the block; ``LF . CRLF`` after a bare LF is ordinary text. Only where a line starts
+    right after a block (at the start of the data, after a CRLF ending a block) are its first bytes
+    read on their own, to see whether they are the ``.`` CRLF that ends the data (the CRLF before it
+    being the one already read). Nothing is read past the marker: what follows belongs to the next
+    command. Over ``max_size`` the rest is read and dropped, so the session stays in step and can
+    answer ``552 5.3.4``. Raises ``asyncio.IncompleteReadError`` when the client goes away mid-way.
     """
     sink = MessageSink(spool, max_size=max_size, normalize_bare=normalize_bare, stuffed=True)
-    buffer = bytearray(LINE_START)
+    line_start = True  # the DATA command line ended with CRLF
+    held = b""  # a CR read at the end of the previous block, its LF not yet seen
     while True:
-        piece = await _read_block(reader, DOT_LINE)
-        buffer += piece
-        at_line_start = buffer[:2] == LINE_START
-        if piece.endswith(DOT_LINE) and buffer.endswith(END_MARKER):
-            sink.emit(bytes(buffer[2 : -len(DOT_LINE)]), at_line_start)
+        if line_start:
+            head = await reader.readexactly(1)
+            if head == b".":
+                head += await reader.readexactly(2)
+                if head == DOT_LINE:
+                    break
+            block, at_line_start = held + head, not held
+        else:
+            block, at_line_start = held + await _read_block(reader, LINE_END_DOT), False
+        if block.endswith(END_MARKER):
+            sink.emit(block[: -len(DOT_LINE)], at_line_start)
             break
-        cut = buffer.rfind(LINE_START)
-        if cut >= 2:
-            sink.emit(bytes(buffer[2 : cut + 2]), at_line_start)
-            del buffer[:cut]
-        elif len(buffer) > BLOCK:
-            # One line longer than a block: pass it on in pieces, keeping its last byte (maybe a CR).
-            sink.emit(bytes(buffer[2:-1]), at_line_start)
-            buffer = bytearray(MID_LINE) + buffer[-1:]
+        held = b"\r" if block.endswith(b"\r") else b""
+        if held:
+            block = block[:-1]
+        # A held CR starts the next line itself: that line's first bytes are not at a line start.
+        line_start = not held and block.endswith(LINE_START)
+        if block:
+            sink.emit(block, at_line_start)
     return sink.finish()
 
 

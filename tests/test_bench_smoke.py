@@ -155,3 +155,36 @@ def test_quick_benchmark_runs_and_every_message_arrives(tmp_path: Path) -> None:
         assert all(line.split()[-1] == "yes" for line in rows)
     text = md.read_text()
     assert "dovecot version" in text and "| size | conc |" in text
+
+
+corpus = importlib.import_module("corpus")
+
+
+@pytest.mark.parametrize("kind", corpus.DATA_KINDS)
+def test_corpus_wire_reads_back_as_the_message(kind: str) -> None:
+    """Each content kind is a parseable message whose DATA payload mda's reader turns back into it."""
+    import asyncio
+    import email
+
+    from mda.dataread import read_data
+    from mda.spool import Spool
+
+    message = corpus.message(kind, 100 * 1024)
+    assert abs(len(message) - 100 * 1024) < 2048
+    parsed = email.message_from_bytes(message)
+    assert parsed["Message-ID"] and not parsed.defects
+    if kind in ("attachment", "multipart"):
+        assert parsed.is_multipart() and any(p.get_filename() == "report.pdf" for p in parsed.walk())
+
+    async def read() -> tuple[bytes, int]:
+        reader = asyncio.StreamReader(limit=64 * 1024)
+        reader.feed_data(corpus.wire(kind, 100 * 1024) + b"QUIT\r\n")
+        reader.feed_eof()
+        with Spool() as spool:
+            result = await read_data(reader, spool, max_size=10**9, normalize_bare=kind == "bare-lf")
+            assert await reader.read() == b"QUIT\r\n"
+            return spool.read_all(), result.bare_newlines
+
+    stored, bare = asyncio.run(read())
+    assert stored == message
+    assert (bare > 0) == (kind == "bare-lf")

@@ -70,3 +70,53 @@ def test_round_trip_of_any_lines(lines):
     assert got == message
     assert result.size == len(message) and result.bare_newlines == 0
     assert rest == b"NEXT\r\n"
+
+
+@pytest.mark.parametrize(
+    ("wire", "stored", "bare", "rest"),
+    [
+        # A bare CR before ".CRLF" is no end marker (an SMTP smuggling variant), wherever blocks split.
+        (b"a\r\n\r.\r\nb\r\n.\r\nNEXT", b"a\n\r.\nb\n", 1, b"NEXT"),
+        (b"\r.\r\nb\r\n.\r\nNEXT", b"\r.\nb\n", 1, b"NEXT"),
+        # An empty line, then the end.
+        (b"a\r\n\r\n.\r\nNEXT", b"a\n\n", 0, b"NEXT"),
+        (b"\r\n.\r\nNEXT", b"\n", 0, b"NEXT"),
+        # LF . CRLF after a bare LF is text; a dot line right after it ends the data.
+        (b"a\n.\r\n.\r\nNEXT", b"a\n.\n", 1, b"NEXT"),
+        (b"a\n.\r\nb\r\n.\r\nNEXT", b"a\n.\nb\n", 1, b"NEXT"),
+        # Sentences ending at line ends are ordinary text.
+        (b"One.\r\nTwo.\r\n.Three.\r\n..\r\n.\r\nNEXT", b"One.\nTwo.\nThree.\n.\n", 0, b"NEXT"),
+    ],
+)
+def test_end_marker_needs_crlf_dot_crlf(wire, stored, bare, rest):
+    got, result, left = read(wire)
+    assert (got, result.bare_newlines, left) == (stored, bare, rest)
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 5, 7, 64, 1000])
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"a\r\n\r.\r\nb.\r\n\r\n..\r\n.x\r\n\r\n.\r\nNEXT\r\n",
+        b"x" * 70_000 + b"\r\n.\r\n" + b"." * 3 + b"\r\n" + b"y" * 65_534 + b"\r\n.\r\nNEXT\r\n",
+    ],
+)
+def test_any_split_of_the_wire_gives_the_same_result(wire, piece):
+    whole = read(wire)
+
+    async def run() -> tuple[bytes, DataResult, bytes]:
+        reader = asyncio.StreamReader(limit=64 * 1024)
+
+        async def feed() -> None:
+            for start in range(0, len(wire), piece):
+                reader.feed_data(wire[start : start + piece])
+                await asyncio.sleep(0)
+            reader.feed_eof()
+
+        feeder = asyncio.ensure_future(feed())
+        with Spool(memory_limit=1000) as spool:
+            result = await read_data(reader, spool, max_size=10**9, normalize_bare=False)
+            await feeder
+            return spool.read_all(), result, await reader.read()
+
+    assert asyncio.run(run()) == whole

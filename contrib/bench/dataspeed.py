@@ -1,0 +1,98 @@
+"""In-process DATA throughput per content kind, as a ratio to one ``bytes.replace`` pass.
+
+The DATA reader turns wire bytes (CRLF, dot-stuffed, ending at CRLF ``.`` CRLF) into stored bytes (LF,
+unstuffed). Its cost should not depend on what the message says. This runs mda's reader
+(``mda.dataread.read_data``) on a real ``asyncio.StreamReader`` fed in 64 KiB pieces, each consumed
+before the next arrives as from a socket, for every kind in ``corpus.DATA_KINDS``, and compares each with one
+``wire.replace(b"\\r\\n", b"\\n")`` over the same bytes in the same run: the floor any reader pays.
+
+    python contrib/bench/dataspeed.py [--size 1M] [--reps 7]
+
+Columns: MB/s of the reader (best of the repetitions, the least disturbed by a noisy machine), MB/s of
+the replace pass, and their ratio. The last lines give the slowest kind's ratio and the spread
+(fastest/slowest reader speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from corpus import DATA_KINDS, wire  # the harness's own modules, beside this file
+
+from mda.dataread import read_data
+from mda.spool import Spool
+
+PIECE = 64 * 1024
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1024, "M": 1024 * 1024}
+    return int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
+
+
+async def _read_once(payload: bytes, normalize: bool) -> float:
+    """Feed the reader a piece at a time, letting it consume each before the next arrives, as a socket
+    does (a transport pauses reading when the stream's buffer is full)."""
+    reader = asyncio.StreamReader(limit=PIECE)
+    pieces = [payload[start : start + PIECE] for start in range(0, len(payload), PIECE)]
+
+    async def feed() -> None:
+        for piece in pieces:
+            reader.feed_data(piece)
+            await asyncio.sleep(0)
+        reader.feed_eof()
+
+    with Spool(memory_limit=len(payload) * 2) as spool:
+        began = time.perf_counter()
+        feeder = asyncio.ensure_future(feed())
+        await read_data(reader, spool, max_size=len(payload) * 2, normalize_bare=normalize)
+        await feeder
+        return time.perf_counter() - began
+
+
+def reader_seconds(payload: bytes, normalize: bool, reps: int) -> float:
+    return min(asyncio.run(_read_once(payload, normalize)) for _ in range(reps))
+
+
+def replace_seconds(payload: bytes, reps: int) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        began = time.perf_counter()
+        payload.replace(b"\r\n", b"\n")
+        best = min(best, time.perf_counter() - began)
+    return best
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="1M", help="message size per kind (default 1M)")
+    parser.add_argument("--reps", type=int, default=7, help="repetitions; the best is reported (default 7)")
+    args = parser.parse_args(argv)
+    size = parse_size(args.size)
+    print(f"{'kind':<12} {'reader MB/s':>12} {'replace MB/s':>13} {'ratio':>6}")
+    speeds: dict[str, float] = {}
+    ratios: dict[str, float] = {}
+    for kind in DATA_KINDS:
+        payload = wire(kind, size)
+        megabytes = len(payload) / 1e6
+        reader = megabytes / reader_seconds(payload, kind == "bare-lf", args.reps)
+        floor = megabytes / replace_seconds(payload, args.reps)
+        speeds[kind], ratios[kind] = reader, reader / floor
+        print(f"{kind:<12} {reader:>12.0f} {floor:>13.0f} {reader / floor:>6.2f}")
+    slowest = min(ratios, key=ratios.__getitem__)
+    print(f"slowest kind: {slowest}, {ratios[slowest]:.2f} of one replace pass")
+    print(f"spread: fastest/slowest reader {max(speeds.values()) / min(speeds.values()):.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
