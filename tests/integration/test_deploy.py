@@ -116,10 +116,10 @@ def need_module(module: str, distribution: str) -> ModuleType:
 
 @pytest.mark.root
 def test_promtool_accepts_rules_and_scrape_config() -> None:
-    need_tool("promtool", "prometheus")
-    rules = run("promtool", "check", "rules", str(CONTRIB / "prometheus/mda-alerts.yml"))
+    promtool = need_tool("promtool", "prometheus")
+    rules = run(promtool, "check", "rules", str(CONTRIB / "prometheus/mda-alerts.yml"))
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    config = run("promtool", "check", "config", str(CONTRIB / "prometheus/prometheus.yml"))
+    config = run(promtool, "check", "config", str(CONTRIB / "prometheus/prometheus.yml"))
     assert config.returncode == 0, config.stdout + config.stderr
 
 
