@@ -27,7 +27,7 @@ SENDER = "sender@outside.test"
 DEFAULT_SOCKET = "/run/mda/lmtp.sock"
 DEFAULT_LMTP = "[127.0.0.1]:2424"
 DEFAULT_SMTP = "[127.0.0.1]:2525"
-DEFAULT_MDA = "/usr/local/bin/mda"
+DEFAULT_MDA = "/opt/mda/bin/mda"
 DEFAULT_CONFIG = "/etc/mda/mda.yaml"
 
 PostfixDir = tuple[Path, list[Postfix]]

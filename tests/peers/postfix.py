@@ -263,12 +263,12 @@ def user_python(directory: Path, user: str) -> tuple[str, dict[str, str]]:
 def system_python_with_yaml() -> str:
     """Debian's python3 able to ``import yaml`` (package python3-yaml installed when it cannot)."""
     python = programs.require(SYSTEM_PYTHON)
-    for attempt in range(2):
-        if subprocess.run([python, "-c", "import yaml"], capture_output=True, check=False).returncode == 0:
-            return python
-        if attempt == 0:
-            programs.install("python3-yaml")
-    raise programs.MissingProgram(f"{python} cannot import yaml after installing the Debian package python3-yaml")
+    programs.require_that(
+        f"{python}'s yaml module",
+        "python3-yaml",
+        lambda: subprocess.run([python, "-c", "import yaml"], capture_output=True, check=False).returncode == 0,
+    )
+    return python
 
 
 def ensure_postfix() -> None:

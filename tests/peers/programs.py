@@ -16,6 +16,7 @@ import os
 import pwd
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # Postfix asks which kind of mail system to configure; "No configuration" leaves the packaged service
@@ -65,16 +66,21 @@ _apt_updated = False
 
 def require(program: Program) -> str:
     """The path of ``program``; installs its package first when it is missing, fails naming both."""
+    require_that(program.name, program.package, lambda: program.locate() is not None, preseed=program.preseed)
     found = program.locate()
-    if found is not None:
-        return found
-    install(program.package, preseed=program.preseed, reinstall=dpkg_installed(dpkg_status(program.package)))
-    found = program.locate()
-    if found is None:
-        raise MissingProgram(
-            f"{program.name} is missing, and installing the Debian package {program.package} did not provide it"
-        )
+    assert found is not None
     return found
+
+
+def require_that(what: str, package: str, present: Callable[[], bool], *, preseed: str = "") -> None:
+    """Make ``present()`` true by installing ``package`` (reinstalling it when dpkg says it is there);
+    fail naming ``what`` and the package when it is still false. For what is not a program on its own,
+    such as a Python module of Debian's python3."""
+    if present():
+        return
+    install(package, preseed=preseed, reinstall=dpkg_installed(dpkg_status(package)))
+    if not present():
+        raise MissingProgram(f"{what} is missing, and installing the Debian package {package} did not provide it")
 
 
 def require_all(*programs: Program) -> list[str]:
