@@ -149,6 +149,10 @@ class StorageConfig:
     fsync: bool = True
     owner: str | None = None
     create_folders: bool = False
+    max_folders: int = 100
+    """With ``create_folders``: no folder is created in a Maildir that already has this many (INBOX instead)."""
+    max_new_folders: int = 5
+    """With ``create_folders``: at most this many folders created for one message (the rest: INBOX)."""
     lock_timeout: float = 30.0
     quota_full_tempfail: bool = False
     quota: int | None = None
@@ -599,6 +603,8 @@ def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> C
         fsync=storage_section.get("fsync", _bool, True),
         owner=storage_section.get("owner", _str, None),
         create_folders=storage_section.get("create_folders", _bool, False),
+        max_folders=storage_section.get("max_folders", _int(0, 1_000_000), StorageConfig.max_folders),
+        max_new_folders=storage_section.get("max_new_folders", _int(0, 1_000_000), StorageConfig.max_new_folders),
         lock_timeout=storage_section.get("lock_timeout", parse_duration, 30.0),
         quota_full_tempfail=storage_section.get("quota_full_tempfail", _bool, False),
         quota=storage_section.get("quota", parse_size, None),
