@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from mda import logs, replies, sdnotify
 from mda.config import BindAddress, Config, ListenerConfig, watched_files
-from mda.config import load as load_config
+from mda.config import load_for_serve as load_config
 from mda.metrics import Metrics, MetricsServer, build_metrics
 from mda.protocol import MdaSession
 from mda.reload import ConfigWatcher
