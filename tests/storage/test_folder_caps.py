@@ -104,3 +104,24 @@ def test_caps_are_validated(tmp_path: Path, key: str, bad: object) -> None:
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match=f"storage.{key}"):
         load(path)
+
+
+def test_sieve_fileinto_create_has_the_same_caps(start_mda, tmp_path: Path) -> None:
+    """A script's ``fileinto :create`` (RFC 5490 §3.2) creates folders from the message's own headers, so
+    the per-message budget applies to it too; existing folders are used beyond it."""
+    root = tmp_path / "mail"
+    script = tmp_path / "folders.sieve"
+    script.write_text(
+        'require ["fileinto", "mailbox"];\n'
+        'fileinto :create "one";\nfileinto :create "two";\nfileinto :create "three";\n'
+    )
+    config = basic_config(root, storage=storage(root, max_new_folders=2))
+    config["users"]["alice@example.test"] = {"sieve": str(script)}
+    server = start_mda(config)
+    assert send(server.lmtp, ["alice@example.test"]) == [250]
+    maildir = root / "example.test" / "alice" / "Maildir"
+    assert folders(maildir) == {".one", ".two"}
+    assert messages(maildir) == 1
+    (maildir / ".three" / "new").mkdir(parents=True)
+    assert send(server.lmtp, ["alice@example.test"]) == [250]
+    assert messages(maildir / ".three") == 1 and messages(maildir) == 1
