@@ -11,7 +11,7 @@ value class at import time), and the worker supervisor sets it only once it know
 Labels and their bounds: ``listener`` is a configured bind address (the operator's list), ``protocol``
 is ``lmtp``/``smtp``, ``result`` is ``delivered``/``tempfail``/``permfail``, ``enhanced`` is an RFC 3463
 enhanced status code (a small fixed set in ``mda.replies``), ``format`` is ``maildir``/``mbox``/``none``,
-``reason`` comes from the fixed tables below.
+``reason`` comes from the fixed tables below, ``root`` is the fixed directory of a configured path template.
 """
 
 from __future__ import annotations
