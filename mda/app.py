@@ -24,11 +24,12 @@ from typing import Any, TextIO
 
 from mda import logs, replies, sdnotify
 from mda.config import BindAddress, Config, ListenerConfig, watched_files
-from mda.config import load as load_config
+from mda.config import load_for_serve as load_config
 from mda.metrics import Metrics, MetricsServer, build_metrics
 from mda.protocol import MdaSession
 from mda.reload import ConfigWatcher
 from mda.server import ListenerContext, Reporter, State, bind_tcp, bind_unix
+from mda.space import mail_roots
 from mda.tls import listener_context as listener_tls_context
 from mda.yamlsource import ConfigError
 
@@ -165,7 +166,12 @@ class Application:
             self.listeners.append(listener)
             self.announce(f"listening {listener_config.protocol} {listener.address_text()}")
         if config.metrics is not None and not self.worker:
-            self.metrics_server = MetricsServer(config.metrics.bind.host, config.metrics.bind.port, self.is_ready)
+            self.metrics_server = MetricsServer(
+                config.metrics.bind.host,
+                config.metrics.bind.port,
+                self.is_ready,
+                roots=lambda: mail_roots(self.state.config),
+            )
             self.metrics_server.start()
             self.announce(f"metrics http://{self.metrics_server.address_text}/metrics")
         self.announce(storage_line(config))

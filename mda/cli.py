@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import yaml
 
 from mda import __version__
 from mda.addresses import AddressError, parse_mailbox
-from mda.config import Config, load, to_plain
+from mda.config import NO_LISTENERS, Config, load, load_for_serve, to_document
 from mda.lda import EX_TEMPFAIL
 from mda.policy import Policy
 from mda.yamlsource import ConfigError
@@ -27,9 +27,9 @@ EXIT_CONFIG = 1
 EXIT_USAGE = 2
 
 
-def _load_or_report(path: Path | None) -> Config | None:
+def _load_or_report(path: Path | None, loader: Callable[[Path | None], Config] = load) -> Config | None:
     try:
-        return load(path)
+        return loader(path)
     except ConfigError as error:
         print(error, file=sys.stderr)
         return None
@@ -38,7 +38,7 @@ def _load_or_report(path: Path | None) -> Config | None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from mda.app import serve
 
-    config = _load_or_report(args.config)
+    config = _load_or_report(args.config, load_for_serve)
     if config is None:
         return EXIT_CONFIG
     try:
@@ -53,9 +53,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     if args.print:
-        sys.stdout.write(yaml.safe_dump(to_plain(config), sort_keys=False, allow_unicode=True))
+        sys.stdout.write(yaml.safe_dump(to_document(config), sort_keys=False, allow_unicode=True))
     else:
         print(f"{args.config or '<default>'}: ok")
+    if not config.listeners:
+        print(f"{args.config or '<default>'}: note: no listeners: {NO_LISTENERS}", file=sys.stderr)
     if args.against is not None:
         old = _load_or_report(args.against)
         if old is None:

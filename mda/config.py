@@ -14,12 +14,12 @@ import re
 import socket
 import string
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mda.units import parse_duration, parse_size
-from mda.yamlsource import ConfigError, Document, PathKey, load_file, load_text
+from mda.yamlsource import ConfigError, Document, PathKey, format_path, load_file, load_text
 
 T = TypeVar("T")
 
@@ -149,6 +149,10 @@ class StorageConfig:
     fsync: bool = True
     owner: str | None = None
     create_folders: bool = False
+    max_folders: int = 100
+    """With ``create_folders``: no folder is created in a Maildir that already has this many (INBOX instead)."""
+    max_new_folders: int = 5
+    """With ``create_folders``: at most this many folders created for one message (the rest: INBOX)."""
     lock_timeout: float = 30.0
     quota_full_tempfail: bool = False
     quota: int | None = None
@@ -199,6 +203,8 @@ class Config:
     users: Mapping[str, MailboxSettings]
     aliases: Mapping[str, tuple[str, ...]]
     users_file: Path | None = None
+    file_users: frozenset[str] = frozenset()
+    """The addresses of ``users`` that come from ``users_file`` (``check-config --print`` leaves them there)."""
     recipient_delimiter: str = "+"
     case_sensitive_local_part: bool = False
     max_hops: int = 50
@@ -423,7 +429,13 @@ def _address_key(doc: Document, path: PathKey, value: Any, *, allow_catch_all: b
         raise doc.error(path, str(error)) from None
 
 
-def _users(doc: Document, path: PathKey, value: Any, domains: Mapping[str, DomainConfig]) -> dict[str, MailboxSettings]:
+_Origins = dict[str, tuple[Document, PathKey]]
+"""Where each address key was written (document and path), for errors that name two lines."""
+
+
+def _users(
+    doc: Document, path: PathKey, value: Any, domains: Mapping[str, DomainConfig], origins: _Origins
+) -> dict[str, MailboxSettings]:
     section = _Section(doc, path, value)
     users: dict[str, MailboxSettings] = {}
     for raw in list(section.values):
@@ -431,6 +443,7 @@ def _users(doc: Document, path: PathKey, value: Any, domains: Mapping[str, Domai
         address = _address_key(doc, key_path, raw)
         if address in users:
             raise doc.error(key_path, "the same user appears twice (addresses compare case-insensitively)")
+        origins.setdefault(address, (doc, key_path))
         domain = address.rpartition("@")[2]
         if domain not in domains:
             raise doc.error(key_path, f"domain {domain} is not listed under domains")
@@ -583,9 +596,22 @@ def _workers(value: Any) -> int:
     return _int(1, 256)(value)
 
 
+_LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
+
+
 def _default_hostname() -> str:
-    name = socket.getfqdn()
-    return name if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", name) else "localhost"
+    """The machine's name as ``hostname -f`` gives it: ``gethostname()``, then its canonical name from
+    ``getaddrinfo(AI_CANONNAME)``. Not ``socket.getfqdn()``: it takes the first alias of the address, which
+    is ``localhost`` when ``/etc/hosts`` maps the host name to 127.0.0.1 after a ``localhost`` line."""
+    name = socket.gethostname()
+    try:
+        infos = socket.getaddrinfo(name, None, 0, 0, 0, socket.AI_CANONNAME)
+    except (OSError, UnicodeError):
+        infos = []
+    canonical = next((info[3] for info in infos if info[3]), "")
+    if canonical and canonical.lower() not in _LOOPBACK_NAMES:
+        name = canonical
+    return name if re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", name) else "localhost"
 
 
 def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> Config:
@@ -599,6 +625,8 @@ def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> C
         fsync=storage_section.get("fsync", _bool, True),
         owner=storage_section.get("owner", _str, None),
         create_folders=storage_section.get("create_folders", _bool, False),
+        max_folders=storage_section.get("max_folders", _int(0, 1_000_000), StorageConfig.max_folders),
+        max_new_folders=storage_section.get("max_new_folders", _int(0, 1_000_000), StorageConfig.max_new_folders),
         lock_timeout=storage_section.get("lock_timeout", parse_duration, 30.0),
         quota_full_tempfail=storage_section.get("quota_full_tempfail", _bool, False),
         quota=storage_section.get("quota", parse_size, None),
@@ -608,8 +636,10 @@ def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> C
 
     raw_listeners = top.values.get("listeners")
     top.used.add("listeners")
-    if not isinstance(raw_listeners, list) or not raw_listeners:
-        raise doc.error(("listeners",), "expected a non-empty list of listeners")
+    if raw_listeners is None:
+        raw_listeners = []  # mda deliver needs none; mda serve refuses (require_listeners)
+    if not isinstance(raw_listeners, list):
+        raise doc.error(("listeners",), "expected a list of listeners")
     listeners = tuple(_listener(doc, ("listeners", i), item, limits, base_dir) for i, item in enumerate(raw_listeners))
     seen_binds: set[BindAddress] = set()
     for i, listener in enumerate(listeners):
@@ -620,13 +650,18 @@ def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> C
     users_file_name = top.get("users_file", _str, None)
     users_file = base_dir / users_file_name if users_file_name else None
     domains = _domains(doc, top)
-    users = _users(doc, ("users",), top.values.get("users"), domains)
+    user_origins: _Origins = {}
+    users = _users(doc, ("users",), top.values.get("users"), domains, user_origins)
     top.used.add("users")
+    file_users: set[str] = set()
     if users_doc is not None:
-        for address, settings in _users(users_doc, (), users_doc.data, domains).items():
+        file_origins: _Origins = {}
+        for address, settings in _users(users_doc, (), users_doc.data, domains, file_origins).items():
             if address in users:
                 raise users_doc.error((address,), "also defined under users: in the main configuration")
             users[address] = settings
+            user_origins[address] = file_origins[address]
+            file_users.add(address)
 
     metrics = None
     if top.has("metrics") and top.values["metrics"] is not None:
@@ -653,6 +688,7 @@ def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> C
         users=users,
         aliases=_aliases(doc, top.values.get("aliases"), alias_keys),
         users_file=users_file,
+        file_users=frozenset(file_users),
         recipient_delimiter=delimiter,
         case_sensitive_local_part=top.get("case_sensitive_local_part", _bool, False),
         max_hops=top.get("max_hops", _int(1, 1000), 50),
@@ -672,8 +708,32 @@ def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> C
     )
     top.used.update({"aliases", "submission", "sieve"})
     top.finish()
+    if not config.case_sensitive_local_part:
+        _check_folded_keys("users", user_origins)
+        _check_folded_keys("aliases", {a: (doc, ("aliases", raw)) for a, raw in alias_keys.items()})
     _check_aliases(doc, config, alias_keys)
     return config
+
+
+def _check_folded_keys(table: str, origins: _Origins) -> None:
+    """Two keys that differ only in the case of their local part name one mailbox once local parts are
+    folded (``case_sensitive_local_part: false``); the second would silently replace the first, so both
+    lines are named instead."""
+    from mda.addresses import fold_local
+
+    seen: dict[str, tuple[Document, PathKey]] = {}
+    for address, (doc, path) in origins.items():
+        local, at, domain = address.rpartition("@")
+        folded = f"{fold_local(local, False)}{at}{domain}" if local else address
+        if folded in seen:
+            first_doc, first_path = seen[folded]
+            where = f"{first_doc.name}:{first_doc.line_of(first_path)}"
+            raise doc.error(
+                path,
+                f"the same {table[:-1]} as {format_path(first_path) or first_path[-1]} at {where}: local parts "
+                "compare case-insensitively (case_sensitive_local_part: false)",
+            )
+        seen[folded] = (doc, path)
 
 
 def _check_aliases(doc: Document, config: Config, raw_keys: Mapping[str, str]) -> None:
@@ -738,6 +798,21 @@ def load(path: Path | None) -> Config:
     return replace(config, digest=content_digest(versions))
 
 
+NO_LISTENERS = "mda serve needs at least one listener (mda deliver, resolve and check-config need none)"
+
+
+def require_listeners(config: Config) -> Config:
+    """``config``, if ``mda serve`` can run it: a server without a listener would accept no mail."""
+    if not config.listeners:
+        raise ConfigError(str(config.source or "<default>"), None, "listeners", NO_LISTENERS)
+    return config
+
+
+def load_for_serve(path: Path | None) -> Config:
+    """``load`` plus what only the server needs (at start and at every reload)."""
+    return require_listeners(load(path))
+
+
 def watched_files(config: Config) -> Iterator[Path]:
     """Files whose change means a reload: the config file and the users file."""
     if config.source is not None:
@@ -746,17 +821,116 @@ def watched_files(config: Config) -> Iterator[Path]:
         yield config.users_file
 
 
-def to_plain(value: Any) -> Any:
-    """Plain YAML-friendly data for ``check-config --print`` (the effective configuration)."""
-    if isinstance(value, BindAddress | Path | ipaddress.IPv4Network | ipaddress.IPv6Network):
-        return str(value)
-    if is_dataclass(value) and not isinstance(value, type):
-        plain = {f.name: to_plain(getattr(value, f.name)) for f in fields(value)}
-        if isinstance(value, ListenerConfig) and value.socket_mode is not None:
-            plain["socket_mode"] = f"{value.socket_mode:04o}"
-        return {key: item for key, item in plain.items() if item is not None and item != ()}
-    if isinstance(value, Mapping):
-        return {str(key): to_plain(item) for key, item in value.items()}
-    if isinstance(value, tuple | list):
-        return [to_plain(item) for item in value]
-    return value
+def _duration_text(seconds: float) -> str | float:
+    return f"{int(seconds)}s" if seconds == int(seconds) else seconds
+
+
+def _limits_document(limits: Limits) -> dict[str, Any]:
+    return {
+        "max_message_size": limits.max_message_size,
+        "max_recipients": limits.max_recipients,
+        "max_connections": limits.max_connections,
+        "max_connections_per_client": limits.max_connections_per_client,
+        "command_timeout": _duration_text(limits.command_timeout),
+        "data_timeout": _duration_text(limits.data_timeout),
+    }
+
+
+def _mailbox_document(settings: MailboxSettings) -> dict[str, Any]:
+    return {f.name: getattr(settings, f.name) for f in fields(settings) if getattr(settings, f.name) is not None}
+
+
+def _listener_document(listener: ListenerConfig) -> dict[str, Any]:
+    plain: dict[str, Any] = {"protocol": listener.protocol, "bind": str(listener.bind)}
+    if listener.socket_mode is not None:
+        plain["socket_mode"] = f"{listener.socket_mode:04o}"
+    if listener.socket_owner is not None:
+        plain["socket_owner"] = listener.socket_owner
+    if listener.allow:
+        plain["allow"] = [str(network) for network in listener.allow]
+    if listener.tls is not None:
+        plain["tls"] = {"cert": str(listener.tls.cert), "key": str(listener.tls.key), "mode": listener.tls.mode}
+    plain["require_tls"] = listener.require_tls
+    if listener.auth is not None:
+        plain["auth"] = {"required": listener.auth.required}
+        if listener.auth.users_file is not None:
+            plain["auth"]["users_file"] = str(listener.auth.users_file)
+    plain["proxy_protocol"] = listener.proxy_protocol
+    plain["limits"] = _limits_document(listener.limits)
+    return plain
+
+
+def to_document(config: Config) -> dict[str, Any]:
+    """The effective configuration as a configuration file (``check-config --print``): every key with
+    its value, defaults included, in the names ``build`` reads, so the output loads back to the same
+    configuration (and prints the same again). Relative file names come out absolute; users that come
+    from ``users_file`` stay there."""
+    storage = config.storage
+    document: dict[str, Any] = {
+        "hostname": config.hostname,
+        "listeners": [_listener_document(listener) for listener in config.listeners],
+        "domains": {
+            name: {"any_user": domain.any_user, "passwd": domain.passwd, **_mailbox_document(domain.mailbox)}
+            for name, domain in config.domains.items()
+        },
+        "storage": {
+            "format": storage.format,
+            "path": storage.path,
+            "fsync": storage.fsync,
+            **({"owner": storage.owner} if storage.owner is not None else {}),
+            "create_folders": storage.create_folders,
+            "max_folders": storage.max_folders,
+            "max_new_folders": storage.max_new_folders,
+            "lock_timeout": _duration_text(storage.lock_timeout),
+            "quota_full_tempfail": storage.quota_full_tempfail,
+            **({"quota": storage.quota} if storage.quota is not None else {}),
+            **({"quota_messages": storage.quota_messages} if storage.quota_messages is not None else {}),
+        },
+        "users": {
+            address: _mailbox_document(settings)
+            for address, settings in config.users.items()
+            if address not in config.file_users
+        },
+    }
+    if config.users_file is not None:
+        document["users_file"] = str(config.users_file)
+    document["aliases"] = {source: list(targets) for source, targets in config.aliases.items()}
+    document.update(
+        {
+            "recipient_delimiter": config.recipient_delimiter,
+            "case_sensitive_local_part": config.case_sensitive_local_part,
+            "max_hops": config.max_hops,
+            "duplicate_window": _duration_text(config.duplicate_window),
+            "free_space_reserve": config.free_space_reserve,
+            "bare_newline": config.bare_newline,
+            "limits": _limits_document(config.limits),
+        }
+    )
+    if config.metrics is not None:
+        document["metrics"] = {"bind": str(config.metrics.bind)}
+    document.update(
+        {
+            "log_format": config.log_format,
+            "log_level": config.log_level,
+            "workers": config.workers,
+            "shutdown_timeout": _duration_text(config.shutdown_timeout),
+        }
+    )
+    if config.user is not None:
+        document["user"] = config.user
+    if config.state_dir is not None:
+        document["state_dir"] = str(config.state_dir)
+    if config.submission is not None:
+        submission = config.submission
+        document["submission"] = (
+            {"sendmail": list(submission.sendmail)}
+            if submission.sendmail
+            else {"host": submission.host, "port": submission.port}
+        )
+    if config.sieve is not None:
+        document["sieve"] = {
+            **({"path": config.sieve.path} if config.sieve.path is not None else {}),
+            "before": [str(path) for path in config.sieve.before],
+            "after": [str(path) for path in config.sieve.after],
+        }
+    return document

@@ -23,6 +23,7 @@ from mda.replies import Reply, describe_error, reply_for_error
 from mda.spool import Spool
 from mda.storage import store_for
 from mda.storage.base import Mailbox, MessageCopy, StagedCopy, StoreResult
+from mda.storage.folders import NewFolderBudget
 from mda.trace import TraceInfo, count_received, delivered_to_addresses, trace_block
 
 
@@ -138,12 +139,24 @@ def _sieve_plan(
     )
 
 
-def _targets(resolution: Resolution, plan: filtering.Plan | None) -> list[filtering.Target]:
-    return plan.targets if plan is not None else [filtering.Target(m) for m in resolution.mailboxes]
+def _targets(resolution: Resolution, plan: filtering.Plan | None, budget: NewFolderBudget) -> list[filtering.Target]:
+    """Where this recipient's copies go; folders beyond the message's budget fall back to INBOX."""
+    targets = plan.targets if plan is not None else [filtering.Target(m) for m in resolution.mailboxes]
+    return [replace(target, mailbox=budget.admit(target.mailbox)) for target in targets]
+
+
+def _folder_budget(config: Config) -> NewFolderBudget:
+    return NewFolderBudget(config.storage.max_new_folders)
 
 
 def _deliver_one(
-    config: Config, txn: Transaction, resolution: Resolution, spool: Spool, done: dict, source: filtering.MessageSource
+    config: Config,
+    txn: Transaction,
+    resolution: Resolution,
+    spool: Spool,
+    done: dict,
+    source: filtering.MessageSource,
+    budget: NewFolderBudget,
 ) -> Outcome:
     """Stage and commit every mailbox of one recipient (LMTP); ``done`` shares copies within the message."""
     outcome = Outcome(resolution, replies.DELIVERED)
@@ -156,7 +169,7 @@ def _deliver_one(
             outcome.reply = plan.reject
             return outcome
     failure: Reply | None = None
-    for target in _targets(resolution, plan):
+    for target in _targets(resolution, plan, budget):
         key = (target.mailbox.key, target.flags)
         if key in done:
             outcome.results.append(done[key])
@@ -188,6 +201,7 @@ def deliver_lmtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
     by_key: dict[str, Outcome] = {}
     done: dict = {}
     source = filtering.MessageSource(spool)
+    budget = _folder_budget(config)
     for resolution in txn.recipients:
         key = resolution.key
         if key in by_key:
@@ -197,7 +211,7 @@ def deliver_lmtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
         if refusal is not None:
             outcome = Outcome(resolution, refusal[0], reason=refusal[1])
         else:
-            outcome = _deliver_one(config, txn, resolution, spool, done, source)
+            outcome = _deliver_one(config, txn, resolution, spool, done, source, budget)
         if outcome.reply.is_success:
             outcome.reply = outcome.reply.with_text(f"<{resolution.address}> {txn.queue_id} Saved")
         by_key[key] = outcome
@@ -241,10 +255,11 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
 
     staged: list[tuple[Resolution, Mailbox, StagedCopy]] = []
     seen: set = set()
+    budget = _folder_budget(config)
     try:
         for resolution in unique:
             copy = copies[resolution.key]
-            for target in _targets(resolution, plans[resolution.key]):
+            for target in _targets(resolution, plans[resolution.key], budget):
                 key = (target.mailbox.key, target.flags)
                 if key in seen:
                     continue

@@ -11,7 +11,7 @@ value class at import time), and the worker supervisor sets it only once it know
 Labels and their bounds: ``listener`` is a configured bind address (the operator's list), ``protocol``
 is ``lmtp``/``smtp``, ``result`` is ``delivered``/``tempfail``/``permfail``, ``enhanced`` is an RFC 3463
 enhanced status code (a small fixed set in ``mda.replies``), ``format`` is ``maildir``/``mbox``/``none``,
-``reason`` comes from the fixed tables below.
+``reason`` comes from the fixed tables below, ``root`` is the fixed directory of a configured path template.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ import platform
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mda import __version__
 from mda.config import BindAddress
+from mda.space import existing_ancestor
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -55,6 +57,15 @@ QUOTA_CODES = frozenset({"5.2.2", "4.2.2"})
 """RFC 3463 X.2.2: mailbox full."""
 SIEVE_ERROR_KINDS = ("compile", "runtime", "redirect", "vacation")
 """``kind`` of ``mda_sieve_errors_total`` (mda/filtering.py): a script failed, or a send it asked for."""
+CONNECTION_REFUSAL_REASONS = ("not_allowed", "max_connections", "max_connections_per_client")
+"""``reason`` of ``mda_connections_refused_total`` (mda/server.py)."""
+STORAGE_FORMATS = ("maildir", "mbox")
+FIRST_OUTCOMES = (("delivered", "2.0.0"), ("tempfail", "4.3.0"), ("permfail", "5.2.2"))
+"""One (result, enhanced) per result, present at 0 from the start for each storage format.
+
+A series that appears with its first increment is invisible to ``increase()`` and ``rate()`` (there is
+no earlier sample to compare with), and an absent one makes ``== 0`` alerts silent: every label value
+known in advance is therefore created at 0 when the process starts (see contrib/prometheus)."""
 
 
 def result_of(code: int) -> str:
@@ -147,8 +158,21 @@ class Metrics:
         self.build_info.labels(__version__, platform.python_version()).set(1)
         for result in ("success", "failure"):
             self.config_reloads.labels(result)
+        self._initialise_known_labels()
         self._children: dict[tuple[Any, ...], Any] = {}
         self._config_hash: str | None = None
+
+    def _initialise_known_labels(self) -> None:
+        """Create at 0 every series whose labels are known before the first event (``FIRST_OUTCOMES``)."""
+        for storage_format in STORAGE_FORMATS:
+            for result, enhanced in FIRST_OUTCOMES:
+                self.deliveries.labels(result, enhanced, storage_format)
+        for enhanced, reason in RCPT_REASONS.items():
+            self.rcpt_refused.labels(reason, enhanced)
+        for stage in ("rcpt", "data"):
+            self.quota_refusals.labels(stage)
+        for reason in CONNECTION_REFUSAL_REASONS:
+            self.connections_refused.labels(reason)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -232,27 +256,83 @@ def exposition_registry() -> CollectorRegistry:
     return REGISTRY
 
 
+class ScrapeCollector:
+    """Values read when ``/metrics`` is scraped, by the process that serves it.
+
+    ``mda_storage_*``: the free space mda itself checks at RCPT (``statvfs``, mda/space.py), per mail
+    root (the fixed directory in front of a path template, see ``space.mail_roots``), so that alerts
+    need no node_exporter and no guess of the mount point. Free bytes are those available to
+    unprivileged users (``f_bavail``), as the RCPT check counts them. Inode gauges are left out for
+    file systems without an inode table (``f_files == 0``, e.g. btrfs). A root that does not exist yet
+    is measured on its nearest existing parent, where its first mailbox will be created.
+
+    ``mda_start_time_seconds``: when this process started serving; unlike the configuration's load
+    time, a reload does not move it, so "nothing delivered since start" alerts keep their timer.
+    """
+
+    def __init__(self, roots: Callable[[], Iterable[Path]]) -> None:
+        self.roots = roots
+        self.started = time.time()
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        start = GaugeMetricFamily(
+            "mda_start_time_seconds", "When this mda instance started (Unix time); reloads do not move it."
+        )
+        start.add_metric([], self.started)
+        yield start
+        gauges = {
+            name: GaugeMetricFamily(name, text, labels=["root"])
+            for name, text in (
+                ("mda_storage_free_bytes", "Bytes free for unprivileged users on the mail root's file system."),
+                ("mda_storage_size_bytes", "Size in bytes of the mail root's file system."),
+                ("mda_storage_free_inodes", "Inodes free for unprivileged users on the mail root's file system."),
+                ("mda_storage_inodes", "Inodes of the mail root's file system."),
+            )
+        }
+        for root in self.roots():
+            try:
+                stat = os.statvfs(existing_ancestor(root))
+            except OSError:
+                continue
+            label = [str(root)]
+            gauges["mda_storage_free_bytes"].add_metric(label, stat.f_bavail * stat.f_frsize)
+            gauges["mda_storage_size_bytes"].add_metric(label, stat.f_blocks * stat.f_frsize)
+            if stat.f_files:
+                gauges["mda_storage_free_inodes"].add_metric(label, stat.f_favail)
+                gauges["mda_storage_inodes"].add_metric(label, stat.f_files)
+        yield from gauges.values()
+
+
 # --- the metrics listener ------------------------------------------------------------------------
 
 
 class MetricsServer:
     """``/metrics``, ``/healthz`` (process up) and ``/readyz`` (listeners bound, config loaded).
 
+    ``roots`` gives the mail roots of the configuration in use, measured at each scrape (``ScrapeCollector``).
+
     A small threaded HTTP server: exposition reads locked values (or, in multiprocess mode, files), so
     it never needs the event loop, and a slow scraper never stalls mail.
     """
 
-    def __init__(self, host: str, port: int, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self, host: str, port: int, ready: Callable[[], bool], *, roots: Callable[[], Iterable[Path]] = tuple
+    ) -> None:
+        from prometheus_client import CollectorRegistry
         from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
         registry = exposition_registry()
+        scraped = CollectorRegistry(auto_describe=False)
+        scraped.register(ScrapeCollector(roots))
         is_ready = ready
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                    self._send(200, generate_latest(registry) + generate_latest(scraped), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
                     self._send(200, b"ok\n")
                 elif path == "/readyz":

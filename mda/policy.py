@@ -248,6 +248,7 @@ class Policy:
             path=path,
             folder=folder,
             create_folder=bool(settings.create_folders),
+            max_folders=self.config.storage.max_folders,
             quota_bytes=settings.quota,
             quota_messages=settings.quota_messages,
             quota_full_tempfail=self.config.storage.quota_full_tempfail,

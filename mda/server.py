@@ -15,6 +15,7 @@ import logging
 import os
 import pwd
 import socket
+import struct
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -161,6 +162,7 @@ class ListenerContext:
         self.app = app
         self.sessions: set[MdaSession] = set()
         self.per_client: Counter[str] = Counter()
+        self._labels: dict[MdaSession, str] = {}
 
     @property
     def state(self) -> State:
@@ -182,51 +184,72 @@ class ListenerContext:
     def shutting_down(self) -> bool:
         return self.app.shutting_down
 
+    def client_of(self, session: MdaSession) -> str:
+        """The client as logged: its IP address, or for a UNIX socket the peer's process and user
+        (``unix:pid=123,uid=106``, from ``SO_PEERCRED``; ``unix:PATH`` when the kernel does not say)."""
+        if session.client_ip or not self.config.bind.is_unix:
+            return session.client_ip
+        label = self._labels.get(session)
+        if label is None:
+            label = f"unix:{self.config.bind.path}"
+            sock = session.transport.get_extra_info("socket") if session.transport is not None else None
+            if sock is not None and hasattr(socket, "SO_PEERCRED"):
+                try:
+                    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+                    pid, uid, _ = struct.unpack("3i", creds)
+                    label = f"unix:pid={pid},uid={uid}"
+                except OSError:
+                    pass
+            self._labels[session] = label
+        return label
+
     def admit(self, session: MdaSession) -> Reply | None:
         """Refuse a client outside ``allow`` (``554 5.7.1``) or over a connection limit (``421 4.7.0``)."""
         client = session.client_ip
+        label = self.client_of(session)
         if self.config.allow and client:
             try:
                 address = ipaddress.ip_address(client)
             except ValueError:
                 address = None
             if address is None or not any(address in network for network in self.config.allow):
-                self.app.reporter.connection_refused(self.config, client, "not_allowed")
+                self.app.reporter.connection_refused(self.config, label, "not_allowed")
                 return replies.CLIENT_DENIED
         if self.app.shutting_down:
             return replies.SHUTTING_DOWN
         if self.app.open_sessions() >= self.limits.max_connections:
-            self.app.reporter.connection_refused(self.config, client, "max_connections")
+            self.app.reporter.connection_refused(self.config, label, "max_connections")
             return replies.TOO_MANY_CONNECTIONS
         if client and self.per_client[client] >= self.limits.max_connections_per_client:
-            self.app.reporter.connection_refused(self.config, client, "max_connections_per_client")
+            self.app.reporter.connection_refused(self.config, label, "max_connections_per_client")
             return replies.TOO_MANY_CONNECTIONS
         self.sessions.add(session)
         self.per_client[client] += 1
-        self.app.reporter.session_opened(self.config, client)
+        self.app.reporter.session_opened(self.config, label)
         return None
 
     def session_closed(self, session: MdaSession) -> None:
+        label = self._labels.pop(session, session.client_ip)
         if session in self.sessions:
             self.sessions.discard(session)
             self.per_client[session.client_ip] -= 1
             if self.per_client[session.client_ip] <= 0:
                 del self.per_client[session.client_ip]
-            self.app.reporter.session_closed(self.config, session.client_ip)
+            self.app.reporter.session_closed(self.config, label)
         self.app.session_finished()
 
     def recipient_checked(self, session: MdaSession, sender: str, resolution: Resolution) -> None:
         if not resolution.accepted:
-            self.app.reporter.recipient_refused(self.config, session.client_ip, sender, resolution)
+            self.app.reporter.recipient_refused(self.config, self.client_of(session), sender, resolution)
 
     def delivered(self, session: MdaSession, txn: Transaction, data: DataResult, outcomes: Sequence[Outcome]) -> None:
-        self.app.reporter.delivered(self.config, session.client_ip, txn, data, outcomes)
+        self.app.reporter.delivered(self.config, self.client_of(session), txn, data, outcomes)
 
     def log_exception(self, session: MdaSession, error: BaseException) -> None:
         logs.logger.error(
             "session_error",
             exc_info=error,
-            extra={"fields": {"listener": self.config.label, "client": session.client_ip}},
+            extra={"fields": {"listener": self.config.label, "client": self.client_of(session)}},
         )
 
 

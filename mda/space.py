@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mda import replies
 from mda.config import Config
-from mda.policy import Resolution
+from mda.policy import Resolution, template_root
 from mda.replies import DeliveryError, Reply
 from mda.storage.quota import check_quota_before_data
 from mda.units import parse_size
@@ -94,6 +94,18 @@ def existing_ancestor(path: Path) -> Path:
     while not current.is_dir() and current != current.parent:
         current = current.parent
     return current
+
+
+def mail_roots(config: Config) -> tuple[Path, ...]:
+    """The fixed directories mail is stored under: the part of ``storage.path`` and of each domain's
+    ``path`` before the first ``{field}``, once each, in order.
+
+    A bounded set (the operator's own templates, never an address), so it can label metrics. Templates
+    that start with ``{home}`` (system users) have no fixed part and are left out.
+    """
+    templates = [config.storage.path, *(d.mailbox.path for d in config.domains.values() if d.mailbox.path)]
+    roots = [template_root(t) for t in templates if not t.startswith("{")]
+    return tuple(dict.fromkeys(roots))
 
 
 def check_space(path: Path, size: int | None, reserve: str) -> SpaceCheck:

@@ -42,6 +42,7 @@ from mda.app import MAX_DELIVERY_WAIT, Application, ListenerKey, listener_key, r
 from mda.config import BindAddress, Config
 from mda.metrics import MULTIPROC_ENV, MetricsServer
 from mda.server import bind_unix
+from mda.space import mail_roots
 
 READY_TIMEOUT = 30.0
 """How long the supervisor waits for the first workers to listen before it gives up."""
@@ -202,7 +203,9 @@ class Supervisor:
                 self.ports[key] = port
                 lines.append(f"listening {listener.protocol} {BindAddress(host, port)}")
         if config.metrics is not None:
-            self.metrics_server = MetricsServer(config.metrics.bind.host, config.metrics.bind.port, self.is_ready)
+            self.metrics_server = MetricsServer(
+                config.metrics.bind.host, config.metrics.bind.port, self.is_ready, roots=lambda: mail_roots(config)
+            )
             lines.append(f"metrics http://{self.metrics_server.address_text}/metrics")
         lines.append(storage_line(config))
         for index in range(self.count):

@@ -35,6 +35,9 @@ class Mailbox:
     folder: str | None = None
     """Maildir++ folder name as stored on disk without the leading dot (already encoded), or None."""
     create_folder: bool = False
+    max_folders: int | None = None
+    """With ``create_folder``: a missing folder is not created when the Maildir already has this many
+    Maildir++ folders; the copy goes to INBOX instead. None: no cap."""
     quota_bytes: int | None = None
     quota_messages: int | None = None
     quota_full_tempfail: bool = False

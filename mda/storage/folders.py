@@ -10,6 +10,11 @@ wrote them. The result is the on-disk name *without* the leading dot, as ``Mailb
 from __future__ import annotations
 
 import base64
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from mda.storage.base import Mailbox
 
 HIERARCHY_SEPARATOR = "."
 """Maildir++ hierarchy separator: ``.a.b`` is folder ``b`` inside folder ``a``."""
@@ -71,3 +76,39 @@ def _is_control(char: str) -> bool:
     """C0, DEL and C1 controls: never part of a folder name (they would also break log lines)."""
     code = ord(char)
     return code < 0x20 or 0x7F <= code <= 0x9F
+
+
+def count_folders(maildir_fd: int) -> int:
+    """Maildir++ folders (``.Name`` directories) in the Maildir open at ``maildir_fd``."""
+    with os.scandir(maildir_fd) as entries:
+        return sum(
+            1
+            for entry in entries
+            if entry.name.startswith(".") and entry.name not in (".", "..") and entry.is_dir(follow_symlinks=False)
+        )
+
+
+@dataclass
+class NewFolderBudget:
+    """How many folders one message may still create (``storage.max_new_folders``).
+
+    A transaction names its folders itself (``user+anything@``, or Sieve ``fileinto :create``): without
+    a bound, one message with a thousand recipients makes a thousand folders. Beyond the budget a
+    missing folder is not created and that copy goes to INBOX; existing folders are always used.
+    """
+
+    left: int
+    granted: set[Path] = field(default_factory=set)
+
+    def admit(self, mailbox: Mailbox) -> Mailbox:
+        """``mailbox`` as it may be stored: unchanged, or without the right to create its folder."""
+        if mailbox.folder is None or not mailbox.create_folder:
+            return mailbox
+        path = mailbox.path / f".{mailbox.folder}"
+        if path in self.granted or path.is_dir():
+            return mailbox
+        if self.left > 0:
+            self.left -= 1
+            self.granted.add(path)
+            return mailbox
+        return replace(mailbox, create_folder=False)

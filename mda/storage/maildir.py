@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mda.spool import write_all
 from mda.storage.base import Mailbox, MessageCopy, StoreResult
+from mda.storage.folders import count_folders
 from mda.storage.fsutil import fsync_directory_shared, open_below, open_root, split_below
 from mda.storage.quota import MaildirCharge, charge_maildir
 
@@ -227,12 +228,24 @@ class MaildirStore:
         return folder_fd, mailbox.path / f".{mailbox.folder}", charge
 
     def _open_folder(self, maildir_fd: int, mailbox: Mailbox) -> int | None:
-        """The folder's descriptor, or None for INBOX when it is missing and may not be created."""
+        """The folder's descriptor, or None for INBOX when it is missing and may not be created.
+
+        A missing folder is created only with ``create_folder`` and while the Maildir has fewer than
+        ``max_folders`` folders: the name comes from the sender, who must not fill the disk's inode table
+        or the user's folder list (README, "Folders"). Counted only when a folder is missing.
+        """
         name = f".{mailbox.folder}"
         try:
-            folder_fd = open_below(maildir_fd, [name], create=mailbox.create_folder, owner=mailbox.owner)
+            folder_fd = open_below(maildir_fd, [name], create=False, owner=mailbox.owner)
         except FileNotFoundError:
-            return None
+            if not mailbox.create_folder:
+                return None
+            if mailbox.max_folders is not None and count_folders(maildir_fd) >= mailbox.max_folders:
+                return None
+            try:
+                folder_fd = open_below(maildir_fd, [name], create=True, owner=mailbox.owner)
+            except FileNotFoundError:
+                return None
         try:
             try:
                 marker = os.open(

@@ -94,7 +94,7 @@ def test_alerts_cover_the_operational_failures() -> None:
     assert 'result="permfail"' in rules["MdaDeliveryFailureRatioHigh"]
     assert 'result="tempfail"' in rules["MdaTempfailSpike"]
     assert 'result="failure"' in rules["MdaConfigReloadFailed"]
-    assert "node_filesystem_avail_bytes" in rules["MdaMailStorageNearlyFull"]
+    assert "mda_storage_free_bytes" in rules["MdaMailStorageNearlyFull"]
     assert 'reason="disk_full"' in rules["MdaRefusingForDiskSpace"]
     assert 'result="delivered"' in rules["MdaNoDeliveries"]
 
