@@ -80,6 +80,10 @@ def storage_line(config: Config) -> str:
     return f"delivering to {storage.path} ({storage.format}, {'fsync' if storage.fsync else 'no fsync'})"
 
 
+USERDB_CLOSE_DELAY = 60.0
+"""Seconds a replaced configuration keeps its user-database connections for transactions still under way."""
+
+
 class Application:
     """Owns the process: configuration state, listeners, executor, metrics, reload and lifecycle.
 
@@ -99,12 +103,12 @@ class Application:
         worker: bool = False,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
-        self.state = State.build(config)
         self.out = out
         self.storage_pool = ThreadPoolExecutor(max_workers=STORAGE_THREADS, thread_name_prefix="mda-store")
         self.executor: Executor | None = self.storage_pool
         self.spool_dir: Path | None = config.state_dir
         self.metrics = metrics if metrics is not None else build_metrics()
+        self.state = State.build(config, self.metrics)
         self.reporter = Reporter(self.metrics)
         self.shutting_down = False
         self.listeners: list[Listener] = []
@@ -206,6 +210,8 @@ class Application:
         await self.drain()
         if self.metrics_server is not None:
             self.metrics_server.close()
+        if self.state.policy.userdb is not None:
+            self.state.policy.userdb.close()
         return 0
 
     def request_stop(self) -> None:
@@ -245,7 +251,7 @@ class Application:
         loop = asyncio.get_running_loop()
         try:
             new = await loop.run_in_executor(self.executor, load_config, source)
-            state = State.build(new)
+            state = State.build(new, self.metrics)
         except ConfigError as error:
             self.metrics.config_reloaded(False)
             logs.event("reload_failed", logging.ERROR, file=error.file, line=error.line, error=str(error))
@@ -259,7 +265,8 @@ class Application:
                 sdnotify.ready()
         await self._apply_listeners(new)
         # Sessions take the state at MAIL: a transaction under way keeps the old one (server.State).
-        self.state = state
+        previous, self.state = self.state, state
+        previous.close_later(USERDB_CLOSE_DELAY)
         if (new.log_format, new.log_level) != (old.log_format, old.log_level):
             logs.setup(new.log_format, new.log_level)
         if self.watcher is not None:

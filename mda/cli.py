@@ -58,6 +58,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"{args.config or '<default>'}: ok")
     if not config.listeners:
         print(f"{args.config or '<default>'}: note: no listeners: {NO_LISTENERS}", file=sys.stderr)
+    if args.connect and not _connect_userdb(config):
+        return EXIT_CONFIG
     if args.against is not None:
         old = _load_or_report(args.against)
         if old is None:
@@ -65,6 +67,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for line in destination_changes(old, config):
             print(line)
     return EXIT_OK
+
+
+def _connect_userdb(config: Config) -> bool:
+    """Ask each ``userdb`` source once (``check-config --connect``); False when one cannot answer."""
+    from mda.userdb import Userdb
+
+    userdb = Userdb(config.userdb)
+    try:
+        results = userdb.check()
+    finally:
+        userdb.close()
+    for label, problem in results:
+        print(f"userdb {label}: {problem or 'ok'}")
+    return all(problem is None for _, problem in results)
 
 
 def _destination(policy: Policy, address: str) -> tuple[str, tuple[str, ...]]:
@@ -181,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", parents=[with_config], help="validate a configuration")
     check.add_argument("--print", action="store_true", help="print the effective configuration")
     check.add_argument("--against", type=Path, metavar="OLD", help="list addresses whose destination changes")
+    check.add_argument("--connect", action="store_true", help="ask each userdb source once")
     check.set_defaults(func=cmd_check_config)
 
     resolve = commands.add_parser("resolve", parents=[with_config], help="explain where an address is delivered")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mda.units import parse_duration, parse_size
+from mda.userdb.settings import UserdbSettings, parse_cache, parse_sources, source_document
 from mda.yamlsource import ConfigError, Document, PathKey, format_path, load_file, load_text
 
 T = TypeVar("T")
@@ -221,6 +222,8 @@ class Config:
     state_dir: Path | None = None
     submission: SubmissionConfig | None = None
     sieve: SieveConfig | None = None
+    userdb: UserdbSettings = field(default_factory=UserdbSettings)
+    """More user sources, consulted after ``users`` (README "User databases")."""
     source: Path | None = None
     digest: str = ""
 
@@ -705,6 +708,10 @@ def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> C
         state_dir=top.get("state_dir", lambda v: base_dir / _str(v), None),
         submission=_submission(top.sub("submission")) if top.has("submission") else None,
         sieve=_sieve(top.sub("sieve"), base_dir) if top.has("sieve") else None,
+        userdb=UserdbSettings(
+            sources=top.get("userdb", parse_sources(base_dir), ()),
+            cache=top.get("userdb_cache", parse_cache, UserdbSettings().cache),
+        ),
     )
     top.used.update({"aliases", "submission", "sieve"})
     top.finish()
@@ -927,6 +934,14 @@ def to_document(config: Config) -> dict[str, Any]:
             if submission.sendmail
             else {"host": submission.host, "port": submission.port}
         )
+    if config.userdb.sources:
+        cache = config.userdb.cache
+        document["userdb"] = [source_document(source) for source in config.userdb.sources]
+        document["userdb_cache"] = {
+            "ttl": _duration_text(cache.ttl),
+            "negative_ttl": _duration_text(cache.negative_ttl),
+            "size": cache.size,
+        }
     if config.sieve is not None:
         document["sieve"] = {
             **({"path": config.sieve.path} if config.sieve.path is not None else {}),

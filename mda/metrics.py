@@ -51,6 +51,7 @@ RCPT_REASONS = {
     "4.3.1": "disk_full",
     "5.3.4": "too_big",
     "5.7.1": "denied",
+    "4.3.0": "lookup_failed",
 }
 """Enhanced code → refusal reason at RCPT; anything else counts as ``other``."""
 QUOTA_CODES = frozenset({"5.2.2", "4.2.2"})
@@ -60,6 +61,10 @@ SIEVE_ERROR_KINDS = ("compile", "runtime", "redirect", "vacation")
 CONNECTION_REFUSAL_REASONS = ("not_allowed", "max_connections", "max_connections_per_client")
 """``reason`` of ``mda_connections_refused_total`` (mda/server.py)."""
 STORAGE_FORMATS = ("maildir", "mbox")
+USERDB_DRIVERS = ("passwd-file", "sql")
+"""``driver`` of the ``mda_userdb_*`` metrics (mda/userdb/settings.py ``DRIVERS``)."""
+USERDB_RESULTS = ("hit", "miss", "error")
+"""A source found the address, did not, or could not answer (the recipient got 451 4.3.0)."""
 FIRST_OUTCOMES = (("delivered", "2.0.0"), ("tempfail", "4.3.0"), ("permfail", "5.2.2"))
 """One (result, enhanced) per result, present at 0 from the start for each storage format.
 
@@ -152,6 +157,24 @@ class Metrics:
         )
         for kind in SIEVE_ERROR_KINDS:
             self.sieve_errors.labels(kind)
+        self.userdb_lookups = Counter(
+            "mda_userdb_lookups_total",
+            "Look-ups sent to a userdb source, by driver and result: hit, miss, error (recipient deferred).",
+            ["driver", "result"],
+            **kw,
+        )
+        self.userdb_seconds = Histogram(
+            "mda_userdb_lookup_seconds", "Time a userdb source took to answer.", ["driver"], buckets=DISK_BUCKETS, **kw
+        )
+        self.userdb_cache = Counter(
+            "mda_userdb_cache_total", "userdb look-ups answered from the cache (hit) or not (miss).", ["result"], **kw
+        )
+        for driver in USERDB_DRIVERS:
+            self.userdb_seconds.labels(driver)
+            for result in USERDB_RESULTS:
+                self.userdb_lookups.labels(driver, result)
+        for result in ("hit", "miss"):
+            self.userdb_cache.labels(result)
         self.build_info = Gauge(
             "mda_build_info", "Build information; always 1.", ["version", "python"], multiprocess_mode="max", **kw
         )
@@ -192,6 +215,13 @@ class Metrics:
 
     def connection_refused(self, reason: str) -> None:
         self._child(self.connections_refused, reason).inc()
+
+    def userdb_lookup(self, driver: str, result: str, seconds: float) -> None:
+        self._child(self.userdb_lookups, driver, result).inc()
+        self._child(self.userdb_seconds, driver).observe(seconds)
+
+    def userdb_cache_result(self, result: str) -> None:
+        self._child(self.userdb_cache, result).inc()
 
     def recipient_refused(self, enhanced: str) -> None:
         self._child(self.rcpt_refused, RCPT_REASONS.get(enhanced, "other"), enhanced).inc()

@@ -23,6 +23,8 @@ from mda.config import Config, DomainConfig, MailboxSettings
 from mda.replies import Reply
 from mda.storage.base import Mailbox
 from mda.storage.folders import folder_for_detail
+from mda.userdb import LookupKey, Userdb, UserdbError
+from mda.userdb.record import Record
 
 MAX_ALIAS_DEPTH = 20
 """Alias chains deeper than this are refused at delivery (cycles are already refused at load)."""
@@ -116,6 +118,7 @@ class Policy:
         passwd_lookup: Callable[[str], pwd.struct_passwd] = pwd.getpwnam,
     ) -> None:
         self.config = config
+        self.userdb = Userdb(config.userdb) if config.userdb.sources else None
         self._passwd_lookup = passwd_lookup
         self._case_sensitive = config.case_sensitive_local_part
         self._users = {self._fold(a): s for a, s in config.users.items()}
@@ -147,6 +150,9 @@ class Policy:
         except AliasDepthError:
             walk.steps.append("alias chain too deep")
             return Resolution(replies.UNKNOWN_USER, text, key, steps=tuple(walk.steps))
+        except UserdbError as error:
+            walk.steps.append(f"userdb: could not answer: {error.reason}")
+            return Resolution(replies.LOOKUP_FAILED, text, key, steps=tuple(walk.steps))
         if not found:
             return Resolution(replies.UNKNOWN_USER, text, key, steps=tuple(walk.steps))
         return Resolution(
@@ -174,6 +180,11 @@ class Policy:
                 walk.steps.append(f"user {candidate}")
                 self._add(walk, base, detail, domain, self._users[candidate])
                 return True
+        if self.userdb is not None:
+            record = self.userdb.lookup(LookupKey(base, domain.name, detail or ""))
+            if record is not None:
+                return self._add_record(record, walk, base, detail, domain, depth)
+            walk.steps.append(f"userdb: no {base}@{domain.name}")
         catch_all = f"@{domain.name}"
         if catch_all in self._aliases:
             walk.steps.append(f"catch-all {catch_all} -> {', '.join(self._aliases[catch_all])}")
@@ -206,6 +217,45 @@ class Policy:
             found = self._resolve_in_domain(address, domain, walk, depth + 1) or found
         return found
 
+    def _add_record(
+        self, record: Record, walk: _Walk, base: str, detail: str | None, domain: DomainConfig, depth: int
+    ) -> bool:
+        """A ``userdb`` answer: a mailbox, an alias (Postfixadmin ``goto``, which may name the address
+        itself: deliver to its mailbox too), or both."""
+        address = f"{base}@{domain.name}"
+        walk.steps.append(f"userdb {record.source}: {address}: {record.shown}")
+        if record.aliases is None:
+            return self._add_userdb_user(record, walk, base, detail, domain)
+        walk.seen.add(address)
+        found = False
+        for target in record.aliases:
+            if self._fold(target) == address:
+                found = self._add_userdb_user(record, walk, base, detail, domain) or found
+            else:
+                found = self._expand((target,), walk, depth) or found
+        return found
+
+    def _add_userdb_user(
+        self, record: Record, walk: _Walk, base: str, detail: str | None, domain: DomainConfig
+    ) -> bool:
+        row = record.user
+        if row is None:
+            walk.steps.append("alias names itself, and the source has no mailbox row for it")
+            return False
+        owner = row.owner or (f"{row.uid}:{row.gid}" if row.gid is not None else str(row.uid) if row.uid else None)
+        settings = MailboxSettings(
+            path=row.path.replace("{", "{{").replace("}", "}}") if row.path else None,
+            format=row.format,
+            quota=row.quota,
+            quota_messages=row.quota_messages,
+            sieve=row.sieve.replace("{", "{{").replace("}", "}}") if row.sieve else None,
+            owner=owner,
+            create_folders=row.create_folders,
+        )
+        root = row.root or (row.home if row.path and row.home and row.path.startswith(row.home + "/") else None)
+        self._add(walk, base, detail, domain, settings, home=row.home, root=Path(root) if root else None)
+        return True
+
     def _add_passwd_user(self, walk: _Walk, base: str, detail: str | None, domain: DomainConfig) -> bool:
         try:
             check_template_value(base)
@@ -230,6 +280,7 @@ class Policy:
         domain: DomainConfig,
         user_settings: MailboxSettings,
         home: str | None = None,
+        root: Path | None = None,
     ) -> None:
         settings = user_settings.over(domain.mailbox).over(self.config.storage.mailbox)
         assert settings.path is not None and settings.format is not None
@@ -255,7 +306,7 @@ class Policy:
             owner=self._owner(settings.owner),
             fsync=self.config.storage.fsync,
             lock_timeout=self.config.storage.lock_timeout,
-            root=Path(home) if home and "{home}" in settings.path else template_root(settings.path),
+            root=root or (Path(home) if home and "{home}" in settings.path else template_root(settings.path)),
             sieve=sieve,
         )
         walk.steps.append(f"mailbox {mailbox.format} {mailbox.path}" + (f" folder .{folder}" if folder else " (INBOX)"))
@@ -268,6 +319,9 @@ class Policy:
             return None
         if owner not in self._owners:
             user, _, group = owner.partition(":")
+            if user.isdigit() and group.isdigit():  # a userdb's uid and gid need no passwd entry
+                self._owners[owner] = (int(user), int(group))
+                return self._owners[owner]
             entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
             gid = entry.pw_gid
             if group:

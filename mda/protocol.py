@@ -481,7 +481,7 @@ class MdaSession(SMTP):
         if len(envelope.recipients) >= self.ctx.limits.max_recipients:
             await self.reply(replies.TOO_MANY_RECIPIENTS)
             return
-        resolution = envelope.context.resolve(address, smtputf8=envelope.smtputf8, size=envelope.size_hint)
+        resolution = await envelope.context.resolve_async(address, smtputf8=envelope.smtputf8, size=envelope.size_hint)
         self.ctx.recipient_checked(self, envelope.sender, resolution)
         if resolution.accepted:
             envelope.recipients.append(resolution)

@@ -8,7 +8,9 @@ list, connection limits), and turns what sessions report into log lines (and met
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
+import functools
 import grp
 import ipaddress
 import logging
@@ -33,6 +35,7 @@ from mda.metrics import Metrics
 from mda.policy import Policy, Resolution
 from mda.replies import Reply
 from mda.space import check_capacity
+from mda.userdb import NotCached
 
 if TYPE_CHECKING:
     from mda.protocol import MdaSession
@@ -54,14 +57,41 @@ class State:
     _cache_started: list[float] = field(default_factory=lambda: [time.monotonic()], compare=False)
 
     @classmethod
-    def build(cls, config: Config) -> State:
-        return cls(config=config, policy=Policy(config))
+    def build(cls, config: Config, metrics: Metrics | None = None) -> State:
+        policy = Policy(config)
+        if policy.userdb is not None:
+            policy.userdb.observer = metrics
+        return cls(config=config, policy=policy)
 
     def resolve(self, address: Address, *, smtputf8: bool, size: int | None) -> Resolution:
         """Policy (cached per snapshot), then room for ``size`` bytes in every mailbox: space and quota."""
         return check_capacity(self.config, self._policy_answer(address, smtputf8), size)
 
+    async def resolve_async(self, address: Address, *, smtputf8: bool, size: int | None) -> Resolution:
+        """``resolve`` without blocking the event loop on a user database: answers the ``userdb`` cache
+        holds are used at once, anything else is resolved in the userdb's threads."""
+        userdb = self.policy.userdb
+        if userdb is None:
+            return self.resolve(address, smtputf8=smtputf8, size=size)
+        try:
+            with userdb.cached_only():
+                answer = self.policy.resolve(address, smtputf8=smtputf8)
+        except NotCached:
+            loop = asyncio.get_running_loop()
+            answer = await loop.run_in_executor(
+                userdb.resolver, functools.partial(self.policy.resolve, address, smtputf8=smtputf8)
+            )
+        return check_capacity(self.config, answer, size)
+
+    def close_later(self, delay: float) -> None:
+        """Close this snapshot's userdb connections once transactions that took it have moved on."""
+        userdb = self.policy.userdb
+        if userdb is not None:
+            asyncio.get_running_loop().call_later(delay, userdb.close)
+
     def _policy_answer(self, address: Address, smtputf8: bool) -> Resolution:
+        if self.policy.userdb is not None:
+            return self.policy.resolve(address, smtputf8=smtputf8)  # the userdb cache has its own TTLs
         now = time.monotonic()
         if now - self._cache_started[0] > RESOLUTION_CACHE_SECONDS or len(self._resolutions) > RESOLUTION_CACHE_SIZE:
             self._resolutions.clear()

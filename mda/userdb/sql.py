@@ -1,0 +1,190 @@
+"""SQL sources: SQLite (standard library) and PostgreSQL (psycopg 3 with psycopg-pool, ``mda[postgresql]``).
+
+Queries name ``:address``, ``:local``, ``:domain`` and ``:detail``; the values are always bound as
+parameters by the database client, never formatted into the text, so no address can change a query.
+``user_query`` returns at most one row whose column names are user fields (``path``, ``quota``,
+``home``, ``mail``, …; see README "User databases"); ``alias_query`` returns Postfixadmin's ``goto``
+(the first column of each row: comma-separated addresses).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import urllib.parse
+from contextlib import closing
+from typing import Any
+
+from mda.userdb.record import GarbageRow, LookupKey, Record, UserdbError, record_from_row, split_goto
+from mda.userdb.settings import SourceSettings, query_placeholders
+
+Rows = tuple[list[str], list[tuple[Any, ...]]]
+
+
+class MissingDriver(Exception):
+    """The client library a configured source needs is not installed (a configuration error)."""
+
+
+class SqlSource:
+    driver = "sql"
+
+    def __init__(self, settings: SourceSettings) -> None:
+        self.settings = settings
+        self.label = settings.label
+        password = settings.password_file.read_text().strip() if settings.password_file is not None else None
+        self._secret = password or urllib.parse.urlsplit(settings.url).password or ""
+        scheme = settings.url.partition("://")[0]
+        self._backend: _Backend = _Sqlite(settings) if scheme == "sqlite" else _Postgres(settings, password)
+
+    def lookup(self, key: LookupKey) -> Record | None:
+        parameters = key.parameters()
+        try:
+            aliases: tuple[str, ...] | None = None
+            if self.settings.alias_query:
+                _, rows = self._backend.run(self.settings.alias_query, parameters)
+                if rows:
+                    aliases = split_goto([row[0] for row in rows])
+            user: dict[str, Any] | None = None
+            if self.settings.user_query and (aliases is None or _names_itself(aliases, key)):
+                names, rows = self._backend.run(self.settings.user_query, parameters)
+                if len(rows) > 1:
+                    raise GarbageRow(f"user_query returned {len(rows)} rows for one address")
+                if rows:
+                    user = dict(zip(names, rows[0], strict=True))
+        except UserdbError:
+            raise
+        except Exception as error:  # every client error means "could not answer", never "no user"
+            raise UserdbError(self._scrub(f"{type(error).__name__}: {error}".strip())) from None
+        if user is None and aliases is None:
+            return None
+        if user is None:
+            return Record(source=self.label, aliases=aliases, shown=f"goto={','.join(aliases or ())}")
+        record = record_from_row(self.label, user, path_base=self.settings.path_base, aliases=aliases)
+        if aliases is not None:
+            return Record(record.source, record.user, aliases, f"goto={','.join(aliases)} {record.shown}")
+        return record
+
+    def check(self) -> str:
+        try:
+            self._backend.run("SELECT 1", {})
+        except Exception as error:
+            raise UserdbError(self._scrub(f"{type(error).__name__}: {error}")) from None
+        return "connected"
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def _scrub(self, text: str) -> str:
+        text = " ".join(text.split())
+        return text.replace(self._secret, "***") if self._secret else text
+
+
+def _names_itself(aliases: tuple[str, ...], key: LookupKey) -> bool:
+    return any(target.lower() == key.address.lower() for target in aliases)
+
+
+class _Backend:
+    def run(self, query: str, parameters: dict[str, str]) -> Rows:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _Sqlite(_Backend):
+    """One read-only connection per thread (sqlite3 connections stay in their thread)."""
+
+    def __init__(self, settings: SourceSettings) -> None:
+        self._path = "/" + settings.url[len("sqlite:///") :].lstrip("/")  # a file URL: always absolute
+        self._timeout = settings.timeout
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            uri = f"file:{urllib.parse.quote(self._path)}?mode=ro"
+            connection = sqlite3.connect(uri, uri=True, timeout=self._timeout, check_same_thread=False)
+            self._local.connection = connection
+            with self._lock:
+                self._all.append(connection)
+        return connection
+
+    def run(self, query: str, parameters: dict[str, str]) -> Rows:
+        used = {name: parameters[name] for name in query_placeholders(query)}
+        try:
+            with closing(self._connection().execute(query, used)) as cursor:
+                names = [column[0].lower() for column in cursor.description or ()]
+                return names, cursor.fetchall()
+        except sqlite3.Error:
+            self._local.connection = None  # a broken or locked file: open afresh next time
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._all:
+                connection.close()
+            self._all.clear()
+
+
+_PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|(?<![:\w]):([A-Za-z_]\w*)")
+
+
+def to_pyformat(query: str) -> str:
+    """``:name`` placeholders as psycopg's ``%(name)s``, every literal ``%`` doubled."""
+    escaped = query.replace("%", "%%")
+    return _PLACEHOLDER.sub(lambda m: f"%({m.group(1)})s" if m.group(1) else m.group(0), escaped)
+
+
+class _Postgres(_Backend):
+    """A psycopg-pool pool: connections opened on demand (none while the server is down), each checked
+    before use, so a restarted server is used again without restarting mda."""
+
+    def __init__(self, settings: SourceSettings, password: str | None) -> None:
+        try:
+            import psycopg
+            from psycopg_pool import ConnectionPool
+        except ImportError:
+            raise MissingDriver(
+                f"userdb item {settings.index + 1}: driver sql with a postgresql url needs psycopg and "
+                "psycopg-pool: pip install 'mda[postgresql]'"
+            ) from None
+        self._psycopg = psycopg
+        timeout_ms = int(settings.timeout * 1000)
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": max(1, int(settings.timeout)),
+            "options": f"-c statement_timeout={timeout_ms}",
+            "application_name": "mda",
+        }
+        if password is not None:
+            kwargs["password"] = password
+        self._pool = ConnectionPool(
+            settings.url,
+            kwargs=kwargs,
+            min_size=0,
+            max_size=settings.pool_size,
+            timeout=settings.timeout,
+            check=ConnectionPool.check_connection,
+            open=True,
+            name=f"userdb{settings.index + 1}",
+        )
+        self._queries: dict[str, str] = {}
+
+    def run(self, query: str, parameters: dict[str, str]) -> Rows:
+        text = self._queries.get(query)
+        if text is None:
+            text = self._queries[query] = to_pyformat(query)
+        used = {name: parameters[name] for name in query_placeholders(query)}
+        with self._pool.connection() as connection, connection.cursor() as cursor:
+            cursor.execute(text, used)
+            names = [column.name.lower() for column in cursor.description or ()]
+            return names, [tuple(row) for row in cursor.fetchall()]
+
+    def close(self) -> None:
+        self._pool.close(timeout=1.0)
+
+
+__all__ = ["MissingDriver", "SqlSource", "to_pyformat"]
