@@ -40,11 +40,11 @@ def sqlite_db(path: Path, mailboxes: Sequence[tuple[str, str, int]], aliases: Se
     return path
 
 
-def rcpt_codes(address: tuple[str, int], recipients: Sequence[str]) -> list[tuple[int, str]]:
-    """(code, enhanced) of each RCPT in one LMTP transaction (then RSET)."""
+def rcpt_codes(address: tuple[str, int], recipients: Sequence[str], *, smtputf8: bool = False) -> list[tuple[int, str]]:
+    """(code, enhanced) of each RCPT in one LMTP transaction."""
     with Client(address) as client:
         client.cmd("LHLO client.test")
-        client.cmd(f"MAIL FROM:<{SENDER}>")
+        client.cmd(f"MAIL FROM:<{SENDER}>" + (" SMTPUTF8" if smtputf8 else ""))
         codes = []
         for recipient in recipients:
             reply = client.cmd(f"RCPT TO:<{recipient}>")
