@@ -15,7 +15,7 @@ import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from tests.peers import programs
@@ -58,9 +58,8 @@ class PostgresServer:
         self.sql(f"CREATE ROLE mda LOGIN PASSWORD '{PASSWORD}'", database="postgres")
         self.sql("CREATE DATABASE mail OWNER mda", database="postgres")  # not inside a transaction block
         with open(self.data / "pg_hba.conf", "w") as hba:
-            hba.write(
-                "local all postgres trust\nhost all postgres 127.0.0.1/32 trust\nhost all mda 127.0.0.1/32 scram-sha-256\n"
-            )
+            hba.write("local all postgres trust\nhost all postgres 127.0.0.1/32 trust\n")
+            hba.write("host all mda 127.0.0.1/32 scram-sha-256\n")  # mda logs in with its password
         self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "reload")
 
     def start(self) -> None:
@@ -114,10 +113,8 @@ class PostgresServer:
         return result.stdout
 
     def stop(self) -> None:
-        try:
+        with suppress(OSError, ValueError):
             self.resume()
-        except (OSError, ValueError):
-            pass
         self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop", check=False)
 
 
