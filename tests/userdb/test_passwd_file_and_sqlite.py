@@ -217,6 +217,18 @@ def test_check_config_connect_and_errors(tmp_path):
     assert run.returncode == 1, run
     assert f"userdb sql sqlite:///{db}: ok" in run.stdout
     assert f"userdb passwd-file {tmp_path}/missing: cannot read" in run.stdout
+    printed = subprocess.run(
+        [sys.executable, "-m", "mda", "check-config", "--config", str(path), "--print"], capture_output=True, text=True
+    )
+    assert printed.returncode == 0 and "user_query: SELECT maildir AS path" in printed.stdout
+    again_path = tmp_path / "printed.yaml"
+    again_path.write_text(printed.stdout)
+    again = subprocess.run(
+        [sys.executable, "-m", "mda", "check-config", "--config", str(again_path), "--print"],
+        capture_output=True,
+        text=True,
+    )
+    assert again.stdout == printed.stdout
     for bad, message in (
         ({"driver": "nosuch"}, "driver must be one of"),
         (

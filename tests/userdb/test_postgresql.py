@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.clients import Client
 from tests.ops.helpers import scrape, value, wait_for
 from tests.peers.postgres import PASSWORD, PostgresServer, postgres_server
 from tests.userdb.helpers import deliver, messages, rcpt_codes, userdb_config
@@ -146,6 +147,19 @@ def test_postgresql_stalled_times_out_then_recovers(start_mda, tmp_path, pg):
     assert rcpt_codes(server.lmtp, ["dave@example.test"]) == [OK]
     pg.pause()
     try:
+        # While one session waits on the stalled server, another is served at once: no look-up
+        # blocks the event loop.
+        with Client(server.lmtp) as waiting:
+            waiting.cmd("LHLO client.test")
+            waiting.cmd("MAIL FROM:<sender@remote.test>")
+            waiting.send(b"RCPT TO:<erin@example.test>\r\n")
+            started = time.monotonic()
+            assert rcpt_codes(server.lmtp, ["alice@example.test"]) == [OK]
+            other_session = time.monotonic() - started
+            assert other_session < 0.5, other_session
+            reply = waiting.read_reply()
+            assert (reply.code, reply.enhanced) == DEFERRED
+            assert time.monotonic() - started < 5
         started = time.monotonic()
         assert rcpt_codes(server.lmtp, ["dave@example.test", "alice@example.test"]) == [DEFERRED, OK]
         elapsed = time.monotonic() - started
