@@ -64,6 +64,10 @@ def build_source(settings: SourceSettings) -> Source:
         from mda.userdb.passwdfile import PasswdFileSource
 
         return PasswdFileSource(settings)
+    if settings.driver == "dovecot":
+        from mda.userdb.dovecot import DovecotSource
+
+        return DovecotSource(settings)
     from mda.userdb.sql import SqlSource
 
     return SqlSource(settings)

@@ -8,7 +8,9 @@ be understood raises ``GarbageRow``: the source is then treated as failing (451)
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -100,6 +102,17 @@ def _count(value: Any) -> int:
     if number < 0:
         raise ValueError(f"negative: {value!r}")
     return number
+
+
+def _system_id(kind: str, value: Any) -> int:
+    """A uid or gid: a number, or a user or group name (Dovecot allows both)."""
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        return pwd.getpwnam(text).pw_uid if kind == "uid" else grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise ValueError(f"no such {'user' if kind == 'uid' else 'group'} {text!r}") from None
 
 
 def _quota(value: Any) -> int | None:
@@ -205,7 +218,7 @@ def record_from_row(
             values["create_folders"] = _bool(fields["create_folders"])
         for key in ("uid", "gid"):
             if key in fields:
-                values[key] = _count(fields[key])
+                values[key] = _system_id(key, fields[key])
         if values.get("uid") == 0 or (values.get("uid") is None and values.get("gid") is not None):
             raise ValueError("uid 0 never receives mail, and a gid needs a uid")
     except (ValueError, TypeError) as error:

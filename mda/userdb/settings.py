@@ -16,7 +16,7 @@ from typing import Any
 
 from mda.units import parse_duration
 
-DRIVERS = ("passwd-file", "sql")
+DRIVERS = ("passwd-file", "sql", "dovecot")
 PLACEHOLDERS = ("address", "local", "domain", "detail")
 """What a query or filter may name: the address without its detail, its local part, its domain, the detail."""
 ROW_FIELDS = (
@@ -52,12 +52,16 @@ class SourceSettings:
     alias_query: str = ""
     path_base: Path | None = None
     pool_size: int = 4
+    socket: Path | None = None
+    service: str = "lmtp"
 
     @property
     def label(self) -> str:
         """How logs and ``mda resolve`` name this source (never a password)."""
         if self.driver == "passwd-file":
             return f"passwd-file {self.path}"
+        if self.driver == "dovecot":
+            return f"dovecot {self.socket}"
         return f"sql {redact_url(self.url)}"
 
 
@@ -105,8 +109,9 @@ def _text(value: Any) -> str:
 _SOURCE_KEYS: dict[str, tuple[str, ...]] = {
     "passwd-file": ("path", "key"),
     "sql": ("url", "password_file", "user_query", "alias_query", "path_base", "pool_size"),
+    "dovecot": ("socket", "service", "key"),
 }
-_REQUIRED: dict[str, tuple[str, ...]] = {"passwd-file": ("path",), "sql": ("url",)}
+_REQUIRED: dict[str, tuple[str, ...]] = {"passwd-file": ("path",), "sql": ("url",), "dovecot": ("socket",)}
 
 
 def parse_sources(base_dir: Path) -> Callable[[Any], tuple[SourceSettings, ...]]:
@@ -140,13 +145,17 @@ def _source(base_dir: Path, index: int, item: Any) -> SourceSettings:
             values["timeout"] = parse_duration(item["timeout"])
             if values["timeout"] <= 0:
                 raise ValueError("timeout must be more than 0")
-        for key in ("path", "password_file", "path_base"):
+        for key in ("path", "password_file", "path_base", "socket"):
             if key in item:
                 values[key] = base_dir / _text(item[key])
         if "key" in item:
             if item["key"] not in ("address", "local"):
                 raise ValueError("key must be address or local")
             values["key"] = item["key"]
+        if "service" in item:
+            values["service"] = _text(item["service"])
+            if any(c in values["service"] for c in "\t\x01"):
+                raise ValueError("service: no TAB")
         if "url" in item:
             values["url"] = _url(item["url"])
         for key in ("user_query", "alias_query"):
