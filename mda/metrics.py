@@ -61,7 +61,7 @@ SIEVE_ERROR_KINDS = ("compile", "runtime", "redirect", "vacation")
 CONNECTION_REFUSAL_REASONS = ("not_allowed", "max_connections", "max_connections_per_client")
 """``reason`` of ``mda_connections_refused_total`` (mda/server.py)."""
 STORAGE_FORMATS = ("maildir", "mbox")
-USERDB_DRIVERS = ("passwd-file", "sql", "dovecot")
+USERDB_DRIVERS = ("passwd-file", "sql", "dovecot", "ldap")
 """``driver`` of the ``mda_userdb_*`` metrics (mda/userdb/settings.py ``DRIVERS``)."""
 USERDB_RESULTS = ("hit", "miss", "error")
 """A source found the address, did not, or could not answer (the recipient got 451 4.3.0)."""

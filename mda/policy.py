@@ -242,7 +242,7 @@ class Policy:
         if row is None:
             walk.steps.append("alias names itself, and the source has no mailbox row for it")
             return False
-        owner = row.owner or (f"{row.uid}:{row.gid}" if row.gid is not None else str(row.uid) if row.uid else None)
+        owner = row.owner or (f"{row.uid}:{row.gid}" if row.uid is not None else None)
         settings = MailboxSettings(
             path=row.path.replace("{", "{{").replace("}", "}}") if row.path else None,
             format=row.format,

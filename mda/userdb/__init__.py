@@ -24,7 +24,7 @@ from typing import Protocol
 from mda import logs
 from mda.userdb.cache import TtlCache
 from mda.userdb.record import LookupKey, Record, UserdbError
-from mda.userdb.settings import SourceSettings, UserdbSettings
+from mda.userdb.settings import SourceSettings, UserdbSettings, query_placeholders
 
 __all__ = ["LookupKey", "NotCached", "Record", "Userdb", "UserdbError"]
 
@@ -68,6 +68,10 @@ def build_source(settings: SourceSettings) -> Source:
         from mda.userdb.dovecot import DovecotSource
 
         return DovecotSource(settings)
+    if settings.driver == "ldap":
+        from mda.userdb.ldap import LdapSource
+
+        return LdapSource(settings)
     from mda.userdb.sql import SqlSource
 
     return SqlSource(settings)
@@ -84,6 +88,12 @@ class Userdb:
         except BaseException:
             self.close()
             raise
+        self._uses_detail = any(
+            "detail" in query_placeholders(query)
+            for source in settings.sources
+            for query in (source.user_query, source.alias_query)
+        )
+        """Only then do ``alice+a@`` and ``alice+b@`` need look-ups (and cache entries) of their own."""
         self.cache: TtlCache[Record] = TtlCache(settings.cache.ttl, settings.cache.negative_ttl, settings.cache.size)
         workers = sum(max(source.pool_size, 1) for source in settings.sources) + 2
         self._calls = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="userdb-source")
@@ -100,6 +110,8 @@ class Userdb:
             _cached_only.reset(token)
 
     def lookup(self, key: LookupKey) -> Record | None:
+        if not self._uses_detail:
+            key = LookupKey(key.local, key.domain)
         cache_key = f"{key.address}\0{key.detail}"
         hit, record = self.cache.get(cache_key)
         if hit:

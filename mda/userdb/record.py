@@ -221,9 +221,15 @@ def record_from_row(
                 values[key] = _system_id(key, fields[key])
         if values.get("uid") == 0 or (values.get("uid") is None and values.get("gid") is not None):
             raise ValueError("uid 0 never receives mail, and a gid needs a uid")
+        if values.get("uid") is not None and values.get("gid") is None:
+            try:
+                values["gid"] = pwd.getpwuid(values["uid"]).pw_gid
+            except KeyError:
+                raise ValueError(f"uid {values['uid']} without a gid, and no passwd entry to take one from") from None
     except (ValueError, TypeError) as error:
         raise GarbageRow(f"unusable row: {error}") from None
-    if path_base is not None:
+    path = values.get("path")
+    if path_base is not None and path is not None and Path(path).is_relative_to(path_base):
         values["root"] = str(path_base)
     shown = " ".join(f"{k}={v}" for k, v in fields.items())
     return Record(source=source, user=UserRow(**values), aliases=aliases, shown=shown)

@@ -16,7 +16,7 @@ from typing import Any
 
 from mda.units import parse_duration
 
-DRIVERS = ("passwd-file", "sql", "dovecot")
+DRIVERS = ("passwd-file", "sql", "dovecot", "ldap")
 PLACEHOLDERS = ("address", "local", "domain", "detail")
 """What a query or filter may name: the address without its detail, its local part, its domain, the detail."""
 ROW_FIELDS = (
@@ -54,6 +54,11 @@ class SourceSettings:
     pool_size: int = 4
     socket: Path | None = None
     service: str = "lmtp"
+    bind_dn: str = ""
+    base: str = ""
+    filter: str = ""
+    fields: Mapping[str, str] = field(default_factory=dict)
+    alias_field: str = ""
 
     @property
     def label(self) -> str:
@@ -62,7 +67,7 @@ class SourceSettings:
             return f"passwd-file {self.path}"
         if self.driver == "dovecot":
             return f"dovecot {self.socket}"
-        return f"sql {redact_url(self.url)}"
+        return f"{self.driver} {redact_url(self.url)}"
 
 
 @dataclass(frozen=True)
@@ -110,8 +115,14 @@ _SOURCE_KEYS: dict[str, tuple[str, ...]] = {
     "passwd-file": ("path", "key"),
     "sql": ("url", "password_file", "user_query", "alias_query", "path_base", "pool_size"),
     "dovecot": ("socket", "service", "key"),
+    "ldap": ("url", "bind_dn", "password_file", "base", "filter", "fields", "alias_field", "path_base"),
 }
-_REQUIRED: dict[str, tuple[str, ...]] = {"passwd-file": ("path",), "sql": ("url",), "dovecot": ("socket",)}
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "passwd-file": ("path",),
+    "sql": ("url",),
+    "dovecot": ("socket",),
+    "ldap": ("url", "base", "filter"),
+}
 
 
 def parse_sources(base_dir: Path) -> Callable[[Any], tuple[SourceSettings, ...]]:
@@ -157,7 +168,14 @@ def _source(base_dir: Path, index: int, item: Any) -> SourceSettings:
             if any(c in values["service"] for c in "\t\x01"):
                 raise ValueError("service: no TAB")
         if "url" in item:
-            values["url"] = _url(item["url"])
+            values["url"] = _ldap_url(item["url"]) if driver == "ldap" else _url(item["url"])
+        for key in ("bind_dn", "base", "alias_field"):
+            if key in item:
+                values[key] = _text(item[key])
+        if "filter" in item:
+            values["filter"] = _filter(item["filter"])
+        if "fields" in item:
+            values["fields"] = _fields(item["fields"])
         for key in ("user_query", "alias_query"):
             if key in item:
                 values[key] = _query(item[key])
@@ -185,6 +203,38 @@ def _url(value: Any) -> str:
         raise ValueError("a SQLite url is sqlite:///path/to/file (three slashes, then the path)")
     if scheme != "sqlite" and not all(importlib.util.find_spec(name) for name in ("psycopg", "psycopg_pool")):
         raise ValueError("a postgresql url needs psycopg and psycopg-pool: pip install 'mda[postgresql]'")
+    return text
+
+
+_FILTER_NAMES = re.compile(r"\{([^{}]*)\}")
+
+
+def _filter(value: Any) -> str:
+    text = _text(value)
+    unknown = [name for name in _FILTER_NAMES.findall(text) if name not in PLACEHOLDERS]
+    if unknown:
+        raise ValueError(f"filter: unknown placeholder {{{unknown[0]}}}; known: {', '.join(PLACEHOLDERS)}")
+    if not (text.startswith("(") and text.endswith(")")):
+        raise ValueError("filter: an LDAP filter in parentheses, like (mail={address})")
+    return text
+
+
+def _fields(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ValueError("fields: a mapping of user field to attribute name, like {path: mailMessageStore}")
+    for name, attribute in value.items():
+        if name not in ROW_FIELDS:
+            raise ValueError(f"fields: unknown field {name!r}; known: {', '.join(ROW_FIELDS)}")
+        _text(attribute)
+    return {str(name): str(attribute) for name, attribute in value.items()}
+
+
+def _ldap_url(value: Any) -> str:
+    text = _text(value)
+    if not text.startswith(("ldap://", "ldaps://", "ldapi://")):
+        raise ValueError("url must start with ldap://, ldaps:// or ldapi://")
+    if importlib.util.find_spec("ldap3") is None:
+        raise ValueError("driver ldap needs ldap3: pip install 'mda[ldap]'")
     return text
 
 
