@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import yaml
 
@@ -243,3 +244,13 @@ def test_check_config_connect_and_errors(tmp_path):
             [sys.executable, "-m", "mda", "check-config", "--config", str(path)], capture_output=True, text=True
         )
         assert run.returncode == 1 and message in run.stderr, (bad, run.stderr)
+
+
+def test_contrib_examples_are_valid():
+    examples = sorted((Path(__file__).parents[2] / "contrib" / "userdb").glob("*.yaml"))
+    assert len(examples) >= 4
+    for example in examples:
+        run = subprocess.run(
+            [sys.executable, "-m", "mda", "check-config", "--config", str(example)], capture_output=True, text=True
+        )
+        assert run.returncode == 0, (example, run.stderr)
