@@ -201,8 +201,8 @@ def _url(value: Any) -> str:
         raise ValueError(f"url must start with sqlite:///, postgresql:// (got {redact_url(text)!r})")
     if scheme == "sqlite" and not text.startswith("sqlite:///"):
         raise ValueError("a SQLite url is sqlite:///path/to/file (three slashes, then the path)")
-    if scheme != "sqlite" and not all(importlib.util.find_spec(name) for name in ("psycopg", "psycopg_pool")):
-        raise ValueError("a postgresql url needs psycopg and psycopg-pool: pip install 'mda[postgresql]'")
+    if scheme != "sqlite" and importlib.util.find_spec("psycopg") is None:
+        raise ValueError("a postgresql url needs psycopg: pip install 'mda[postgresql]'")
     return text
 
 

@@ -139,38 +139,37 @@ def to_pyformat(query: str) -> str:
 
 
 class _Postgres(_Backend):
-    """A psycopg-pool pool: connections opened on demand (none while the server is down), each checked
-    before use, so a restarted server is used again without restarting mda."""
+    """Up to ``pool_size`` psycopg connections, kept open between look-ups.
+
+    A connection is opened in the calling thread when none is idle, so a server that is down fails the
+    look-up at once with libpq's reason ("Connection refused"), not after a wait for a background
+    connector. An idle connection that fails (the server restarted since) is dropped and the query
+    retried once on a new one: a restarted server is used again without restarting mda. A connection
+    that raised anything is never reused.
+    """
 
     def __init__(self, settings: SourceSettings, password: str | None) -> None:
         try:
             import psycopg
-            from psycopg_pool import ConnectionPool
         except ImportError:
             raise MissingDriver(
-                f"userdb item {settings.index + 1}: driver sql with a postgresql url needs psycopg and "
-                "psycopg-pool: pip install 'mda[postgresql]'"
+                f"userdb item {settings.index + 1}: driver sql with a postgresql url needs psycopg: "
+                "pip install 'mda[postgresql]'"
             ) from None
         self._psycopg = psycopg
-        timeout_ms = int(settings.timeout * 1000)
-        kwargs: dict[str, Any] = {
+        self._url = settings.url
+        self._timeout = settings.timeout
+        self._kwargs: dict[str, Any] = {
             "autocommit": True,
             "connect_timeout": max(1, int(settings.timeout)),
-            "options": f"-c statement_timeout={timeout_ms}",
+            "options": f"-c statement_timeout={int(settings.timeout * 1000)}",
             "application_name": "mda",
         }
         if password is not None:
-            kwargs["password"] = password
-        self._pool = ConnectionPool(
-            settings.url,
-            kwargs=kwargs,
-            min_size=0,
-            max_size=settings.pool_size,
-            timeout=settings.timeout,
-            check=ConnectionPool.check_connection,
-            open=True,
-            name=f"userdb{settings.index + 1}",
-        )
+            self._kwargs["password"] = password
+        self._slots = threading.BoundedSemaphore(settings.pool_size)
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
         self._queries: dict[str, str] = {}
 
     def run(self, query: str, parameters: dict[str, str]) -> Rows:
@@ -178,13 +177,38 @@ class _Postgres(_Backend):
         if text is None:
             text = self._queries[query] = to_pyformat(query)
         used = {name: parameters[name] for name in query_placeholders(query)}
-        with self._pool.connection() as connection, connection.cursor() as cursor:
-            cursor.execute(text, used)
-            names = [column.name.lower() for column in cursor.description or ()]
-            return names, [tuple(row) for row in cursor.fetchall()]
+        if not self._slots.acquire(timeout=self._timeout):
+            raise UserdbError(f"all connections busy for {self._timeout:g}s")
+        try:
+            with self._lock:
+                connection = self._idle.pop() if self._idle else None
+            if connection is not None:
+                try:
+                    return self._execute(connection, text, used)
+                except self._psycopg.OperationalError:
+                    pass  # dropped by _execute; the server may have restarted: once more, afresh
+            return self._execute(self._psycopg.connect(self._url, **self._kwargs), text, used)
+        finally:
+            self._slots.release()
+
+    def _execute(self, connection: Any, text: str, used: dict[str, str]) -> Rows:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(text, used)
+                names = [column.name.lower() for column in cursor.description or ()]
+                rows = [tuple(row) for row in cursor.fetchall()]
+        except BaseException:
+            connection.close()
+            raise
+        with self._lock:
+            self._idle.append(connection)
+        return names, rows
 
     def close(self) -> None:
-        self._pool.close(timeout=1.0)
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
 
 
 __all__ = ["MissingDriver", "SqlSource", "to_pyformat"]
