@@ -191,18 +191,20 @@ def _source(base_dir: Path, index: int, item: Any) -> SourceSettings:
     return SourceSettings(**values)
 
 
-SQL_SCHEMES = ("sqlite", "postgresql", "postgres")
+SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 
 
 def _url(value: Any) -> str:
     text = _text(value)
     scheme = text.partition("://")[0]
     if scheme not in SQL_SCHEMES or "://" not in text:
-        raise ValueError(f"url must start with sqlite:///, postgresql:// (got {redact_url(text)!r})")
+        raise ValueError(f"url must start with sqlite:///, postgresql:// or mysql:// (got {redact_url(text)!r})")
     if scheme == "sqlite" and not text.startswith("sqlite:///"):
         raise ValueError("a SQLite url is sqlite:///path/to/file (three slashes, then the path)")
-    if scheme != "sqlite" and importlib.util.find_spec("psycopg") is None:
+    if scheme in ("postgresql", "postgres") and importlib.util.find_spec("psycopg") is None:
         raise ValueError("a postgresql url needs psycopg: pip install 'mda[postgresql]'")
+    if scheme in ("mysql", "mariadb") and importlib.util.find_spec("pymysql") is None:
+        raise ValueError("a mysql url needs PyMySQL: pip install 'mda[mysql]'")
     return text
 
 

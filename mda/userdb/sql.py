@@ -1,4 +1,5 @@
-"""SQL sources: SQLite (standard library) and PostgreSQL (psycopg 3 with psycopg-pool, ``mda[postgresql]``).
+"""SQL sources: SQLite (standard library), PostgreSQL (psycopg 3, ``mda[postgresql]``) and MySQL/MariaDB
+(PyMySQL, ``mda[mysql]``).
 
 Queries name ``:address``, ``:local``, ``:domain`` and ``:detail``; the values are always bound as
 parameters by the database client, never formatted into the text, so no address can change a query.
@@ -9,10 +10,12 @@ parameters by the database client, never formatted into the text, so no address 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import threading
 import urllib.parse
+from collections.abc import Callable
 from contextlib import closing
 from typing import Any
 
@@ -35,7 +38,13 @@ class SqlSource:
         password = settings.password_file.read_text().strip() if settings.password_file is not None else None
         self._secret = password or urllib.parse.urlsplit(settings.url).password or ""
         scheme = settings.url.partition("://")[0]
-        self._backend: _Backend = _Sqlite(settings) if scheme == "sqlite" else _Postgres(settings, password)
+        self._backend: _Backend
+        if scheme == "sqlite":
+            self._backend = _Sqlite(settings)
+        elif scheme in ("mysql", "mariadb"):
+            self._backend = _mysql(settings, password)
+        else:
+            self._backend = _postgres(settings, password)
 
     def lookup(self, key: LookupKey) -> Record | None:
         parameters = key.parameters()
@@ -138,35 +147,22 @@ def to_pyformat(query: str) -> str:
     return _PLACEHOLDER.sub(lambda m: f"%({m.group(1)})s" if m.group(1) else m.group(0), escaped)
 
 
-class _Postgres(_Backend):
-    """Up to ``pool_size`` psycopg connections, kept open between look-ups.
+class _Pool(_Backend):
+    """Up to ``pool_size`` client connections (PostgreSQL, MySQL), kept open between look-ups.
 
     A connection is opened in the calling thread when none is idle, so a server that is down fails the
-    look-up at once with libpq's reason ("Connection refused"), not after a wait for a background
+    look-up at once with the client's reason ("Connection refused"), not after a wait for a background
     connector. An idle connection that fails (the server restarted since) is dropped and the query
     retried once on a new one: a restarted server is used again without restarting mda. A connection
     that raised anything is never reused.
     """
 
-    def __init__(self, settings: SourceSettings, password: str | None) -> None:
-        try:
-            import psycopg
-        except ImportError:
-            raise MissingDriver(
-                f"userdb item {settings.index + 1}: driver sql with a postgresql url needs psycopg: "
-                "pip install 'mda[postgresql]'"
-            ) from None
-        self._psycopg = psycopg
-        self._url = settings.url
+    def __init__(
+        self, settings: SourceSettings, connect: Callable[[], Any], stale: tuple[type[Exception], ...]
+    ) -> None:
+        self._connect = connect
+        self._stale = stale
         self._timeout = settings.timeout
-        self._kwargs: dict[str, Any] = {
-            "autocommit": True,
-            "connect_timeout": max(1, int(settings.timeout)),
-            "options": f"-c statement_timeout={int(settings.timeout * 1000)}",
-            "application_name": "mda",
-        }
-        if password is not None:
-            self._kwargs["password"] = password
         self._slots = threading.BoundedSemaphore(settings.pool_size)
         self._idle: list[Any] = []
         self._lock = threading.Lock()
@@ -185,20 +181,24 @@ class _Postgres(_Backend):
             if connection is not None:
                 try:
                     return self._execute(connection, text, used)
-                except self._psycopg.OperationalError:
+                except self._stale:
                     pass  # dropped by _execute; the server may have restarted: once more, afresh
-            return self._execute(self._psycopg.connect(self._url, **self._kwargs), text, used)
+            return self._execute(self._connect(), text, used)
         finally:
             self._slots.release()
 
     def _execute(self, connection: Any, text: str, used: dict[str, str]) -> Rows:
         try:
-            with connection.cursor() as cursor:
+            cursor = connection.cursor()
+            try:
                 cursor.execute(text, used)
-                names = [column.name.lower() for column in cursor.description or ()]
+                names = [str(column[0]).lower() for column in cursor.description or ()]
                 rows = [tuple(row) for row in cursor.fetchall()]
+            finally:
+                cursor.close()
         except BaseException:
-            connection.close()
+            with contextlib.suppress(Exception):
+                connection.close()
             raise
         with self._lock:
             self._idle.append(connection)
@@ -208,7 +208,55 @@ class _Postgres(_Backend):
         with self._lock:
             idle, self._idle = self._idle, []
         for connection in idle:
-            connection.close()
+            with contextlib.suppress(Exception):
+                connection.close()
+
+
+def _postgres(settings: SourceSettings, password: str | None) -> _Pool:
+    try:
+        import psycopg
+    except ImportError:
+        raise MissingDriver(
+            f"userdb item {settings.index + 1}: driver sql with a postgresql url needs psycopg: "
+            "pip install 'mda[postgresql]'"
+        ) from None
+    kwargs: dict[str, Any] = {
+        "autocommit": True,
+        "connect_timeout": max(1, int(settings.timeout)),
+        "options": f"-c statement_timeout={int(settings.timeout * 1000)}",
+        "application_name": "mda",
+    }
+    if password is not None:
+        kwargs["password"] = password
+    return _Pool(settings, lambda: psycopg.connect(settings.url, **kwargs), (psycopg.OperationalError,))
+
+
+def _mysql(settings: SourceSettings, password: str | None) -> _Pool:
+    """MySQL/MariaDB through PyMySQL: ``mysql://user@host:port/database`` (``?unix_socket=/path``)."""
+    try:
+        import pymysql  # type: ignore[import-untyped]
+    except ImportError:
+        raise MissingDriver(
+            f"userdb item {settings.index + 1}: driver sql with a mysql url needs PyMySQL: pip install 'mda[mysql]'"
+        ) from None
+    url = urllib.parse.urlsplit(settings.url)
+    query = urllib.parse.parse_qs(url.query)
+    kwargs: dict[str, Any] = {
+        "host": url.hostname or "localhost",
+        "port": url.port or 3306,
+        "user": urllib.parse.unquote(url.username or ""),
+        "password": password if password is not None else urllib.parse.unquote(url.password or ""),
+        "database": url.path.lstrip("/") or None,
+        "charset": "utf8mb4",
+        "autocommit": True,
+        "connect_timeout": settings.timeout,
+        "read_timeout": settings.timeout,
+        "write_timeout": settings.timeout,
+    }
+    if "unix_socket" in query:
+        kwargs["unix_socket"] = query["unix_socket"][0]
+    stale = (pymysql.err.OperationalError, pymysql.err.InterfaceError)
+    return _Pool(settings, lambda: pymysql.connect(**kwargs), stale)
 
 
 __all__ = ["MissingDriver", "SqlSource", "to_pyformat"]

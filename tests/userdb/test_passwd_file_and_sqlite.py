@@ -236,7 +236,7 @@ def test_check_config_connect_and_errors(tmp_path):
             {"driver": "sql", "url": "sqlite:///x", "user_query": "SELECT 1 WHERE a = :user"},
             "unknown placeholder :user",
         ),
-        ({"driver": "sql", "url": "mysql://x/y", "user_query": USER_QUERY}, "url must start with"),
+        ({"driver": "sql", "url": "oracle://x/y", "user_query": USER_QUERY}, "url must start with"),
         ({"driver": "passwd-file", "path": "/x", "colour": 1}, "unknown key 'colour'"),
     ):
         path.write_text(yaml.safe_dump({**config, "userdb": [bad]}))
