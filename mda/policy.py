@@ -229,7 +229,12 @@ class Policy:
         walk.seen.add(address)
         found = False
         for target in record.aliases:
-            if self._fold(target) == address:
+            try:
+                parsed = parse_mailbox(target)
+            except AddressError:
+                walk.steps.append(f"alias target {target!r}: not an address, skipped")
+                continue
+            if self._fold(f"{parsed.local}@{parsed.domain}") == address:
                 found = self._add_userdb_user(record, walk, base, detail, domain) or found
             else:
                 found = self._expand((target,), walk, depth) or found
@@ -243,6 +248,10 @@ class Policy:
             walk.steps.append("alias names itself, and the source has no mailbox row for it")
             return False
         owner = row.owner or (f"{row.uid}:{row.gid}" if row.uid is not None else None)
+        try:
+            self._owner(owner)
+        except (KeyError, ValueError):
+            raise UserdbError(f"{record.source}: owner {owner!r} is not a known user or group") from None
         settings = MailboxSettings(
             path=row.path.replace("{", "{{").replace("}", "}}") if row.path else None,
             format=row.format,
