@@ -145,7 +145,7 @@ class DomainConfig:
 @dataclass(frozen=True)
 class StorageConfig:
     format: str = "maildir"
-    path: str = "/var/mail/{domain}/{user}/Maildir"
+    path: str = "/var/vmail/{domain}/{user}/Maildir"
     fsync: bool = True
     owner: str | None = None
     create_folders: bool = False
