@@ -173,6 +173,8 @@ def _compile_if_present(path: Path, mailbox: Mailbox) -> Script | None:
     except OSError as error:
         if error.errno in _NO_SCRIPT:
             return None
+        if user is not None:  # the user's own doing (chmod 000): their script only, never a 451 for all
+            raise SieveError(str(path), 0, f"script refused: {error.strerror}") from None
         raise
 
 

@@ -289,3 +289,24 @@ def test_a_script_owned_by_someone_else_is_refused(start_mda, tmp_path, make_use
     maildir = _first_message(server, user)
     assert len(maildir_messages(maildir)) == 1
     assert f"not {user.pw_uid}" in server.wait_for_log(f"not {user.pw_uid}")
+
+
+@pytest.mark.root
+def test_an_unreadable_script_fails_only_its_owner(start_mda, tmp_path, make_user):
+    """A user's script they made unreadable (mode 000) is refused for them; the transaction's other
+    recipient is delivered as usual (it must not become a 451 for everyone)."""
+    user, other = make_user(), make_user()
+    script = Path(user.pw_dir) / "active.sieve"
+    script.write_text("discard;\n")
+    as_user_file(script, user)
+    script.chmod(0)
+    server = start_mda(passwd_config(tmp_path, sieve="{home}/active.sieve"))
+    with Client(server.lmtp, timeout=10) as client:
+        client.cmd("LHLO client.test")
+        assert client.cmd(f"MAIL FROM:<{SENDER}>").code == 250
+        for entry in (user, other):
+            assert client.cmd(f"RCPT TO:<{entry.pw_name}@example.test>").code == 250
+        assert [r.code for r in client.data(MESSAGE, replies=2)] == [250, 250]
+    for entry in (user, other):
+        assert len(maildir_messages(Path(entry.pw_dir) / "Maildir")) == 1
+    assert "Permission denied" in server.wait_for_log("script refused: Permission denied")
