@@ -83,8 +83,9 @@ def test_system_users_get_mail_in_their_home(start_mda, tmp_path, make_user):
 @pytest.mark.root
 def test_system_accounts_are_unknown_and_get_no_directory(start_mda, tmp_path):
     """uid below ``first_valid_uid`` (1000): ``550 5.1.1``, as for a user that does not exist."""
-    accounts = [e for e in pwd.getpwall() if 0 < e.pw_uid < 1000 and e.pw_name.isalnum()][:6]
-    assert any(e.pw_name == "daemon" for e in accounts)
+    names = ("daemon", "bin", "sys", "www-data", "_apt", "mail")
+    accounts = [e for e in pwd.getpwall() if e.pw_name in names]
+    assert any(e.pw_name == "daemon" for e in accounts) and all(0 < e.pw_uid < 1000 for e in accounts)
     homes_before = {e.pw_name: Path(e.pw_dir).exists() for e in accounts}
     server = start_mda(passwd_config(tmp_path))
     with Client(server.lmtp) as client:
