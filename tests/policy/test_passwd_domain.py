@@ -119,7 +119,6 @@ def test_uid_bounds_are_configurable(start_mda, tmp_path, make_user):
     assert rcpt.code == 250 and [d.code for d in data] == [250]
 
 
-@pytest.mark.root
 def test_uid_bounds_need_a_passwd_domain(tmp_path):
     config = tmp_path / "mda.yaml"
     for domain, message in (
