@@ -30,6 +30,9 @@ BARE_NEWLINE_MODES = ("reject", "normalize")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 TEMPLATE_FIELDS = ("user", "domain", "detail", "home")
+DEFAULT_FIRST_VALID_UID = 1000
+"""Below it are system accounts (Debian's and Fedora's ``UID_MIN``); Dovecot's own default is 500."""
+MAX_UID = 2**32 - 2
 
 DEFAULT_CONFIG_YAML = """\
 listeners:
@@ -139,6 +142,10 @@ class DomainConfig:
     name: str
     any_user: bool = False
     passwd: bool = False
+    first_valid_uid: int = DEFAULT_FIRST_VALID_UID
+    """``passwd`` domains: system users below this uid (daemons, ``www-data``) are not recipients."""
+    last_valid_uid: int | None = None
+    """``passwd`` domains: nor above this uid (None: no upper bound)."""
     mailbox: MailboxSettings = field(default_factory=MailboxSettings)
 
 
@@ -479,10 +486,20 @@ def _domains(doc: Document, section: _Section) -> dict[str, DomainConfig]:
         if ascii_name in domains:
             raise doc.error(entry_path, f"domain {name} appears twice")
         sub = _Section(doc, entry_path, settings)
+        passwd = sub.get("passwd", _bool, False)
+        for key in ("first_valid_uid", "last_valid_uid"):
+            if sub.has(key) and not passwd:
+                raise doc.error((*entry_path, key), f"{key} needs passwd: true")
+        first_uid = sub.get("first_valid_uid", _int(0, MAX_UID), DEFAULT_FIRST_VALID_UID)
+        last_uid = sub.get("last_valid_uid", _int(0, MAX_UID), None)
+        if last_uid is not None and last_uid < first_uid:
+            raise doc.error((*entry_path, "last_valid_uid"), "last_valid_uid is below first_valid_uid")
         domains[ascii_name] = DomainConfig(
             name=ascii_name,
             any_user=sub.get("any_user", _bool, False),
-            passwd=sub.get("passwd", _bool, False),
+            passwd=passwd,
+            first_valid_uid=first_uid,
+            last_valid_uid=last_uid,
             mailbox=_mailbox_settings(sub, allow=_DOMAIN_MAILBOX_KEYS),
         )
         sub.finish()

@@ -31,7 +31,9 @@ _LIST_FIELDS = ("list-id", "list-owner", "list-subscribe", "list-post", "list-un
 # RFC 5230 §4.5: the recipient must appear in one of these fields.
 _RECIPIENT_FIELDS = ("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc")
 _BULK = frozenset({"bulk", "list", "junk"})
-_CRLF_OR_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_CRLF_OR_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+"""C0 and C1 controls and the Unicode line and paragraph separators: each may end a line for some reader
+(Python's ``str.splitlines`` among them), so none is left in a header field."""
 
 
 class VacationState:
