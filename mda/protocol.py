@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import re
 import ssl
 import time
@@ -23,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.proxy_protocol import get_proxy
+from aiosmtpd.proxy_protocol import V2_CMD, get_proxy
 from aiosmtpd.smtp import SMTP
 
 from mda import dsn, replies
@@ -227,11 +228,20 @@ class MdaSession(SMTP):
     async def _read_proxy_header(self) -> bool:
         """PROXY protocol v1 or v2 (HAProxy's proxy-protocol.txt), before the greeting.
 
-        On a listener with ``proxy_protocol: true`` the header is required: a connection without a valid
-        one is closed without a word (the peer is a load balancer, not a mail client). The source address
-        it carries is the client for logs, access control and ``Received``; a v2 ``LOCAL`` header (health
-        checks) keeps the connection's own address.
+        Only a peer in the listener's ``proxy_trusted`` networks may speak for its clients; any other peer
+        gets ``554 5.7.1`` before it can send a header, and is closed (README, "Protocol"). From a trusted
+        peer the header is required: a connection without a valid one is closed without a word (the peer
+        is a load balancer, not a mail client). The source address it carries is the client for logs,
+        ``allow``, connection limits, the AUTH penalty and ``Received``. Without a usable address (a v2
+        ``LOCAL`` health check, v1 ``UNKNOWN``, v2 ``UNSPEC`` or ``AF_UNIX``) the connection's own address
+        stays the client: a UNIX socket path on the proxy's side is no address of ours to trace.
         """
+        listener = self.ctx.config
+        if not _in_networks(self.client_ip, listener.proxy_trusted):
+            self.ctx.app.reporter.connection_refused(listener, self.client_ip, "proxy_untrusted")
+            await self.reply(replies.CLIENT_DENIED.with_text("PROXY header not accepted from this address"))
+            await self._drain_before_close()
+            return False
         self._reset_timeout(self.ctx.limits.command_timeout)
         try:
             proxy = await get_proxy(self._reader)
@@ -242,10 +252,25 @@ class MdaSession(SMTP):
         if not proxy.valid:
             self.ctx.log_exception(self, ValueError(f"invalid PROXY header: {proxy.error}"))
             return False
-        if proxy.src_addr is not None:
+        if proxy.command != V2_CMD.LOCAL and isinstance(proxy.src_addr, ipaddress.IPv4Address | ipaddress.IPv6Address):
             self.client_ip = str(proxy.src_addr)
         self._reset_timeout()
         return True
+
+    async def _drain_before_close(self, seconds: float = 2.0, most: int = 65536) -> None:
+        """Send FIN and read what the peer already sent (up to ``most`` bytes, ``seconds``) before closing.
+
+        Closing a socket with unread input makes the kernel send RST, which can destroy the refusal still
+        on its way to the peer; a proxy sends its header at once, so there is always unread input here.
+        """
+        transport = self.transport
+        if not isinstance(transport, asyncio.WriteTransport) or not transport.can_write_eof():
+            return
+        transport.write_eof()
+        with contextlib.suppress(ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+            async with asyncio.timeout(seconds):
+                while most > 0 and (chunk := await self._reader.read(min(most, BLOCK))):
+                    most -= len(chunk)
 
     async def _read_command(self) -> str | None:
         """One command line without its line end, or None when it was too long (and was skipped)."""
@@ -794,6 +819,15 @@ class MdaSession(SMTP):
         if self.ctx.shutting_down:
             await self.reply(replies.SHUTTING_DOWN)
             self._close()
+
+
+def _in_networks(client: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    """True when ``client`` is an IP address inside one of ``networks`` (never for an empty list)."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 def _clean_command(line: str) -> bool:

@@ -202,7 +202,7 @@ def _proxy_config(root: Path, **extra: object) -> dict[str, object]:
 
 def test_proxy_v1_and_v2_client_address_in_received_and_access(start_mda, tmp_path):
     root = tmp_path / "mail"
-    server = start_mda(_proxy_config(root, allow=["192.0.2.0/24", "2001:db8::/32"]))
+    server = start_mda(_proxy_config(root, proxy_trusted=["127.0.0.0/8"], allow=["192.0.2.0/24", "2001:db8::/32"]))
     v1 = b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 2424\r\n"
     sock = socket.create_connection(server.lmtp, timeout=10)
     sock.sendall(v1)
@@ -229,7 +229,7 @@ def test_proxy_v1_and_v2_client_address_in_received_and_access(start_mda, tmp_pa
 
 
 def test_proxy_header_missing_times_out(start_mda, tmp_path):
-    server = start_mda(_proxy_config(tmp_path / "mail", limits={"command_timeout": "1s"}))
+    server = start_mda(_proxy_config(tmp_path / "mail", proxy_trusted=["127.0.0.1"], limits={"command_timeout": "1s"}))
     started = time.monotonic()
     with socket.create_connection(server.lmtp, timeout=10) as raw:
         data = raw.recv(200)
