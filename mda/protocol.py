@@ -48,8 +48,6 @@ MAX_UNKNOWN_COMMANDS = 20
 IDENT = "mda"
 MAX_BDAT_CHUNK = 2**40
 """A BDAT size with more digits than this is a syntax error rather than a reason to read forever."""
-MAX_FULL_RETURN = 10 * 1024 * 1024
-"""RET=FULL success reports carry the whole message up to this size, only its header beyond."""
 
 _THROTTLE = Throttle()
 """AUTH failures per client address, shared by every session of this process."""
@@ -313,7 +311,7 @@ class MdaSession(SMTP):
             keywords.append("STARTTLS")
         if listener.auth is not None and self.tls_active and self.authenticated is None:
             keywords.append("AUTH PLAIN LOGIN")
-        if self.ctx.state.config.submission is not None:
+        if self.ctx.state.config.submission is not None and listener.success_dsn:
             keywords.append("DSN")
         return keywords
 
@@ -770,12 +768,15 @@ class MdaSession(SMTP):
     def _notify_success(self, envelope: Envelope, txn: Transaction, spool: Spool, outcomes: Sequence[Outcome]) -> None:
         """RFC 3461 §5.2.2: a "delivered" DSN for each NOTIFY=SUCCESS recipient that was delivered.
 
-        Only with a ``submission`` path (``DSN`` is announced only then) and a non-null sender. In SMTP the
-        single reply is every recipient's outcome. The report is built now, while the spool is open, and
-        sent in a worker thread: the client's replies never wait for it, a failure is logged.
+        Only with a ``submission`` path on a listener with ``success_dsn`` (``DSN`` is announced only then)
+        and a non-null sender. In SMTP the single reply is every recipient's outcome. The report is built
+        now, while the spool is open, and sent in a worker thread: the client's replies never wait for it,
+        a failure is logged. It returns at most ``dsn_size_limit`` bytes of the message, so a sender
+        cannot use mda to reflect large messages to a forged address.
         """
-        submission = envelope.context.config.submission
-        if submission is None or not envelope.sender:
+        config = envelope.context.config
+        submission = config.submission
+        if submission is None or not envelope.sender or not self._current_listener().success_dsn:
             return
         shared = outcomes[0].reply.is_success if outcomes else False
         delivered = []
@@ -787,7 +788,7 @@ class MdaSession(SMTP):
             delivered.append(dsn.DeliveredRecipient(resolution.address, original, original_type))
         if not delivered:
             return
-        full = spool.read_all() if envelope.ret == "FULL" and spool.size <= MAX_FULL_RETURN else None
+        full = spool.read_all() if envelope.ret == "FULL" and spool.size <= config.dsn_size_limit else None
         report = dsn.success_report(
             reporting_mta=self.hostname,
             sender=envelope.sender,
@@ -797,6 +798,7 @@ class MdaSession(SMTP):
             queue_id=txn.queue_id,
             header_section=spool.header_section(),
             full_message=full,
+            size_limit=config.dsn_size_limit,
         )
         loop = asyncio.get_running_loop()
 
