@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import re
 import ssl
 import time
@@ -27,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.proxy_protocol import V2_CMD, get_proxy
 from aiosmtpd.smtp import SMTP
 
-from mda import dsn, replies
+from mda import dsn, logs, replies
 from mda.addresses import AddressError, parse_path
-from mda.auth import Credentials, Throttle, decode_base64_text, decode_plain
+from mda.auth import Credentials, Throttle, decode_base64_text, decode_plain, verifier
 from mda.dataread import BLOCK, ChunkReader, DataResult, read_data
 from mda.delivery import Outcome, Transaction, deliver, failure_outcomes
 from mda.policy import Resolution
@@ -50,7 +51,7 @@ MAX_BDAT_CHUNK = 2**40
 """A BDAT size with more digits than this is a syntax error rather than a reason to read forever."""
 
 _THROTTLE = Throttle()
-"""AUTH failures per client address, shared by every session of this process."""
+"""AUTH attempts per client address, shared by every session of this process."""
 _CREDENTIALS: dict[str, Credentials] = {}
 _BACKGROUND: set[asyncio.Task[None]] = set()
 """Success notifications being sent (kept referenced until done)."""
@@ -600,7 +601,7 @@ class MdaSession(SMTP):
         if pair is None:
             await self.reply(replies.AUTH_BAD_BASE64)
             return
-        await self._check_credentials(listener.auth.users_file, *pair)
+        await self._check_credentials(listener.auth.users_file, mechanism, *pair)
 
     async def _challenge(self, text: str) -> str | None:
         """Send ``334 text``, read the client's line; None (after replying) when cancelled or too long."""
@@ -614,21 +615,33 @@ class MdaSession(SMTP):
             return None
         return line.strip()
 
-    async def _check_credentials(self, users_file: Any, user: str, password: str) -> None:
+    async def _check_credentials(self, users_file: Any, mechanism: str, user: str, password: str) -> None:
+        """Wait out this address's penalty, then check the password in the AUTH threads (``mda.auth``).
+
+        The wait comes first (Dovecot's ``auth_penalty``): a client that hangs up instead of waiting for
+        ``535`` has gained nothing. Every failure is logged as ``auth_failed`` with the client address,
+        the user as sent (escaped) and the mechanism, for fail2ban (README, "Protocol").
+        """
         credentials = _CREDENTIALS.setdefault(str(users_file), Credentials(users_file))
-        loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(self.ctx.executor, credentials.verify, user, password)
+        delay = _THROTTLE.attempt(self.client_ip)
+        if delay:
+            self._reset_timeout(self.ctx.limits.command_timeout + delay)
+            await asyncio.sleep(delay)
+        ok = await asyncio.get_running_loop().run_in_executor(verifier(), credentials.verify, user, password)
         if ok:
             _THROTTLE.succeeded(self.client_ip)
             self.authenticated = user
             await self.reply(replies.AUTH_OK)
             return
-        # RFC 4954 §4: 535 5.7.8; each failure from this address makes the next answer slower.
-        delay = _THROTTLE.delay(self.client_ip)
-        _THROTTLE.failed(self.client_ip)
-        self._reset_timeout(self.ctx.limits.command_timeout + delay)
-        await asyncio.sleep(delay)
-        await self.reply(replies.AUTH_FAILED)
+        logs.event(
+            "auth_failed",
+            logging.WARNING,
+            client=self.client_ip,
+            user=user,
+            mechanism=mechanism,
+            listener=self.ctx.config.label,
+        )
+        await self.reply(replies.AUTH_FAILED)  # RFC 4954 §4: 535 5.7.8
 
     # --- data ------------------------------------------------------------------------------------
 
