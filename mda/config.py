@@ -115,6 +115,22 @@ class ListenerConfig:
         """Short name for logs and metrics labels (never client data)."""
         return f"{self.protocol} {self.bind}"
 
+    def allows(self, client: str) -> bool:
+        """``allow`` admits ``client`` (an empty list admits all; UNIX-socket clients have no address)."""
+        return not self.allow or not client or _contains(self.allow, client)
+
+    def trusts_proxy(self, peer: str) -> bool:
+        """``peer`` may send a PROXY header: it is in ``proxy_trusted`` (an empty list trusts no one)."""
+        return _contains(self.proxy_trusted, peer)
+
+
+def _contains(networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network], client: str) -> bool:
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
 
 @dataclass(frozen=True)
 class MailboxSettings:

@@ -236,7 +236,7 @@ class MdaSession(SMTP):
         stays the client: a UNIX socket path on the proxy's side is no address of ours to trace.
         """
         listener = self.ctx.config
-        if not _in_networks(self.client_ip, listener.proxy_trusted):
+        if not listener.trusts_proxy(self.client_ip):
             self.ctx.app.reporter.connection_refused(listener, self.client_ip, "proxy_untrusted")
             await self.reply(replies.CLIENT_DENIED.with_text("PROXY header not accepted from this address"))
             await self._drain_before_close()
@@ -834,15 +834,6 @@ class MdaSession(SMTP):
         if self.ctx.shutting_down:
             await self.reply(replies.SHUTTING_DOWN)
             self._close()
-
-
-def _in_networks(client: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
-    """True when ``client`` is an IP address inside one of ``networks`` (never for an empty list)."""
-    try:
-        address = ipaddress.ip_address(client)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
 
 
 def _clean_command(line: str) -> bool:
