@@ -6,12 +6,15 @@ import email
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from aiosmtpd.controller import Controller
 
 from tests.clients import Client
@@ -332,3 +335,22 @@ def test_proxy_header_missing_times_out(start_mda, tmp_path):
             data += raw.recv(200)
     assert time.monotonic() - started < 5
     assert data in (b"", b"421 4.4.2 Timeout, closing connection\r\n")
+
+
+def test_check_config_validates_dsn_keys(tmp_path):
+    def check(**overrides: object) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "mda.yaml"
+        path.write_text(yaml.safe_dump(basic_config(tmp_path / "mail", **overrides)))
+        command = [sys.executable, "-m", "mda", "check-config", "--config", str(path)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    assert check(dsn_size_limit="64K").returncode == 0
+    listener = {"protocol": "lmtp", "bind": "127.0.0.1:0"}
+    assert check(listeners=[{**listener, "success_dsn": False}]).returncode == 0
+    for overrides, message in (
+        ({"dsn_size_limit": 100}, "dsn_size_limit: must be at least 1K"),
+        ({"dsn_size_limit": "huge"}, "dsn_size_limit: expected a size"),
+        ({"listeners": [{**listener, "success_dsn": "no"}]}, "success_dsn: expected true or false"),
+    ):
+        result = check(**overrides)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
