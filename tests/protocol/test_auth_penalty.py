@@ -7,6 +7,7 @@ import base64
 import os
 import re
 import smtplib
+import subprocess
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from mda.auth import Credentials
 from tests.clients import Client
 from tests.conftest import REPOSITORY, basic_config
+from tests.peers.dovecot import ensure_packages
 from tests.protocol.conftest import PASSWORD, client_context
 
 
@@ -73,12 +75,19 @@ def test_dummy_hash_has_the_algorithm_and_cost_of_the_files_hashes(tmp_path):
     assert credentials.verify("a", "pw") and not credentials.verify("x", "pw")
 
 
-def _fail2ban_regex() -> re.Pattern[str]:
-    """The failregex documented in README, with fail2ban's <HOST> as a named group."""
+def _fail2ban_filter() -> str:
+    """The fail2ban filter documented in README (its ``[Definition]`` block)."""
     readme = (REPOSITORY / "README.md").read_text()
-    documented = re.search(r"^ *failregex = (.+)$", readme, re.MULTILINE)
-    assert documented, "README documents a fail2ban failregex"
-    return re.compile(documented.group(1).replace("<HOST>", r"(?P<host>[0-9A-Fa-f.:]+)"))
+    block = re.search(r"^ *(\[Definition\]\n(?: *\w+ = .+\n)+)", readme, re.MULTILINE)
+    assert block, "README documents a fail2ban filter"
+    return "\n".join(line.strip() for line in block.group(1).splitlines()) + "\n"
+
+
+def _fail2ban_regex() -> re.Pattern[str]:
+    """The filter's failregex, with fail2ban's <HOST> as a named group."""
+    failregex = re.search(r"^failregex = (.+)$", _fail2ban_filter(), re.MULTILINE)
+    assert failregex
+    return re.compile(failregex.group(1).replace("<HOST>", r"(?P<host>[0-9A-Fa-f.:]+)"))
 
 
 def test_auth_failures_are_logged_for_fail2ban(start_mda, tmp_path, certificate, users_file):
@@ -142,3 +151,27 @@ def test_auth_flood_does_not_hold_up_lmtp_delivery(start_mda, tmp_path, certific
     finally:
         for client in flood:
             client.close()
+
+
+@pytest.mark.root
+def test_fail2ban_matches_with_the_documented_filter(start_mda, tmp_path, certificate, users_file):
+    """fail2ban's own tester reads mda's log with the README filter and finds each failing address."""
+    ensure_packages("fail2ban")
+    server = start_mda(_auth_config(tmp_path / "mail", *certificate, users_file))
+    for source in ("127.0.0.7", "127.0.0.8"):
+        with _tls_client(server.smtp, source=source) as client:
+            assert client.docmd("AUTH", _plain("alice", 'x" client=10.1.1.1'))[0] == 535
+    server.wait_for_log("client=127.0.0.8 user=")
+    filter_file = tmp_path / "mda-auth.conf"
+    filter_file.write_text(_fail2ban_filter())
+    result = subprocess.run(
+        ["fail2ban-regex", "--print-all-matched", str(server.stderr_path), str(filter_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\d+ lines, 0 ignored, 2 matched", result.stdout), result.stdout
+    matched = result.stdout.split("Matched line(s):", 1)[1].split("`-", 1)[0]
+    assert "client=127.0.0.7 " in matched and "client=127.0.0.8 " in matched
