@@ -116,8 +116,14 @@ class ListenerConfig:
         return f"{self.protocol} {self.bind}"
 
     def allows(self, client: str) -> bool:
-        """``allow`` admits ``client`` (an empty list admits all; UNIX-socket clients have no address)."""
-        return not self.allow or not client or _contains(self.allow, client)
+        """``allow`` admits ``client`` (an empty list admits all; UNIX-socket clients have no address).
+
+        A trusted proxy speaking for itself (a PROXY health check without a client address) is admitted
+        too: it could name any allowed client anyway, and a health check refused would take it out.
+        """
+        if not self.allow or not client or _contains(self.allow, client):
+            return True
+        return self.proxy_protocol and self.trusts_proxy(client)
 
     def trusts_proxy(self, peer: str) -> bool:
         """``peer`` may send a PROXY header: it is in ``proxy_trusted`` (an empty list trusts no one)."""

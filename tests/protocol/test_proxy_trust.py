@@ -94,18 +94,24 @@ def test_trusted_proxy_header_sets_received_allow_and_per_client_limits(start_md
     assert b"Received: from client.test ([10.7.7.7])" in stored
 
 
-def test_proxy_v2_unix_source_keeps_the_proxy_address(start_mda, tmp_path):
+def test_proxy_v2_unix_source_and_local_keep_the_proxy_address(start_mda, tmp_path):
     root = tmp_path / "mail"
-    server = start_mda(_proxy_config(root, proxy_trusted=["127.0.0.0/8"]))
+    server = start_mda(_proxy_config(root, proxy_trusted=["127.0.0.0/8"], allow=["10.0.0.0/8"]))
     sock = socket.create_connection(server.lmtp, timeout=10)
     sock.sendall(_v2_unix(b"/var/run/haproxy/client.sock"))
     with Client.attach(sock) as client:
-        assert client.greeting.code == 220
+        assert client.greeting.code == 220  # the trusted proxy itself is admitted, outside allow
         _deliver(client)
     [stored] = _stored(root)
     received = stored[stored.index(b"Received:") :].split(b"\n", 1)[0]
     assert b"([127.0.0.1])" in received, received
     assert b"haproxy" not in stored and b"IPv6" not in stored
+    # A LOCAL header (a health check, no addresses) is greeted the same way.
+    local = socket.create_connection(server.lmtp, timeout=10)
+    local.sendall(V2_SIGNATURE + b"\x20\x00\x00\x00")
+    with Client.attach(local) as client:
+        assert client.greeting.code == 220
+        assert client.cmd("QUIT").code == 221
 
 
 def _check_config(tmp_path: Path, listener: dict[str, object]) -> subprocess.CompletedProcess[str]:
