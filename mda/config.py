@@ -107,12 +107,38 @@ class ListenerConfig:
     require_tls: bool = False
     auth: AuthSettings | None = None
     proxy_protocol: bool = False
+    proxy_trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    """Peers allowed to send a PROXY header; empty trusts no one (README, "Protocol")."""
+    success_dsn: bool = True
+    """False: ``DSN`` is not announced and no "delivered" report is sent from this listener."""
     limits: Limits = field(default_factory=Limits)
 
     @property
     def label(self) -> str:
         """Short name for logs and metrics labels (never client data)."""
         return f"{self.protocol} {self.bind}"
+
+    def allows(self, client: str) -> bool:
+        """``allow`` admits ``client`` (an empty list admits all; UNIX-socket clients have no address).
+
+        A trusted proxy speaking for itself (a PROXY health check without a client address) is admitted
+        too: it could name any allowed client anyway, and a health check refused would take it out.
+        """
+        if not self.allow or not client or _contains(self.allow, client):
+            return True
+        return self.proxy_protocol and self.trusts_proxy(client)
+
+    def trusts_proxy(self, peer: str) -> bool:
+        """``peer`` may send a PROXY header: it is in ``proxy_trusted`` (an empty list trusts no one)."""
+        return _contains(self.proxy_trusted, peer)
+
+
+def _contains(networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network], client: str) -> bool:
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 @dataclass(frozen=True)
@@ -227,6 +253,8 @@ class Config:
     user: str | None = None
     state_dir: Path | None = None
     submission: SubmissionConfig | None = None
+    dsn_size_limit: int = 50_000
+    """The most of the original message a success DSN returns (Postfix's ``bounce_size_limit``)."""
     sieve: SieveConfig | None = None
     source: Path | None = None
     digest: str = ""
@@ -569,6 +597,8 @@ def _listener(doc: Document, path: PathKey, value: Any, base_limits: Limits, bas
         require_tls=section.get("require_tls", _bool, False),
         auth=auth,
         proxy_protocol=section.get("proxy_protocol", _bool, False),
+        proxy_trusted=section.get("proxy_trusted", _networks, ()),
+        success_dsn=section.get("success_dsn", _bool, True),
         limits=_limits(section.sub("limits"), base_limits),
     )
     section.finish()
@@ -578,6 +608,10 @@ def _listener(doc: Document, path: PathKey, value: Any, base_limits: Limits, bas
         raise doc.error((*path, "require_tls"), "needs a tls section")
     if auth is not None and tls is None:
         raise doc.error((*path, "auth"), "AUTH is offered only over TLS: add a tls section")
+    if listener.proxy_trusted and not listener.proxy_protocol:
+        raise doc.error((*path, "proxy_trusted"), "applies only with proxy_protocol: true")
+    if listener.proxy_protocol and bind.is_unix:
+        raise doc.error((*path, "proxy_protocol"), "applies to TCP listeners only (proxy_trusted lists addresses)")
     return listener
 
 
@@ -605,6 +639,13 @@ def _sieve(section: _Section, base_dir: Path) -> SieveConfig:
     )
     section.finish()
     return sieve
+
+
+def _dsn_size(value: Any) -> int:
+    size = parse_size(value)
+    if size < 1024:
+        raise ValueError("must be at least 1K: a report's own parts need room")
+    return size
 
 
 def _workers(value: Any) -> int:
@@ -721,6 +762,7 @@ def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> C
         user=top.get("user", _str, None),
         state_dir=top.get("state_dir", lambda v: base_dir / _str(v), None),
         submission=_submission(top.sub("submission")) if top.has("submission") else None,
+        dsn_size_limit=top.get("dsn_size_limit", _dsn_size, 50_000),
         sieve=_sieve(top.sub("sieve"), base_dir) if top.has("sieve") else None,
     )
     top.used.update({"aliases", "submission", "sieve"})

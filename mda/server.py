@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import grp
-import ipaddress
 import logging
 import os
 import pwd
@@ -207,14 +206,9 @@ class ListenerContext:
         """Refuse a client outside ``allow`` (``554 5.7.1``) or over a connection limit (``421 4.7.0``)."""
         client = session.client_ip
         label = self.client_of(session)
-        if self.config.allow and client:
-            try:
-                address = ipaddress.ip_address(client)
-            except ValueError:
-                address = None
-            if address is None or not any(address in network for network in self.config.allow):
-                self.app.reporter.connection_refused(self.config, label, "not_allowed")
-                return replies.CLIENT_DENIED
+        if not self.config.allows(client):
+            self.app.reporter.connection_refused(self.config, label, "not_allowed")
+            return replies.CLIENT_DENIED
         if self.app.shutting_down:
             return replies.SHUTTING_DOWN
         if self.app.open_sessions() >= self.limits.max_connections:
