@@ -1,5 +1,8 @@
 """Command line: ``serve``, ``check-config``, ``resolve``, ``deliver``, ``sieve-check``. Commands only.
 
+``resolve``, ``check-config`` and ``sieve-check`` only explain: they write nothing (no ``maildirsize``
+rebuild, no directory, no state file), so running them as root leaves the mail tree as it was.
+
 Exit codes are the contract of shared/config.md: 0 fine; 1 bad configuration (``serve``,
 ``check-config``) or refused (``resolve``); 2 bad usage (and a bad configuration for ``resolve``);
 ``deliver`` speaks sysexits, with 75 (retry) for anything temporary, a bad configuration or command line
@@ -119,7 +122,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     if not address.is_ascii:
         print("  non-ASCII address: needs SMTPUTF8 in MAIL FROM (assumed here)")
     resolution = Policy(config).resolve(address, smtputf8=True)
-    resolution = check_capacity(config, resolution, args.size, explain=True)
+    resolution = check_capacity(config, resolution, args.size, explain=True, read_only=True)
     for step in resolution.steps:
         print(f"  {step}")
     if args.size is None and resolution.mailboxes:

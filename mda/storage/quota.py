@@ -201,12 +201,23 @@ def rebuild_maildirsize(maildir_fd: int, limit: QuotaLimit, owner: tuple[int, in
     return usage
 
 
-def maildir_usage(maildir_fd: int, limit: QuotaLimit, incoming: int, owner: tuple[int, int] | None) -> Usage:
-    """The current usage from ``maildirsize``, rebuilding it when the Maildir++ rules say so."""
+def maildir_usage(
+    maildir_fd: int, limit: QuotaLimit, incoming: int, owner: tuple[int, int] | None, *, read_only: bool = False
+) -> Usage:
+    """The current usage from ``maildirsize``, rebuilding it when the Maildir++ rules say so.
+
+    ``read_only`` (the explaining commands, ``mda resolve``): where a rebuild is due the Maildir is
+    scanned and nothing is written. Run as root, a rebuild would leave a ``root:root 0600`` file that
+    the mail user can no longer update.
+    """
+
+    def rebuild() -> Usage:
+        return scan_usage(maildir_fd) if read_only else rebuild_maildirsize(maildir_fd, limit, owner)
+
     try:
         fd = os.open(MAILDIRSIZE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=maildir_fd)
     except FileNotFoundError:
-        return rebuild_maildirsize(maildir_fd, limit, owner)
+        return rebuild()
     try:
         data = os.read(fd, REBUILD_SIZE)
         modified = os.fstat(fd).st_mtime
@@ -214,9 +225,9 @@ def maildir_usage(maildir_fd: int, limit: QuotaLimit, incoming: int, owner: tupl
         os.close(fd)
     parsed = None if len(data) >= REBUILD_SIZE else parse_maildirsize(data)
     if parsed is None or parsed.limit != limit:
-        return rebuild_maildirsize(maildir_fd, limit, owner)
+        return rebuild()
     if parsed.usage.exceeds(limit, incoming) and (parsed.usage_lines > 1 or time.time() - modified > STALE_SECONDS):
-        return rebuild_maildirsize(maildir_fd, limit, owner)
+        return rebuild()
     return parsed.usage
 
 
@@ -295,12 +306,12 @@ def check_mbox_quota(mailbox: Mailbox, current_size: int, size: int) -> None:
         )
 
 
-def check_quota_before_data(mailbox: Mailbox, size: int | None) -> Reply | None:
+def check_quota_before_data(mailbox: Mailbox, size: int | None, *, read_only: bool = False) -> Reply | None:
     """The refusal for a recipient whose mailbox cannot take a message of ``size`` (RCPT ``SIZE=``), or None.
 
     Without ``SIZE`` (RFC 1870) only a mailbox already at its limit (no byte fits) is refused. Does blocking file I/O
-    (and may rebuild ``maildirsize``): call it from the thread pool. A mailbox that does not exist yet
-    is empty.
+    (and may rebuild ``maildirsize``, unless ``read_only``): call it from the thread pool. A mailbox that
+    does not exist yet is empty.
     """
     limit = QuotaLimit.of(mailbox)
     if not limit.enabled:
@@ -315,7 +326,8 @@ def check_quota_before_data(mailbox: Mailbox, size: int | None) -> Reply | None:
             used = os.stat(mailbox.path.name, dir_fd=fd, follow_symlinks=False).st_size
             over = bool(limit.bytes and used + incoming > limit.bytes)
         else:
-            over = maildir_usage(fd, limit, incoming, mailbox.owner).exceeds(limit, incoming)
+            usage = maildir_usage(fd, limit, incoming, mailbox.owner, read_only=read_only)
+            over = usage.exceeds(limit, incoming)
     except FileNotFoundError:
         over = Usage().exceeds(limit, incoming)
     finally:
