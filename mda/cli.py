@@ -38,12 +38,22 @@ def _load_or_report(path: Path | None, loader: Callable[[Path | None], Config] =
         return None
 
 
+def _unworkable(config: Config, source: Path | None) -> bool:
+    """Report settings this process could not carry out (mda/privileges.py); True when there are any."""
+    from mda.privileges import problems
+
+    found = problems(config)
+    for problem in found:
+        print(f"{source or '<default>'}: {problem}", file=sys.stderr)
+    return bool(found)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.config, load_for_serve)
+    if config is None or _unworkable(config, args.config):
+        return EXIT_CONFIG
     from mda.app import serve
 
-    config = _load_or_report(args.config, load_for_serve)
-    if config is None:
-        return EXIT_CONFIG
     try:
         return serve(config)
     except OSError as error:
@@ -53,7 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
-    if config is None:
+    if config is None or _unworkable(config, args.config):
         return EXIT_CONFIG
     if args.print:
         sys.stdout.write(yaml.safe_dump(to_document(config), sort_keys=False, allow_unicode=True))
