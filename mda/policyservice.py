@@ -143,11 +143,17 @@ class PolicyConnection:
             )
         except (ConnectionError, TimeoutError):
             pass
+        except Exception as error:  # a bug must cost this connection only: Postfix then retries or defers
+            self._log_error(error)
         finally:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
             self.ctx.session_closed(self)  # type: ignore[arg-type]
+
+    def _log_error(self, error: BaseException) -> None:
+        fields = {"listener": self.ctx.config.label, "client": self.client_ip}
+        logs.logger.error("policy_error", exc_info=error, extra={"fields": fields})
 
     async def _read_request(self, reader: asyncio.StreamReader) -> dict[str, str] | None:
         """The next request's attributes; None when the client closed between requests."""
@@ -195,11 +201,7 @@ class PolicyConnection:
                 self.ctx.executor, lambda: state.resolve(address, smtputf8=True, size=size)
             )
         except Exception as error:  # a failing lookup defers; it must never turn into a reject
-            logs.logger.error(
-                "policy_error",
-                exc_info=error,
-                extra={"fields": {"listener": self.ctx.config.label, "client": self.client_ip}},
-            )
+            self._log_error(error)
             return TEMPORARY_FAILURE
         self.ctx.recipient_checked(self, request.get("sender", ""), resolution)  # type: ignore[arg-type]
         return action_for(resolution, ours=True)

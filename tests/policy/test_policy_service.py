@@ -7,6 +7,7 @@ the same policy as mda's RCPT.
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -259,3 +260,26 @@ def test_check_config_refuses_what_a_policy_listener_cannot_do(tmp_path, extra, 
     )
     assert result.returncode == 1
     assert f"{key}: does not apply to a policy listener" in result.stderr, result.stderr
+
+
+def test_sigterm_closes_idle_policy_connections_and_exits(server):
+    client = PolicyClient(server.tcp["policy"][0])
+    try:
+        assert client.ask("alice@example.test") == DUNNO
+        server.signal(signal.SIGTERM)
+        assert client.closed()
+    finally:
+        client.close()
+    assert server.process.wait(15) == 0
+
+
+def test_workers_share_the_policy_listener(start_mda, tmp_path):
+    server = start_mda(config_with_policy(tmp_path, workers=2))
+    for address in (server.tcp["policy"][0], server.unix["policy"][0]):
+        clients = [PolicyClient(address) for _ in range(4)]
+        try:
+            assert [c.ask("nobody@example.test") for c in clients] == [UNKNOWN] * 4
+            assert [c.ask("alice@example.test") for c in clients] == [DUNNO] * 4
+        finally:
+            for c in clients:
+                c.close()
