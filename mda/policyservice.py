@@ -9,19 +9,15 @@ an empty line ends the request; the server answers one ``action=...`` line and a
 connection stays open for further requests. Only ``request=smtpd_access_policy`` at
 ``protocol_state=RCPT`` is judged, from ``recipient`` (and ``size``, Postfix's MAIL FROM SIZE or 0):
 
-=====================================  ====================================================
-mda's RCPT answer                      action
-=====================================  ====================================================
-accepted, or a domain that is not ours ``DUNNO`` (Postfix's other restrictions decide)
-``550 5.1.1`` unknown user             ``REJECT 5.1.1 ...``
-other 5xx (``552 5.2.2`` full, ...)    ``552 5.2.2 ...``: the code and text mda would send
-4xx (full with ``quota_full_tempfail``,  ``DEFER_IF_PERMIT 4.x.x ...``: refused only if the
-no space, a failing user lookup)       other restrictions would accept, and never a bounce
-=====================================  ====================================================
+- accepted, or a domain that is not ours: ``DUNNO`` (Postfix's other restrictions decide);
+- ``550 5.1.1`` unknown user (and a bad address in our domains, ``5.1.3``): ``REJECT 5.1.x ...``;
+- another 5xx (``552 5.2.2`` mailbox full): ``552 5.2.2 ...``, the code and text mda would send;
+- a 4xx (full with ``quota_full_tempfail``, no space, a failing look-up): ``DEFER_IF_PERMIT 4.x.x ...``,
+  refused only if Postfix's other restrictions would accept, and never a bounce.
 
 Any other request or state is answered ``DUNNO``. Malformed input (a line without ``=``, a line longer
-than ``MAX_LINE``, more than ``MAX_ATTRIBUTES`` attributes, bytes that are not UTF-8) is logged and the
-connection closed without an answer: Postfix then logs a warning and applies its
+than ``MAX_LINE``, more than ``MAX_ATTRIBUTES`` attributes, bytes that are not UTF-8, an empty request)
+is logged and the connection closed without an answer: Postfix then logs a warning and applies its
 ``smtpd_policy_service_default_action`` (``451 4.3.5``, a deferral, by default).
 """
 
