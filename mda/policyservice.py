@@ -102,6 +102,16 @@ class PolicyConnection:
         self.envelope_ = None
         self._writer: asyncio.StreamWriter | None = None
 
+    @property
+    def transport(self) -> asyncio.BaseTransport | None:
+        """The connection's transport (the listener reads the UNIX peer's credentials from it)."""
+        return self._writer.transport if self._writer is not None else None
+
+    @property
+    def client(self) -> str:
+        """The client as logged: an IP address, or a UNIX peer's pid and uid."""
+        return self.ctx.client_of(self)  # type: ignore[arg-type]
+
     async def reply(self, reply: Reply) -> None:
         """Shutdown's goodbye: the policy protocol has no way to say it, closing the connection is all."""
 
@@ -113,7 +123,7 @@ class PolicyConnection:
         self._writer = writer
         peer = writer.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else ""
-        # ListenerContext admits sessions; this connection offers what it reads (client_ip, busy, close).
+        # ListenerContext admits sessions; this connection offers what it reads (client_ip, transport, busy).
         if self.ctx.admit(self) is not None:  # type: ignore[arg-type]
             writer.close()
             return
@@ -134,7 +144,7 @@ class PolicyConnection:
                 "policy_malformed",
                 logging.WARNING,
                 listener=self.ctx.config.label,
-                client=self.client_ip,
+                client=self.client,
                 reason=str(error),
             )
         except (ConnectionError, TimeoutError):
@@ -148,7 +158,7 @@ class PolicyConnection:
             self.ctx.session_closed(self)  # type: ignore[arg-type]
 
     def _log_error(self, error: BaseException) -> None:
-        fields = {"listener": self.ctx.config.label, "client": self.client_ip}
+        fields = {"listener": self.ctx.config.label, "client": self.client}
         logs.logger.error("policy_error", exc_info=error, extra={"fields": fields})
 
     async def _read_request(self, reader: asyncio.StreamReader) -> dict[str, str] | None:

@@ -7,6 +7,7 @@ the same policy as mda's RCPT.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -283,3 +284,15 @@ def test_workers_share_the_policy_listener(start_mda, tmp_path):
         finally:
             for c in clients:
                 c.close()
+
+
+def test_malformed_input_on_a_unix_socket_names_the_peer_process(server):
+    client = PolicyClient(server.unix["policy"][0])
+    try:
+        client.send(b"no equals sign here\n\n")
+        assert client.closed()
+    finally:
+        client.close()
+    log = server.wait_for_log("policy_malformed")
+    line = next(line for line in log.splitlines() if "policy_malformed" in line)
+    assert f'client="unix:pid={os.getpid()},uid=0"' in line, line
