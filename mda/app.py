@@ -26,6 +26,7 @@ from mda import logs, replies, sdnotify
 from mda.config import BindAddress, Config, ListenerConfig, watched_files
 from mda.config import load_for_serve as load_config
 from mda.metrics import Metrics, MetricsServer, build_metrics
+from mda.policyservice import protocol_factory as policy_protocol
 from mda.protocol import MdaSession
 from mda.reload import ConfigWatcher
 from mda.server import ListenerContext, Reporter, State, bind_tcp, bind_unix
@@ -143,17 +144,18 @@ class Application:
         owned = True
         # RFC 8314 implicit TLS: the handshake comes first; the certificate is re-read per handshake.
         tls = listener_tls_context(config.tls) if config.tls is not None and config.tls.mode == "implicit" else None
+        factory = policy_protocol(context) if config.protocol == "policy" else lambda: MdaSession(context)
         if key in self.inherited:
             sock = self.inherited.pop(key)
             owned = False  # the supervisor owns the socket file and its lock
-            server = await loop.create_unix_server(lambda: MdaSession(context), sock=sock, ssl=tls)
+            server = await loop.create_unix_server(factory, sock=sock, ssl=tls)
         elif config.bind.is_unix:
             sock, lock_fd = bind_unix(config.bind.path, config.socket_mode, config.socket_owner)
-            server = await loop.create_unix_server(lambda: MdaSession(context), sock=sock, ssl=tls)
+            server = await loop.create_unix_server(factory, sock=sock, ssl=tls)
         else:
             port = self.ports.get(key, config.bind.port)
             sock = bind_tcp(config.bind.host, port, reuse_port=self.state.config.workers > 1 or key in self.ports)
-            server = await loop.create_server(lambda: MdaSession(context), sock=sock, ssl=tls)
+            server = await loop.create_server(factory, sock=sock, ssl=tls)
         listener = Listener(config, context, server)
         listener.lock_fd = lock_fd
         listener.owns_path = owned

@@ -1,5 +1,8 @@
 """Command line: ``serve``, ``check-config``, ``resolve``, ``deliver``, ``sieve-check``. Commands only.
 
+``resolve``, ``check-config`` and ``sieve-check`` only explain: they write nothing (no ``maildirsize``
+rebuild, no directory, no state file), so running them as root leaves the mail tree as it was.
+
 Exit codes are the contract of shared/config.md: 0 fine; 1 bad configuration (``serve``,
 ``check-config``) or refused (``resolve``); 2 bad usage (and a bad configuration for ``resolve``);
 ``deliver`` speaks sysexits, with 75 (retry) for anything temporary, a bad configuration or command line
@@ -35,12 +38,22 @@ def _load_or_report(path: Path | None, loader: Callable[[Path | None], Config] =
         return None
 
 
+def _unworkable(config: Config, source: Path | None) -> bool:
+    """Report settings this process could not carry out (mda/privileges.py); True when there are any."""
+    from mda.privileges import problems
+
+    found = problems(config)
+    for problem in found:
+        print(f"{source or '<default>'}: {problem}", file=sys.stderr)
+    return bool(found)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.config, load_for_serve)
+    if config is None or _unworkable(config, args.config):
+        return EXIT_CONFIG
     from mda.app import serve
 
-    config = _load_or_report(args.config, load_for_serve)
-    if config is None:
-        return EXIT_CONFIG
     try:
         return serve(config)
     except OSError as error:
@@ -50,7 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
-    if config is None:
+    if config is None or _unworkable(config, args.config):
         return EXIT_CONFIG
     if args.print:
         sys.stdout.write(yaml.safe_dump(to_document(config), sort_keys=False, allow_unicode=True))
@@ -119,7 +132,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     if not address.is_ascii:
         print("  non-ASCII address: needs SMTPUTF8 in MAIL FROM (assumed here)")
     resolution = Policy(config).resolve(address, smtputf8=True)
-    resolution = check_capacity(config, resolution, args.size, explain=True)
+    resolution = check_capacity(config, resolution, args.size, explain=True, read_only=True)
     for step in resolution.steps:
         print(f"  {step}")
     if args.size is None and resolution.mailboxes:

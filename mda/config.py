@@ -24,7 +24,8 @@ from mda.yamlsource import ConfigError, Document, PathKey, format_path, load_fil
 T = TypeVar("T")
 
 STORAGE_FORMATS = ("maildir", "mbox")
-PROTOCOLS = ("lmtp", "smtp")
+PROTOCOLS = ("lmtp", "smtp", "policy")
+"""``policy``: Postfix's policy delegation protocol (``check_policy_service``, mda/policyservice.py)."""
 TLS_MODES = ("starttls", "implicit")
 BARE_NEWLINE_MODES = ("reject", "normalize")
 LOG_FORMATS = ("text", "json")
@@ -561,7 +562,7 @@ def _aliases(doc: Document, value: Any, raw_keys: dict[str, str]) -> dict[str, t
 def _listener(doc: Document, path: PathKey, value: Any, base_limits: Limits, base_dir: Path) -> ListenerConfig:
     section = _Section(doc, path, value)
     if not section.has("protocol"):
-        raise doc.error(path, "protocol: required (lmtp or smtp)")
+        raise doc.error(path, "protocol: required (lmtp, smtp or policy)")
     if not section.has("bind"):
         raise doc.error(path, "bind: required (HOST:PORT, [IPV6]:PORT or unix:/path)")
     protocol = section.convert("protocol", _choice(PROTOCOLS))
@@ -612,6 +613,11 @@ def _listener(doc: Document, path: PathKey, value: Any, base_limits: Limits, bas
         raise doc.error((*path, "proxy_trusted"), "applies only with proxy_protocol: true")
     if listener.proxy_protocol and bind.is_unix:
         raise doc.error((*path, "proxy_protocol"), "applies to TCP listeners only (proxy_trusted lists addresses)")
+    if protocol == "policy":
+        # Postfix's policy client speaks plain name=value lines: no TLS, AUTH or PROXY header.
+        for key, value in (("tls", tls), ("auth", auth), ("proxy_protocol", listener.proxy_protocol)):
+            if value:
+                raise doc.error((*path, key), "does not apply to a policy listener")
     return listener
 
 

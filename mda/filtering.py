@@ -283,8 +283,10 @@ def _vacation_state(config: Config, scripts: Sequence[Script], *, create: bool =
     if not any("vacation" in s.extensions for s in scripts):
         return None
     directory = state_dir(config)
-    if not create and not (directory / VACATION_DB).is_file():
-        return None
+    if not create:
+        # A dry run (mda resolve --message) reads the record if there is one and creates nothing.
+        path = directory / VACATION_DB
+        return VacationState(path, read_only=True) if path.is_file() else None
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     return VacationState(directory / VACATION_DB)
 

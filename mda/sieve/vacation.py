@@ -43,8 +43,13 @@ class VacationState:
     so that a delivery that fails half-way does not suppress the next reply.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        """``read_only`` (``mda resolve --message``) opens an existing file without creating or changing
+        anything (SQLite's ``mode=ro``); ``record`` then fails."""
         self.path = path
+        self.read_only = read_only
+        if read_only:
+            return
         with self._connect() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS replies (recipient TEXT NOT NULL, sender TEXT NOT NULL,"
@@ -52,6 +57,8 @@ class VacationState:
             )
 
     def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            return sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", timeout=10, uri=True)
         return sqlite3.connect(self.path, timeout=10)
 
     def replied_recently(self, recipient: str, sender: str, handle: str, now: float) -> bool:
