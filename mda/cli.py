@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         return serve(config)
-    except OSError as error:
+    except (OSError, LookupError) as error:  # an address in use, an unsafe socket path, an unknown user
         print(f"mda: cannot start: {error}", file=sys.stderr)
         return EXIT_CONFIG
 

@@ -90,7 +90,6 @@ def test_every_worker_reloads_on_sighup(start_mda, tmp_path: Path) -> None:
     config["users"] = {"alice@example.test": {}, "dave@example.test": {}}
     server.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     server.signal(signal.SIGHUP)
-    wait_for(lambda: value(scrape(server), "mda_config_reloads_total", result="success") >= 2)
     wait_for(lambda: set(re.findall(r"event=reloaded worker=(\d)", server.log())) == {"0", "1"})
     codes: list[int] = []
     for _ in range(8):  # new connections land on both workers; each must know dave now
