@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mda import logs, replies, sdnotify
-from mda.binding import Identity, bind_tcp, bind_unix, drop_privileges, resolve_identity
+from mda.binding import Identity, bind_tcp, bind_unix, drop_privileges, resolve_identity, service_identity
 from mda.config import BindAddress, Config, ListenerConfig, watched_files
 from mda.config import load as load_config
 from mda.metrics import Metrics, build_metrics, exposition, oldest_heartbeat
@@ -32,6 +32,7 @@ from mda.probes import HEARTBEAT_INTERVAL, MetricsServer, is_alive
 from mda.protocol import MdaSession
 from mda.reload import ConfigWatcher
 from mda.server import ListenerContext, Reporter, State
+from mda.tls import available as tls_available
 from mda.tls import listener_context as listener_tls_context
 from mda.tls import unreadable_files_as
 from mda.yamlsource import ConfigError
@@ -181,6 +182,9 @@ class Application:
         self.announce(storage_line(config))
         preload_metrics()
         drop_privileges(identity)
+        for listener in self.listeners:  # load the STARTTLS contexts as the user that will use them
+            if listener.config.tls is not None:
+                tls_available(listener.config.tls)
         for sock in self.inherited.values():  # listeners the configuration no longer has
             sock.close()
         self.inherited.clear()
@@ -364,11 +368,6 @@ class ListenerNotInherited(Exception):
 
 class TlsFilesUnreadable(OSError):
     """A TLS certificate or key the service user cannot load: starting would silently drop TLS."""
-
-
-def service_identity(config: Config) -> Identity | None:
-    """The user mda runs as after binding (``user:``), resolved once before anything is bound."""
-    return resolve_identity(config.user) if config.user else None
 
 
 def check_tls_files(config: Config, identity: Identity | None) -> None:

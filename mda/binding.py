@@ -26,7 +26,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from mda.config import BindAddress
+from mda.config import BindAddress, Config
 
 BACKLOG = 1024
 
@@ -68,6 +68,11 @@ def resolve_identity(spec: str) -> Identity:
     except KeyError:
         raise UnknownIdentity(f"unknown group {group!r}") from None
     return Identity(name, entry.pw_uid, gid)
+
+
+def service_identity(config: Config) -> Identity | None:
+    """The user mda runs as after binding (``user:``), resolved once before anything is bound."""
+    return resolve_identity(config.user) if config.user else None
 
 
 def drop_privileges(identity: Identity | None) -> None:

@@ -50,6 +50,7 @@ class _Connection:
     received: bytearray = field(default_factory=bytearray)
     answer: bytes = b""
     answered: bool = False
+    draining: bool = False
 
 
 def _response(status: int, body: bytes, content_type: str, head_only: bool) -> bytes:
@@ -166,6 +167,10 @@ class MetricsServer:
         if connection is None:
             return
         try:
+            if connection.draining:  # answered: discard what the client still sends until it closes
+                if not connection.sock.recv(65536):
+                    self._drop(connection)
+                return
             if events & selectors.EVENT_READ and not connection.answered:
                 data = connection.sock.recv(4096)
                 if not data:
@@ -181,7 +186,11 @@ class MetricsServer:
                 sent = connection.sock.send(connection.answer)
                 connection.answer = connection.answer[sent:]
                 if not connection.answer:
-                    self._drop(connection)
+                    # Closing with unread request bytes would reset the connection before the client
+                    # reads the answer: half-close, and read until the client closes.
+                    connection.sock.shutdown(socket.SHUT_WR)
+                    connection.draining = True
+                    self.selector.modify(connection.sock, selectors.EVENT_READ, "client")
         except (BlockingIOError, InterruptedError):
             return
         except OSError:

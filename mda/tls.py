@@ -27,7 +27,7 @@ from mda.binding import Identity, drop_privileges
 from mda.config import Config, TlsSettings
 
 _cache: dict[tuple[str, str], tuple[tuple[int, int], ssl.SSLContext]] = {}
-_failed: dict[tuple[str, str], tuple[int, int]] = {}
+_failed: dict[tuple[str, str], tuple[int, int] | None] = {}
 """The file versions that could not be loaded (logged once each)."""
 _lock = threading.Lock()
 CERT_GROUP = "ssl-cert"
@@ -39,12 +39,18 @@ class TlsUnavailable(Exception):
 
 
 def server_context(settings: TlsSettings) -> ssl.SSLContext:
-    """The context for these settings, rebuilt when either file changed since the last call."""
+    """The context for these settings, rebuilt when either file changed since the last call.
+
+    Changed files that cannot be loaded (unreadable, missing, a key not matching its certificate yet)
+    keep the previous context, with one ``tls_reload_failed`` error line per change; only with no
+    previous context is the error raised.
+    """
     cert, key = str(settings.cert), str(settings.key)
+    stamp: tuple[int, int] | None
     try:
         stamp = (os.stat(cert).st_mtime_ns, os.stat(key).st_mtime_ns)
-    except OSError as error:
-        raise TlsUnavailable(f"cannot stat certificate or key: {error}") from error
+    except OSError:
+        stamp = None
     with _lock:
         cached = _cache.get((cert, key))
         if cached is not None and cached[0] == stamp:
@@ -55,14 +61,15 @@ def server_context(settings: TlsSettings) -> ssl.SSLContext:
         if cached is None:
             raise
         with _lock:
-            first = _failed.get((cert, key)) != stamp
+            first = (cert, key) not in _failed or _failed[(cert, key)] != stamp
             _failed[(cert, key)] = stamp
         if first:
             logs.event("tls_reload_failed", logging.ERROR, cert=cert, key=key, error=str(error), kept="previous")
         return cached[1]
-    with _lock:
-        _cache[(cert, key)] = (stamp, context)
-        _failed.pop((cert, key), None)
+    if stamp is not None:
+        with _lock:
+            _cache[(cert, key)] = (stamp, context)
+            _failed.pop((cert, key), None)
     if cached is not None:
         logs.event("tls_reloaded", cert=cert)
     return context

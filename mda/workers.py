@@ -45,10 +45,9 @@ from mda.app import (
     listener_key,
     metrics_server,
     run_loop,
-    service_identity,
     storage_line,
 )
-from mda.binding import bind_tcp, bind_unix, drop_privileges, resolve_identity
+from mda.binding import bind_tcp, bind_unix, drop_privileges, resolve_identity, service_identity
 from mda.config import BindAddress, Config, ListenerConfig, current_digest, watched_files
 from mda.config import load as load_config
 from mda.metrics import MULTIPROC_ENV, Metrics, build_metrics
