@@ -8,8 +8,10 @@ the traffic.
 UNIX: the socket file is created, given its mode and owner in a private directory (mode 0700, created
 by mda inside the socket's directory), then renamed into place. Every step goes through directory
 descriptors, so no symlink or rename in the socket's directory can make a privileged ``chmod``/``chown``
-act on another file; and the directory itself must be writable by nobody but root and the service
-user. A lock file next to the socket (opened with ``O_NOFOLLOW``) tells a live owner from a stale file.
+act on another file; and the directory itself must be writable by nobody but root, the service user and
+the socket's owner. (The mode is not set through the umask: the umask belongs to the whole process, and
+a listener added by a reload is bound while storage threads create mailboxes.) A lock file next to the
+socket (opened with ``O_NOFOLLOW``) tells a live owner from a stale file.
 """
 
 from __future__ import annotations
@@ -182,16 +184,17 @@ def bind_unix(
 
     Binding over an existing path would silently take the socket from a running instance; the lock
     tells a live owner from a stale file left by a crash, and the kernel releases it when the process
-    dies, so ``kill -9`` never blocks the restart. ``service`` is the user mda will run as: it may own
-    or write the directory. Returns the socket and the lock file descriptor (kept open as long as the
-    socket lives).
+    dies, so ``kill -9`` never blocks the restart. ``service`` is the user mda will run as: it, root and
+    the socket's ``owner`` may own or write the directory. Returns the socket and the lock file
+    descriptor (kept open as long as the socket lives).
     """
     socket_path = Path(path)
     name = socket_path.name
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     directory_fd = os.open(socket_path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        allowed = {0, os.geteuid()} | ({service.uid} if service is not None else set())
+        # The socket's own owner is trusted with the socket already (Postfix's private/ directory).
+        allowed = {0, os.geteuid(), *(who.uid for who in (service, owner) if who is not None)}
         check_directory(directory_fd, str(socket_path.parent), allowed)
         lock_fd = _open_lock(f"{name}.lock", directory_fd, f"{path}.lock")
         try:

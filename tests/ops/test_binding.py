@@ -191,3 +191,17 @@ def test_socket_mode_and_owner_are_set_in_a_directory_the_service_user_owns(serv
         assert deliver(str(socket_path), ["carol@example.test"]) == [250]
     finally:
         server.stop()
+
+
+@pytest.mark.root
+def test_a_directory_owned_by_the_socket_owner_is_accepted(service_dir: Path) -> None:
+    """Postfix's private/ directory: owned by the user the socket is handed to anyway."""
+    nobody = pwd.getpwnam("nobody")
+    run = service_dir / "private"
+    run.mkdir(mode=0o700)
+    os.chown(run, nobody.pw_uid, nobody.pw_gid)
+    server = start_server(_socket_config(service_dir, run / "mda-lmtp", socket_owner="nobody"), service_dir / "server")
+    try:
+        assert os.lstat(run / "mda-lmtp").st_uid == nobody.pw_uid
+    finally:
+        server.stop()
