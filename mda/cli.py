@@ -56,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         return serve(config)
-    except OSError as error:
+    except (OSError, LookupError) as error:  # an address in use, an unsafe socket path, an unknown user
         print(f"mda: cannot start: {error}", file=sys.stderr)
         return EXIT_CONFIG
 
@@ -64,6 +64,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None or _unworkable(config, args.config):
+        return EXIT_CONFIG
+    if problems := _start_problems(config):
+        for problem in problems:
+            print(f"{args.config or '<default>'}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     if args.print:
         sys.stdout.write(yaml.safe_dump(to_document(config), sort_keys=False, allow_unicode=True))
@@ -78,6 +82,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for line in destination_changes(old, config):
             print(line)
     return EXIT_OK
+
+
+def _start_problems(config: Config) -> list[str]:
+    """What would stop ``serve``: TLS files the service user cannot load, as that user (mda.tls)."""
+    from mda.binding import service_identity
+    from mda.tls import unreadable_files_as
+
+    try:
+        return unreadable_files_as(config, service_identity(config))
+    except LookupError as error:
+        return [str(error)]
 
 
 def _destination(policy: Policy, address: str) -> tuple[str, tuple[str, ...]]:

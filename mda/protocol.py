@@ -37,6 +37,7 @@ from mda.policy import Resolution
 from mda.replies import Reply
 from mda.spool import Spool
 from mda.tls import TlsUnavailable, server_context
+from mda.tls import available as tls_available
 from mda.trace import TraceInfo, new_queue_id, with_protocol
 
 if TYPE_CHECKING:
@@ -308,7 +309,12 @@ class MdaSession(SMTP):
             "SMTPUTF8",
             "CHUNKING",
         ]
-        if listener.tls is not None and listener.tls.mode == "starttls" and not self.tls_active:
+        if (
+            listener.tls is not None
+            and listener.tls.mode == "starttls"
+            and not self.tls_active
+            and tls_available(listener.tls)
+        ):
             keywords.append("STARTTLS")
         if listener.auth is not None and self.tls_active and self.authenticated is None:
             keywords.append("AUTH PLAIN LOGIN")

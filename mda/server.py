@@ -8,11 +8,7 @@ list, connection limits), and turns what sessions report into log lines (and met
 
 from __future__ import annotations
 
-import fcntl
-import grp
 import logging
-import os
-import pwd
 import socket
 import struct
 import time
@@ -263,66 +259,3 @@ class ListenerHost(Protocol):
     def session_finished(self) -> None:
         """Called when a session ends (graceful shutdown waits for the last one)."""
         ...
-
-
-# --- sockets -------------------------------------------------------------------------------------
-
-
-def bind_tcp(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    """A listening TCP socket; ``reuse_port`` lets worker processes share the port (SO_REUSEPORT)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(address)
-        sock.listen(1024)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-class SocketInUse(OSError):
-    """Another running mda holds the lock of this UNIX socket path."""
-
-
-def bind_unix(path: str, mode: int | None, owner: str | None) -> tuple[socket.socket, int]:
-    """A listening UNIX socket guarded by an ``flock``ed lock file next to it.
-
-    Binding over an existing path would silently take the socket from a running instance
-    (aiosmtpd-notes, "Serving"); the lock tells a live owner from a stale file left by a crash, and the
-    kernel releases it when the process dies, so ``kill -9`` never blocks the restart.
-    Returns the socket and the lock file descriptor (kept open as long as the socket lives).
-    """
-    socket_path = Path(path)
-    socket_path.parent.mkdir(parents=True, exist_ok=True)
-    lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(lock_fd)
-        raise SocketInUse(f"{path} is in use by another running mda") from None
-    try:
-        if socket_path.is_socket() or socket_path.is_symlink():
-            socket_path.unlink()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(path)
-        if mode is not None:
-            os.chmod(path, mode)
-        if owner:
-            user, _, group = owner.partition(":")
-            entry = pwd.getpwnam(user)
-            gid = grp.getgrnam(group).gr_gid if group else entry.pw_gid
-            os.chown(path, entry.pw_uid, gid)
-        sock.listen(1024)
-        sock.setblocking(False)
-    except BaseException:
-        os.close(lock_fd)
-        raise
-    return sock, lock_fd
