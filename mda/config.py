@@ -25,12 +25,16 @@ from mda.yamlsource import ConfigError, Document, PathKey, format_path, load_fil
 T = TypeVar("T")
 
 STORAGE_FORMATS = ("maildir", "mbox")
-PROTOCOLS = ("lmtp", "smtp")
+PROTOCOLS = ("lmtp", "smtp", "policy")
+"""``policy``: Postfix's policy delegation protocol (``check_policy_service``, mda/policyservice.py)."""
 TLS_MODES = ("starttls", "implicit")
 BARE_NEWLINE_MODES = ("reject", "normalize")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 TEMPLATE_FIELDS = ("user", "domain", "detail", "home")
+DEFAULT_FIRST_VALID_UID = 1000
+"""Below it are system accounts (Debian's and Fedora's ``UID_MIN``); Dovecot's own default is 500."""
+MAX_UID = 2**32 - 2
 
 DEFAULT_CONFIG_YAML = """\
 listeners:
@@ -105,12 +109,38 @@ class ListenerConfig:
     require_tls: bool = False
     auth: AuthSettings | None = None
     proxy_protocol: bool = False
+    proxy_trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    """Peers allowed to send a PROXY header; empty trusts no one (README, "Protocol")."""
+    success_dsn: bool = True
+    """False: ``DSN`` is not announced and no "delivered" report is sent from this listener."""
     limits: Limits = field(default_factory=Limits)
 
     @property
     def label(self) -> str:
         """Short name for logs and metrics labels (never client data)."""
         return f"{self.protocol} {self.bind}"
+
+    def allows(self, client: str) -> bool:
+        """``allow`` admits ``client`` (an empty list admits all; UNIX-socket clients have no address).
+
+        A trusted proxy speaking for itself (a PROXY health check without a client address) is admitted
+        too: it could name any allowed client anyway, and a health check refused would take it out.
+        """
+        if not self.allow or not client or _contains(self.allow, client):
+            return True
+        return self.proxy_protocol and self.trusts_proxy(client)
+
+    def trusts_proxy(self, peer: str) -> bool:
+        """``peer`` may send a PROXY header: it is in ``proxy_trusted`` (an empty list trusts no one)."""
+        return _contains(self.proxy_trusted, peer)
+
+
+def _contains(networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network], client: str) -> bool:
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 @dataclass(frozen=True)
@@ -140,13 +170,17 @@ class DomainConfig:
     name: str
     any_user: bool = False
     passwd: bool = False
+    first_valid_uid: int = DEFAULT_FIRST_VALID_UID
+    """``passwd`` domains: system users below this uid (daemons, ``www-data``) are not recipients."""
+    last_valid_uid: int | None = None
+    """``passwd`` domains: nor above this uid (None: no upper bound)."""
     mailbox: MailboxSettings = field(default_factory=MailboxSettings)
 
 
 @dataclass(frozen=True)
 class StorageConfig:
     format: str = "maildir"
-    path: str = "/var/mail/{domain}/{user}/Maildir"
+    path: str = "/var/vmail/{domain}/{user}/Maildir"
     fsync: bool = True
     owner: str | None = None
     create_folders: bool = False
@@ -221,6 +255,8 @@ class Config:
     user: str | None = None
     state_dir: Path | None = None
     submission: SubmissionConfig | None = None
+    dsn_size_limit: int = 50_000
+    """The most of the original message a success DSN returns (Postfix's ``bounce_size_limit``)."""
     sieve: SieveConfig | None = None
     userdb: UserdbSettings = field(default_factory=UserdbSettings)
     """More user sources, consulted after ``users`` (README "User databases")."""
@@ -482,10 +518,20 @@ def _domains(doc: Document, section: _Section) -> dict[str, DomainConfig]:
         if ascii_name in domains:
             raise doc.error(entry_path, f"domain {name} appears twice")
         sub = _Section(doc, entry_path, settings)
+        passwd = sub.get("passwd", _bool, False)
+        for key in ("first_valid_uid", "last_valid_uid"):
+            if sub.has(key) and not passwd:
+                raise doc.error((*entry_path, key), f"{key} needs passwd: true")
+        first_uid = sub.get("first_valid_uid", _int(0, MAX_UID), DEFAULT_FIRST_VALID_UID)
+        last_uid = sub.get("last_valid_uid", _int(0, MAX_UID), None)
+        if last_uid is not None and last_uid < first_uid:
+            raise doc.error((*entry_path, "last_valid_uid"), "last_valid_uid is below first_valid_uid")
         domains[ascii_name] = DomainConfig(
             name=ascii_name,
             any_user=sub.get("any_user", _bool, False),
-            passwd=sub.get("passwd", _bool, False),
+            passwd=passwd,
+            first_valid_uid=first_uid,
+            last_valid_uid=last_uid,
             mailbox=_mailbox_settings(sub, allow=_DOMAIN_MAILBOX_KEYS),
         )
         sub.finish()
@@ -519,7 +565,7 @@ def _aliases(doc: Document, value: Any, raw_keys: dict[str, str]) -> dict[str, t
 def _listener(doc: Document, path: PathKey, value: Any, base_limits: Limits, base_dir: Path) -> ListenerConfig:
     section = _Section(doc, path, value)
     if not section.has("protocol"):
-        raise doc.error(path, "protocol: required (lmtp or smtp)")
+        raise doc.error(path, "protocol: required (lmtp, smtp or policy)")
     if not section.has("bind"):
         raise doc.error(path, "bind: required (HOST:PORT, [IPV6]:PORT or unix:/path)")
     protocol = section.convert("protocol", _choice(PROTOCOLS))
@@ -555,6 +601,8 @@ def _listener(doc: Document, path: PathKey, value: Any, base_limits: Limits, bas
         require_tls=section.get("require_tls", _bool, False),
         auth=auth,
         proxy_protocol=section.get("proxy_protocol", _bool, False),
+        proxy_trusted=section.get("proxy_trusted", _networks, ()),
+        success_dsn=section.get("success_dsn", _bool, True),
         limits=_limits(section.sub("limits"), base_limits),
     )
     section.finish()
@@ -564,6 +612,15 @@ def _listener(doc: Document, path: PathKey, value: Any, base_limits: Limits, bas
         raise doc.error((*path, "require_tls"), "needs a tls section")
     if auth is not None and tls is None:
         raise doc.error((*path, "auth"), "AUTH is offered only over TLS: add a tls section")
+    if listener.proxy_trusted and not listener.proxy_protocol:
+        raise doc.error((*path, "proxy_trusted"), "applies only with proxy_protocol: true")
+    if listener.proxy_protocol and bind.is_unix:
+        raise doc.error((*path, "proxy_protocol"), "applies to TCP listeners only (proxy_trusted lists addresses)")
+    if protocol == "policy":
+        # Postfix's policy client speaks plain name=value lines: no TLS, AUTH or PROXY header.
+        for key, value in (("tls", tls), ("auth", auth), ("proxy_protocol", listener.proxy_protocol)):
+            if value:
+                raise doc.error((*path, key), "does not apply to a policy listener")
     return listener
 
 
@@ -591,6 +648,13 @@ def _sieve(section: _Section, base_dir: Path) -> SieveConfig:
     )
     section.finish()
     return sieve
+
+
+def _dsn_size(value: Any) -> int:
+    size = parse_size(value)
+    if size < 1024:
+        raise ValueError("must be at least 1K: a report's own parts need room")
+    return size
 
 
 def _workers(value: Any) -> int:
@@ -707,6 +771,7 @@ def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> C
         user=top.get("user", _str, None),
         state_dir=top.get("state_dir", lambda v: base_dir / _str(v), None),
         submission=_submission(top.sub("submission")) if top.has("submission") else None,
+        dsn_size_limit=top.get("dsn_size_limit", _dsn_size, 50_000),
         sieve=_sieve(top.sub("sieve"), base_dir) if top.has("sieve") else None,
         userdb=UserdbSettings(
             sources=top.get("userdb", parse_sources(base_dir), ()),

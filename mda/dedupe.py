@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 DB_NAME = "duplicates.sqlite"
 STATE_SUBDIR = ".mda-state"
-"""Default ``state_dir``: this directory in the fixed root of ``storage.path`` (``/var/mail/.mda-state``
+"""Default ``state_dir``: this directory in the fixed root of ``storage.path`` (``/var/vmail/.mda-state``
 for the default template). A domain or local part can never be named like this (no leading dot passes
 the address checks), so it cannot collide with a mailbox."""
 BUSY_TIMEOUT = 10.0

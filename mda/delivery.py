@@ -21,7 +21,7 @@ from mda.dataread import DataResult
 from mda.policy import Resolution
 from mda.replies import Reply, describe_error, reply_for_error
 from mda.spool import Spool
-from mda.storage import store_for
+from mda.storage import stage
 from mda.storage.base import Mailbox, MessageCopy, StagedCopy, StoreResult
 from mda.storage.folders import NewFolderBudget
 from mda.trace import TraceInfo, count_received, delivered_to_addresses, trace_block
@@ -88,7 +88,7 @@ def _copy_for(txn: Transaction, resolution: Resolution, spool: Spool) -> Message
 
 
 def _stage(mailbox: Mailbox, copy: MessageCopy) -> StagedCopy:
-    return store_for(mailbox.format).stage(mailbox, copy)
+    return stage(mailbox, copy)
 
 
 def _send_after_commit(

@@ -56,9 +56,11 @@ from mda.sieve import (
     compile_file,
     run,
 )
+from mda.sieve.engine import MAX_SCRIPT_SIZE
 from mda.spool import Spool
 from mda.storage.base import Mailbox
 from mda.storage.folders import folder_for_detail
+from mda.storage.userfs import UnsafeUserFile, fs_identity, open_beneath_home
 
 SIEVE_MESSAGE_LIMIT = 1024 * 1024
 """Above this many bytes Sieve sees the header section only (see the module docstring)."""
@@ -145,13 +147,34 @@ _NO_SCRIPT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP})
 """Errors that mean "no script file here" (what ``Path.is_file`` answers False for)."""
 
 
-def _compile_if_present(path: Path) -> Script | None:
-    """The compiled script, or None when no file is there: one ``stat`` when the cache holds it."""
+def _compile_if_present(path: Path, mailbox: Mailbox) -> Script | None:
+    """The compiled script, or None when no file is there: one ``open`` and ``fstat`` when cached.
+
+    A system user's own script (``Mailbox.system_user``, a path inside their home) is read with their
+    file-system identity and must be a regular file of theirs, with one link, reached without leaving
+    the home; anything else is refused like a script that does not compile (README, "Local users").
+    """
+    opener = None
+    user = mailbox.system_user if path == mailbox.sieve else None
+    home = mailbox.root
+    if user is not None and home is not None and home in path.parents:
+        uid = user[0]
+
+        def opener(script: Path) -> int:
+            return open_beneath_home(home, script, uid, max_size=MAX_SCRIPT_SIZE)
+
+    else:
+        user = None
     try:
-        return compile_file(path)
+        with fs_identity(user):
+            return compile_file(path, opener=opener)
+    except UnsafeUserFile as error:
+        raise SieveError(str(path), 0, f"script refused: {error.why}") from None
     except OSError as error:
         if error.errno in _NO_SCRIPT:
             return None
+        if user is not None:  # the user's own doing (chmod 000): their script only, never a 451 for all
+            raise SieveError(str(path), 0, f"script refused: {error.strerror}") from None
         raise
 
 
@@ -162,7 +185,7 @@ def compile_scripts(config: Config, mailbox: Mailbox) -> tuple[list[Path], list[
     scripts: list[Script] = []
     for path in _candidates(config, mailbox):
         try:
-            script = _compile_if_present(path)
+            script = _compile_if_present(path, mailbox)
         except SieveError as error:
             return [*paths, path], [], error
         if script is not None:
@@ -260,8 +283,10 @@ def _vacation_state(config: Config, scripts: Sequence[Script], *, create: bool =
     if not any("vacation" in s.extensions for s in scripts):
         return None
     directory = state_dir(config)
-    if not create and not (directory / VACATION_DB).is_file():
-        return None
+    if not create:
+        # A dry run (mda resolve --message) reads the record if there is one and creates nothing.
+        path = directory / VACATION_DB
+        return VacationState(path, read_only=True) if path.is_file() else None
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     return VacationState(directory / VACATION_DB)
 
@@ -393,7 +418,7 @@ def check_scripts(config: Config, mailboxes: Sequence[Mailbox]) -> list[tuple[Pa
             if path in checked:
                 continue
             try:
-                if _compile_if_present(path) is not None:
+                if _compile_if_present(path, mailbox) is not None:
                     checked[path] = None
             except SieveError as error:
                 checked[path] = error

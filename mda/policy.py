@@ -3,7 +3,8 @@
 Order of look-ups for ``local+detail@domain`` (like Postfix's virtual and local delivery):
 the domain must be ours (else relay denied); then the full address and then the address without its
 detail are looked up as an alias, then as a user; then the domain's catch-all alias (``"@domain"``);
-then ``any_user`` domains take every local part, and ``passwd`` domains every system user. Each step is
+then ``any_user`` domains take every local part, and ``passwd`` domains every system user whose uid lies
+between ``first_valid_uid`` and ``last_valid_uid`` and whose home exists and is theirs. Each step is
 recorded so ``mda resolve`` can explain a decision.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import stat
 import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +53,21 @@ class Resolution:
     @property
     def accepted(self) -> bool:
         return self.reply.is_success
+
+
+class HomeUnavailable(RuntimeError):
+    """A system user's home that is missing or not theirs: mda never creates one, and answers
+    ``451 4.3.0`` (an unmounted or half-created home may be back soon, as Postfix local defers)."""
+
+
+def _check_home(entry: pwd.struct_passwd) -> None:
+    """The home must be an existing directory owned by the user (a ``stat``, no file is opened)."""
+    try:
+        info = os.stat(entry.pw_dir)
+    except OSError as error:
+        raise HomeUnavailable(f"home {entry.pw_dir}: {error.strerror}") from None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != entry.pw_uid:
+        raise HomeUnavailable(f"home {entry.pw_dir} is not a directory owned by uid {entry.pw_uid}")
 
 
 class UnsafeValue(ValueError):
@@ -147,6 +164,9 @@ class Policy:
         except UnsafeValue:
             walk.steps.append("unsafe value for a path template")
             return Resolution(replies.UNSAFE_ADDRESS, text, key, steps=tuple(walk.steps))
+        except HomeUnavailable as error:
+            walk.steps.append(f"{error}: try again later")
+            return Resolution(replies.LOCAL_ERROR, text, key, steps=tuple(walk.steps))
         except AliasDepthError:
             walk.steps.append("alias chain too deep")
             return Resolution(replies.UNKNOWN_USER, text, key, steps=tuple(walk.steps))
@@ -276,9 +296,16 @@ class Policy:
             # Like Postfix local(8), never write into root's files with root's authority.
             walk.steps.append(f"system user {base} is uid 0: not a mail recipient")
             return False
+        if entry.pw_uid < domain.first_valid_uid or (
+            domain.last_valid_uid is not None and entry.pw_uid > domain.last_valid_uid
+        ):
+            # A system account (daemon, www-data, nobody): unknown, as for Dovecot's first_valid_uid.
+            walk.steps.append(f"system user {base} has uid {entry.pw_uid}, outside the valid uids: not a recipient")
+            return False
         walk.steps.append(f"system user {base}: home {entry.pw_dir}")
+        _check_home(entry)
         settings = MailboxSettings(path="{home}/Maildir", owner=f"{entry.pw_uid}:{entry.pw_gid}")
-        self._add(walk, base, detail, domain, settings, home=entry.pw_dir)
+        self._add(walk, base, detail, domain, settings, home=entry.pw_dir, system_user=(entry.pw_uid, entry.pw_gid))
         return True
 
     def _add(
@@ -289,6 +316,7 @@ class Policy:
         domain: DomainConfig,
         user_settings: MailboxSettings,
         home: str | None = None,
+        system_user: tuple[int, int] | None = None,
         root: Path | None = None,
     ) -> None:
         settings = user_settings.over(domain.mailbox).over(self.config.storage.mailbox)
@@ -317,6 +345,7 @@ class Policy:
             lock_timeout=self.config.storage.lock_timeout,
             root=root or (Path(home) if home and "{home}" in settings.path else template_root(settings.path)),
             sieve=sieve,
+            system_user=system_user,
         )
         walk.steps.append(f"mailbox {mailbox.format} {mailbox.path}" + (f" folder .{folder}" if folder else " (INBOX)"))
         walk.mailboxes.setdefault(mailbox.key, mailbox)

@@ -9,13 +9,8 @@ list, connection limits), and turns what sessions report into log lines (and met
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import functools
-import grp
-import ipaddress
 import logging
-import os
-import pwd
 import socket
 import struct
 import time
@@ -237,14 +232,9 @@ class ListenerContext:
         """Refuse a client outside ``allow`` (``554 5.7.1``) or over a connection limit (``421 4.7.0``)."""
         client = session.client_ip
         label = self.client_of(session)
-        if self.config.allow and client:
-            try:
-                address = ipaddress.ip_address(client)
-            except ValueError:
-                address = None
-            if address is None or not any(address in network for network in self.config.allow):
-                self.app.reporter.connection_refused(self.config, label, "not_allowed")
-                return replies.CLIENT_DENIED
+        if not self.config.allows(client):
+            self.app.reporter.connection_refused(self.config, label, "not_allowed")
+            return replies.CLIENT_DENIED
         if self.app.shutting_down:
             return replies.SHUTTING_DOWN
         if self.app.open_sessions() >= self.limits.max_connections:
@@ -299,66 +289,3 @@ class ListenerHost(Protocol):
     def session_finished(self) -> None:
         """Called when a session ends (graceful shutdown waits for the last one)."""
         ...
-
-
-# --- sockets -------------------------------------------------------------------------------------
-
-
-def bind_tcp(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    """A listening TCP socket; ``reuse_port`` lets worker processes share the port (SO_REUSEPORT)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(address)
-        sock.listen(1024)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-class SocketInUse(OSError):
-    """Another running mda holds the lock of this UNIX socket path."""
-
-
-def bind_unix(path: str, mode: int | None, owner: str | None) -> tuple[socket.socket, int]:
-    """A listening UNIX socket guarded by an ``flock``ed lock file next to it.
-
-    Binding over an existing path would silently take the socket from a running instance
-    (aiosmtpd-notes, "Serving"); the lock tells a live owner from a stale file left by a crash, and the
-    kernel releases it when the process dies, so ``kill -9`` never blocks the restart.
-    Returns the socket and the lock file descriptor (kept open as long as the socket lives).
-    """
-    socket_path = Path(path)
-    socket_path.parent.mkdir(parents=True, exist_ok=True)
-    lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(lock_fd)
-        raise SocketInUse(f"{path} is in use by another running mda") from None
-    try:
-        if socket_path.is_socket() or socket_path.is_symlink():
-            socket_path.unlink()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(path)
-        if mode is not None:
-            os.chmod(path, mode)
-        if owner:
-            user, _, group = owner.partition(":")
-            entry = pwd.getpwnam(user)
-            gid = grp.getgrnam(group).gr_gid if group else entry.pw_gid
-            os.chown(path, entry.pw_uid, gid)
-        sock.listen(1024)
-        sock.setblocking(False)
-    except BaseException:
-        os.close(lock_fd)
-        raise
-    return sock, lock_fd

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 START_TIMEOUT = 15.0
-_LISTENING = re.compile(r"^listening (lmtp|smtp) (?:unix:(\S+)|\[?([0-9a-fA-F:.]+)\]?:(\d+))$")
+_LISTENING = re.compile(r"^listening (lmtp|smtp|policy) (?:unix:(\S+)|\[?([0-9a-fA-F:.]+)\]?:(\d+))$")
 
 
 @dataclass

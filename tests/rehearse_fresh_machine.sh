@@ -23,6 +23,7 @@ PEER_PACKAGES=(
   dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-sieve dovecot-managesieved
   prometheus
   swaks
+  fail2ban
 )
 # Accounts made by the tests (vmail, mdatest) and by the peer packages' install scripts.
 PEER_USERS=(vmail mdatest postfix dovecot dovenull prometheus)

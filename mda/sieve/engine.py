@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,28 +59,54 @@ def compile_text(text: str, name: str) -> Script:
     return lower(compile_commands(parse(text, name), name))
 
 
-_cache: dict[Path, tuple[tuple[int, int], Script]] = {}
+_cache: dict[Path, tuple[tuple[int, int, int, int], Script]] = {}
 _cache_lock = threading.Lock()
 
 
-def compile_file(path: Path) -> Script:
-    """Compile a script file, reusing the result until the file's mtime or size change.
+def compile_file(path: Path, *, opener: Callable[[Path], int] | None = None) -> Script:
+    """Compile a script file, reusing the result until the file (inode, mtime or size) changes.
 
-    A file that fails to compile is not cached, so every delivery reports the error until it is fixed.
+    ``opener`` returns a read descriptor for ``path`` (the caller's checks, e.g. a user's home); by
+    default the file is opened with ``O_NONBLOCK``, so a FIFO cannot hang the caller. Only a regular
+    file of at most ``MAX_SCRIPT_SIZE`` bytes is read, and never more than that many bytes, whatever it
+    claims (``/dev/zero`` has size 0). A file that fails to compile is not cached, so every delivery
+    reports the error until it is fixed.
     """
-    stat = path.stat()
-    key = (stat.st_mtime_ns, stat.st_size)
-    with _cache_lock:
-        cached = _cache.get(path)
-    if cached is not None and cached[0] == key:
-        return cached[1]
     name = str(path)
-    if stat.st_size > MAX_SCRIPT_SIZE:
+    fd = opener(path) if opener is not None else os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", name)
+        if not stat.S_ISREG(info.st_mode):
+            raise SieveError(name, 1, "not a regular file")
+        key = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
+        with _cache_lock:
+            cached = _cache.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        if info.st_size > MAX_SCRIPT_SIZE:
+            raise SieveError(name, 1, f"script larger than {MAX_SCRIPT_SIZE} bytes")
+        data = _read_at_most(fd, MAX_SCRIPT_SIZE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SCRIPT_SIZE:
         raise SieveError(name, 1, f"script larger than {MAX_SCRIPT_SIZE} bytes")
-    script = compile_text(decode_script(path.read_bytes(), name), name)
+    script = compile_text(decode_script(data, name), name)
     with _cache_lock:
         _cache[path] = (key, script)
     return script
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    while limit > 0:
+        chunk = os.read(fd, min(limit, 65536))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        limit -= len(chunk)
+    return b"".join(chunks)
 
 
 def run(

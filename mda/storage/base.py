@@ -49,6 +49,10 @@ class Mailbox:
     """The fixed directory above the variable part of the path template (never created above it)."""
     sieve: Path | None = None
     """The user's active Sieve script (RFC 5228), rendered from its template; None: no user script."""
+    system_user: tuple[int, int] | None = None
+    """(uid, gid) of the system user (``passwd`` domain) whose home is ``root``: the home is never
+    created and must be theirs, files read there must be theirs, and when mda runs as root the file
+    work on this mailbox runs with their file-system identity (``mda.storage.userfs``)."""
 
     @property
     def key(self) -> tuple[str, str, str | None]:
