@@ -2,8 +2,9 @@
 
 An MTA (Postfix's ``mailbox_command``, or ``pipe(8)``) runs ``mda deliver [-f SENDER] RECIPIENT...``
 with the message on standard input, as dovecot-lda and procmail are run. The same ``Policy`` resolves
-each recipient, the same trace block goes in front, and ``deliver_lmtp`` stores one outcome per
-recipient, so the result is byte for byte what an LMTP delivery would have stored.
+each recipient, the same trace block goes in front, and ``deliver_transaction`` (with LMTP's
+one outcome per recipient, and the server's duplicate suppression) stores it, so the result is byte for
+byte what an LMTP delivery would have stored.
 
 What the MTA learns (shared/config.md, "Commands and exit codes"):
 
@@ -33,7 +34,7 @@ from mda import logs, replies
 from mda.addresses import AddressError, parse_mailbox, parse_path
 from mda.config import Config, load
 from mda.dataread import DataResult, HeaderFilter
-from mda.delivery import Outcome, Transaction, deliver_lmtp, failure_outcomes
+from mda.delivery import Outcome, Transaction, deliver_transaction, failure_outcomes
 from mda.policy import Policy, Resolution
 from mda.replies import Reply
 from mda.spool import Spool
@@ -277,7 +278,7 @@ def run(
                 data = DataResult()
             else:
                 try:
-                    outcomes = deliver_lmtp(config, txn, spool, data)
+                    outcomes = deliver_transaction(config, txn, spool, data, lmtp=True)
                 except Exception as error:  # every failure becomes a status line, never a traceback
                     outcomes = failure_outcomes(txn, error)
         for outcome in outcomes:
