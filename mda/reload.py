@@ -121,6 +121,11 @@ class ConfigWatcher:
         with contextlib.suppress(RuntimeError):  # the loop is closing
             self.loop.call_soon_threadsafe(self.poke)
 
+    @property
+    def check_pending(self) -> bool:
+        """A check is scheduled and has not run yet (an observer can wait for it to have run)."""
+        return self._pending is not None
+
     def poke(self) -> None:
         """Schedule one check; events arriving before it runs are covered by it."""
         if self._pending is None:

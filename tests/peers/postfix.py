@@ -30,6 +30,7 @@ import pytest
 from tests.peers import programs
 from tests.peers.dovecot import free_port
 from tests.peers.programs import POSTFIX, POSTQUEUE, SENDMAIL, SYSTEM_PYTHON
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CONTRIB = REPO / "contrib" / "postfix"
@@ -172,14 +173,13 @@ class Postfix:
 
     def wait_for_status(self, recipient: str, status: str, timeout: float = 30.0, count: int = 1) -> str:
         """The ``count``-th delivery line for ``recipient`` with ``status=STATUS``; fails after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [line for line in self.delivery_lines(recipient) if f" status={status}" in line]
-            if len(found) >= count:
-                return found[count - 1]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no status={status} for {recipient} within {timeout}s:\n{self.log()}")
-            time.sleep(0.1)
+
+        def found() -> list[str]:
+            lines = [line for line in self.delivery_lines(recipient) if f" status={status}" in line]
+            return lines if len(lines) >= count else []
+
+        lines = wait_for(found, timeout, 0.1, what=f"status={status} for {recipient}", describe=self.log)
+        return lines[count - 1]
 
     def flush(self) -> None:
         """Ask the queue manager to retry deferred mail now (``postqueue -f``)."""
