@@ -3,7 +3,7 @@
 One asyncio loop per process (uvloop when installed). ``SIGTERM``/``SIGINT`` stop accepting, let
 transactions in flight finish within ``shutdown_timeout``, answer ``421 4.3.2`` to idle sessions and
 exit 0. Started as root with ``user:`` set, the process binds its listeners first and then drops to
-that user (design.md, "Privileges").
+that user (docs/architecture.md, "Privileges").
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ class Application:
             self._reloading = False
 
     async def reload(self) -> bool:
-        """Load, validate, swap (style.md §9); on any error keep the running configuration."""
+        """Load, validate, swap (docs/architecture.md, "Parts"); on any error keep the running configuration."""
         old = self.state.config
         source = old.source
         if source is None:
@@ -351,7 +351,7 @@ def drop_privileges(user: str) -> None:
 
 
 def run_loop(main: Coroutine[Any, Any, int]) -> int:
-    """Run ``main`` on uvloop when it is installed (design.md, "Concurrency"), else on asyncio's loop."""
+    """Run ``main`` on uvloop when it is installed (docs/architecture.md), else on asyncio's loop."""
     try:
         import uvloop
     except ImportError:

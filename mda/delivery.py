@@ -3,7 +3,7 @@
 LMTP (RFC 2033 §4.2): one outcome per accepted RCPT, in order; each recipient stages and commits on
 its own, so one failing mailbox never fails the others. SMTP (RFC 5321 §3.3): one reply for all, so
 every copy is staged first and committed only when all are staged; otherwise every staged copy is
-undone and the single reply says why (design.md, "Data flow"). File work runs in a thread pool; the
+undone and the single reply says why (docs/architecture.md). File work runs in a thread pool; the
 event loop only awaits it, shielded, so a client that hangs up cannot leave a half-done delivery.
 """
 
@@ -218,7 +218,7 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
         return _all(txn, reply, reason)
 
     # Sieve runs before anything is staged: a reject is a permanent failure of the whole transaction
-    # (design.md, "Data flow"; LMTP refuses only that recipient).
+    # (docs/architecture.md; LMTP refuses only that recipient).
     source = filtering.MessageSource(spool)
     copies = {r.key: _copy_for(txn, r, spool) for r in unique}
     plans = {r.key: _sieve_plan(config, txn, r, copies[r.key].header, source) for r in unique}

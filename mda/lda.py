@@ -6,7 +6,7 @@ each recipient, the same trace block goes in front, and ``deliver_transaction`` 
 one outcome per recipient, and the server's duplicate suppression) stores it, so the result is byte for
 byte what an LMTP delivery would have stored.
 
-What the MTA learns (shared/config.md, "Commands and exit codes"):
+What the MTA learns (README's command table, "A short tour"):
 
 - the exit code, from ``sysexits.h``: 0 delivered, 67 ``EX_NOUSER``, 65 ``EX_DATAERR``, 73
   ``EX_CANTCREAT``, 77 ``EX_NOPERM``, 75 ``EX_TEMPFAIL``. Postfix retries 75 and bounces the others.
@@ -150,7 +150,7 @@ class LocalReader:
         block = block.replace(b"\r\n", b"\n")
         lone_cr = block.count(b"\r")
         if lone_cr:
-            # The same bare_newline policy as on the wire (protocol-notes, "bare CR or LF").
+            # The same bare_newline policy as on the wire (``bare_newline``; RFC 5321 §2.3.8: CR and LF only as CRLF).
             self.result.bare_newlines += lone_cr
             if self.normalize_bare:
                 block = block.replace(b"\r", b"\n")

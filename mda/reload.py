@@ -10,7 +10,7 @@ burst of events (an editor's save, a log file in the same directory) costs one c
 event.
 
 The reload itself (load, validate, swap, or keep the old configuration) is the application's; this
-module only watches (design.md, "Parts": reload never mutates a live config).
+module only watches (docs/architecture.md, "Parts": reload never mutates a live config).
 """
 
 from __future__ import annotations

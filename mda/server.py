@@ -75,7 +75,7 @@ class State:
 class Reporter:
     """Where sessions report outcomes: one log line per event, and the matching metric updates.
 
-    Storage never imports metrics (design.md, "Parts"): it reports its timings in ``StoreResult``, and
+    Storage never imports metrics (docs/architecture.md, "Parts"): it reports its timings in ``StoreResult``, and
     they are recorded here, next to the log line of the same delivery.
     """
 
@@ -296,7 +296,7 @@ def bind_unix(path: str, mode: int | None, owner: str | None) -> tuple[socket.so
     """A listening UNIX socket guarded by an ``flock``ed lock file next to it.
 
     Binding over an existing path would silently take the socket from a running instance
-    (aiosmtpd-notes, "Serving"); the lock tells a live owner from a stale file left by a crash, and the
+    (as unlink-then-bind does); the lock tells a live owner from a stale file left by a crash, and the
     kernel releases it when the process dies, so ``kill -9`` never blocks the restart.
     Returns the socket and the lock file descriptor (kept open as long as the socket lives).
     """

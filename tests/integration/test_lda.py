@@ -1,6 +1,6 @@
 """``mda deliver`` (LDA mode) as a real process: exit codes, status lines, stored bytes.
 
-The contract is shared/config.md "Commands and exit codes": sysexits codes, one line per recipient
+The contract is README's command table ("A short tour"): sysexits codes, one line per recipient
 starting with the enhanced status code, 75 for a bad configuration.
 """
 

@@ -5,7 +5,7 @@ under a temporary folder, its own ``master.cf`` with ``chroot = n`` on every ser
 client cannot see a UNIX socket outside the queue directory), smtpd on a free loopback port, no DNS and
 no outside delivery (``default_transport = error``), and short retry timers so deferred mail is retried
 within seconds. Postfix logs to ``DIR/maillog`` through its ``postlog`` service; tests read delivery
-outcomes (``dsn=5.1.1, status=bounced``) there. Traps from shared/peer-notes.md are handled here:
+outcomes (``dsn=5.1.1, status=bounced``) there. Two traps are handled here:
 ``main.cf``'s mtime is set back (Postfix re-reads a config changed within the last second in a loop),
 and the daemon's output never goes to a pipe the test waits on.
 """
