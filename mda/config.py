@@ -935,7 +935,13 @@ def to_document(config: Config) -> dict[str, Any]:
         "hostname": config.hostname,
         "listeners": [_listener_document(listener) for listener in config.listeners],
         "domains": {
-            name: {"any_user": domain.any_user, "passwd": domain.passwd, **_mailbox_document(domain.mailbox)}
+            name: {
+                "any_user": domain.any_user,
+                "passwd": domain.passwd,
+                **({"first_valid_uid": domain.first_valid_uid} if domain.passwd else {}),
+                **({"last_valid_uid": domain.last_valid_uid} if domain.last_valid_uid is not None else {}),
+                **_mailbox_document(domain.mailbox),
+            }
             for name, domain in config.domains.items()
         },
         "storage": {
