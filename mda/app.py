@@ -3,7 +3,7 @@
 One asyncio loop per process (uvloop when installed). ``SIGTERM``/``SIGINT`` stop accepting, let
 transactions in flight finish within ``shutdown_timeout``, answer ``421 4.3.2`` to idle sessions and
 exit 0. Started as root with ``user:`` set, the process checks that user can read the TLS files,
-binds its listeners and then drops to that user (design.md, "Privileges"). A task on the loop beats
+binds its listeners and then drops to that user (docs/architecture.md, "Privileges"). A task on the loop beats
 every second; ``/healthz`` fails when the beat stops (``mda.probes``).
 """
 
@@ -263,7 +263,7 @@ class Application:
             self._reloading = False
 
     async def reload(self) -> bool:
-        """Load, validate, swap (style.md §9); on any error keep the running configuration."""
+        """Load, validate, swap (docs/architecture.md, "Parts"); on any error keep the running configuration."""
         old = self.state.config
         source = old.source
         if source is None:
@@ -397,7 +397,7 @@ def metrics_server(config: Config, ready: Callable[[], bool], roots: Callable[[]
 
 
 def run_loop(main: Coroutine[Any, Any, int]) -> int:
-    """Run ``main`` on uvloop when it is installed (design.md, "Concurrency"), else on asyncio's loop."""
+    """Run ``main`` on uvloop when it is installed (docs/architecture.md), else on asyncio's loop."""
     try:
         import uvloop
     except ImportError:

@@ -3,7 +3,8 @@
 ``resolve``, ``check-config`` and ``sieve-check`` only explain: they write nothing (no ``maildirsize``
 rebuild, no directory, no state file), so running them as root leaves the mail tree as it was.
 
-Exit codes are the contract of shared/config.md: 0 fine; 1 bad configuration (``serve``,
+Exit codes are the contract of README's command table ("A short tour"): 0 fine; 1 bad configuration
+(``serve``,
 ``check-config``) or refused (``resolve``); 2 bad usage (and a bad configuration for ``resolve``);
 ``deliver`` speaks sysexits, with 75 (retry) for anything temporary, a bad configuration or command line
 included.

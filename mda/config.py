@@ -1,6 +1,6 @@
 """The configuration: YAML in, frozen dataclasses out, every key and default declared once.
 
-The contract is ``shared/config.md`` (README repeats it). Unknown keys are errors naming file, line and
+The reference is ``docs/configuration.md`` (tests/docs checks it). Unknown keys are errors naming file, line and
 key, because a typo in a mail server's configuration must never pass silently. Nothing here is read
 again at delivery time: a loaded ``Config`` is immutable and a reload builds a new one.
 """
@@ -356,7 +356,7 @@ def _hostname(value: Any) -> str:
 
 
 def parse_bind(value: Any) -> BindAddress:
-    """``HOST:PORT``, ``[IPV6]:PORT`` or ``unix:/path`` (see config.md)."""
+    """``HOST:PORT``, ``[IPV6]:PORT`` or ``unix:/path`` (docs/configuration.md, ``listeners[].bind``)."""
     text = _str(value) if not isinstance(value, int) else str(value)
     if text.startswith("unix:"):
         path = text[len("unix:") :]
@@ -942,7 +942,13 @@ def to_document(config: Config) -> dict[str, Any]:
         "hostname": config.hostname,
         "listeners": [_listener_document(listener) for listener in config.listeners],
         "domains": {
-            name: {"any_user": domain.any_user, "passwd": domain.passwd, **_mailbox_document(domain.mailbox)}
+            name: {
+                "any_user": domain.any_user,
+                "passwd": domain.passwd,
+                **({"first_valid_uid": domain.first_valid_uid} if domain.passwd else {}),
+                **({"last_valid_uid": domain.last_valid_uid} if domain.last_valid_uid is not None else {}),
+                **_mailbox_document(domain.mailbox),
+            }
             for name, domain in config.domains.items()
         },
         "storage": {

@@ -39,7 +39,6 @@ from pathlib import Path
 
 from mda import logs, outbound
 from mda.config import Config
-from mda.dedupe import state_dir
 from mda.replies import Reply
 from mda.sieve import (
     Discard,
@@ -58,6 +57,7 @@ from mda.sieve import (
 )
 from mda.sieve.engine import MAX_SCRIPT_SIZE
 from mda.spool import Spool
+from mda.state import state_dir
 from mda.storage.base import Mailbox
 from mda.storage.folders import folder_for_detail
 from mda.storage.userfs import UnsafeUserFile, fs_identity, open_beneath_home

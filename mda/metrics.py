@@ -1,7 +1,7 @@
 """Every Prometheus metric of mda, defined once, with bounded labels (never an address).
 
 ``build_metrics(registry)`` creates the collectors in the given registry, so tests use their own
-``CollectorRegistry`` and a second build never collides with the first (style.md §11). Hot-path
+``CollectorRegistry`` and a second build never collides with the first. Hot-path
 children (``.labels(...)`` costs microseconds) are cached per label tuple.
 
 ``prometheus_client`` is imported inside the functions on purpose: in multiprocess mode the

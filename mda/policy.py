@@ -80,7 +80,7 @@ _UNSAFE_CHARS = frozenset('/"\\')
 
 
 def check_template_value(value: str) -> str:
-    """Refuse a value that could lead a path template out of its directory (config.md, "Path templates")."""
+    """Refuse a value that could lead a path template out of its directory (docs/configuration.md, "Path templates")."""
     if value in ("", ".", "..") or any(c in _UNSAFE_CHARS or ord(c) < 32 or ord(c) == 127 for c in value):
         raise UnsafeValue(value)
     return value

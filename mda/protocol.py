@@ -1,7 +1,7 @@
 """LMTP and SMTP sessions: aiosmtpd's connection plumbing with mda's own command loop and replies.
 
 aiosmtpd 1.4 gets the transport, STARTTLS switch-over and PROXY parsing right but falls short for a
-final-delivery agent (shared/aiosmtpd-notes.md): replies without enhanced status codes, one reply after
+final-delivery agent: replies without enhanced status codes, one reply after
 DATA whatever the recipient count, the whole message held in memory several times, ``555`` for DSN
 parameters. ``MdaSession`` therefore keeps aiosmtpd's ``SMTP`` as its base (connection handling) and
 replaces the command loop and every command: each reply carries an enhanced code (RFC 2034), DATA is
@@ -220,7 +220,7 @@ class MdaSession(SMTP):
             except (ConnectionError, asyncio.IncompleteReadError):
                 self._close()
                 return
-            except Exception as error:  # style.md §13: never "500 Error: (Exc) text" to the client
+            except Exception as error:  # never "500 Error: (Exc) text" to the client (README, "What a reply promises")
                 self.ctx.log_exception(self, error)
                 self._drop_transaction()
                 await self.reply(replies.LOCAL_ERROR)

@@ -2,7 +2,7 @@
 
 Replies carry an enhanced status code (RFC 3463, RFC 2034) and a client-safe text; the reason that goes
 to the log travels separately in ``DeliveryError``, so no exception text or path ever reaches a client
-(style.md §2, §3 and §13).
+(README, "What each reply means").
 """
 
 from __future__ import annotations

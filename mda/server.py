@@ -101,7 +101,7 @@ class State:
 class Reporter:
     """Where sessions report outcomes: one log line per event, and the matching metric updates.
 
-    Storage never imports metrics (design.md, "Parts"): it reports its timings in ``StoreResult``, and
+    Storage never imports metrics (docs/architecture.md, "Parts"): it reports its timings in ``StoreResult``, and
     they are recorded here, next to the log line of the same delivery.
     """
 

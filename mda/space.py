@@ -1,6 +1,6 @@
 """Free space at RCPT: refuse a recipient whose mailbox filesystem could not take the message.
 
-RFC 5321 §4.2.5 and protocol-notes: when the disk is full the answer is ``452 4.3.1`` (temporary: the
+RFC 5321 §4.2.5 and RFC 3463 X.3.1: when the disk is full the answer is ``452 4.3.1`` (temporary: the
 client keeps the message and retries), and it is better given at RCPT, per recipient, than after DATA.
 Both blocks and inodes count (a Maildir message needs one inode; a full inode table fails like a full
 disk), minus ``free_space_reserve``: a percentage of the filesystem (``1%``) or a size (``500M``), kept

@@ -1,7 +1,7 @@
 """``workers: N``: a supervisor process and N worker processes sharing every listener.
 
 Why processes: one asyncio loop uses one core; parsing and spooling mail is CPU work, so several
-loops use several cores (design.md, "Concurrency").
+loops use several cores (docs/architecture.md, "Threads and processes").
 
 How they share the listeners: the supervisor binds every listener once (TCP and UNIX, with the checks
 of ``mda.binding``) before it forks, and every worker accepts on the inherited descriptors; nobody sets

@@ -1,7 +1,7 @@
 """Maildir delivery: unique file in ``tmp/``, fsync, link into ``new/`` (never replacing), fsync ``new/``.
 
 Names follow Dovecot and Courier, ``SECONDS.M<USEC>P<PID>Q<COUNTER>.HOST,S=<size>,W=<vsize>``, so IMAP
-servers learn sizes without reading the file (protocol-notes, Maildir). ``link`` + ``unlink`` is used
+servers learn sizes without reading the file (Dovecot's ``S=``/``W=``). ``link`` + ``unlink`` is used
 instead of ``rename`` because ``rename`` silently replaces an existing name, which on shared storage can
 lose a message; the Postfix ``local/maildir.c`` pattern.
 """

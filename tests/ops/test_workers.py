@@ -12,7 +12,8 @@ import yaml
 
 from tests.clients import Client, transaction
 from tests.conftest import basic_config
-from tests.ops.helpers import MESSAGE, scrape, stored_files, value, wait_for
+from tests.ops.helpers import MESSAGE, scrape, stored_files, value
+from tests.waiting import wait_for
 
 CONNECTIONS = 24
 

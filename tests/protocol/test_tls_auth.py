@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import pwd
+import re
 import shutil
 import smtplib
 import socket
@@ -112,14 +113,23 @@ def start_mda_with_missing_cert(start_mda, config, path: Path, cert: Path):
     return start_mda(config)
 
 
+def _read_reply(sock: socket.socket) -> bytes:
+    """One complete (possibly multi-line) reply: until a line whose code is followed by a space."""
+    data = b""
+    while not re.search(rb"(?:^|\r\n)\d{3} [^\r\n]*\r\n$", data):
+        chunk = sock.recv(4000)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    return data
+
+
 def test_starttls_discards_pipelined_plaintext(start_mda, tmp_path, certificate):
     server = start_mda(_tls_config(tmp_path / "mail", *certificate))
     sock = socket.create_connection(server.smtp, timeout=10)
     try:
         sock.recv(1000)
         sock.sendall(b"EHLO client.test\r\n")
-        time.sleep(0.2)
-        sock.recv(4000)
+        _read_reply(sock)  # the whole multi-line EHLO reply, up to its last "250 " line
         # RFC 3207 §5: commands sent after STARTTLS in the same packet must not be executed.
         sock.sendall(b"STARTTLS\r\nMAIL FROM:<injected@remote.test>\r\n")
         assert sock.recv(1000).startswith(b"220 2.0.0")
