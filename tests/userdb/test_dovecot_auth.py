@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from tests.ops.helpers import wait_for
 from tests.peers.dovecot import DovecotSetup, DovecotUser, dovecot_factory  # noqa: F401 (fixture)
 from tests.userdb.helpers import deliver, messages, rcpt_codes, userdb_config
 from tests.userdb.test_postgresql import INJECTION_TABLE
+from tests.waiting import wait_for
 
 OK = (250, "2.1.5")
 UNKNOWN = (550, "5.1.1")

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.ops.helpers import wait_for
 from tests.peers.mariadb import PASSWORD, MariaDB, mariadb_server
 from tests.userdb.helpers import deliver, messages, rcpt_codes, userdb_config
 from tests.userdb.test_postgresql import HOSTILE_ROW, INJECTION_TABLE
+from tests.waiting import wait_for
 
 OK = (250, "2.1.5")
 UNKNOWN = (550, "5.1.1")

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from tests.clients import Client
-from tests.ops.helpers import scrape, value, wait_for
+from tests.ops.helpers import scrape, value
 from tests.peers.postgres import PASSWORD, PostgresServer, postgres_server
 from tests.userdb.helpers import deliver, messages, rcpt_codes, userdb_config
+from tests.waiting import wait_for
 
 OK = (250, "2.1.5")
 UNKNOWN = (550, "5.1.1")
