@@ -247,3 +247,23 @@ def test_contrib_examples_are_valid():
             [sys.executable, "-m", "mda", "check-config", "--config", str(example)], capture_output=True, text=True
         )
         assert run.returncode == 0, (example, run.stderr)
+
+
+def test_lda_mode_uses_userdb_and_defers_on_failure(tmp_path):
+    db = sqlite_db(tmp_path / "pfa.sqlite", [("dave@example.test", "example.test/dave/", 0)], [])
+    source = {"driver": "sql", "url": f"sqlite:///{db}", "user_query": USER_QUERY, "path_base": str(tmp_path / "v")}
+    path = tmp_path / "mda.yaml"
+    path.write_text(yaml.safe_dump(userdb_config(tmp_path / "mail", [source])))
+    message = b"From: a@remote.test\nSubject: lda\n\nbody\n"
+
+    def deliver_lda(recipient: str) -> subprocess.CompletedProcess[bytes]:
+        command = [sys.executable, "-m", "mda", "deliver", "--config", str(path), "-f", "a@remote.test", recipient]
+        return subprocess.run(command, input=message, capture_output=True)
+
+    assert deliver_lda("dave@example.test").returncode == 0
+    assert len(messages(tmp_path / "v" / "example.test" / "dave")) == 1
+    assert deliver_lda("nobody@example.test").returncode == 67  # EX_NOUSER
+    db.unlink()
+    failed = deliver_lda("dave@example.test")
+    assert failed.returncode == 75, failed  # EX_TEMPFAIL: the MTA keeps the message and retries
+    assert failed.stdout.startswith(b"4.3.0 dave@example.test")
