@@ -20,7 +20,8 @@ import yaml
 
 from tests.conftest import basic_config
 from tests.mdaproc import RunningServer, start_server
-from tests.ops.helpers import deliver, stored_files, wait_for
+from tests.ops.helpers import deliver, stored_files
+from tests.waiting import wait_for
 from tests.ops.test_workers import _worker_pids
 
 SERVICE_USER = "vmail"
