@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mda.sieve.budget import DEFAULT_WORK_LIMIT
 from mda.units import parse_duration, parse_size
 from mda.yamlsource import ConfigError, Document, PathKey, format_path, load_file, load_text
 
@@ -227,6 +228,9 @@ class SieveConfig:
     path: str | None = "{home}/active.sieve"
     before: tuple[Path, ...] = ()
     after: tuple[Path, ...] = ()
+    work_limit: int = DEFAULT_WORK_LIMIT
+    """Work units one recipient's scripts may spend (about one per byte compared); beyond, a runtime
+    error and the implicit keep (mda.sieve.budget)."""
 
 
 @dataclass(frozen=True)
@@ -655,6 +659,7 @@ def _sieve(section: _Section, base_dir: Path) -> SieveConfig:
         path=section.get("path", _template, "{home}/active.sieve"),
         before=section.get("before", scripts, ()),
         after=section.get("after", scripts, ()),
+        work_limit=section.get("work_limit", _positive_size, DEFAULT_WORK_LIMIT),
     )
     section.finish()
     return sieve
@@ -664,6 +669,13 @@ def _dsn_size(value: Any) -> int:
     size = parse_size(value)
     if size < 1024:
         raise ValueError("must be at least 1K: a report's own parts need room")
+    return size
+
+
+def _positive_size(value: Any) -> int:
+    size = parse_size(value)
+    if size <= 0:
+        raise ValueError("must be more than 0")
     return size
 
 

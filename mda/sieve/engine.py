@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .actions import Action, Keep, ResultBuilder, Vacation
+from .budget import DEFAULT_WORK_LIMIT, Meter
 from .compiler import Script, compile_commands
 from .errors import SieveError, SieveRuntimeError
 from .interpreter import Context, execute, lower
@@ -117,6 +118,7 @@ def run(
     delimiter: str = "+",
     vacation_state: VacationState | None = None,
     now: float | None = None,
+    work_limit: int = DEFAULT_WORK_LIMIT,
 ) -> Outcome:
     """Run ``scripts`` (sieve_before…, the user's, sieve_after…) for one recipient.
 
@@ -126,11 +128,14 @@ def run(
 
     ``delimiter`` lists the subaddress separator characters (Dovecot's ``recipient_delimiter``).
     ``vacation_state`` is only read here; the caller records a sent reply with
-    ``vacation_state.record(outcome.vacation)``.
+    ``vacation_state.record(outcome.vacation)``. ``work_limit`` bounds the work of all the scripts
+    together (:mod:`mda.sieve.budget`); spending it is a runtime error.
     """
     result = ResultBuilder()
     msg = SieveMessage(message)
-    ctx = Context(msg, envelope.sender, envelope.recipient, envelope.original_recipient, delimiter, result)
+    ctx = Context(
+        msg, envelope.sender, envelope.recipient, envelope.original_recipient, delimiter, result, Meter(work_limit)
+    )
     try:
         flags = execute(scripts, ctx)
     except SieveRuntimeError as exc:

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from .budget import FOLD_COST, LITERAL_SEARCH_COST, WILDCARD_COST, Meter
+
 #: Comparators every implementation offers (RFC 5228 §2.7.3).
 CASEMAP = "i;ascii-casemap"
 COMPARATORS = frozenset({CASEMAP, "i;octet"})
@@ -28,6 +30,8 @@ class _Glob:
 
     segments: tuple[re.Pattern[str], ...]
     widths: tuple[int, ...]
+    per_char: int
+    """Work units per character of the value: what searching the pieces between ``*`` may cost."""
 
 
 def _glob(key: str) -> _Glob:
@@ -50,7 +54,11 @@ def _glob(key: str) -> _Glob:
                 segments[-1].append(re.escape(ch))
             widths[-1] += 1
         i += 1
-    return _Glob(tuple(re.compile("".join(s), re.DOTALL) for s in segments), tuple(widths))
+    per_char = sum(
+        WILDCARD_COST * width if "(.)" in segment else LITERAL_SEARCH_COST
+        for segment, width in zip(segments[1:-1], widths[1:-1], strict=True)
+    )
+    return _Glob(tuple(re.compile("".join(s), re.DOTALL) for s in segments), tuple(widths), per_char)
 
 
 def _spans(m: re.Match[str]) -> list[tuple[int, int]]:
@@ -63,7 +71,8 @@ def _glob_match(glob: _Glob, value: str) -> list[tuple[int, int]] | None:
     The first segment is anchored at the start, the last at the end, and every middle segment is placed
     leftmost: for ``*``/``?`` patterns that succeeds whenever any placement does, and it gives each ``*``
     the shortest text, as Pigeonhole does for RFC 5229 §3.2 match variables. The cost is
-    O(len(value) × len(key)) whatever the key, so a hostile key cannot hang delivery."""
+    O(len(value) × len(key)) whatever the key, and :class:`Keys` charges that worst case to the run's
+    work limit before matching, so a hostile key cannot hang delivery."""
     segs, widths = glob.segments, glob.widths
     first = segs[0].match(value)
     if first is None:
@@ -102,17 +111,23 @@ class Keys:
         self.folded = tuple(key.translate(_ASCII_UPPER) for key in keys) if self.casemap else keys
         self.globs = tuple(_glob(key) for key in self.folded) if match_type == "matches" else ()
 
-    def first(self, values: Iterable[str]) -> list[str] | None:
+    def first(self, values: Iterable[str], meter: Meter) -> list[str] | None:
         """The first value that matches any key (values in order, then keys in order), or None.
 
         Returns the match variables of that hit: ``[whole, group1, …]`` for ``:matches``, an empty list
-        for the other match types, which set none. Each value is folded once.
+        for the other match types, which set none. Each value is folded once. Every comparison is
+        charged to ``meter`` before it is made (raises ``WorkLimitExceeded`` when the run is over its
+        limit).
         """
         casemap = self.casemap
+        fold = FOLD_COST if casemap else 0
         if self.match_type == "matches":
             for value in values:
+                size = len(value)
+                meter.spend(size * fold)
                 folded = value.translate(_ASCII_UPPER) if casemap else value
                 for glob in self.globs:
+                    meter.spend(size * glob.per_char + sum(glob.widths))
                     spans = _glob_match(glob, folded)
                     if spans is not None:
                         # Folding keeps every character in place: spans in ``folded`` are spans in ``value``.
@@ -121,12 +136,16 @@ class Keys:
         keys = self.folded
         if self.match_type == "is":
             for value in values:
+                meter.spend(len(value) * (1 + fold) + len(keys))
                 if (value.translate(_ASCII_UPPER) if casemap else value) in keys:
                     return []
             return None
         for value in values:  # contains
+            size = len(value)
+            meter.spend(size * fold)
             folded = value.translate(_ASCII_UPPER) if casemap else value
             for key in keys:
+                meter.spend(size + 1)
                 if key in folded:
                     return []
         return None

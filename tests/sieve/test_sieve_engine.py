@@ -168,6 +168,20 @@ def test_pathological_wildcards_stay_fast() -> None:
     assert time.perf_counter() - start < 2.0
 
 
+def test_work_limit_stops_a_run_at_the_same_place_every_time() -> None:
+    """Units, not time: rule 3 passes 25M units (100 keys × 100 kB per rule), on any machine."""
+    keys = ", ".join(f'"absent{i}"' for i in range(100))
+    script = compile_text(
+        'require "body";\n' + f"if body :raw :contains [{keys}] {{ keep; }}\n" * 10 + "discard;\n", "t.sieve"
+    )
+    message = b"Subject: s\n\n" + b"word " * 20_000
+    stopped = [run([script], message, ENVELOPE, work_limit=25_000_000) for _ in range(2)]
+    assert stopped[0] == stopped[1]
+    assert stopped[0].actions == (Keep(),)
+    assert stopped[0].errors == ("t.sieve:4: work limit of 25000000 units exceeded (sieve.work_limit)",)
+    assert run([script], message, ENVELOPE).actions == (Discard(),)
+
+
 def test_variable_values_are_bounded() -> None:
     big = "x" * (MAX_VARIABLE_SIZE * 2)
     script = f'require ["variables", "fileinto"];\nset "a" "{big}";\nset :length "n" "${{a}}";\nfileinto "${{n}}";'
