@@ -119,20 +119,28 @@ class Spool:
         self._newlines += data.count(b"\n")
         if self._fd is None and end <= self._memory_limit and self._budget.reserve(len(data)):
             self._reserved += len(data)
-            if self._mapped is not None:
-                self._mapped[start:end] = data
-            elif end <= SMALL_LIMIT or self._memory_limit <= SMALL_LIMIT:
-                self._buffer += data
-            else:
-                self._mapped = mmap.mmap(-1, self._memory_limit)
-                self._mapped[:start] = self._buffer
-                self._mapped[start:end] = data
-                self._buffer = bytearray()
-            return
+            if self._keep(start, end, data):
+                return
         if self._fd is None:
             self._spill(start)
         assert self._fd is not None
         write_all(self._fd, data)
+
+    def _keep(self, start: int, end: int, data: bytes | bytearray) -> bool:
+        """Store ``data`` in memory; False when no mapping can be had (the caller spills instead)."""
+        if self._mapped is not None:
+            self._mapped[start:end] = data
+        elif end <= SMALL_LIMIT or self._memory_limit <= SMALL_LIMIT:
+            self._buffer += data
+        else:
+            try:
+                self._mapped = mmap.mmap(-1, self._memory_limit)
+            except OSError:
+                return False
+            self._mapped[:start] = self._buffer
+            self._mapped[start:end] = data
+            self._buffer = bytearray()
+        return True
 
     def _find_head_end(self, data: bytes | bytearray) -> None:
         """Follow the header section across writes without keeping a copy of it."""
