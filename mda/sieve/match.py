@@ -23,12 +23,45 @@ MATCH_TYPES = frozenset({"is", "contains", "matches"})
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
+class _Found:
+    """Where a literal segment was found: the part of ``re.Match`` that matching uses (no groups)."""
+
+    __slots__ = ("_end", "_start")
+    lastindex = None
+
+    def __init__(self, start: int, end: int) -> None:
+        self._start, self._end = start, end
+
+    def start(self) -> int:
+        return self._start
+
+    def end(self) -> int:
+        return self._end
+
+
+class _Literal:
+    """A segment without ``?``: found with ``str`` methods, so that the common ``*word*`` keys need no
+    regular expression (compiling one per key made a script of many keys take seconds to compile)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def match(self, value: str, pos: int = 0) -> _Found | None:
+        return _Found(pos, pos + len(self.text)) if value.startswith(self.text, pos) else None
+
+    def search(self, value: str, pos: int = 0) -> _Found | None:
+        found = value.find(self.text, pos)
+        return None if found < 0 else _Found(found, found + len(self.text))
+
+
 @dataclass(frozen=True, slots=True)
 class _Glob:
-    """A ``:matches`` key cut at its ``*`` wildcards; each segment is a fixed-width regex whose ``?``
-    wildcards are groups."""
+    """A ``:matches`` key cut at its ``*`` wildcards; each segment is a literal, or a fixed-width regex
+    whose ``?`` wildcards are groups."""
 
-    segments: tuple[re.Pattern[str], ...]
+    segments: tuple[re.Pattern[str] | _Literal, ...]
     widths: tuple[int, ...]
     per_char: int
     """Work units per character of the value: what searching the pieces between ``*`` may cost."""
@@ -36,33 +69,39 @@ class _Glob:
 
 def _glob(key: str) -> _Glob:
     """Translate a folded ``:matches`` key; ``\\`` quotes the next character (RFC 5228 §2.7.1)."""
-    segments: list[list[str]] = [[]]
-    widths = [0]
+    segments: list[list[str | None]] = [[]]  # None: a ``?``
+    wildcards = [False]
     i = 0
     while i < len(key):
         ch = key[i]
         if ch == "*":
             segments.append([])
-            widths.append(0)
+            wildcards.append(False)
+        elif ch == "?":
+            segments[-1].append(None)
+            wildcards[-1] = True
         else:
-            if ch == "?":
-                segments[-1].append("(.)")
-            else:
-                if ch == "\\" and i + 1 < len(key):
-                    i += 1
-                    ch = key[i]
-                segments[-1].append(re.escape(ch))
-            widths[-1] += 1
+            if ch == "\\" and i + 1 < len(key):
+                i += 1
+                ch = key[i]
+            segments[-1].append(ch)
         i += 1
+    widths = tuple(len(segment) for segment in segments)
     per_char = sum(
-        WILDCARD_COST * width if "(.)" in segment else LITERAL_SEARCH_COST
-        for segment, width in zip(segments[1:-1], widths[1:-1], strict=True)
+        WILDCARD_COST * width if wildcard else LITERAL_SEARCH_COST
+        for wildcard, width in zip(wildcards[1:-1], widths[1:-1], strict=True)
     )
-    return _Glob(tuple(re.compile("".join(s), re.DOTALL) for s in segments), tuple(widths), per_char)
+    compiled = tuple(
+        re.compile("".join("(.)" if ch is None else re.escape(ch) for ch in segment), re.DOTALL)
+        if wildcard
+        else _Literal("".join(ch for ch in segment if ch is not None))
+        for segment, wildcard in zip(segments, wildcards, strict=True)
+    )
+    return _Glob(compiled, widths, per_char)
 
 
-def _spans(m: re.Match[str]) -> list[tuple[int, int]]:
-    return [m.span(g) for g in range(1, (m.lastindex or 0) + 1)]
+def _spans(m: re.Match[str] | _Found) -> list[tuple[int, int]]:
+    return [m.span(g) for g in range(1, (m.lastindex or 0) + 1)]  # type: ignore[union-attr]  # _Found: none
 
 
 def _glob_match(glob: _Glob, value: str) -> list[tuple[int, int]] | None:

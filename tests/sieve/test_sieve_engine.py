@@ -96,6 +96,22 @@ def test_compile_file_reports_a_broken_file_every_time(tmp_path: Path) -> None:
             compile_file(path)
 
 
+def test_compile_file_parses_a_broken_file_once_until_it_changes(tmp_path: Path) -> None:
+    """The error is cached by mtime and size like a script: same size and mtime, no new parse."""
+    path = tmp_path / "user.sieve"
+    path.write_text("keep;\nfrobnicate;\n")
+    stat = path.stat()
+    with pytest.raises(SieveError, match=r"user\.sieve:2: unknown command") as first:
+        compile_file(path)
+    path.write_text("discard;" + " " * 9 + "\n")  # the same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(SieveError, match=r"user\.sieve:2: unknown command") as second:
+        compile_file(path)
+    assert second.value is not first.value
+    os.utime(path, ns=(time.time_ns(), stat.st_mtime_ns + 10**9))
+    assert run([compile_file(path)], MESSAGE, ENVELOPE).actions == (Discard(),)
+
+
 def test_ereject_is_a_reject_marked_for_protocol_level_refusal() -> None:
     outcome = outcome_of('require "ereject";\nereject "mailbox closed";\n')
     assert outcome.actions == (Reject("mailbox closed", ereject=True),)
