@@ -915,8 +915,9 @@ def _duration_text(seconds: float) -> str | float:
     return f"{int(seconds)}s" if seconds == int(seconds) else seconds
 
 
-def _limits_document(limits: Limits) -> dict[str, Any]:
-    return {
+def _limits_document(limits: Limits, *, process: bool = False) -> dict[str, Any]:
+    """A ``limits`` mapping; ``process``: the top-level one, with the keys of ``PROCESS_LIMITS``."""
+    document: dict[str, Any] = {
         "max_message_size": limits.max_message_size,
         "max_recipients": limits.max_recipients,
         "max_connections": limits.max_connections,
@@ -924,6 +925,9 @@ def _limits_document(limits: Limits) -> dict[str, Any]:
         "command_timeout": _duration_text(limits.command_timeout),
         "data_timeout": _duration_text(limits.data_timeout),
     }
+    if process:
+        document["spool_memory"] = limits.spool_memory
+    return document
 
 
 def _mailbox_document(settings: MailboxSettings) -> dict[str, Any]:
@@ -993,7 +997,7 @@ def to_document(config: Config) -> dict[str, Any]:
             "duplicate_window": _duration_text(config.duplicate_window),
             "free_space_reserve": config.free_space_reserve,
             "bare_newline": config.bare_newline,
-            "limits": _limits_document(config.limits),
+            "limits": _limits_document(config.limits, process=True),
         }
     )
     if config.metrics is not None:
@@ -1022,5 +1026,6 @@ def to_document(config: Config) -> dict[str, Any]:
             **({"path": config.sieve.path} if config.sieve.path is not None else {}),
             "before": [str(path) for path in config.sieve.before],
             "after": [str(path) for path in config.sieve.after],
+            "work_limit": config.sieve.work_limit,
         }
     return document

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.clients import Client, transaction
 from tests.conftest import basic_config
@@ -147,7 +148,7 @@ def test_without_spool_memory_every_message_spills_and_is_stored_exactly(start_m
     assert stored.read_bytes().endswith(message.replace(b"\r\n", b"\n"))
 
 
-def test_spool_memory_is_refused_per_listener(tmp_path):
+def test_spool_memory_is_set_for_the_whole_process_only(tmp_path):
     config = tmp_path / "mda.yaml"
     config.write_text(
         "listeners:\n  - protocol: lmtp\n    bind: 127.0.0.1:0\n    limits: {spool_memory: 1M}\ndomains: [a.test]\n"
@@ -155,3 +156,12 @@ def test_spool_memory_is_refused_per_listener(tmp_path):
     result = run_mda("check-config", "--config", str(config))
     assert result.returncode == 1
     assert result.stderr.startswith(f"{config}:4: listeners[0].limits.spool_memory"), result.stderr
+
+    config.write_text(
+        "listeners: [{protocol: lmtp, bind: '127.0.0.1:0'}]\ndomains: [a.test]\nlimits: {spool_memory: 1M}\n"
+    )
+    result = run_mda("check-config", "--config", str(config), "--print")
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    assert printed["limits"]["spool_memory"] == MiB
+    assert "spool_memory" not in printed["listeners"][0]["limits"]
