@@ -77,7 +77,10 @@ class _Run:
 
     # -- strings -------------------------------------------------------------------------------
     def expand(self, value: Value, line: int) -> str:
-        """Substitute variables (RFC 5229 §3); unknown names expand to the empty string."""
+        """Substitute variables (RFC 5229 §3); unknown names expand to the empty string.
+
+        Each expansion is charged to the run's work limit: a 1 MiB script of ``${a}`` references to
+        4 KiB values builds a gigabyte of strings."""
         if isinstance(value, str):
             return value
         out: list[str] = []
@@ -94,6 +97,7 @@ class _Run:
             if size > MAX_EXPANDED:
                 raise self.error(line, f"string longer than {MAX_EXPANDED} characters after expansion")
             out.append(text)
+        self.ctx.meter.spend(size)  # building the string: one unit per character
         return "".join(out)
 
     def expand_all(self, values: tuple[Value, ...], line: int) -> tuple[str, ...]:

@@ -198,6 +198,14 @@ def test_work_limit_stops_a_run_at_the_same_place_every_time() -> None:
     assert run([script], message, ENVELOPE).actions == (Discard(),)
 
 
+def test_variable_expansions_count_against_the_work_limit() -> None:
+    script = 'require "variables";\nset "a" "' + "x" * 4000 + '";\n' + 'set "b" "${a}${a}";\n' * 100
+    outcome = run([compile_text(script, "t.sieve")], MESSAGE, ENVELOPE, work_limit=100_000)
+    assert outcome.actions == (Keep(),)
+    # 8000 units per `set "b"`: the 13th, on line 15, passes 100,000.
+    assert outcome.errors == ("t.sieve:15: work limit of 100000 units exceeded (sieve.work_limit)",)
+
+
 def test_variable_values_are_bounded() -> None:
     big = "x" * (MAX_VARIABLE_SIZE * 2)
     script = f'require ["variables", "fileinto"];\nset "a" "{big}";\nset :length "n" "${{a}}";\nfileinto "${{n}}";'
