@@ -138,9 +138,13 @@ def _glob_match(glob: _Glob, value: str) -> list[tuple[int, int]] | None:
 
 class Keys:
     """One test's keys, ready to compare: folded by the comparator once, and for ``:matches`` cut into
-    globs once; a script without variables builds them once per test (``keys_for`` caches them)."""
+    globs once; a script without variables builds them once per test (``keys_for`` caches them).
 
-    __slots__ = ("casemap", "folded", "globs", "match_type")
+    ``per_char`` and ``fixed`` are what comparing one value with every key may cost, in work units
+    (:mod:`mda.sieve.budget`): ``len(value) * per_char + fixed``, charged before the value is compared.
+    """
+
+    __slots__ = ("casemap", "fixed", "folded", "globs", "match_type", "per_char")
 
     def __init__(self, keys: tuple[str, ...], match_type: str, comparator: str) -> None:
         if match_type not in MATCH_TYPES:
@@ -149,24 +153,28 @@ class Keys:
         self.casemap = comparator == CASEMAP
         self.folded = tuple(key.translate(_ASCII_UPPER) for key in keys) if self.casemap else keys
         self.globs = tuple(_glob(key) for key in self.folded) if match_type == "matches" else ()
+        fold = FOLD_COST if self.casemap else 0
+        if match_type == "matches":
+            self.per_char = fold + sum(glob.per_char for glob in self.globs)
+            self.fixed = sum(sum(glob.widths) for glob in self.globs)
+        else:  # a hash look-up for :is, a scan of the value per key for :contains
+            self.per_char = fold + (1 if match_type == "is" else len(keys))
+            self.fixed = len(keys)
 
     def first(self, values: Iterable[str], meter: Meter) -> list[str] | None:
         """The first value that matches any key (values in order, then keys in order), or None.
 
         Returns the match variables of that hit: ``[whole, group1, …]`` for ``:matches``, an empty list
-        for the other match types, which set none. Each value is folded once. Every comparison is
-        charged to ``meter`` before it is made (raises ``WorkLimitExceeded`` when the run is over its
-        limit).
+        for the other match types, which set none. Each value is folded once. Each value's comparisons
+        are charged to ``meter`` before they are made (raises ``WorkLimitExceeded`` past its limit).
         """
         casemap = self.casemap
-        fold = FOLD_COST if casemap else 0
+        per_char, fixed = self.per_char, self.fixed
         if self.match_type == "matches":
             for value in values:
-                size = len(value)
-                meter.spend(size * fold)
+                meter.spend(len(value) * per_char + fixed)
                 folded = value.translate(_ASCII_UPPER) if casemap else value
                 for glob in self.globs:
-                    meter.spend(size * glob.per_char + sum(glob.widths))
                     spans = _glob_match(glob, folded)
                     if spans is not None:
                         # Folding keeps every character in place: spans in ``folded`` are spans in ``value``.
@@ -175,16 +183,14 @@ class Keys:
         keys = self.folded
         if self.match_type == "is":
             for value in values:
-                meter.spend(len(value) * (1 + fold) + len(keys))
+                meter.spend(len(value) * per_char + fixed)
                 if (value.translate(_ASCII_UPPER) if casemap else value) in keys:
                     return []
             return None
         for value in values:  # contains
-            size = len(value)
-            meter.spend(size * fold)
+            meter.spend(len(value) * per_char + fixed)
             folded = value.translate(_ASCII_UPPER) if casemap else value
             for key in keys:
-                meter.spend(size + 1)
                 if key in folded:
                     return []
         return None
