@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .actions import Action, Keep, ResultBuilder, Vacation
-from .budget import DEFAULT_WORK_LIMIT, Meter
+from .budget import DEFAULT_WORK_LIMIT, Meter, WorkLimitExceeded
 from .compiler import Script, compile_commands
 from .errors import SieveError, SieveRuntimeError
 from .interpreter import Context, execute, lower
@@ -144,10 +144,8 @@ def run(
     together (:mod:`mda.sieve.budget`); spending it is a runtime error.
     """
     result = ResultBuilder()
-    msg = SieveMessage(message)
-    ctx = Context(
-        msg, envelope.sender, envelope.recipient, envelope.original_recipient, delimiter, result, Meter(work_limit)
-    )
+    msg = SieveMessage(message, Meter(work_limit))
+    ctx = Context(msg, envelope.sender, envelope.recipient, envelope.original_recipient, delimiter, result, msg.meter)
     try:
         flags = execute(scripts, ctx)
     except SieveRuntimeError as exc:
@@ -156,15 +154,18 @@ def run(
     actions = result.final(flags)
     skipped: str | None = None
     if result.vacation is not None:
-        reply, why = decide(
-            result.vacation,
-            msg,
-            envelope.sender,
-            envelope.recipient,
-            envelope.original_recipient,
-            vacation_state,
-            time.time() if now is None else now,
-        )
+        try:
+            reply, why = decide(
+                result.vacation,
+                msg,
+                envelope.sender,
+                envelope.recipient,
+                envelope.original_recipient,
+                vacation_state,
+                time.time() if now is None else now,
+            )
+        except WorkLimitExceeded as exceeded:  # the address fields it checks are too costly to parse
+            reply, why = None, str(exceeded)
         if reply is not None:
             actions.append(reply)
         else:

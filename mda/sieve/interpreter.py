@@ -202,7 +202,7 @@ class _Run:
             types = tuple(self.expand_all(content_types, test.line))
         return self.matches(
             test,
-            self.ctx.message.body_parts(transform, types, self.ctx.meter),
+            self.ctx.message.body_parts(transform, types),
             self.expand_all(test.args[0], test.line),
         )
 
