@@ -31,7 +31,7 @@ from aiosmtpd.smtp import SMTP
 from mda import dsn, logs, replies
 from mda.addresses import AddressError, parse_path
 from mda.auth import Credentials, Throttle, decode_base64_text, decode_plain, verifier
-from mda.dataread import BLOCK, ChunkReader, DataResult, read_data
+from mda.dataread import BLOCK, STREAM_LIMIT, ChunkReader, DataResult, read_data
 from mda.delivery import Outcome, Transaction, deliver, failure_outcomes
 from mda.policy import Resolution
 from mda.replies import Reply
@@ -48,11 +48,6 @@ MAX_COMMAND_LINE = 2048
 MAX_UNKNOWN_COMMANDS = 20
 """Unknown or malformed commands tolerated before the connection is closed (``421 4.7.0``)."""
 IDENT = "mda"
-STREAM_LIMIT = 16 * 1024
-"""The session's ``StreamReader`` limit: the most it buffers while looking for a line end or DATA's end
-marker (it stops reading the socket at twice this). A session waiting for the rest of a message holds
-up to this much, so 1000 sessions in DATA hold about 16 MiB here (64 KiB cost four times that, and
-the freed blocks stayed resident after the sessions closed)."""
 MAX_BDAT_CHUNK = 2**40
 """A BDAT size with more digits than this is a syntax error rather than a reason to read forever."""
 

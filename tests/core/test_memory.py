@@ -66,8 +66,9 @@ def open_files_limit(pid: int) -> int:
     raise AssertionError("no open files limit")
 
 
-def sessions_in_data(start_mda: Any, tmp_path: Path, sessions: int, spool_memory: int) -> None:
-    """Open ``sessions`` sessions that stop part-way through DATA; check RSS with them, and after."""
+def sessions_in_data(start_mda: Any, tmp_path: Path, sessions: int, spool_memory: int, *, bdat: bool = False) -> None:
+    """Open ``sessions`` sessions that stop part-way through DATA (or a BDAT chunk); check RSS with
+    them, and after they close."""
     needed = sessions * 3 + 256
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < needed + sessions:
@@ -100,8 +101,11 @@ def sessions_in_data(start_mda: Any, tmp_path: Path, sessions: int, spool_memory
             client.cmd("LHLO client.test")
             assert client.cmd("MAIL FROM:<s@remote.test>").code == 250
             assert client.cmd("RCPT TO:<alice@example.test>").code == 250
-            assert client.cmd("DATA").code == 354
-            client.send(partial)
+            if bdat:
+                client.send(b"BDAT %d LAST\r\n" % (2 * len(partial)) + partial)
+            else:
+                assert client.cmd("DATA").code == 354
+                client.send(partial)
         wait_for(lambda: unread_bytes(server.lmtp[1]) == 0, timeout=120)
         during = resident(pid)
         bound = BASELINE + spool_memory + sessions * PER_SESSION
@@ -120,8 +124,9 @@ def sessions_in_data(start_mda: Any, tmp_path: Path, sessions: int, spool_memory
     assert maildir_files(tmp_path / "mail", "alice") == []
 
 
-def test_sessions_in_data_stay_within_the_memory_bound_and_give_it_back(start_mda, tmp_path):
-    sessions_in_data(start_mda, tmp_path, SESSIONS, 16 * MiB)
+@pytest.mark.parametrize("bdat", [False, True], ids=["data", "bdat"])
+def test_sessions_in_data_stay_within_the_memory_bound_and_give_it_back(start_mda, tmp_path, bdat):
+    sessions_in_data(start_mda, tmp_path, SESSIONS, 16 * MiB, bdat=bdat)
 
 
 @pytest.mark.slow
