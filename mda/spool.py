@@ -239,7 +239,23 @@ def write_all(fd: int, data: bytes | bytearray | memoryview | mmap.mmap) -> None
 
 
 def _anonymous_file(directory: str) -> int:
-    """An unnamed file: ``O_TMPFILE`` needs no cleanup after a crash; else create and unlink at once."""
+    """An unnamed file in ``directory``, created (private) when missing: ``state_dir`` is made on first
+    use, and with ``spool_memory`` spent the first spill may come before anything else needs it. Where
+    the directory cannot be used the system's temporary directory takes the spool: the mail goes on."""
+    try:
+        return _unnamed_file(directory)
+    except FileNotFoundError:
+        with contextlib.suppress(OSError):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        with contextlib.suppress(OSError):
+            return _unnamed_file(directory)
+    except OSError:
+        pass
+    return _unnamed_file(tempfile.gettempdir())
+
+
+def _unnamed_file(directory: str) -> int:
+    """``O_TMPFILE`` needs no cleanup after a crash; else create and unlink at once."""
     flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
     if hasattr(os, "O_TMPFILE"):
         try:

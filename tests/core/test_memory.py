@@ -9,7 +9,10 @@ thousand is marked ``slow``.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import resource
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +154,50 @@ def test_without_spool_memory_every_message_spills_and_is_stored_exactly(start_m
         assert [(d.code, d.enhanced) for d in data] == [(554, "5.4.6")]
     [stored] = maildir_files(root, "alice")
     assert stored.read_bytes().endswith(message.replace(b"\r\n", b"\n"))
+
+
+def spool_files(pid: int, directory: Path) -> int:
+    """Unnamed spool files the server holds open in ``directory``."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith(f"{directory}/") and target.endswith("(deleted)"):
+                count += 1
+    return count
+
+
+def test_spool_memory_decides_what_spills_and_follows_a_reload(start_mda, tmp_path):
+    """A message part-way through DATA stays in memory under the budget, in a file beyond it; a reload
+    that changes ``limits.spool_memory`` applies to the next spool. The spool directory (``state_dir``)
+    does not exist yet: the first spill creates it."""
+    spool_dir = tmp_path / "state"
+    config = basic_config(tmp_path / "mail", state_dir=str(spool_dir), limits={"spool_memory": "1M"})
+    server = start_mda(config)
+    pid, port = server.process.pid, server.lmtp[1]
+    part = b"Subject: part\r\n\r\n" + LINE * 4000  # 312 KiB: in memory under 1M
+    with Client(server.lmtp) as first:
+        first.cmd("LHLO client.test")
+        transaction_start(first)
+        first.send(part)
+        wait_for(lambda: unread_bytes(port) == 0)
+        assert spool_files(pid, spool_dir) == 0
+        config["limits"] = {"spool_memory": 0}
+        server.config_path.write_text(yaml.safe_dump(config))
+        server.signal(signal.SIGHUP)
+        server.wait_for_log("event=reloaded")
+        with Client(server.lmtp) as second:
+            second.cmd("LHLO client.test")
+            transaction_start(second)
+            second.send(part)
+            wait_for(lambda: spool_files(pid, spool_dir) == 1)
+    wait_for(lambda: spool_files(pid, spool_dir) == 0)
+
+
+def transaction_start(client: Client) -> None:
+    assert client.cmd("MAIL FROM:<s@remote.test>").code == 250
+    assert client.cmd("RCPT TO:<alice@example.test>").code == 250
+    assert client.cmd("DATA").code == 354
 
 
 def test_spool_memory_is_set_for_the_whole_process_only(tmp_path):
