@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mda.sieve.budget import DEFAULT_WORK_LIMIT
 from mda.units import parse_duration, parse_size
 from mda.yamlsource import ConfigError, Document, PathKey, format_path, load_file, load_text
 
@@ -228,7 +227,7 @@ class SieveConfig:
     path: str | None = "{home}/active.sieve"
     before: tuple[Path, ...] = ()
     after: tuple[Path, ...] = ()
-    work_limit: int = DEFAULT_WORK_LIMIT
+    work_limit: int = 1 << 30
     """Work units one recipient's scripts may spend (about one per byte compared); beyond, a runtime
     error and the implicit keep (mda.sieve.budget)."""
 
@@ -659,7 +658,7 @@ def _sieve(section: _Section, base_dir: Path) -> SieveConfig:
         path=section.get("path", _template, "{home}/active.sieve"),
         before=section.get("before", scripts, ()),
         after=section.get("after", scripts, ()),
-        work_limit=section.get("work_limit", _positive_size, DEFAULT_WORK_LIMIT),
+        work_limit=section.get("work_limit", _positive_size, SieveConfig.work_limit),
     )
     section.finish()
     return sieve
