@@ -23,7 +23,8 @@ from tests.clients import Client, transaction
 from tests.conftest import basic_config
 from tests.core.test_config_and_cli import run_mda
 from tests.core.test_lmtp_delivery import maildir_files
-from tests.ops.helpers import scrape, value, wait_for
+from tests.ops.helpers import scrape, value
+from tests.waiting import wait_for
 
 MiB = 1024 * 1024
 BASELINE = 64 * MiB
@@ -109,7 +110,7 @@ def sessions_in_data(start_mda: Any, tmp_path: Path, sessions: int, spool_memory
             else:
                 assert client.cmd("DATA").code == 354
                 client.send(partial)
-        wait_for(lambda: unread_bytes(server.lmtp[1]) == 0, timeout=120)
+        wait_for(lambda: unread_bytes(server.lmtp[1]) == 0, timeout=120, what="the server read every partial message")
         during = resident(pid)
         bound = BASELINE + spool_memory + sessions * PER_SESSION
         print(
@@ -120,7 +121,7 @@ def sessions_in_data(start_mda: Any, tmp_path: Path, sessions: int, spool_memory
     finally:
         for client in clients:
             client.close()
-    wait_for(lambda: value(scrape(server), "mda_sessions_open") == 0, timeout=60)
+    wait_for(lambda: value(scrape(server), "mda_sessions_open") == 0, timeout=60, what="mda_sessions_open 0")
     after = resident(pid)["VmRSS"]
     print(f"RSS after close {after / MiB:.0f} MiB")
     assert after <= start + RETURN_MARGIN
@@ -180,7 +181,7 @@ def test_spool_memory_decides_what_spills_and_follows_a_reload(start_mda, tmp_pa
         first.cmd("LHLO client.test")
         transaction_start(first)
         first.send(part)
-        wait_for(lambda: unread_bytes(port) == 0)
+        wait_for(lambda: unread_bytes(port) == 0, what="the server read the first part")
         assert spool_files(pid, spool_dir) == 0
         config["limits"] = {"spool_memory": 0}
         server.config_path.write_text(yaml.safe_dump(config))
@@ -190,8 +191,8 @@ def test_spool_memory_decides_what_spills_and_follows_a_reload(start_mda, tmp_pa
             second.cmd("LHLO client.test")
             transaction_start(second)
             second.send(part)
-            wait_for(lambda: spool_files(pid, spool_dir) == 1)
-    wait_for(lambda: spool_files(pid, spool_dir) == 0)
+            wait_for(lambda: spool_files(pid, spool_dir) == 1, what="one spool file")
+    wait_for(lambda: spool_files(pid, spool_dir) == 0, what="no spool file")
 
 
 def transaction_start(client: Client) -> None:
