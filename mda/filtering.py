@@ -55,6 +55,7 @@ from mda.sieve import (
     compile_file,
     run,
 )
+from mda.sieve.budget import DEFAULT_WORK_LIMIT
 from mda.sieve.engine import MAX_SCRIPT_SIZE
 from mda.spool import Spool
 from mda.state import state_dir
@@ -253,6 +254,7 @@ def plan_recipient(
                 delimiter=config.recipient_delimiter,
                 vacation_state=_vacation_state(config, scripts, create=not dry_run),
                 now=now,
+                work_limit=config.sieve.work_limit if config.sieve else DEFAULT_WORK_LIMIT,
             )
         except Exception as failure:  # an engine or state-file failure must not lose the message
             _log_error(queue_id, recipient, "runtime", paths[-1].as_posix(), 0, f"{type(failure).__name__}: {failure}")

@@ -31,7 +31,7 @@ from aiosmtpd.smtp import SMTP
 from mda import dsn, logs, replies
 from mda.addresses import AddressError, parse_path
 from mda.auth import Credentials, Throttle, decode_base64_text, decode_plain, verifier
-from mda.dataread import BLOCK, ChunkReader, DataResult, read_data
+from mda.dataread import BLOCK, STREAM_LIMIT, ChunkReader, DataResult, read_data
 from mda.delivery import Outcome, Transaction, deliver, failure_outcomes
 from mda.policy import Resolution
 from mda.replies import Reply
@@ -89,7 +89,7 @@ class _NoHooks:
 class MdaSession(SMTP):
     """One client connection on an LMTP or SMTP listener."""
 
-    line_length_limit = BLOCK
+    line_length_limit = STREAM_LIMIT
 
     def __dir__(self) -> list[str]:
         """Nothing for aiosmtpd's start-up reflection to find.

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .actions import Action, Keep, ResultBuilder, Vacation
+from .budget import DEFAULT_WORK_LIMIT, Meter, WorkLimitExceeded
 from .compiler import Script, compile_commands
 from .errors import SieveError, SieveRuntimeError
 from .interpreter import Context, execute, lower
@@ -59,7 +60,7 @@ def compile_text(text: str, name: str) -> Script:
     return lower(compile_commands(parse(text, name), name))
 
 
-_cache: dict[Path, tuple[tuple[int, int, int, int], Script]] = {}
+_cache: dict[Path, tuple[tuple[int, int, int, int], Script | SieveError]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -69,8 +70,9 @@ def compile_file(path: Path, *, opener: Callable[[Path], int] | None = None) -> 
     ``opener`` returns a read descriptor for ``path`` (the caller's checks, e.g. a user's home); by
     default the file is opened with ``O_NONBLOCK``, so a FIFO cannot hang the caller. Only a regular
     file of at most ``MAX_SCRIPT_SIZE`` bytes is read, and never more than that many bytes, whatever it
-    claims (``/dev/zero`` has size 0). A file that fails to compile is not cached, so every delivery
-    reports the error until it is fixed.
+    claims (``/dev/zero`` has size 0). A file that fails to compile raises its error on every delivery
+    until it is fixed; the error is cached like a script, so that a broken 1 MiB script is not parsed
+    again for every message.
     """
     name = str(path)
     fd = opener(path) if opener is not None else os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
@@ -84,7 +86,7 @@ def compile_file(path: Path, *, opener: Callable[[Path], int] | None = None) -> 
         with _cache_lock:
             cached = _cache.get(path)
         if cached is not None and cached[0] == key:
-            return cached[1]
+            return _result(cached[1])
         if info.st_size > MAX_SCRIPT_SIZE:
             raise SieveError(name, 1, f"script larger than {MAX_SCRIPT_SIZE} bytes")
         data = _read_at_most(fd, MAX_SCRIPT_SIZE + 1)
@@ -92,10 +94,21 @@ def compile_file(path: Path, *, opener: Callable[[Path], int] | None = None) -> 
         os.close(fd)
     if len(data) > MAX_SCRIPT_SIZE:
         raise SieveError(name, 1, f"script larger than {MAX_SCRIPT_SIZE} bytes")
-    script = compile_text(decode_script(data, name), name)
+    result: Script | SieveError
+    try:
+        result = compile_text(decode_script(data, name), name)
+    except SieveError as error:
+        result = error
     with _cache_lock:
-        _cache[path] = (key, script)
-    return script
+        _cache[path] = (key, result)
+    return _result(result)
+
+
+def _result(cached: Script | SieveError) -> Script:
+    """The script, or a fresh copy of its error (raising one object again would grow its traceback)."""
+    if isinstance(cached, SieveError):
+        raise SieveError(cached.file, cached.line, cached.message)
+    return cached
 
 
 def _read_at_most(fd: int, limit: int) -> bytes:
@@ -117,6 +130,7 @@ def run(
     delimiter: str = "+",
     vacation_state: VacationState | None = None,
     now: float | None = None,
+    work_limit: int = DEFAULT_WORK_LIMIT,
 ) -> Outcome:
     """Run ``scripts`` (sieve_before…, the user's, sieve_after…) for one recipient.
 
@@ -126,11 +140,12 @@ def run(
 
     ``delimiter`` lists the subaddress separator characters (Dovecot's ``recipient_delimiter``).
     ``vacation_state`` is only read here; the caller records a sent reply with
-    ``vacation_state.record(outcome.vacation)``.
+    ``vacation_state.record(outcome.vacation)``. ``work_limit`` bounds the work of all the scripts
+    together (:mod:`mda.sieve.budget`); spending it is a runtime error.
     """
     result = ResultBuilder()
-    msg = SieveMessage(message)
-    ctx = Context(msg, envelope.sender, envelope.recipient, envelope.original_recipient, delimiter, result)
+    msg = SieveMessage(message, Meter(work_limit))
+    ctx = Context(msg, envelope.sender, envelope.recipient, envelope.original_recipient, delimiter, result, msg.meter)
     try:
         flags = execute(scripts, ctx)
     except SieveRuntimeError as exc:
@@ -139,15 +154,18 @@ def run(
     actions = result.final(flags)
     skipped: str | None = None
     if result.vacation is not None:
-        reply, why = decide(
-            result.vacation,
-            msg,
-            envelope.sender,
-            envelope.recipient,
-            envelope.original_recipient,
-            vacation_state,
-            time.time() if now is None else now,
-        )
+        try:
+            reply, why = decide(
+                result.vacation,
+                msg,
+                envelope.sender,
+                envelope.recipient,
+                envelope.original_recipient,
+                vacation_state,
+                time.time() if now is None else now,
+            )
+        except WorkLimitExceeded as exceeded:  # the address fields it checks are too costly to parse
+            reply, why = None, str(exceeded)
         if reply is not None:
             actions.append(reply)
         else:
