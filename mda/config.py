@@ -55,6 +55,14 @@ metrics:
 """The embedded default: what ``mda serve`` runs with no ``--config`` (hostname from the machine)."""
 
 
+SMTP_HARD_ERROR_LIMIT = 20
+"""Postfix ``smtpd_hard_error_limit``."""
+SMTP_JUNK_COMMAND_LIMIT = 100
+"""Postfix ``smtpd_junk_command_limit``."""
+MIN_HEADER_SIZE = 1024
+"""A header section limit below this would refuse ordinary mail (a few ``Received`` fields)."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """Per-session limits; each listener may override any of them."""
@@ -65,6 +73,25 @@ class Limits:
     max_connections_per_client: int = 100
     command_timeout: float = 300.0  # RFC 5321 §4.5.3.2.7: at least 5 minutes per command
     data_timeout: float = 600.0
+    max_header_size: int = 100 * 1024
+    """Postfix's ``header_size_limit`` (102400): a larger header section is refused with ``552 5.3.4``."""
+    hard_error_limit: int | None = None
+    """Error replies allowed in a session that has not delivered a message; None: the protocol's default
+    (``error_limits``); 0: no limit."""
+    junk_command_limit: int | None = None
+    """NOOP, RSET, VRFY, HELP, LHLO/EHLO/HELO and ``BDAT 0`` allowed before each counts as an error."""
+
+    def error_limits(self, protocol: str) -> tuple[int, int]:
+        """``(hard_error_limit, junk_command_limit)`` for a listener of ``protocol`` (0: no limit).
+
+        SMTP takes Postfix's ``smtpd_hard_error_limit`` (20) and ``smtpd_junk_command_limit`` (100). An LMTP
+        client is an MTA handing over mail it already accepted: one transaction may legitimately carry
+        ``max_recipients`` refused RCPTs, so LMTP adds ``max_recipients`` to both.
+        """
+        extra = self.max_recipients if protocol == "lmtp" else 0
+        hard = SMTP_HARD_ERROR_LIMIT + extra if self.hard_error_limit is None else self.hard_error_limit
+        junk = SMTP_JUNK_COMMAND_LIMIT + extra if self.junk_command_limit is None else self.junk_command_limit
+        return hard, junk
 
 
 @dataclass(frozen=True)
@@ -423,6 +450,13 @@ def _template(value: Any) -> str:
     return text
 
 
+def _header_size(value: Any) -> int:
+    size = parse_size(value)
+    if size < MIN_HEADER_SIZE:
+        raise ValueError(f"must be at least {MIN_HEADER_SIZE} bytes")
+    return size
+
+
 def _limits(section: _Section, base: Limits) -> Limits:
     limits = Limits(
         max_message_size=section.get("max_message_size", parse_size, base.max_message_size),
@@ -433,6 +467,9 @@ def _limits(section: _Section, base: Limits) -> Limits:
         ),
         command_timeout=section.get("command_timeout", parse_duration, base.command_timeout),
         data_timeout=section.get("data_timeout", parse_duration, base.data_timeout),
+        max_header_size=section.get("max_header_size", _header_size, base.max_header_size),
+        hard_error_limit=section.get("hard_error_limit", _int(0, 1_000_000), base.hard_error_limit),
+        junk_command_limit=section.get("junk_command_limit", _int(0, 1_000_000), base.junk_command_limit),
     )
     section.finish()
     return limits
