@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from mda.dataread import DataResult, read_data
+from mda.dataread import DataResult, HeaderFilter, read_data
 from mda.spool import Spool
 from tests.clients import dot_stuff
 
@@ -120,3 +121,23 @@ def test_any_split_of_the_wire_gives_the_same_result(wire, piece):
             return spool.read_all(), result, await reader.read()
 
     assert asyncio.run(run()) == whole
+
+
+@given(
+    fields=st.lists(st.binary(min_size=0, max_size=40).map(lambda b: b"X: " + b.replace(b"\n", b"")), max_size=60),
+    limit=st.integers(min_value=1, max_value=1500),
+    cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=8),
+)
+def test_header_limit_is_the_same_however_the_header_arrives(fields, limit, cuts):
+    """``max_header_size`` counts the header section with its empty line, whatever the block boundaries."""
+    message = b"".join(field + b"\n" for field in fields) + b"\nbody\n"
+    expected = len(message) - len(b"body\n") > limit
+    header = HeaderFilter(limit)
+    stored = b""
+    bounds = [0, *sorted(cut for cut in cuts if cut < len(message)), len(message)]
+    for start, end in itertools.pairwise(bounds):
+        stored += header.feed(message[start:end])
+    stored += header.flush()
+    assert header.too_big == expected
+    if not expected:
+        assert stored == message
