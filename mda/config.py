@@ -942,6 +942,10 @@ def _limits_document(limits: Limits) -> dict[str, Any]:
         "max_connections_per_client": limits.max_connections_per_client,
         "command_timeout": _duration_text(limits.command_timeout),
         "data_timeout": _duration_text(limits.data_timeout),
+        "max_header_size": limits.max_header_size,
+        # Unset error limits follow the listener's protocol (Limits.error_limits): printed only when set.
+        **({"hard_error_limit": limits.hard_error_limit} if limits.hard_error_limit is not None else {}),
+        **({"junk_command_limit": limits.junk_command_limit} if limits.junk_command_limit is not None else {}),
     }
 
 
