@@ -21,12 +21,12 @@ def _open_sessions(server) -> float:
     return value(scrape(server), "mda_sessions_open")
 
 
-def _served(address: tuple[str, int]) -> None:
+def _served(address: tuple[str, int] | str, *, lmtp: bool = False) -> None:
     """A normal client still gets its greeting and its message delivered."""
     with Client(address, timeout=10) as client:
         assert client.greeting.code == 220, client.greeting
-        client.cmd("EHLO client.test")
-        _, data = transaction(client, "s@remote.test", ["alice@example.test"], MESSAGE, lmtp=False)
+        client.cmd("LHLO client.test" if lmtp else "EHLO client.test")
+        _, data = transaction(client, "s@remote.test", ["alice@example.test"], MESSAGE, lmtp=lmtp)
         assert data[0].code == 250, data
         client.cmd("QUIT")
 
@@ -39,7 +39,10 @@ def _smtp_tls_server(start_mda, root, certificate, **limits: object):
         "tls": {"cert": str(cert), "key": str(key)},
         "limits": {"max_connections": SLOTS, "max_connections_per_client": SLOTS, **limits},
     }
-    return start_mda(basic_config(root, listeners=[listener], metrics={"bind": "127.0.0.1:0"}))
+    # max_connections counts every listener's sessions: phantoms would lock the MTA's socket out too.
+    postfix_socket = {"protocol": "lmtp", "bind": f"unix:{root.parent}/lmtp.sock", "limits": {"max_connections": SLOTS}}
+    config = basic_config(root, listeners=[listener, postfix_socket], metrics={"bind": "127.0.0.1:0"})
+    return start_mda(config)
 
 
 def _abandon_handshake(address: tuple[str, int], how: str) -> None:
@@ -73,6 +76,7 @@ def test_abandoned_starttls_handshakes_free_their_slots(start_mda, tmp_path, cer
     for _ in range(rounds):
         _abandon_handshake(server.smtp, how)
     _served(server.smtp)
+    _served(server.unix["lmtp"][0], lmtp=True)
     wait_for(lambda: _open_sessions(server) == 0)
     started = time.monotonic()
     assert server.stop() == 0
