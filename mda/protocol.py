@@ -356,6 +356,18 @@ class MdaSession(SMTP):
             return None
         return raw.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
 
+    def say_goodbye(self, reply: Reply) -> None:
+        """Send ``reply`` and close without waiting for the client to read it: graceful shutdown must not
+        stall on a client that stopped reading (that one is dropped at once)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._write_blocked:
+            _abort(transport)
+            return
+        self._writer.write(f"{reply}\r\n".encode())
+        self._close()
+
     def _close(self) -> None:
         """Close after what is buffered is sent; a client that does not read it within
         ``command_timeout`` is cut off (``transport.close`` alone would wait for it forever)."""

@@ -146,3 +146,29 @@ def test_client_that_stops_reading_loses_its_slots(start_mda, tmp_path):
     finally:
         for sock in socks:
             sock.close()
+
+
+def test_shutdown_does_not_wait_for_a_client_that_stops_reading(start_mda, tmp_path):
+    """SIGTERM tells idle sessions ``421 4.3.2``; one whose replies back up is dropped, not waited for."""
+    listener = {"protocol": "smtp", "bind": "127.0.0.1:0", "limits": {"junk_command_limit": 0}}
+    server = start_mda(basic_config(tmp_path / "mail", listeners=[listener], shutdown_timeout="2s"))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.connect(server.smtp)
+    sock.setblocking(False)
+    flood = b"EHLO client.test\r\n" * 900_000
+    try:
+        accepted, stalled_since = 0, time.monotonic()
+        # Until the server has taken nothing for 2 s: it then sits blocked on its replies.
+        while accepted < len(flood) and time.monotonic() - stalled_since < 2:
+            try:
+                accepted += sock.send(flood[accepted : accepted + 65536])
+                stalled_since = time.monotonic()
+            except BlockingIOError:
+                time.sleep(0.01)
+        assert accepted < len(flood)
+        started = time.monotonic()
+        assert server.stop(timeout=30) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        sock.close()
