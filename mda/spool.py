@@ -64,9 +64,15 @@ class Spool:
             write_all(self._fd, data)
 
     def _collect_head(self, data: bytes) -> None:
+        # Only the new bytes (and the one before them) are searched: many small writes stay linear.
+        searched_from = max(len(self._head) - 1, 0)
         room = HEADER_SCAN_LIMIT - len(self._head)
         self._head += data[:room]
-        if b"\n\n" in self._head or len(self._head) >= HEADER_SCAN_LIMIT or self._head.startswith(b"\n"):
+        if (
+            self._head.find(b"\n\n", searched_from) >= 0
+            or len(self._head) >= HEADER_SCAN_LIMIT
+            or self._head.startswith(b"\n")
+        ):
             self._head_done = True
 
     def header_section(self) -> bytes:
