@@ -11,7 +11,8 @@ import pytest
 
 from tests.clients import Client, transaction
 from tests.conftest import basic_config
-from tests.ops.helpers import scrape, value, wait_for
+from tests.ops.helpers import scrape, value
+from tests.waiting import wait_for
 
 MESSAGE = b"Subject: slots\r\n\r\nbody\r\n"
 SLOTS = 5
@@ -77,7 +78,7 @@ def test_abandoned_starttls_handshakes_free_their_slots(start_mda, tmp_path, cer
         _abandon_handshake(server.smtp, how)
     _served(server.smtp)
     _served(server.unix["lmtp"][0], lmtp=True)
-    wait_for(lambda: _open_sessions(server) == 0)
+    wait_for(lambda: _open_sessions(server) == 0, what="mda_sessions_open back to 0")
     started = time.monotonic()
     assert server.stop() == 0
     assert time.monotonic() - started < 10, "shutdown waited for sessions that no longer exist"
@@ -116,7 +117,7 @@ def test_client_that_stops_reading_loses_its_slots(start_mda, tmp_path):
             sock.connect(server.smtp)
             sock.setblocking(False)
             socks.append(sock)
-        wait_for(lambda: _open_sessions(server) == SLOTS)
+        wait_for(lambda: _open_sessions(server) == SLOTS, what=f"{SLOTS} sessions open")
         peak_before = _peak_memory(server.process.pid)
         accepted = [0] * SLOTS
         open_socks = set(range(SLOTS))
@@ -135,7 +136,7 @@ def test_client_that_stops_reading_loses_its_slots(start_mda, tmp_path):
                     continue
                 accepted[index] += sent
                 stalled_since = time.monotonic()
-        wait_for(lambda: _open_sessions(server) == 0, timeout=20)
+        wait_for(lambda: _open_sessions(server) == 0, timeout=20, what="mda_sessions_open back to 0")
         # While its replies backed up, the server stopped reading: no client could push its whole flood
         # (what it did push stayed in the kernel's socket buffers), and the server's memory grew by a
         # fixed amount per session, far from the 80 MiB offered.
