@@ -351,7 +351,7 @@ class Application:
             listener.close()
         for session in self._sessions():
             if not session.busy and session.envelope_ is None:
-                await _say_goodbye(session)
+                _say_goodbye(session)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.state.config.shutdown_timeout
         while self.open_sessions() and loop.time() < deadline:
@@ -360,7 +360,7 @@ class Application:
                 await asyncio.wait_for(self._idle.wait(), min(0.25, max(0.0, deadline - loop.time())))
         for session in self._sessions():
             if not session.busy:  # a busy one answers its DATA, then closes itself
-                await _say_goodbye(session)
+                _say_goodbye(session)
         while any(session.busy for session in self._sessions()) and loop.time() < deadline + MAX_DELIVERY_WAIT:
             await asyncio.sleep(0.05)
         await asyncio.get_running_loop().run_in_executor(None, self.storage_pool.shutdown, True)
@@ -371,10 +371,9 @@ class Application:
         return [session for listener in listeners for session in list(listener.context.sessions)]
 
 
-async def _say_goodbye(session: MdaSession) -> None:
+def _say_goodbye(session: MdaSession) -> None:
     with contextlib.suppress(Exception):
-        await session.reply(replies.SHUTTING_DOWN)
-    session._close()
+        session.say_goodbye(replies.SHUTTING_DOWN)
 
 
 class ListenerNotInherited(Exception):

@@ -55,6 +55,14 @@ metrics:
 """The embedded default: what ``mda serve`` runs with no ``--config`` (hostname from the machine)."""
 
 
+SMTP_HARD_ERROR_LIMIT = 20
+"""Postfix ``smtpd_hard_error_limit``."""
+SMTP_JUNK_COMMAND_LIMIT = 100
+"""Postfix ``smtpd_junk_command_limit``."""
+MIN_HEADER_SIZE = 1024
+"""A header section limit below this would refuse ordinary mail (a few ``Received`` fields)."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """Per-session limits; each listener may override any of them."""
@@ -68,6 +76,25 @@ class Limits:
     spool_memory: int = 64 * 1024 * 1024
     """Process-wide, top level only: bytes all DATA spools of one process may hold in memory together;
     beyond, spools spill to files. With the default, 1000 sessions in DATA stay within 256 MiB RSS."""
+    max_header_size: int = 100 * 1024
+    """Postfix's ``header_size_limit`` (102400): a larger header section is refused with ``552 5.3.4``."""
+    hard_error_limit: int | None = None
+    """Error replies allowed in a session that has not delivered a message; None: the protocol's default
+    (``error_limits``); 0: no limit."""
+    junk_command_limit: int | None = None
+    """NOOP, RSET, VRFY, HELP, LHLO/EHLO/HELO and ``BDAT 0`` allowed before each counts as an error."""
+
+    def error_limits(self, protocol: str) -> tuple[int, int]:
+        """``(hard_error_limit, junk_command_limit)`` for a listener of ``protocol`` (0: no limit).
+
+        SMTP takes Postfix's ``smtpd_hard_error_limit`` (20) and ``smtpd_junk_command_limit`` (100). An LMTP
+        client is an MTA handing over mail it already accepted: one transaction may legitimately carry
+        ``max_recipients`` refused RCPTs, so LMTP adds ``max_recipients`` to both.
+        """
+        extra = self.max_recipients if protocol == "lmtp" else 0
+        hard = SMTP_HARD_ERROR_LIMIT + extra if self.hard_error_limit is None else self.hard_error_limit
+        junk = SMTP_JUNK_COMMAND_LIMIT + extra if self.junk_command_limit is None else self.junk_command_limit
+        return hard, junk
 
 
 @dataclass(frozen=True)
@@ -429,6 +456,13 @@ def _template(value: Any) -> str:
     return text
 
 
+def _header_size(value: Any) -> int:
+    size = parse_size(value)
+    if size < MIN_HEADER_SIZE:
+        raise ValueError(f"must be at least {MIN_HEADER_SIZE} bytes")
+    return size
+
+
 PROCESS_LIMITS = ("spool_memory",)
 """Keys of ``limits`` that concern the whole process, not a session: not allowed per listener."""
 
@@ -449,6 +483,9 @@ def _limits(section: _Section, base: Limits, *, listener: bool = False) -> Limit
         command_timeout=section.get("command_timeout", parse_duration, base.command_timeout),
         data_timeout=section.get("data_timeout", parse_duration, base.data_timeout),
         spool_memory=section.get("spool_memory", parse_size, base.spool_memory),
+        max_header_size=section.get("max_header_size", _header_size, base.max_header_size),
+        hard_error_limit=section.get("hard_error_limit", _int(0, 1_000_000), base.hard_error_limit),
+        junk_command_limit=section.get("junk_command_limit", _int(0, 1_000_000), base.junk_command_limit),
     )
     section.finish()
     return limits
@@ -930,6 +967,10 @@ def _limits_document(limits: Limits, *, process: bool = False) -> dict[str, Any]
         "max_connections_per_client": limits.max_connections_per_client,
         "command_timeout": _duration_text(limits.command_timeout),
         "data_timeout": _duration_text(limits.data_timeout),
+        "max_header_size": limits.max_header_size,
+        # Unset error limits follow the listener's protocol (Limits.error_limits): printed only when set.
+        **({"hard_error_limit": limits.hard_error_limit} if limits.hard_error_limit is not None else {}),
+        **({"junk_command_limit": limits.junk_command_limit} if limits.junk_command_limit is not None else {}),
     }
     if process:
         document["spool_memory"] = limits.spool_memory

@@ -39,16 +39,28 @@ class DataResult:
     size: int = 0
     """Bytes as stored (LF endings, unstuffed, before mda's trace headers)."""
     too_big: bool = False
+    header_too_big: bool = False
     bare_newlines: int = 0
 
 
 class HeaderFilter:
-    """Drops ``Return-Path`` fields (and their continuation lines) from the header section."""
+    """Drops ``Return-Path`` fields (and their continuation lines) from the header section.
+
+    The header is examined line by line, the one part of the data path whose cost follows the line
+    count, so it is bounded: with ``max_size``, a header section (its empty line included) longer than
+    that stops the filter and sets ``too_big`` (the message is then refused, as with Postfix's
+    ``header_size_limit``); without it, a single line longer than ``MAX_HEADER_LINE`` ends the filtering
+    and the rest passes as it is.
+    """
 
     MAX_HEADER_LINE = BLOCK
 
-    def __init__(self) -> None:
+    def __init__(self, max_size: int | None = None) -> None:
         self.in_header = True
+        self.max_size = max_size
+        self.too_big = False
+        self._seen = 0
+        """Header bytes consumed so far (complete lines)."""
         self._carry = bytearray()
         self._dropping = False
 
@@ -56,10 +68,13 @@ class HeaderFilter:
         if not self.in_header:
             return data
         self._carry += data
+        limit = len(self._carry)
+        if self.max_size is not None:
+            limit = min(limit, self.max_size - self._seen)  # no line may end past the limit
         out = bytearray()
         start = 0
         while self.in_header:
-            end = self._carry.find(b"\n", start)
+            end = self._carry.find(b"\n", start, limit)
             if end < 0:
                 break
             line = bytes(self._carry[start : end + 1])
@@ -75,10 +90,16 @@ class HeaderFilter:
             self._dropping = line[:12].lower() == b"return-path:"
             if not self._dropping:
                 out += line
+        self._seen += start
         rest = self._carry[start:]
         self._carry = bytearray()
         if not self.in_header:
             out += rest
+        elif self.max_size is not None:
+            if self._seen + len(rest) > self.max_size:
+                self.in_header, self.too_big = False, True
+            else:
+                self._carry = rest
         elif len(rest) > self.MAX_HEADER_LINE:
             # A header line this long is hostile; stop filtering rather than buffer without bound.
             self.in_header = False
@@ -143,11 +164,13 @@ def _unstuff(block: bytes) -> bytes:
 class MessageSink:
     """Decoded bytes → ``Return-Path`` filter → size check → spool: the path DATA and BDAT share."""
 
-    def __init__(self, spool: Spool, *, max_size: int, normalize_bare: bool, stuffed: bool) -> None:
+    def __init__(
+        self, spool: Spool, *, max_size: int, normalize_bare: bool, stuffed: bool, max_header_size: int | None = None
+    ) -> None:
         self.spool = spool
         self.max_size = max_size
         self.decoder = DataDecoder(normalize_bare=normalize_bare, stuffed=stuffed)
-        self.header = HeaderFilter()
+        self.header = HeaderFilter(max_header_size)
         self.result = DataResult()
 
     def emit(self, wire: bytes, at_line_start: bool = True) -> None:
@@ -156,7 +179,9 @@ class MessageSink:
 
     def _store(self, stored: bytes) -> None:
         self.result.size += len(stored)
-        if self.result.size > self.max_size:
+        if self.header.too_big:
+            self.result.header_too_big = True  # refused: the rest is read and dropped, like too_big
+        elif self.result.size > self.max_size:
             self.result.too_big = True
         elif stored:
             self.spool.write(stored)
@@ -176,9 +201,13 @@ class ChunkReader:
     shows whether an LF follows (a bare CR otherwise, counted like in DATA).
     """
 
-    def __init__(self, spool: Spool, *, max_size: int, normalize_bare: bool) -> None:
+    def __init__(
+        self, spool: Spool, *, max_size: int, normalize_bare: bool, max_header_size: int | None = None
+    ) -> None:
         self.spool = spool
-        self.sink = MessageSink(spool, max_size=max_size, normalize_bare=normalize_bare, stuffed=False)
+        self.sink = MessageSink(
+            spool, max_size=max_size, normalize_bare=normalize_bare, stuffed=False, max_header_size=max_header_size
+        )
         self._held = b""
 
     async def read_chunk(self, reader: asyncio.StreamReader, size: int) -> None:
@@ -201,7 +230,14 @@ class ChunkReader:
         return self.sink.finish()
 
 
-async def read_data(reader: asyncio.StreamReader, spool: Spool, *, max_size: int, normalize_bare: bool) -> DataResult:
+async def read_data(
+    reader: asyncio.StreamReader,
+    spool: Spool,
+    *,
+    max_size: int,
+    normalize_bare: bool,
+    max_header_size: int | None = None,
+) -> DataResult:
     """Read one DATA payload up to and including the end marker, writing what is stored to ``spool``.
 
     The cost does not depend on the content: the reader asks the stream for ``LF . CRLF`` (a line that
@@ -212,10 +248,13 @@ async def read_data(reader: asyncio.StreamReader, spool: Spool, *, max_size: int
     right after a block (at the start of the data, after a CRLF ending a block) are its first bytes
     read on their own, to see whether they are the ``.`` CRLF that ends the data (the CRLF before it
     being the one already read). Nothing is read past the marker: what follows belongs to the next
-    command. Over ``max_size`` the rest is read and dropped, so the session stays in step and can
-    answer ``552 5.3.4``. Raises ``asyncio.IncompleteReadError`` when the client goes away mid-way.
+    command. Over ``max_size`` (or a header section over ``max_header_size``) the rest is read and
+    dropped, so the session stays in step and can answer ``552 5.3.4``. Raises
+    ``asyncio.IncompleteReadError`` when the client goes away mid-way.
     """
-    sink = MessageSink(spool, max_size=max_size, normalize_bare=normalize_bare, stuffed=True)
+    sink = MessageSink(
+        spool, max_size=max_size, normalize_bare=normalize_bare, stuffed=True, max_header_size=max_header_size
+    )
     line_start = True  # the DATA command line ended with CRLF
     held = b""  # a CR read at the end of the previous block, its LF not yet seen
     while True:
