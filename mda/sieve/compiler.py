@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import SieveError
+from .ext_match import EXTRA_COMPARATORS
+from .ext_match import check as check_match
 from .match import CASEMAP, COMPARATORS
 from .strings import Value, compile_string
 from .syntax import Argument, CommandNode, NumberArg, StringArg, TagArg, TestNode
@@ -33,6 +35,9 @@ CAPABILITIES = frozenset(
         "mailbox",
         "comparator-i;octet",
         "comparator-i;ascii-casemap",
+        "comparator-i;ascii-numeric",
+        "relational",
+        "regex",
     }
 )
 
@@ -64,6 +69,9 @@ _MATCH = {
     "is": TagSpec("match"),
     "contains": TagSpec("match"),
     "matches": TagSpec("match"),
+    "value": TagSpec("match", STRING, "relational"),
+    "count": TagSpec("match", STRING, "relational"),
+    "regex": TagSpec("match", None, "regex"),
     "comparator": TagSpec("comparator", STRING),
 }
 _ADDRESS_PART = {
@@ -156,6 +164,8 @@ class Test:
     tests: tuple[Test, ...]
     match_type: str = "is"
     comparator: str = CASEMAP
+    #: The relation of ``:value``/``:count`` (RFC 5231), e.g. ``"ge"``.
+    relation: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,14 +291,17 @@ class _Compiler:
         # RFC 5228 §2.7.3 makes i;ascii-casemap the default comparator; Pigeonhole's ``string`` test
         # (RFC 5229 §5) compares with i;octet unless told otherwise, and so does mda.
         default_comparator = "i;octet" if node.name == "string" else CASEMAP
+        match = tags.get("match", "is")
+        match_type, relation = match if isinstance(match, tuple) else (match, None)
         test = Test(
             node.name,
             node.line,
             tags,
             args,
             tuple(self.test(t) for t in node.tests),
-            match_type=tags.get("match", "is"),
+            match_type=match_type,
             comparator=tags.get("comparator", default_comparator),
+            relation=relation,
         )
         self.check_test(test)
         return test
@@ -318,7 +331,7 @@ class _Compiler:
             if i >= len(raw):
                 raise self.error(tag.line, f"':{tag.name}' needs a {tspec.kind} argument")
             value = self.value(raw[i], tspec.kind, f"':{tag.name}'")
-            tags[tspec.group] = (tag.name, value) if tspec.group in ("size", "transform") else value
+            tags[tspec.group] = (tag.name, value) if tspec.group in ("size", "transform", "match") else value
             i += 1
         positional = raw[i:]
         kinds = spec.positional
@@ -364,8 +377,15 @@ class _Compiler:
 
     def check_test(self, test: Test) -> None:
         comparator = test.tags.get("comparator")
-        if comparator is not None and comparator not in COMPARATORS:
+        if comparator is not None and comparator not in COMPARATORS | EXTRA_COMPARATORS:
             raise self.error(test.line, f"unknown comparator '{comparator}'")
+        if comparator in EXTRA_COMPARATORS and f"comparator-{comparator}" not in self.extensions:
+            raise self.error(test.line, f"comparator '{comparator}' needs require \"comparator-{comparator}\"")
+        if "match" in test.tags or comparator is not None:
+            keys = test.args[-1] if test.args else ()
+            problem = check_match(test.match_type, test.relation, test.comparator, keys)
+            if problem is not None:
+                raise self.error(test.line, problem)
         if test.name == "envelope":
             for part in test.args[0]:
                 if isinstance(part, str) and part.lower() not in ("from", "to"):

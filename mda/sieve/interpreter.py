@@ -15,6 +15,8 @@ from typing import Any
 from .actions import FileInto, Keep, PendingVacation, Reject, ResultBuilder
 from .compiler import Command, If, Node, Script, Test
 from .errors import SieveRuntimeError
+from .ext_match import is_extended, prepare, prepare_cached
+from .ext_regex import RegexError
 from .match import Keys, keys_for
 from .message import Address, SieveMessage, split_address
 from .strings import Ref, Value
@@ -95,6 +97,8 @@ class _Run:
     # -- matching ------------------------------------------------------------------------------
     def matches(self, test: Test, values: Iterable[str], keys: tuple[str, ...]) -> bool:
         """True if any value matches any key; a ``:matches`` hit sets the match variables (RFC 5229 §3.2)."""
+        if is_extended(test.match_type, test.comparator):
+            return self.matches_extended(test, values, keys)
         # A script's own constant keys are prepared once (keys_for caches them); keys built from
         # variables hold message text and are prepared for this comparison only, never cached.
         prepared = (
@@ -106,6 +110,23 @@ class _Run:
         if groups is None:
             return False
         if test.match_type == "matches" and not self.plain:
+            self.match_vars = [g[:MAX_VARIABLE_SIZE] for g in groups]
+        return True
+
+    def matches_extended(self, test: Test, values: Iterable[str], keys: tuple[str, ...]) -> bool:
+        """:func:`matches` for the match types and comparators of :mod:`mda.sieve.ext_match`."""
+        try:
+            prepared = (
+                prepare_cached(keys, test.match_type, test.relation, test.comparator)
+                if self.plain
+                else prepare(keys, test.match_type, test.relation, test.comparator)
+            )
+        except RegexError as exc:  # a key built from variables
+            raise self.error(test.line, str(exc)) from None
+        groups = prepared.first(values)
+        if groups is None:
+            return False
+        if test.match_type == "regex" and not self.plain:
             self.match_vars = [g[:MAX_VARIABLE_SIZE] for g in groups]
         return True
 
@@ -165,8 +186,11 @@ class _Run:
         """``header``, ``address`` and ``envelope``: the named fields' values against the keys."""
         names = [name.lower() for name in self.expand_all(test.args[0], test.line)]
         values = _VALUES[test.name](self, test, names)
-        # Most rules of a filter test a field this message does not have: no values, nothing to match.
-        return bool(values) and self.matches(test, values, self.expand_all(test.args[1], test.line))
+        # Most rules of a filter test a field this message does not have: no values, nothing to match
+        # (except for ``:count``, RFC 5231 §4.1: no values are a count of 0).
+        return (bool(values) or test.match_type == "count") and self.matches(
+            test, values, self.expand_all(test.args[1], test.line)
+        )
 
     def test_hasflag(self, test: Test) -> bool:
         keys = tuple(f for k in self.expand_all(test.args[-1], test.line) for f in k.split())
@@ -177,7 +201,10 @@ class _Run:
         return self.matches(test, flags, keys)
 
     def test_string(self, test: Test) -> bool:
-        return self.matches(test, self.expand_all(test.args[0], test.line), self.expand_all(test.args[1], test.line))
+        values = self.expand_all(test.args[0], test.line)
+        if test.match_type == "count":  # RFC 5229 §5: an empty string counts 0
+            values = tuple(v for v in values if v)
+        return self.matches(test, values, self.expand_all(test.args[1], test.line))
 
     def test_body(self, test: Test) -> bool:
         transform = test.tags.get("transform", "text")
@@ -366,7 +393,7 @@ def _check(test: Test, plain: bool) -> Check:
         if test.name == "allof":
             return lambda run: all(check(run) for check in subs)
         return lambda run: any(check(run) for check in subs)
-    if plain and test.name in _VALUES:
+    if plain and test.name in _VALUES and not is_extended(test.match_type, test.comparator):
         return _constant_check(test)
     general = _TESTS[test.name]
     return lambda run: general(run, test)

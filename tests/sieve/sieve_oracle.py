@@ -1,5 +1,7 @@
 """Pigeonhole's ``sieve-test`` as an oracle, and the shared action vocabulary both sides are put in.
 
+A script either side refuses to compile is the answer ``["compile-error"]``.
+
 ``sieve-test`` refuses to run mail processes as root, so it runs as an unprivileged system user in a
 temporary directory that user owns (it writes a compiled ``.svbin`` beside the script).
 """
@@ -10,16 +12,20 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mda.sieve import Discard, FileInto, Keep, Outcome, Redirect, Reject, SieveEnvelope, Vacation
 
 ORACLE_USER = "mdatest"
+#: The local time zone of both sides (RFC 5260 date tests without ``:zone`` use it).
+ORACLE_TZ = "UTC"
 # Every run of sieve-test that got as far as running the script prints one of these (the dry-run action
 # list, the executed result). Output without either is a failure of the oracle itself.
-RESULT_MARKERS = ("Performed actions:", "final result:")
+RESULT_MARKERS = ("Performed actions:", "final result:", "failed to compile sieve script")
+#: What both sides answer for a script they refuse to compile (an unknown or misused extension).
+COMPILE_ERROR = "compile-error"
 
 
 def normalise_outcome(outcome: Outcome) -> list[str]:
@@ -132,7 +138,7 @@ class Pigeonhole:
         for path in self.workdir.rglob("*"):
             os.chown(path, self.uid, self.gid)
         proc = subprocess.run(
-            ["runuser", "-u", ORACLE_USER, "--", "env", f"HOME={home}", self.sieve_test, *args],
+            ["runuser", "-u", ORACLE_USER, "--", "env", f"HOME={home}", f"TZ={ORACLE_TZ}", self.sieve_test, *args],
             capture_output=True,
             text=True,
             timeout=60,
@@ -146,8 +152,11 @@ class Pigeonhole:
             raise AssertionError(f"sieve-test gave no result (exit {proc.returncode}): {args}\n{printed}")
         return printed
 
-    def actions(self, scripts: Sequence[Path], message: Path, envelope: SieveEnvelope) -> list[str]:
-        """The normalised actions Pigeonhole takes for ``scripts`` (before scripts first, user's last)."""
+    def actions(
+        self, scripts: Sequence[Path], message: Path, envelope: SieveEnvelope, options: Mapping[str, str] | None = None
+    ) -> list[str]:
+        """The normalised actions Pigeonhole takes for ``scripts`` (before scripts first, user's last);
+        ``options`` are Pigeonhole settings (``sieve_spamtest_status_header``…) given with ``-o``."""
         copies = []
         for i, script in enumerate(scripts):
             copy = self.workdir / f"s{i}_{script.name}"
@@ -166,11 +175,15 @@ class Pigeonhole:
             "-a",
             envelope.original_recipient or envelope.recipient,
         ]
+        for key, value in (options or {}).items():
+            common += ["-o", f"{key}={value}"]
         for before in copies[:-1]:
             # sieve-test 0.5.19 prepends the working directory to an absolute -s path: pass it relative.
             common += ["-s", before.name]
         home = self.workdir / "home"
         printed = self._run([*common, str(copies[-1]), str(eml)], home)
+        if "failed to compile sieve script" in printed:
+            return [COMPILE_ERROR]
         if "Fatal" in printed and "final result" not in printed:
             raise AssertionError(f"sieve-test failed:\n{printed}")
         actions, folders, vacation = normalise_pigeonhole(printed)

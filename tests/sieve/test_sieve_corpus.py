@@ -8,12 +8,14 @@ corpus also checks mda where Pigeonhole is not installed or the tests do not run
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sieve_oracle import Pigeonhole, normalise_outcome
+from sieve_oracle import COMPILE_ERROR, Pigeonhole, normalise_outcome
 
-from mda.sieve import SieveEnvelope, compile_file, run
+from mda.sieve import SieveEnvelope, SieveError, compile_file, run
 
 CORPUS = Path(__file__).parent / "corpus"
 CASES = sorted(p.stem for p in CORPUS.glob("*.sieve"))
@@ -22,14 +24,25 @@ NOW = 1_800_000_000.0
 
 
 def load(name: str) -> tuple[list[Path], Path, SieveEnvelope, list[str]]:
-    meta = json.loads((CORPUS / f"{name}.json").read_text())
+    meta = metadata(name)
     scripts = [CORPUS / "before" / f"{b}.sieve" for b in meta.get("before", [])]
     envelope = SieveEnvelope(meta["sender"], meta["recipient"], meta.get("original_recipient"))
     return [*scripts, CORPUS / f"{name}.sieve"], CORPUS / f"{name}.eml", envelope, meta["expect"]
 
 
-def mda_actions(scripts: list[Path], message: Path, envelope: SieveEnvelope) -> list[str]:
-    outcome = run([compile_file(s) for s in scripts], message.read_bytes(), envelope, now=NOW)
+def metadata(name: str) -> dict[str, Any]:
+    meta: dict[str, Any] = json.loads((CORPUS / f"{name}.json").read_text())
+    return meta
+
+
+def mda_actions(
+    scripts: list[Path], message: Path, envelope: SieveEnvelope, options: Mapping[str, str] | None = None
+) -> list[str]:
+    try:
+        compiled = [compile_file(s) for s in scripts]
+    except SieveError:
+        return [COMPILE_ERROR]
+    outcome = run(compiled, message.read_bytes(), envelope, now=NOW)
     return normalise_outcome(outcome)
 
 
@@ -40,16 +53,17 @@ def test_corpus_is_large_enough() -> None:
 @pytest.mark.parametrize("name", CASES)
 def test_corpus_matches_recorded_pigeonhole(name: str) -> None:
     scripts, message, envelope, expect = load(name)
-    assert mda_actions(scripts, message, envelope) == expect
+    assert mda_actions(scripts, message, envelope, metadata(name).get("options")) == expect
 
 
 @pytest.mark.root
 @pytest.mark.parametrize("name", CASES)
 def test_corpus_matches_live_pigeonhole(name: str, pigeonhole: Pigeonhole) -> None:
     scripts, message, envelope, expect = load(name)
-    oracle = pigeonhole.actions(scripts, message, envelope)
+    options = metadata(name).get("options")
+    oracle = pigeonhole.actions(scripts, message, envelope, options)
     assert oracle == expect, "recorded expectation is stale"
-    assert mda_actions(scripts, message, envelope) == oracle
+    assert mda_actions(scripts, message, envelope, options) == oracle
 
 
 @pytest.mark.root

@@ -1,0 +1,142 @@
+"""Sieve extensions beyond the base set: what the Pigeonhole corpus cannot show (errors, limits, hostile input).
+
+Agreement with Pigeonhole action by action is ``test_sieve_corpus.py``'s job (cases ``rel_*``,
+``regex_*``, ``date_*``…); here are mda's own guarantees: a user's regular expression cannot stall
+delivery, what mda refuses names the file and line, keys built from variables fail at run time only.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from mda.sieve import FileInto, Keep, SieveEnvelope, SieveError, compile_text, run
+
+ENVELOPE = SieveEnvelope("bob@example.org", "alice@example.test")
+
+
+def actions(script: str, message: bytes, **kwargs: object) -> tuple[object, ...]:
+    outcome = run([compile_text(script, "t.sieve")], message, ENVELOPE, **kwargs)  # type: ignore[arg-type]
+    return outcome.actions + tuple(outcome.errors)
+
+
+def compile_error(script: str) -> SieveError:
+    with pytest.raises(SieveError) as info:
+        compile_text(script, "user.sieve")
+    return info.value
+
+
+# -- relational, i;ascii-numeric ------------------------------------------------------------------
+
+
+def test_spam_score_rule_files_by_numeric_value() -> None:
+    script = (
+        'require ["fileinto", "relational", "comparator-i;ascii-numeric"];\n'
+        'if header :value "ge" :comparator "i;ascii-numeric" "X-Spam-Score" "5" { fileinto "Junk"; }\n'
+    )
+    assert actions(script, b"X-Spam-Score: 12\n\nx\n") == (FileInto("Junk"),)
+    assert actions(script, b"X-Spam-Score: 4\n\nx\n") == (Keep(),)
+    # A value without leading digits is positive infinity (RFC 4790 §9.1), as Pigeonhole has it.
+    assert actions(script, b"X-Spam-Score: -3\n\nx\n") == (FileInto("Junk"),)
+    # No such field: :value has nothing to compare.
+    assert actions(script, b"Subject: x\n\nx\n") == (Keep(),)
+
+
+def test_count_of_an_absent_field_is_zero() -> None:
+    script = 'require ["fileinto", "relational"];\nif header :count "eq" "x-none" "0" { fileinto "Z"; }\n'
+    assert actions(script, b"Subject: x\n\nx\n") == (FileInto("Z"),)
+
+
+@pytest.mark.parametrize(
+    ("script", "line", "fragment"),
+    [
+        ('require "relational";\nif header :value "greater" "a" "1" { stop; }\n', 2, "invalid relation"),
+        ('require "relational";\nif header :value "GE" "a" "1" { stop; }\n', 2, "invalid relation"),
+        (
+            'require "relational";\n\nif header :value "ge" :comparator "i;ascii-numeric" "a" "1" {}\n',
+            3,
+            "needs require",
+        ),
+        (
+            'require "comparator-i;ascii-numeric";\nif header :matches :comparator "i;ascii-numeric" "a" "1" {}\n',
+            2,
+            ":matches",
+        ),
+        ('if header :count "eq" "a" "1" { stop; }\n', 1, 'needs require "relational"'),
+        ('require "comparator-i;nonsense";\n', 1, "unknown Sieve capability 'comparator-i;nonsense'"),
+    ],
+)
+def test_relational_misuse_is_a_compile_error_with_line(script: str, line: int, fragment: str) -> None:
+    error = compile_error(script)
+    assert error.line == line and fragment in error.message, error
+
+
+# -- regex --------------------------------------------------------------------------------------------
+
+HOSTILE = [
+    ("^(a+)+$", b"a" * 50_000 + b"b"),
+    ("^(a|aa)+c$", b"a" * 50_000),
+    ("(x+x+)+y", b"x" * 50_000),
+    ("^(([a-z])+.)+[A-Z]([a-z])+$", b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" * 1000 + b"!"),
+]
+
+
+@pytest.mark.parametrize(("pattern", "text"), HOSTILE)
+def test_catastrophic_backtracking_patterns_run_in_linear_time(pattern: str, text: bytes) -> None:
+    """Patterns that take a backtracking engine (Python's ``re``, glibc's ``regexec`` on some inputs)
+    longer than the age of the universe on these texts: RE2 answers in milliseconds."""
+    script = f'require ["fileinto", "regex"];\nif header :regex "x-long" "{pattern}" {{ fileinto "hit"; }}\n'
+    message = b"X-Long: " + text + b"\nSubject: x\n\nbody\n"
+    started = time.monotonic()
+    for _ in range(3):
+        assert actions(script, message) == (Keep(),)
+    assert time.monotonic() - started < 2.0
+
+
+def test_hostile_pattern_from_a_variable_is_bounded_too() -> None:
+    script = (
+        'require ["fileinto", "regex", "variables"];\n'
+        'set "p" "^(a+)+$";\n'
+        'if header :regex "x-long" "${p}" { fileinto "hit"; }\n'
+    )
+    started = time.monotonic()
+    assert actions(script, b"X-Long: " + b"a" * 50_000 + b"b\n\nx\n") == (Keep(),)
+    assert time.monotonic() - started < 2.0
+
+
+def test_backreference_is_refused_naming_line() -> None:
+    error = compile_error('require ["fileinto", "regex"];\n\nif header :regex "subject" "(a)\\\\1" { stop; }\n')
+    assert (error.file, error.line) == ("user.sieve", 3)
+    assert "backreference '\\1'" in error.message
+
+
+def test_backreference_inside_brackets_is_a_plain_character() -> None:
+    script = 'require ["fileinto", "regex"];\nif header :regex "subject" "[\\\\1]" { fileinto "one"; }\n'
+    assert actions(script, b"Subject: a1b\n\nx\n") == (FileInto("one"),)
+
+
+def test_pattern_from_variable_with_backreference_is_a_runtime_error() -> None:
+    script = (
+        'require ["fileinto", "regex", "variables"];\n'
+        'set "p" "(a)\\\\1";\n'
+        'if header :regex "subject" "${p}" { fileinto "x"; }\n'
+    )
+    outcome = run([compile_text(script, "t.sieve")], b"Subject: aa\n\nx\n", ENVELOPE)
+    assert outcome.actions == (Keep(),)
+    assert outcome.errors and outcome.errors[0].startswith("t.sieve:3: ") and "backreference" in outcome.errors[0]
+
+
+def test_regex_with_numeric_comparator_is_refused() -> None:
+    error = compile_error(
+        'require ["regex", "comparator-i;ascii-numeric"];\nif header :regex :comparator "i;ascii-numeric" "a" "1" {}\n'
+    )
+    assert error.line == 2 and "does not support the :regex" in error.message
+
+
+def test_regex_match_variables() -> None:
+    script = (
+        'require ["fileinto", "regex", "variables"];\n'
+        'if header :regex "subject" "^\\\\[([^]]+)\\\\] (.*)$" { fileinto "${1}.${0}"; }\n'
+    )
+    assert actions(script, b"Subject: [dev] hello\n\nx\n") == (FileInto("dev.[dev] hello"),)
