@@ -38,6 +38,8 @@ CAPABILITIES = frozenset(
         "comparator-i;ascii-numeric",
         "relational",
         "regex",
+        "date",
+        "index",
     }
 )
 
@@ -81,6 +83,8 @@ _ADDRESS_PART = {
     "user": TagSpec("part", None, "subaddress"),
     "detail": TagSpec("part", None, "subaddress"),
 }
+_INDEX = {"index": TagSpec("index", NUMBER, "index"), "last": TagSpec("last", None, "index")}
+_ZONE = {"zone": TagSpec("zone", STRING)}
 _FLAGS = {"flags": TagSpec("flags", STRLIST, "imap4flags")}
 _COPY = {"copy": TagSpec("copy", None, "copy")}
 
@@ -131,8 +135,14 @@ TESTS: Mapping[str, Spec] = {
     "anyof": Spec(tests="list"),
     "exists": Spec((STRLIST,)),
     "size": Spec((), {"over": TagSpec("size", NUMBER), "under": TagSpec("size", NUMBER)}),
-    "header": Spec((STRLIST, STRLIST), _MATCH),
-    "address": Spec((STRLIST, STRLIST), {**_MATCH, **_ADDRESS_PART}),
+    "header": Spec((STRLIST, STRLIST), {**_MATCH, **_INDEX}),
+    "address": Spec((STRLIST, STRLIST), {**_MATCH, **_ADDRESS_PART, **_INDEX}),
+    "date": Spec(
+        (STRING, STRING, STRLIST),
+        {**_MATCH, **_INDEX, **_ZONE, "originalzone": TagSpec("zone", None)},
+        "date",
+    ),
+    "currentdate": Spec((STRING, STRLIST), {**_MATCH, **_ZONE}, "date"),
     "envelope": Spec((STRLIST, STRLIST), {**_MATCH, **_ADDRESS_PART}, "envelope"),
     "hasflag": Spec((STRLIST, STRLIST), _MATCH, "imap4flags", optional_first=True),
     "string": Spec((STRLIST, STRLIST), _MATCH, "variables"),
@@ -331,7 +341,7 @@ class _Compiler:
             if i >= len(raw):
                 raise self.error(tag.line, f"':{tag.name}' needs a {tspec.kind} argument")
             value = self.value(raw[i], tspec.kind, f"':{tag.name}'")
-            tags[tspec.group] = (tag.name, value) if tspec.group in ("size", "transform", "match") else value
+            tags[tspec.group] = (tag.name, value) if tspec.group in ("size", "transform", "match", "zone") else value
             i += 1
         positional = raw[i:]
         kinds = spec.positional
@@ -386,6 +396,10 @@ class _Compiler:
             problem = check_match(test.match_type, test.relation, test.comparator, keys)
             if problem is not None:
                 raise self.error(test.line, problem)
+        if "last" in test.tags and "index" not in test.tags:
+            raise self.error(test.line, "':last' needs ':index' (RFC 5260 §6)")
+        if test.tags.get("index", 1) < 1:
+            raise self.error(test.line, "':index' must be 1 or more")
         if test.name == "envelope":
             for part in test.args[0]:
                 if isinstance(part, str) and part.lower() not in ("from", "to"):

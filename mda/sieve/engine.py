@@ -101,7 +101,7 @@ def run(
     """
     result = ResultBuilder()
     msg = SieveMessage(message)
-    ctx = Context(msg, envelope.sender, envelope.recipient, envelope.original_recipient, delimiter, result)
+    ctx = Context(msg, envelope.sender, envelope.recipient, envelope.original_recipient, delimiter, result, now)
     try:
         flags = execute(scripts, ctx)
     except SieveRuntimeError as exc:

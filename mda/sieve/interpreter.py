@@ -15,10 +15,12 @@ from typing import Any
 from .actions import FileInto, Keep, PendingVacation, Reject, ResultBuilder
 from .compiler import Command, If, Node, Script, Test
 from .errors import SieveRuntimeError
+from .ext_date import test_currentdate, test_date
+from .ext_index import select
 from .ext_match import is_extended, prepare, prepare_cached
 from .ext_regex import RegexError
 from .match import Keys, keys_for
-from .message import Address, SieveMessage, split_address
+from .message import Address, SieveMessage, parse_address_list, split_address
 from .strings import Ref, Value
 from .vacation import DEFAULT_DAYS
 
@@ -46,6 +48,8 @@ class Context:
     original_recipient: str | None
     delimiters: str
     result: ResultBuilder
+    #: The clock of ``currentdate`` (seconds since the epoch); None reads the system clock.
+    now: float | None = None
 
 
 class _Run:
@@ -134,11 +138,17 @@ class _Run:
     # The names are lower case: the compiler's constants are lowered once, expanded ones by test_compared.
     def header_values(self, test: Test, names: Iterable[str]) -> list[str]:
         message = self.ctx.message
+        if "index" in test.tags:
+            return [value for name in names for value in select(message.header_values(name), test.tags)]
         return [value for name in names for value in message.header_values(name)]
 
     def address_values(self, test: Test, names: Iterable[str]) -> list[str]:
         message = self.ctx.message
-        addresses = [address for name in names for address in message.addresses(name)]
+        if "index" in test.tags:  # the addresses of the one field occurrence :index names
+            fields = [f for name in names for f in select(message.headers.get(name, []), test.tags)]
+            addresses = parse_address_list(fields) if fields else []
+        else:
+            addresses = [address for name in names for address in message.addresses(name)]
         return [value for address in addresses if (value := self.address_part(test, address)) is not None]
 
     def envelope_values(self, test: Test, names: Iterable[str]) -> list[str]:
@@ -337,6 +347,8 @@ _TESTS: dict[str, Callable[[_Run, Test], bool]] = {
     "hasflag": _Run.test_hasflag,
     "string": _Run.test_string,
     "body": _Run.test_body,
+    "date": test_date,
+    "currentdate": test_currentdate,
 }
 """The tests that read the message or the envelope; ``true``, ``false``, ``not``, ``allof`` and ``anyof``
 are closures of their own (``_check``)."""
@@ -393,7 +405,12 @@ def _check(test: Test, plain: bool) -> Check:
         if test.name == "allof":
             return lambda run: all(check(run) for check in subs)
         return lambda run: any(check(run) for check in subs)
-    if plain and test.name in _VALUES and not is_extended(test.match_type, test.comparator):
+    if (
+        plain
+        and test.name in _VALUES
+        and not is_extended(test.match_type, test.comparator)
+        and "index" not in test.tags
+    ):
         return _constant_check(test)
     general = _TESTS[test.name]
     return lambda run: general(run, test)

@@ -140,3 +140,53 @@ def test_regex_match_variables() -> None:
         'if header :regex "subject" "^\\\\[([^]]+)\\\\] (.*)$" { fileinto "${1}.${0}"; }\n'
     )
     assert actions(script, b"Subject: [dev] hello\n\nx\n") == (FileInto("dev.[dev] hello"),)
+
+
+# -- date, index ----------------------------------------------------------------------------------
+
+RECEIVED = (
+    b"Received: from a by mx; Tue, 10 Mar 2026 14:30:05 +0100\n"
+    b"Received: from b by a; Tue, 10 Mar 2026 14:30:01 +0100\n"
+    b"Received: from c by b; Mon, 09 Mar 2026 23:59:58 -0700\n"
+    b"Date: Mon, 09 Mar 2026 23:59:00 -0700\n\nx\n"
+)
+
+
+def test_date_index_picks_the_occurrence() -> None:
+    """RFC 5260 §6 (Pigeonhole 0.5 ignores :index on date and reads the first field)."""
+    script = (
+        'require ["date", "index", "fileinto", "variables"];\n'
+        'if date :matches :index 2 :originalzone "received" "time" "*" { fileinto "second.${0}"; }\n'
+        'if date :matches :index 1 :last :originalzone "received" "date" "*" { fileinto "oldest.${0}"; }\n'
+        'if date :index 4 "received" "year" "2026" { fileinto "none"; }\n'
+    )
+    assert actions(script, RECEIVED) == (FileInto("second.14:30:01"), FileInto("oldest.2026-03-09"))
+
+
+def test_date_converts_zones() -> None:
+    script = (
+        'require ["date", "fileinto", "variables"];\n'
+        'if date :matches :zone "+0000" "date" "iso8601" "*" { fileinto "${0}"; }\n'
+    )
+    assert actions(script, RECEIVED) == (FileInto("2026-03-10T06:59:00Z"),)
+
+
+def test_currentdate_reads_the_delivery_clock() -> None:
+    """A vacation bounded by dates, as Roundcube writes it, answers only inside the range."""
+    script = (
+        'require ["date", "relational", "fileinto"];\n'
+        'if allof (currentdate :value "ge" "date" "2026-07-01", currentdate :value "le" "date" "2026-07-14")'
+        ' { fileinto "away"; }\n'
+    )
+    inside = 1_783_000_000.0  # 2026-07-02
+    assert actions(script, b"Subject: x\n\nx\n", now=inside) == (FileInto("away"),)
+    assert actions(script, b"Subject: x\n\nx\n", now=inside + 30 * 86400) == (Keep(),)
+
+
+def test_currentdate_zone_shifts_the_day() -> None:
+    script = (
+        'require ["date", "fileinto", "variables"];\n'
+        'if currentdate :matches :zone "+1300" "date" "*" { fileinto "${0}"; }\n'
+    )
+    noon_utc = 1_783_000_000.0 - 1_783_000_000.0 % 86400 + 12 * 3600  # 2026-07-02 12:00 UTC
+    assert actions(script, b"\nx\n", now=noon_utc) == (FileInto("2026-07-03"),)
