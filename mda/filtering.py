@@ -50,6 +50,7 @@ from mda.sieve import (
     Script,
     SieveEnvelope,
     SieveError,
+    SieveSettings,
     Vacation,
     VacationState,
     build_reply,
@@ -230,6 +231,7 @@ def plan_recipient(
                 delimiter=config.recipient_delimiter,
                 vacation_state=_vacation_state(config, scripts, create=not dry_run),
                 now=now,
+                settings=_settings(config),
             )
         except Exception as failure:  # an engine or state-file failure must not lose the message
             _log_error(queue_id, recipient, "runtime", paths[-1].as_posix(), 0, f"{type(failure).__name__}: {failure}")
@@ -253,6 +255,13 @@ def plan_recipient(
         plan.reject = rejects[0]
     _merge_targets(plan)
     return plan
+
+
+def _settings(config: Config) -> SieveSettings:
+    """The configured Sieve settings, with the ``environment`` items that come from the host name."""
+    base = config.sieve.settings if config.sieve is not None else SieveSettings()
+    domain = config.hostname.partition(".")[2] or config.hostname
+    return replace(base, environment={"host": config.hostname, "domain": domain})
 
 
 def _vacation_state(config: Config, scripts: Sequence[Script], *, create: bool = True) -> VacationState | None:

@@ -8,6 +8,7 @@ from .actions import Action, Discard, FileInto, Keep, Redirect, Reject, Vacation
 from .compiler import CAPABILITIES, Script
 from .engine import Outcome, SieveEnvelope, compile_file, compile_text, run
 from .errors import SieveError
+from .settings import HeaderSpec, ScoreTest, SieveSettings
 from .vacation import VacationState, build_reply
 
 __all__ = [
@@ -15,13 +16,16 @@ __all__ = [
     "Action",
     "Discard",
     "FileInto",
+    "HeaderSpec",
     "Keep",
     "Outcome",
     "Redirect",
     "Reject",
+    "ScoreTest",
     "Script",
     "SieveEnvelope",
     "SieveError",
+    "SieveSettings",
     "Vacation",
     "VacationState",
     "build_reply",

@@ -90,7 +90,7 @@ class PendingVacation:
     addresses: tuple[str, ...]
     mime: bool
     handle: str
-    days: int
+    seconds: int  # the period asked for, before the limits of mda.sieve.vacation apply
     line: int
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import SieveError
+from .ext_encoded import EncodingError
+from .ext_encoded import decode as decode_encoded
 from .ext_match import EXTRA_COMPARATORS
 from .ext_match import check as check_match
 from .match import CASEMAP, COMPARATORS
@@ -40,8 +42,22 @@ CAPABILITIES = frozenset(
         "regex",
         "date",
         "index",
+        "encoded-character",
+        "environment",
+        "ihave",
+        "vacation-seconds",
+        "spamtest",
+        "spamtestplus",
+        "virustest",
     }
 )
+
+#: Capabilities that change how the whole script is read, so only a top-level ``require`` can bring them
+#: (Pigeonhole's ``ihave`` is false for them).
+STATIC_ONLY = frozenset({"variables", "encoded-character"})
+#: Capabilities another one brings along (spamtestplus extends spamtest, RFC 5235 §3.2; vacation-seconds
+#: extends vacation, as in Pigeonhole).
+IMPLIED = {"spamtestplus": ("spamtest",), "vacation-seconds": ("vacation",)}
 
 # Argument kinds of the table below.
 STRING, STRLIST, NUMBER = "string", "string-list", "number"
@@ -101,6 +117,7 @@ COMMANDS: Mapping[str, Spec] = {
         (STRING,),
         {
             "days": TagSpec("days", NUMBER),
+            "seconds": TagSpec("days", NUMBER, "vacation-seconds"),
             "subject": TagSpec("subject", STRING),
             "from": TagSpec("from", STRING),
             "addresses": TagSpec("addresses", STRLIST),
@@ -122,6 +139,7 @@ COMMANDS: Mapping[str, Spec] = {
         },
         "variables",
     ),
+    "error": Spec((STRING,), extension="ihave"),
     "setflag": Spec((STRING, STRLIST), extension="imap4flags", optional_first=True),
     "addflag": Spec((STRING, STRLIST), extension="imap4flags", optional_first=True),
     "removeflag": Spec((STRING, STRLIST), extension="imap4flags", optional_first=True),
@@ -143,6 +161,10 @@ TESTS: Mapping[str, Spec] = {
         "date",
     ),
     "currentdate": Spec((STRING, STRLIST), {**_MATCH, **_ZONE}, "date"),
+    "environment": Spec((STRING, STRLIST), _MATCH, "environment"),
+    "ihave": Spec((STRLIST,), extension="ihave"),
+    "spamtest": Spec((STRING,), {**_MATCH, "percent": TagSpec("percent", None, "spamtestplus")}, "spamtest"),
+    "virustest": Spec((STRING,), _MATCH, "virustest"),
     "envelope": Spec((STRLIST, STRLIST), {**_MATCH, **_ADDRESS_PART}, "envelope"),
     "hasflag": Spec((STRLIST, STRLIST), _MATCH, "imap4flags", optional_first=True),
     "string": Spec((STRLIST, STRLIST), _MATCH, "variables"),
@@ -257,6 +279,7 @@ class _Compiler:
             if capability not in CAPABILITIES:
                 raise self.error(cmd.line, f"unknown Sieve capability '{capability}'")
             self.extensions.add(capability)
+            self.extensions.update(IMPLIED.get(capability, ()))
 
     def branch(self, cmd: CommandNode) -> Branch:
         if cmd.block is None:
@@ -271,7 +294,21 @@ class _Compiler:
             if len(cmd.tests) != 1:
                 raise self.error(cmd.line, f"{cmd.name} needs exactly one test")
             test = self.test(cmd.tests[0])
+        if test is not None and test.name == "ihave":
+            return Branch(test, self.ihave_block(test, cmd.block))
         return Branch(test, self.block(cmd.block))
+
+    def ihave_block(self, test: Test, block: tuple[CommandNode, ...]) -> tuple[Node, ...]:
+        """RFC 5463 §4: a block guarded by ``ihave`` may use what it tests for; when mda lacks one of
+        those capabilities the block never runs and is not compiled (it may use unknown commands)."""
+        if not test.tags["known"]:
+            return ()
+        added = set(test.args[0]) - self.extensions
+        self.extensions.update(added)
+        try:
+            return self.block(block)
+        finally:
+            self.extensions.difference_update(added)
 
     def command(self, cmd: CommandNode) -> Command:
         spec = COMMANDS.get(cmd.name)
@@ -301,6 +338,10 @@ class _Compiler:
         # RFC 5228 §2.7.3 makes i;ascii-casemap the default comparator; Pigeonhole's ``string`` test
         # (RFC 5229 §5) compares with i;octet unless told otherwise, and so does mda.
         default_comparator = "i;octet" if node.name == "string" else CASEMAP
+        if node.name == "ihave":
+            # A capability named through a variable is unknown when compiling: the test is false.
+            known = CAPABILITIES - STATIC_ONLY
+            tags["known"] = all(isinstance(c, str) and c in known for c in args[0])
         match = tags.get("match", "is")
         match_type, relation = match if isinstance(match, tuple) else (match, None)
         test = Test(
@@ -341,7 +382,9 @@ class _Compiler:
             if i >= len(raw):
                 raise self.error(tag.line, f"':{tag.name}' needs a {tspec.kind} argument")
             value = self.value(raw[i], tspec.kind, f"':{tag.name}'")
-            tags[tspec.group] = (tag.name, value) if tspec.group in ("size", "transform", "match", "zone") else value
+            tags[tspec.group] = (
+                (tag.name, value) if tspec.group in ("size", "transform", "match", "zone", "days") else value
+            )
             i += 1
         positional = raw[i:]
         kinds = spec.positional
@@ -367,11 +410,17 @@ class _Compiler:
             return arg.value
         if not isinstance(arg, StringArg):
             raise self.error(arg.line, f"{what} expects a {kind}")
+        texts = arg.values
+        if "encoded-character" in self.extensions:
+            try:
+                texts = tuple(decode_encoded(t) for t in texts)
+            except EncodingError as exc:
+                raise self.error(arg.line, str(exc)) from None
         if kind == STRING:
-            if arg.is_list and len(arg.values) != 1:
+            if arg.is_list and len(texts) != 1:
                 raise self.error(arg.line, f"{what} expects a single string, not a list")
-            return compile_string(arg.values[0], variables)
-        return tuple(compile_string(v, variables) for v in arg.values)
+            return compile_string(texts[0], variables)
+        return tuple(compile_string(v, variables) for v in texts)
 
     def check_command(self, cmd: Command) -> None:
         if cmd.name == "redirect" and isinstance(cmd.args[0], str) and not _ADDR_SPEC.fullmatch(cmd.args[0]):

@@ -15,6 +15,7 @@ from .interpreter import Context, execute, lower
 from .lexer import decode_script
 from .message import SieveMessage
 from .parser import parse
+from .settings import DEFAULT_SETTINGS, SieveSettings
 from .vacation import VacationState, decide
 
 #: Pigeonhole's default ``sieve_max_script_size`` (1 MiB).
@@ -88,6 +89,7 @@ def run(
     delimiter: str = "+",
     vacation_state: VacationState | None = None,
     now: float | None = None,
+    settings: SieveSettings = DEFAULT_SETTINGS,
 ) -> Outcome:
     """Run ``scripts`` (sieve_before…, the user's, sieve_after…) for one recipient.
 
@@ -96,12 +98,15 @@ def run(
     ``reject`` or ``discard`` in a before script means the user's script does not run.
 
     ``delimiter`` lists the subaddress separator characters (Dovecot's ``recipient_delimiter``).
-    ``vacation_state`` is only read here; the caller records a sent reply with
-    ``vacation_state.record(outcome.vacation)``.
+    ``settings`` are the site's (spamtest, environment, global scripts); ``now`` is the clock of
+    ``currentdate`` and of the vacation record. ``vacation_state`` is only read here; the caller records a
+    sent reply with ``vacation_state.record(outcome.vacation)``.
     """
     result = ResultBuilder()
     msg = SieveMessage(message)
-    ctx = Context(msg, envelope.sender, envelope.recipient, envelope.original_recipient, delimiter, result, now)
+    ctx = Context(
+        msg, envelope.sender, envelope.recipient, envelope.original_recipient, delimiter, result, now, settings
+    )
     try:
         flags = execute(scripts, ctx)
     except SieveRuntimeError as exc:

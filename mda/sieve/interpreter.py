@@ -16,11 +16,14 @@ from .actions import FileInto, Keep, PendingVacation, Reject, ResultBuilder
 from .compiler import Command, If, Node, Script, Test
 from .errors import SieveRuntimeError
 from .ext_date import test_currentdate, test_date
+from .ext_environment import test_environment
 from .ext_index import select
 from .ext_match import is_extended, prepare, prepare_cached
 from .ext_regex import RegexError
+from .ext_spamtest import test_spamtest
 from .match import Keys, keys_for
 from .message import Address, SieveMessage, parse_address_list, split_address
+from .settings import DEFAULT_SETTINGS, SieveSettings
 from .strings import Ref, Value
 from .vacation import DEFAULT_DAYS
 
@@ -50,6 +53,7 @@ class Context:
     result: ResultBuilder
     #: The clock of ``currentdate`` (seconds since the epoch); None reads the system clock.
     now: float | None = None
+    settings: SieveSettings = DEFAULT_SETTINGS
 
 
 class _Run:
@@ -283,10 +287,14 @@ class _Run:
             addresses=tuple(self.expand_all(tags.get("addresses", ()), cmd.line)),
             mime=mime,
             handle=handle,
-            days=int(tags.get("days", DEFAULT_DAYS)),
+            seconds=_period(tags.get("days")),
             line=cmd.line,
         )
         self.ctx.result.add_vacation(pending, self.script.name, cmd.line)
+
+    def do_error(self, cmd: Command) -> None:
+        """RFC 5463 §5: the script fails with the given message (the message is kept)."""
+        raise self.error(cmd.line, f"error command: {self.expand(cmd.args[0], cmd.line)}")
 
     def do_set(self, cmd: Command) -> None:
         name = str(cmd.args[0]).lower()
@@ -328,6 +336,7 @@ _COMMANDS: dict[str, Callable[[_Run, Command], None]] = {
     "setflag": _Run.do_flags,
     "addflag": _Run.do_flags,
     "removeflag": _Run.do_flags,
+    "error": _Run.do_error,
 }
 """Each command's method (the compiler admits no other name)."""
 
@@ -349,6 +358,9 @@ _TESTS: dict[str, Callable[[_Run, Test], bool]] = {
     "body": _Run.test_body,
     "date": test_date,
     "currentdate": test_currentdate,
+    "environment": test_environment,
+    "spamtest": test_spamtest,
+    "virustest": test_spamtest,
 }
 """The tests that read the message or the envelope; ``true``, ``false``, ``not``, ``allof`` and ``anyof``
 are closures of their own (``_check``)."""
@@ -395,8 +407,8 @@ def _step(node: Node, plain: bool) -> Step:
 
 
 def _check(test: Test, plain: bool) -> Check:
-    if test.name in ("true", "false"):
-        result = test.name == "true"
+    if test.name in ("true", "false", "ihave"):
+        result = test.name == "true" or bool(test.tags.get("known"))
         return lambda run: result
     if test.name in ("not", "allof", "anyof"):
         subs = tuple(_check(sub, plain) for sub in test.tests)
@@ -443,6 +455,14 @@ def _constant_check(test: Test) -> Check:
         return bool(values) and first(values) is not None
 
     return check
+
+
+def _period(days: tuple[str, int] | None) -> int:
+    """Seconds between replies: ``:days`` (RFC 5230 §4.1, default 7) or ``:seconds`` (RFC 6131)."""
+    if days is None:
+        return DEFAULT_DAYS * 86400
+    tag, value = days
+    return int(value) * (86400 if tag == "days" else 1)
 
 
 def _add_flags(current: list[str], given: Iterable[str]) -> list[str]:

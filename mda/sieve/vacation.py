@@ -117,7 +117,7 @@ def decide(
     why, found = skip_reason(pending, message, sender, recipients)
     if why is not None:
         return None, why
-    period = min(max(pending.days * 86400, MIN_PERIOD), MAX_PERIOD)
+    period = min(max(pending.seconds, MIN_PERIOD), MAX_PERIOD)
     if state is not None and state.replied_recently(recipient, sender, pending.handle, now):
         return None, "already answered in this period (RFC 5230 §4.2)"
     subjects = message.header_values("subject")

@@ -175,8 +175,11 @@ class Pigeonhole:
             "-a",
             envelope.original_recipient or envelope.recipient,
         ]
+        # Extensions Pigeonhole ships disabled; mda offers them.
+        # Sieve settings are plugin settings for sieve-test's -o.
+        common += ["-o", "plugin/sieve_extensions=+vacation-seconds +spamtest +spamtestplus +virustest"]
         for key, value in (options or {}).items():
-            common += ["-o", f"{key}={value}"]
+            common += ["-o", f"plugin/{key}={value}"]
         for before in copies[:-1]:
             # sieve-test 0.5.19 prepends the working directory to an absolute -s path: pass it relative.
             common += ["-s", before.name]

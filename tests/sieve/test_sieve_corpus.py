@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from sieve_oracle import COMPILE_ERROR, Pigeonhole, normalise_outcome
 
-from mda.sieve import SieveEnvelope, SieveError, compile_file, run
+from mda.sieve import HeaderSpec, ScoreTest, SieveEnvelope, SieveError, SieveSettings, compile_file, run
+from mda.sieve.settings import parse_decimal
 
 CORPUS = Path(__file__).parent / "corpus"
 CASES = sorted(p.stem for p in CORPUS.glob("*.sieve"))
@@ -42,8 +43,28 @@ def mda_actions(
         compiled = [compile_file(s) for s in scripts]
     except SieveError:
         return [COMPILE_ERROR]
-    outcome = run(compiled, message.read_bytes(), envelope, now=NOW)
+    outcome = run(compiled, message.read_bytes(), envelope, now=NOW, settings=settings_for(options or {}))
     return normalise_outcome(outcome)
+
+
+def settings_for(options: Mapping[str, str]) -> SieveSettings:
+    """mda's settings equal to Pigeonhole's ``sieve_spamtest_*``/``sieve_virustest_*`` ``options``."""
+
+    def score_test(name: str) -> ScoreTest | None:
+        header = options.get(f"sieve_{name}_status_header")
+        if header is None:
+            return None
+        max_header = options.get(f"sieve_{name}_max_header")
+        max_value = options.get(f"sieve_{name}_max_value")
+        return ScoreTest(
+            HeaderSpec.parse(header),
+            options.get(f"sieve_{name}_status_type", "score"),
+            HeaderSpec.parse(max_header) if max_header else None,
+            parse_decimal(max_value) if max_value else None,
+            tuple(options.get(f"sieve_{name}_text_value{i}", "") for i in range(11)),
+        )
+
+    return SieveSettings(spamtest=score_test("spamtest"), virustest=score_test("virustest"))
 
 
 def test_corpus_is_large_enough() -> None:

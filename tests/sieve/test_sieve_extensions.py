@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mda.sieve import FileInto, Keep, SieveEnvelope, SieveError, compile_text, run
+from mda.sieve import FileInto, HeaderSpec, Keep, ScoreTest, SieveEnvelope, SieveError, SieveSettings, compile_text, run
 
 ENVELOPE = SieveEnvelope("bob@example.org", "alice@example.test")
 
@@ -190,3 +190,67 @@ def test_currentdate_zone_shifts_the_day() -> None:
     )
     noon_utc = 1_783_000_000.0 - 1_783_000_000.0 % 86400 + 12 * 3600  # 2026-07-02 12:00 UTC
     assert actions(script, b"\nx\n", now=noon_utc) == (FileInto("2026-07-03"),)
+
+
+# -- encoded-character, environment, ihave, vacation-seconds, spamtest ------------------------------
+
+
+def test_encoded_characters_are_decoded_once_at_compile_time() -> None:
+    script = 'require ["encoded-character", "fileinto"];\nfileinto "${hex:49 4E}${unicode:0042 4f}X";\n'
+    assert actions(script, b"\nx\n") == (FileInto("INBOX"),)  # "IN" + "BO" + "X"
+
+
+def test_encoded_octets_that_are_not_utf8_are_refused() -> None:
+    error = compile_error('require ["encoded-character", "fileinto"];\nfileinto "${hex:ff}";\n')
+    assert error.line == 2 and "not UTF-8" in error.message
+
+
+def test_environment_describes_final_delivery() -> None:
+    script = (
+        'require ["environment", "fileinto", "variables"];\n'
+        'if environment :matches "location" "*" { set "l" "${1}"; }\n'
+        'if environment :matches "phase" "*" { set "p" "${1}"; }\n'
+        'if environment :matches "host" "*" { set "h" "${1}"; }\n'
+        'if environment :matches "name" "*" { set "n" "${1}"; }\n'
+        'if environment :matches "remote-ip" "*" { set "r" "unexpected"; }\n'
+        'fileinto "${l}-${p}-${h}-${n}${r}";\n'
+    )
+    settings = SieveSettings(environment={"host": "mx.example.test"})
+    assert actions(script, b"\nx\n", settings=settings) == (FileInto("MDA-during-mx.example.test-mda"),)
+
+
+def test_ihave_block_with_unknown_commands_compiles_and_never_runs() -> None:
+    script = (
+        'require ["ihave", "fileinto"];\n'
+        'if ihave "x-foo" { foo :bar "baz"; } elsif ihave "regex" { if header :regex "subject" "^a+$" '
+        '{ fileinto "regex"; } }\n'
+    )
+    assert actions(script, b"Subject: aaa\n\nx\n") == (FileInto("regex"),)
+    # Outside an ihave block the same command is an error.
+    assert "unknown command 'foo'" in compile_error('require "ihave";\nfoo :bar "baz";\n').message
+
+
+def test_vacation_seconds_period() -> None:
+    """RFC 6131: the period in seconds, held to the same minimum of one day as :days (Pigeonhole's
+    default sieve_vacation_min_period)."""
+    script = 'require "vacation-seconds";\nvacation :seconds %d :subject "Away" "Gone.";\n'
+    message = b"From: bob@example.org\nTo: alice@example.test\nSubject: hi\n\nx\n"
+    for seconds, period in ((3600, 86400), (3 * 86400, 3 * 86400), (10**9, 60 * 86400)):
+        outcome = run([compile_text(script % seconds, "t.sieve")], message, ENVELOPE)
+        assert outcome.vacation is not None and outcome.vacation.period == period
+
+
+@pytest.mark.parametrize(
+    ("status", "expected", "percent"),
+    [("7.3", "7", "73"), ("-4", "1", "0"), ("25", "10", "100"), ("0", "1", "0"), ("abc", "0", "0"), (None, "0", "0")],
+)
+def test_spamtest_scale(status: str | None, expected: str, percent: str) -> None:
+    """Score / max scaled to 1..10 (0: not tested), :percent to 0..100, as Pigeonhole computes them."""
+    script = (
+        'require ["spamtestplus", "fileinto", "variables"];\n'
+        'if spamtest :matches "*" { set "s" "${1}"; }\n'
+        'if spamtest :percent :matches "*" { fileinto "${s}-${1}"; }\n'
+    )
+    settings = SieveSettings(spamtest=ScoreTest(HeaderSpec.parse("X-Spam-Score"), max_value=10))
+    message = (b"" if status is None else b"X-Spam-Score: " + status.encode() + b"\n") + b"\nx\n"
+    assert actions(script, message, settings=settings) == (FileInto(f"{expected}-{percent}"),)

@@ -1,0 +1,117 @@
+"""Sieve extensions through a real ``mda serve`` and the real command line: the settings under ``sieve:``
+(spamtest, virustest) and ``environment`` at delivery, ``mda sieve-check`` naming what mda refuses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import basic_config
+from tests.mdaproc import RunningServer
+from tests.sieve_delivery.test_sieve_delivery import (
+    ALICE,
+    DELIVERED,
+    _mda,
+    deliver,
+    maildir,
+    serve,
+    stored,
+    write_script,
+)
+
+SPAM_RULES = """require ["spamtest", "virustest", "relational", "comparator-i;ascii-numeric", "fileinto",
+  "mailbox", "environment", "variables"];
+if virustest :value "ge" :comparator "i;ascii-numeric" "4" { fileinto :create "Quarantine"; stop; }
+if spamtest :value "ge" :comparator "i;ascii-numeric" "6" { fileinto :create "Junk"; stop; }
+if environment :matches "host" "*" { fileinto :create "Via.${1}"; }
+"""
+
+SETTINGS = {
+    "spamtest": {"status_header": "X-Spam-Status: score=(-?[0-9.]+)", "max_value": 10},
+    "virustest": {
+        "status_header": "X-Virus-Scan",
+        "status_type": "text",
+        "text_values": ["", "clean", "", "", "suspicious", "infected"],
+    },
+}
+
+
+def spam_message(status: str, virus: str = "clean", number: int = 1) -> bytes:
+    return (
+        f"From: <sender@example.org>\nTo: <{ALICE}>\nSubject: offer {number}\n"
+        f"Message-ID: <s{number}@example.org>\nX-Spam-Status: {status}\nX-Virus-Scan: {virus}\n\nBuy.\n"
+    ).encode()
+
+
+def test_spamtest_and_virustest_read_the_configured_fields(
+    tmp_path: Path, start_mda: Callable[..., RunningServer]
+) -> None:
+    """A SpamAssassin score of 7.1 out of 10 is spamtest 7 (Junk); ``infected`` is virustest 5
+    (Quarantine); a clean, low-scoring message reaches the environment rule."""
+    root = tmp_path / "mail"
+    write_script(root, SPAM_RULES)
+    server = serve(start_mda, root, sieve={"path": "{home}/active.sieve", **SETTINGS}, hostname="mx.example.test")
+    assert [r.code for r in deliver(server, [ALICE], spam_message("Yes, score=7.1 required=5.0", number=1))] == [
+        DELIVERED
+    ]
+    assert len(stored(maildir(root) / ".Junk")) == 1
+    assert [r.code for r in deliver(server, [ALICE], spam_message("No, score=1.0", "infected", 2))] == [DELIVERED]
+    assert len(stored(maildir(root) / ".Quarantine")) == 1
+    assert [r.code for r in deliver(server, [ALICE], spam_message("No, score=-2.0", number=3))] == [DELIVERED]
+    # "." is the folder hierarchy separator: Via / mx / example / test.
+    assert len(stored(maildir(root) / ".Via.mx.example.test")) == 1
+    assert stored(maildir(root)) == []
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"spamtest": {"max_value": 10}}, "status_header is required"),
+        ({"spamtest": {"status_header": "X-Spam", "max_value": 10, "bogus": 1}}, "bogus: unknown key"),
+        ({"spamtest": {"status_header": "X-Spam"}}, "exactly one of max_header and max_value"),
+        ({"spamtest": {"status_header": "X-Spam", "max_value": "ten"}}, "max_value"),
+        ({"spamtest": {"status_header": "X-Spam: (a)\\1", "max_value": 10}}, "backreference"),
+        ({"virustest": {"status_header": "X-Virus", "status_type": "stars"}}, "status_type must be one of"),
+    ],
+)
+def test_bad_spamtest_settings_are_refused(tmp_path: Path, settings: dict[str, object], fragment: str) -> None:
+    config = tmp_path / "mda.yaml"
+    config.write_text(yaml.safe_dump(basic_config(tmp_path / "mail", sieve={"path": "{home}/a.sieve", **settings})))
+    result = _mda("check-config", "--config", str(config))
+    assert result.returncode == 1 and fragment in result.stderr + result.stdout, result
+
+
+def test_spamtest_settings_are_printed(tmp_path: Path) -> None:
+    config = tmp_path / "mda.yaml"
+    config.write_text(yaml.safe_dump(basic_config(tmp_path / "mail", sieve={"path": "{home}/a.sieve", **SETTINGS})))
+    printed = _mda("check-config", "--config", str(config), "--print")
+    assert printed.returncode == 0, printed
+    sieve = yaml.safe_load(printed.stdout)["sieve"]
+    assert sieve["spamtest"] == {
+        "status_header": "x-spam-status: score=(-?[0-9.]+)",
+        "status_type": "score",
+        "max_value": 10.0,
+    }
+    assert sieve["virustest"]["text_values"] == SETTINGS["virustest"]["text_values"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("script", "line", "fragment"),
+    [
+        ('require ["fileinto", "duplicate"];\n', 1, "unknown Sieve capability 'duplicate'"),
+        ('require "fileinto";\n\nrequire "x-unheard-of";\n', 3, "unknown Sieve capability 'x-unheard-of'"),
+        ('require "regex";\nif header :regex "subject" "(ab)\\\\1" { stop; }\n', 2, "backreference '\\1'"),
+        ('require "relational";\nif header :value "more" "x" "1" { stop; }\n', 2, "invalid relation 'more'"),
+    ],
+)
+def test_sieve_check_names_what_mda_refuses(tmp_path: Path, script: str, line: int, fragment: str) -> None:
+    root = tmp_path / "mail"
+    config = tmp_path / "mda.yaml"
+    config.write_text(yaml.safe_dump(basic_config(root, sieve={"path": "{home}/active.sieve"})))
+    path = write_script(root, script)
+    result = _mda("sieve-check", "--config", str(config), ALICE)
+    assert result.returncode == 1, result
+    assert result.stdout.startswith(f"{path}:{line}: ") and fragment in result.stdout, result.stdout
