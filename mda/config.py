@@ -591,6 +591,7 @@ def _sieve(section: _Section, base_dir: Path) -> SieveConfig:
         settings=SieveSettings(
             spamtest=_score_test(section.sub("spamtest"), 10) if section.has("spamtest") else None,
             virustest=_score_test(section.sub("virustest"), 5) if section.has("virustest") else None,
+            global_dir=section.get("global_dir", lambda v: base_dir / _str(v), None),
         ),
     )
     section.finish()
@@ -973,6 +974,8 @@ def to_document(config: Config) -> dict[str, Any]:
             "before": [str(path) for path in config.sieve.before],
             "after": [str(path) for path in config.sieve.after],
         }
+        if config.sieve.settings.global_dir is not None:
+            document["sieve"]["global_dir"] = str(config.sieve.settings.global_dir)
         for name in ("spamtest", "virustest"):
             score_test = getattr(config.sieve.settings, name)
             if score_test is not None:

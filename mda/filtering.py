@@ -146,10 +146,10 @@ _NO_SCRIPT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP})
 """Errors that mean "no script file here" (what ``Path.is_file`` answers False for)."""
 
 
-def _compile_if_present(path: Path) -> Script | None:
+def _compile_if_present(path: Path, global_dir: Path | None) -> Script | None:
     """The compiled script, or None when no file is there: one ``stat`` when the cache holds it."""
     try:
-        return compile_file(path)
+        return compile_file(path, global_dir)
     except OSError as error:
         if error.errno in _NO_SCRIPT:
             return None
@@ -161,9 +161,10 @@ def compile_scripts(config: Config, mailbox: Mailbox) -> tuple[list[Path], list[
     the whole sequence; the files list then ends with the broken one)."""
     paths: list[Path] = []
     scripts: list[Script] = []
+    global_dir = config.sieve.settings.global_dir if config.sieve is not None else None
     for path in _candidates(config, mailbox):
         try:
-            script = _compile_if_present(path)
+            script = _compile_if_present(path, global_dir)
         except SieveError as error:
             return [*paths, path], [], error
         if script is not None:
@@ -397,12 +398,13 @@ def send_after_commit(
 def check_scripts(config: Config, mailboxes: Sequence[Mailbox]) -> list[tuple[Path, SieveError | None]]:
     """``mda sieve-check``: every script that would run for these mailboxes, compiled, with its error."""
     checked: dict[Path, SieveError | None] = {}
+    global_dir = config.sieve.settings.global_dir if config.sieve is not None else None
     for mailbox in mailboxes:
         for path in _candidates(config, mailbox):
             if path in checked:
                 continue
             try:
-                if _compile_if_present(path) is not None:
+                if _compile_if_present(path, global_dir) is not None:
                     checked[path] = None
             except SieveError as error:
                 checked[path] = error

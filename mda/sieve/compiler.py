@@ -15,6 +15,7 @@ from typing import Any
 from .errors import SieveError
 from .ext_encoded import EncodingError
 from .ext_encoded import decode as decode_encoded
+from .ext_include import valid_name as valid_script_name
 from .ext_match import EXTRA_COMPARATORS
 from .ext_match import check as check_match
 from .match import CASEMAP, COMPARATORS
@@ -49,6 +50,7 @@ CAPABILITIES = frozenset(
         "spamtest",
         "spamtestplus",
         "virustest",
+        "include",
     }
 )
 
@@ -140,6 +142,18 @@ COMMANDS: Mapping[str, Spec] = {
         "variables",
     ),
     "error": Spec((STRING,), extension="ihave"),
+    "include": Spec(
+        (STRING,),
+        {
+            "personal": TagSpec("location"),
+            "global": TagSpec("location"),
+            "once": TagSpec("once"),
+            "optional": TagSpec("optional"),
+        },
+        "include",
+    ),
+    "return": Spec(extension="include"),
+    "global": Spec((STRLIST,), extension="include"),
     "setflag": Spec((STRING, STRLIST), extension="imap4flags", optional_first=True),
     "addflag": Spec((STRING, STRLIST), extension="imap4flags", optional_first=True),
     "removeflag": Spec((STRING, STRLIST), extension="imap4flags", optional_first=True),
@@ -431,6 +445,11 @@ class _Compiler:
                 raise self.error(cmd.line, f"invalid variable name '{target}' (RFC 5229 §4)")
         if cmd.name in ("setflag", "addflag", "removeflag") and cmd.tags["variable_given"]:
             self.require_variables(cmd.line, cmd.args[0])
+        if cmd.name == "include" and isinstance(cmd.args[0], str) and not valid_script_name(cmd.args[0]):
+            raise self.error(cmd.line, f"invalid script name '{cmd.args[0]}'")
+        if cmd.name == "global":
+            for name in cmd.args[0]:
+                self.require_variables(cmd.line, name, "global")
         if cmd.name == "fileinto" and cmd.args[0] == "":
             raise self.error(cmd.line, "fileinto needs a non-empty folder name")
 
@@ -457,9 +476,9 @@ class _Compiler:
             for name in test.args[0]:
                 self.require_variables(test.line, name)
 
-    def require_variables(self, line: int, name: Value) -> None:
+    def require_variables(self, line: int, name: Value, what: str = "a flag variable name") -> None:
         if "variables" not in self.extensions:
-            raise self.error(line, 'a flag variable name needs require "variables"')
+            raise self.error(line, f'{what} needs require "variables"')
         if not isinstance(name, str) or not _VARIABLE_NAME.fullmatch(name):
             raise self.error(line, f"invalid variable name '{name}'")
 

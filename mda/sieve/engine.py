@@ -11,6 +11,7 @@ from pathlib import Path
 from .actions import Action, Keep, ResultBuilder, Vacation
 from .compiler import Script, compile_commands
 from .errors import SieveError, SieveRuntimeError
+from .ext_include import link
 from .interpreter import Context, execute, lower
 from .lexer import decode_script
 from .message import SieveMessage
@@ -61,11 +62,20 @@ _cache: dict[Path, tuple[tuple[int, int], Script]] = {}
 _cache_lock = threading.Lock()
 
 
-def compile_file(path: Path) -> Script:
+def compile_file(path: Path, global_dir: Path | None = None) -> Script:
     """Compile a script file, reusing the result until the file's mtime or size change.
 
     A file that fails to compile is not cached, so every delivery reports the error until it is fixed.
+    The scripts it includes (RFC 6609) are looked up and compiled too, on every call: ``:personal`` ones
+    beside it, ``:global`` ones in ``global_dir``.
     """
+    script = compile_cached(path)
+    link(script, path.parent, global_dir, (path.resolve(),))
+    return script
+
+
+def compile_cached(path: Path) -> Script:
+    """:func:`compile_file` without looking at included scripts."""
     stat = path.stat()
     key = (stat.st_mtime_ns, stat.st_size)
     with _cache_lock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from .actions import FileInto, Keep, PendingVacation, Reject, ResultBuilder
@@ -17,6 +18,7 @@ from .compiler import Command, If, Node, Script, Test
 from .errors import SieveRuntimeError
 from .ext_date import test_currentdate, test_date
 from .ext_environment import test_environment
+from .ext_include import IncludeState, Return, attach, do_global, do_include, do_return
 from .ext_index import select
 from .ext_match import is_extended, prepare, prepare_cached
 from .ext_regex import RegexError
@@ -64,13 +66,19 @@ class _Run:
         self.match_vars: list[str] = []
         self.flags: list[str] = []  # the imap4flags internal variable (RFC 5232 §3)
         self.plain = "variables" not in script.extensions
+        # include (RFC 6609): the shared state, nesting depth and where :personal scripts are.
+        self.include: IncludeState | None = None
+        self.depth = 0
+        self.personal_dir = Path(script.name).parent
+        if "include" in script.extensions:
+            attach(self)
 
     def error(self, line: int, message: str) -> SieveRuntimeError:
         return SieveRuntimeError(self.script.name, line, message)
 
     # -- running -------------------------------------------------------------------------------
     def run(self) -> None:
-        with contextlib.suppress(_Stop):
+        with contextlib.suppress(_Stop, Return):
             for step in self.script.program:
                 step(self)
 
@@ -337,6 +345,9 @@ _COMMANDS: dict[str, Callable[[_Run, Command], None]] = {
     "addflag": _Run.do_flags,
     "removeflag": _Run.do_flags,
     "error": _Run.do_error,
+    "include": do_include,
+    "return": do_return,
+    "global": do_global,
 }
 """Each command's method (the compiler admits no other name)."""
 

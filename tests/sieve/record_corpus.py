@@ -16,7 +16,7 @@ HERE = Path(__file__).parent
 sys.path[:0] = [str(HERE), str(HERE.parent.parent)]
 
 from sieve_oracle import ORACLE_USER, Pigeonhole  # noqa: E402
-from test_sieve_corpus import CORPUS, load, mda_actions  # noqa: E402
+from test_sieve_corpus import CORPUS, INCLUDES, load, mda_actions  # noqa: E402
 
 from tests.peers import programs  # noqa: E402
 
@@ -33,7 +33,7 @@ def main(names: list[str]) -> int:
         scripts, message, envelope, _ = load(name)
         with tempfile.TemporaryDirectory(prefix="mda-sieve-") as tmp:
             oracle = Pigeonhole(Path(tmp), user.pw_uid, user.pw_gid, programs.require(programs.SIEVE_TEST))
-            expect = oracle.actions(scripts, message, envelope, meta.get("options", {}))
+            expect = oracle.actions(scripts, message, envelope, meta.get("options", {}), INCLUDES)
         meta["expect"] = expect
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
         try:

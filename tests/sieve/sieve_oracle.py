@@ -153,10 +153,16 @@ class Pigeonhole:
         return printed
 
     def actions(
-        self, scripts: Sequence[Path], message: Path, envelope: SieveEnvelope, options: Mapping[str, str] | None = None
+        self,
+        scripts: Sequence[Path],
+        message: Path,
+        envelope: SieveEnvelope,
+        options: Mapping[str, str] | None = None,
+        includes: Path | None = None,
     ) -> list[str]:
         """The normalised actions Pigeonhole takes for ``scripts`` (before scripts first, user's last);
-        ``options`` are Pigeonhole settings (``sieve_spamtest_status_header``…) given with ``-o``."""
+        ``options`` are Pigeonhole settings (``sieve_spamtest_status_header``…) given with ``-o``;
+        ``includes`` holds ``personal/`` and ``global/`` scripts for ``include`` (RFC 6609)."""
         copies = []
         for i, script in enumerate(scripts):
             copy = self.workdir / f"s{i}_{script.name}"
@@ -180,6 +186,11 @@ class Pigeonhole:
         common += ["-o", "plugin/sieve_extensions=+vacation-seconds +spamtest +spamtestplus +virustest"]
         for key, value in (options or {}).items():
             common += ["-o", f"plugin/{key}={value}"]
+        if includes is not None and "include" in scripts[-1].read_text():
+            for kind in ("personal", "global"):
+                shutil.copytree(includes / kind, self.workdir / kind, dirs_exist_ok=True)
+            common += ["-o", f"plugin/sieve=file:{self.workdir / 'personal'}"]
+            common += ["-o", f"plugin/sieve_global={self.workdir / 'global'}"]
         for before in copies[:-1]:
             # sieve-test 0.5.19 prepends the working directory to an absolute -s path: pass it relative.
             common += ["-s", before.name]

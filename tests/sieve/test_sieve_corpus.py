@@ -8,6 +8,8 @@ corpus also checks mda where Pigeonhole is not installed or the tests do not run
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ from mda.sieve import HeaderSpec, ScoreTest, SieveEnvelope, SieveError, SieveSet
 from mda.sieve.settings import parse_decimal
 
 CORPUS = Path(__file__).parent / "corpus"
+#: Scripts the cases include: ``personal/`` (beside the user's script) and ``global/`` (sieve.global_dir).
+INCLUDES = CORPUS / "include"
 CASES = sorted(p.stem for p in CORPUS.glob("*.sieve"))
 #: Fixed clock: vacation decisions must not depend on the time the tests run.
 NOW = 1_800_000_000.0
@@ -39,11 +43,17 @@ def metadata(name: str) -> dict[str, Any]:
 def mda_actions(
     scripts: list[Path], message: Path, envelope: SieveEnvelope, options: Mapping[str, str] | None = None
 ) -> list[str]:
-    try:
-        compiled = [compile_file(s) for s in scripts]
-    except SieveError:
-        return [COMPILE_ERROR]
-    outcome = run(compiled, message.read_bytes(), envelope, now=NOW, settings=settings_for(options or {}))
+    settings = settings_for(options or {})
+    with tempfile.TemporaryDirectory(prefix="mda-sieve-include-") as personal:
+        if "include" in scripts[-1].read_text():
+            # :personal scripts sit beside the user's script: run a copy of it among corpus/include/personal.
+            shutil.copytree(INCLUDES / "personal", personal, dirs_exist_ok=True)
+            scripts = [*scripts[:-1], Path(shutil.copy(scripts[-1], personal))]
+        try:
+            compiled = [compile_file(s, settings.global_dir) for s in scripts]
+        except SieveError:
+            return [COMPILE_ERROR]
+        outcome = run(compiled, message.read_bytes(), envelope, now=NOW, settings=settings)
     return normalise_outcome(outcome)
 
 
@@ -64,7 +74,9 @@ def settings_for(options: Mapping[str, str]) -> SieveSettings:
             tuple(options.get(f"sieve_{name}_text_value{i}", "") for i in range(11)),
         )
 
-    return SieveSettings(spamtest=score_test("spamtest"), virustest=score_test("virustest"))
+    return SieveSettings(
+        spamtest=score_test("spamtest"), virustest=score_test("virustest"), global_dir=INCLUDES / "global"
+    )
 
 
 def test_corpus_is_large_enough() -> None:
@@ -82,7 +94,7 @@ def test_corpus_matches_recorded_pigeonhole(name: str) -> None:
 def test_corpus_matches_live_pigeonhole(name: str, pigeonhole: Pigeonhole) -> None:
     scripts, message, envelope, expect = load(name)
     options = metadata(name).get("options")
-    oracle = pigeonhole.actions(scripts, message, envelope, options)
+    oracle = pigeonhole.actions(scripts, message, envelope, options, INCLUDES)
     assert oracle == expect, "recorded expectation is stale"
     assert mda_actions(scripts, message, envelope, options) == oracle
 

@@ -8,10 +8,22 @@ delivery, what mda refuses names the file and line, keys built from variables fa
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
-from mda.sieve import FileInto, HeaderSpec, Keep, ScoreTest, SieveEnvelope, SieveError, SieveSettings, compile_text, run
+from mda.sieve import (
+    FileInto,
+    HeaderSpec,
+    Keep,
+    ScoreTest,
+    SieveEnvelope,
+    SieveError,
+    SieveSettings,
+    compile_file,
+    compile_text,
+    run,
+)
 
 ENVELOPE = SieveEnvelope("bob@example.org", "alice@example.test")
 
@@ -254,3 +266,41 @@ def test_spamtest_scale(status: str | None, expected: str, percent: str) -> None
     settings = SieveSettings(spamtest=ScoreTest(HeaderSpec.parse("X-Spam-Score"), max_value=10))
     message = (b"" if status is None else b"X-Spam-Score: " + status.encode() + b"\n") + b"\nx\n"
     assert actions(script, message, settings=settings) == (FileInto(f"{expected}-{percent}"),)
+
+
+# -- include --------------------------------------------------------------------------------------
+
+
+def test_include_named_by_a_variable_resolves_at_run_time(tmp_path: Path) -> None:
+    (tmp_path / "work.sieve").write_text('require "fileinto";\nfileinto "Work";\n')
+    main = tmp_path / "main.sieve"
+    main.write_text(
+        'require ["include", "variables"];\n'
+        'if header :matches "x-rule" "*" { set "rule" "${1}"; }\n'
+        'include :optional "${rule}";\n'
+    )
+    script = compile_file(main)
+    assert run([script], b"X-Rule: work\n\nx\n", ENVELOPE).actions == (FileInto("Work"),)
+    assert run([script], b"X-Rule: nothing\n\nx\n", ENVELOPE).actions == (Keep(),)
+    # An unsafe name never leaves the directory.
+    outcome = run([script], b"X-Rule: ../main\n\nx\n", ENVELOPE)
+    assert outcome.actions == (Keep(),)
+
+
+def test_include_recursion_through_a_variable_stops_at_the_nesting_limit(tmp_path: Path) -> None:
+    loop = tmp_path / "loop.sieve"
+    loop.write_text('require ["include", "variables"];\nset "me" "loop";\ninclude "${me}";\n')
+    outcome = run([compile_file(loop)], b"\nx\n", ENVELOPE)
+    assert outcome.actions == (Keep(),)
+    assert outcome.errors and "nested deeper than 10" in outcome.errors[0]
+
+
+def test_include_sees_a_script_added_later(tmp_path: Path) -> None:
+    """The included scripts are looked up on every use: adding a missing one fixes the includer."""
+    main = tmp_path / "main.sieve"
+    main.write_text('require "include";\ninclude "later";\n')
+    with pytest.raises(SieveError) as info:
+        compile_file(main)
+    assert info.value.line == 2 and "included script 'later' not found" in info.value.message
+    (tmp_path / "later.sieve").write_text('require "fileinto";\nfileinto "Later";\n')
+    assert run([compile_file(main)], b"\nx\n", ENVELOPE).actions == (FileInto("Later"),)

@@ -115,3 +115,32 @@ def test_sieve_check_names_what_mda_refuses(tmp_path: Path, script: str, line: i
     result = _mda("sieve-check", "--config", str(config), ALICE)
     assert result.returncode == 1, result
     assert result.stdout.startswith(f"{path}:{line}: ") and fragment in result.stdout, result.stdout
+
+
+def test_include_global_and_personal_scripts_at_delivery(
+    tmp_path: Path, start_mda: Callable[..., RunningServer]
+) -> None:
+    """``include :global`` finds the site's rules in ``sieve.global_dir``, ``include`` the user's own
+    scripts beside the active one; ``mda sieve-check`` names a missing included script with FILE:LINE."""
+    root = tmp_path / "mail"
+    global_dir = tmp_path / "global"
+    global_dir.mkdir()
+    (global_dir / "spam.sieve").write_text(
+        'require ["fileinto", "mailbox"];\nif header :is "x-spam-flag" "YES" { fileinto :create "Junk"; stop; }\n'
+    )
+    active = write_script(root, 'require "include";\ninclude :global "spam";\ninclude "mine";\n')
+    (active.parent / "mine.sieve").write_text('require ["fileinto", "mailbox"];\nfileinto :create "Mine";\n')
+    sieve = {"path": "{home}/active.sieve", "global_dir": str(global_dir)}
+    server = serve(start_mda, root, sieve=sieve)
+    spam = b"From: <a@example.org>\nSubject: s\nMessage-ID: <i1@example.org>\nX-Spam-Flag: YES\n\nx\n"
+    ham = b"From: <a@example.org>\nSubject: h\nMessage-ID: <i2@example.org>\n\nx\n"
+    assert [r.code for r in deliver(server, [ALICE], spam)] == [DELIVERED]
+    assert [r.code for r in deliver(server, [ALICE], ham)] == [DELIVERED]
+    assert len(stored(maildir(root) / ".Junk")) == 1 and len(stored(maildir(root) / ".Mine")) == 1
+
+    config = tmp_path / "mda.yaml"
+    config.write_text(yaml.safe_dump(basic_config(root, sieve=sieve)))
+    assert _mda("sieve-check", "--config", str(config), ALICE).returncode == 0
+    (active.parent / "mine.sieve").unlink()
+    result = _mda("sieve-check", "--config", str(config), ALICE)
+    assert result.returncode == 1 and result.stdout.startswith(f"{active}:3: included script 'mine' not found"), result
