@@ -112,6 +112,8 @@ def do_include(run: _Run, cmd: Command) -> None:
     state = run.include
     assert state is not None
     name = run.expand(cmd.args[0], cmd.line)
+    if run.personal_dir is None:
+        run.personal_dir = Path(run.script.name).parent
     directory = run.ctx.settings.global_dir if cmd.tags.get("location") == "global" else run.personal_dir
     path = script_path(directory, name)
     if path is None or not path.is_file():

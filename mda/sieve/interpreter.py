@@ -59,6 +59,13 @@ class Context:
 
 
 class _Run:
+    # include (RFC 6609), set by ext_include for scripts that use it (class defaults keep the common
+    # run free of the cost): the state shared along the chain, the nesting depth, where :personal
+    # scripts are (None: beside the top-level script).
+    include: IncludeState | None = None
+    depth = 0
+    personal_dir: Path | None = None
+
     def __init__(self, script: Script, ctx: Context) -> None:
         self.script = script
         self.ctx = ctx
@@ -66,10 +73,6 @@ class _Run:
         self.match_vars: list[str] = []
         self.flags: list[str] = []  # the imap4flags internal variable (RFC 5232 §3)
         self.plain = "variables" not in script.extensions
-        # include (RFC 6609): the shared state, nesting depth and where :personal scripts are.
-        self.include: IncludeState | None = None
-        self.depth = 0
-        self.personal_dir = Path(script.name).parent
         if "include" in script.extensions:
             attach(self)
 
