@@ -57,6 +57,7 @@ from mda.sieve import (
     compile_file,
     run,
 )
+from mda.sieve.ext_duplicate import Seen
 from mda.spool import Spool
 from mda.storage.base import Mailbox
 from mda.storage.folders import folder_for_detail
@@ -124,6 +125,8 @@ class Plan:
     redirects: list[tuple[str, Mailbox]] = field(default_factory=list)
     """(address, the mailbox whose script redirected): a failed send stores into that mailbox."""
     vacations: list[Vacation] = field(default_factory=list)
+    duplicates: list[Seen] = field(default_factory=list)
+    """IDs of ``duplicate`` tests (RFC 7352), recorded once the copies are committed."""
     errors: list[str] = field(default_factory=list)
     """Kinds of failures for the ``mda_sieve_errors_total`` counter: compile, runtime, redirect, vacation."""
     notes: list[str] = field(default_factory=list)
@@ -245,6 +248,7 @@ def plan_recipient(
             _log_error(queue_id, recipient, "runtime", file, line, message)
             plan.errors.append("runtime")
             plan.notes.append(f"runtime error {text}; keep")
+        plan.duplicates.extend(outcome.duplicates)
         if outcome.vacation_skipped:
             plan.notes.append(f"no vacation reply: {outcome.vacation_skipped}")
         rejected = _apply(config, plan, mailbox, outcome.actions)
@@ -266,8 +270,8 @@ def _settings(config: Config) -> SieveSettings:
 
 
 def _vacation_state(config: Config, scripts: Sequence[Script], *, create: bool = True) -> VacationState | None:
-    """The reply record, opened only for scripts that can reply (it is a SQLite file)."""
-    if not any("vacation" in s.extensions for s in scripts):
+    """The reply and duplicate record, opened only for scripts that use it (it is a SQLite file)."""
+    if not any("vacation" in s.extensions or "duplicate" in s.extensions for s in scripts):
         return None
     directory = state_dir(config)
     if not create and not (directory / VACATION_DB).is_file():
@@ -361,11 +365,18 @@ def send_after_commit(
     keep: Callable[[Mailbox], None],
     timeout: float = SUBMISSION_TIMEOUT,
 ) -> None:
-    """Send redirects (from the original sender) and vacation replies (from ``<>``, RFC 3834 §3.3).
+    """Record ``duplicate`` IDs, send redirects (from the original sender) and vacation replies (from
+    ``<>``, RFC 3834 §3.3).
 
     Runs after this recipient's copies are committed, in the delivery's worker thread. ``keep`` stores
     the message into a mailbox whose redirect failed (it raises if that store fails too).
     """
+    if plan.duplicates:
+        try:
+            VacationState(state_dir(config) / VACATION_DB).record_duplicates(recipient, plan.duplicates)
+        except Exception as error:  # the copies are stored: a lost record only means a later duplicate passes
+            _log_error(queue_id, recipient, "duplicate", "", 0, f"duplicate record: {error}")
+            plan.errors.append("duplicate")
     submission = config.submission
     if submission is None:
         return

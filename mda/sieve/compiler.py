@@ -51,6 +51,7 @@ CAPABILITIES = frozenset(
         "spamtestplus",
         "virustest",
         "include",
+        "duplicate",
     }
 )
 
@@ -179,6 +180,17 @@ TESTS: Mapping[str, Spec] = {
     "ihave": Spec((STRLIST,), extension="ihave"),
     "spamtest": Spec((STRING,), {**_MATCH, "percent": TagSpec("percent", None, "spamtestplus")}, "spamtest"),
     "virustest": Spec((STRING,), _MATCH, "virustest"),
+    "duplicate": Spec(
+        (),
+        {
+            "handle": TagSpec("handle", STRING),
+            "header": TagSpec("id", STRING),
+            "uniqueid": TagSpec("id", STRING),
+            "seconds": TagSpec("seconds", NUMBER),
+            "last": TagSpec("last"),
+        },
+        "duplicate",
+    ),
     "envelope": Spec((STRLIST, STRLIST), {**_MATCH, **_ADDRESS_PART}, "envelope"),
     "hasflag": Spec((STRLIST, STRLIST), _MATCH, "imap4flags", optional_first=True),
     "string": Spec((STRLIST, STRLIST), _MATCH, "variables"),
@@ -397,7 +409,7 @@ class _Compiler:
                 raise self.error(tag.line, f"':{tag.name}' needs a {tspec.kind} argument")
             value = self.value(raw[i], tspec.kind, f"':{tag.name}'")
             tags[tspec.group] = (
-                (tag.name, value) if tspec.group in ("size", "transform", "match", "zone", "days") else value
+                (tag.name, value) if tspec.group in ("size", "transform", "match", "zone", "days", "id") else value
             )
             i += 1
         positional = raw[i:]
@@ -464,7 +476,7 @@ class _Compiler:
             problem = check_match(test.match_type, test.relation, test.comparator, keys)
             if problem is not None:
                 raise self.error(test.line, problem)
-        if "last" in test.tags and "index" not in test.tags:
+        if "last" in test.tags and "index" not in test.tags and test.name != "duplicate":
             raise self.error(test.line, "':last' needs ':index' (RFC 5260 §6)")
         if test.tags.get("index", 1) < 1:
             raise self.error(test.line, "':index' must be 1 or more")

@@ -11,6 +11,7 @@ from pathlib import Path
 from .actions import Action, Keep, ResultBuilder, Vacation
 from .compiler import Script, compile_commands
 from .errors import SieveError, SieveRuntimeError
+from .ext_duplicate import Seen
 from .ext_include import link
 from .interpreter import Context, execute, lower
 from .lexer import decode_script
@@ -45,6 +46,9 @@ class Outcome:
     errors: tuple[str, ...] = ()
     #: Why no vacation reply is sent although the script asked for one (for the log), else None.
     vacation_skipped: str | None = None
+    #: IDs the ``duplicate`` tests saw: the caller records them (``VacationState.record_duplicates``)
+    #: once the copies are committed.
+    duplicates: tuple[Seen, ...] = ()
 
     @property
     def vacation(self) -> Vacation | None:
@@ -115,7 +119,15 @@ def run(
     result = ResultBuilder()
     msg = SieveMessage(message)
     ctx = Context(
-        msg, envelope.sender, envelope.recipient, envelope.original_recipient, delimiter, result, now, settings
+        msg,
+        envelope.sender,
+        envelope.recipient,
+        envelope.original_recipient,
+        delimiter,
+        result,
+        now,
+        settings,
+        vacation_state,
     )
     try:
         flags = execute(scripts, ctx)
@@ -138,4 +150,4 @@ def run(
             actions.append(reply)
         else:
             skipped = why
-    return Outcome(tuple(actions), (), skipped)
+    return Outcome(tuple(actions), (), skipped, tuple(ctx.duplicates))

@@ -8,8 +8,9 @@ result between ``sieve_before`` scripts, the user's script and ``sieve_after`` s
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from .actions import FileInto, Keep, PendingVacation, Reject, ResultBuilder
 from .compiler import Command, If, Node, Script, Test
 from .errors import SieveRuntimeError
 from .ext_date import test_currentdate, test_date
+from .ext_duplicate import Seen, test_duplicate
 from .ext_environment import test_environment
 from .ext_include import IncludeState, Return, attach, do_global, do_include, do_return
 from .ext_index import select
@@ -27,7 +29,7 @@ from .match import Keys, keys_for
 from .message import Address, SieveMessage, parse_address_list, split_address
 from .settings import DEFAULT_SETTINGS, SieveSettings
 from .strings import Ref, Value
-from .vacation import DEFAULT_DAYS
+from .vacation import DEFAULT_DAYS, VacationState
 
 #: Pigeonhole's ``sieve_variables_max_variable_size``: longer values are cut (RFC 5229 §6 allows it).
 MAX_VARIABLE_SIZE = 4096
@@ -56,6 +58,13 @@ class Context:
     #: The clock of ``currentdate`` (seconds since the epoch); None reads the system clock.
     now: float | None = None
     settings: SieveSettings = DEFAULT_SETTINGS
+    #: The record of vacation replies and duplicate IDs (only read while scripts run).
+    state: VacationState | None = None
+    #: IDs the ``duplicate`` tests saw, recorded by the caller once the delivery is committed.
+    duplicates: list[Seen] = field(default_factory=list)
+
+    def now_or_clock(self) -> float:
+        return time.time() if self.now is None else self.now
 
 
 class _Run:
@@ -375,6 +384,7 @@ _TESTS: dict[str, Callable[[_Run, Test], bool]] = {
     "environment": test_environment,
     "spamtest": test_spamtest,
     "virustest": test_spamtest,
+    "duplicate": test_duplicate,
 }
 """The tests that read the message or the envelope; ``true``, ``false``, ``not``, ``allof`` and ``anyof``
 are closures of their own (``_check``)."""

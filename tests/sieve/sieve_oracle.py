@@ -46,6 +46,8 @@ def normalise_outcome(outcome: Outcome) -> list[str]:
                 out.append("discard")
             case Vacation():
                 out.append("vacation")
+    # duplicate (RFC 7352): Pigeonhole lists the IDs to track among the actions.
+    out.extend("track duplicate" + (" :last" if seen.refresh else "") for seen in outcome.duplicates)
     if outcome.errors:
         out.append("error")
     return sorted(out)
@@ -94,6 +96,8 @@ def normalise_pigeonhole(printed: str) -> tuple[list[str], list[str], bool]:
                     actions.append("reject " + item.removeprefix("reject message with reason: "))
                 elif item == "discard":
                     actions.append("discard")
+                elif item.startswith(("track duplicate", "track last duplicate")):
+                    actions.append("track duplicate" + (" :last" if item.startswith("track last") else ""))
                 elif item.startswith("send vacation message"):
                     vacation = True
                 else:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from mda.sieve import (
+    Discard,
     FileInto,
     HeaderSpec,
     Keep,
@@ -20,6 +21,7 @@ from mda.sieve import (
     SieveEnvelope,
     SieveError,
     SieveSettings,
+    VacationState,
     compile_file,
     compile_text,
     run,
@@ -304,3 +306,39 @@ def test_include_sees_a_script_added_later(tmp_path: Path) -> None:
     assert info.value.line == 2 and "included script 'later' not found" in info.value.message
     (tmp_path / "later.sieve").write_text('require "fileinto";\nfileinto "Later";\n')
     assert run([compile_file(main)], b"\nx\n", ENVELOPE).actions == (FileInto("Later"),)
+
+
+# -- duplicate ------------------------------------------------------------------------------------
+
+
+def test_duplicate_within_one_delivery_and_across_deliveries(tmp_path: Path) -> None:
+    state = VacationState(tmp_path / "state.sqlite")
+    script = compile_text(
+        'require ["duplicate", "fileinto"];\n'
+        'if duplicate :seconds 100 { fileinto "second-test"; }\n'
+        'if duplicate :seconds 100 { fileinto "dup"; }\n',
+        "t.sieve",
+    )
+    message = b"Message-ID: <m@example.org>\n\nx\n"
+    first = run([script], message, ENVELOPE, vacation_state=state, now=1000.0)
+    assert first.actions == (FileInto("dup"),) and len(first.duplicates) == 2
+    state.record_duplicates(ENVELOPE.recipient, first.duplicates, now=1000.0)
+    later = run([script], message, ENVELOPE, vacation_state=state, now=1050.0)
+    assert later.actions == (FileInto("second-test"), FileInto("dup"))
+    expired = run([script], message, ENVELOPE, vacation_state=state, now=1101.0)
+    assert expired.actions == (FileInto("dup"),)
+    # Another recipient has a record of its own.
+    other = run([script], message, SieveEnvelope("bob@example.org", "carol@example.test"), vacation_state=state)
+    assert other.actions == (FileInto("dup"),)
+
+
+def test_duplicate_last_extends_the_period(tmp_path: Path) -> None:
+    state = VacationState(tmp_path / "state.sqlite")
+    plain = compile_text('require "duplicate";\nif duplicate :seconds 100 { discard; }\n', "t.sieve")
+    last = compile_text('require "duplicate";\nif duplicate :last :seconds 100 { discard; }\n', "t.sieve")
+    message = b"Message-ID: <m@example.org>\n\nx\n"
+    for script, now in ((plain, 1000.0), (last, 1090.0)):
+        outcome = run([script], message, ENVELOPE, vacation_state=state, now=now)
+        state.record_duplicates(ENVELOPE.recipient, outcome.duplicates, now=now)
+    # Without :last the ID would have expired at 1100; :last at 1090 moved it to 1190.
+    assert run([plain], message, ENVELOPE, vacation_state=state, now=1150.0).actions == (Discard(),)

@@ -101,7 +101,7 @@ def test_spamtest_settings_are_printed(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("script", "line", "fragment"),
     [
-        ('require ["fileinto", "duplicate"];\n', 1, "unknown Sieve capability 'duplicate'"),
+        ('require ["fileinto", "editheader"];\n', 1, "unknown Sieve capability 'editheader'"),
         ('require "fileinto";\n\nrequire "x-unheard-of";\n', 3, "unknown Sieve capability 'x-unheard-of'"),
         ('require "regex";\nif header :regex "subject" "(ab)\\\\1" { stop; }\n', 2, "backreference '\\1'"),
         ('require "relational";\nif header :value "more" "x" "1" { stop; }\n', 2, "invalid relation 'more'"),
@@ -144,3 +144,19 @@ def test_include_global_and_personal_scripts_at_delivery(
     (active.parent / "mine.sieve").unlink()
     result = _mda("sieve-check", "--config", str(config), ALICE)
     assert result.returncode == 1 and result.stdout.startswith(f"{active}:3: included script 'mine' not found"), result
+
+
+def test_duplicate_discards_the_second_copy_of_a_message(
+    tmp_path: Path, start_mda: Callable[..., RunningServer]
+) -> None:
+    """RFC 7352: the Message-ID is recorded once the first copy is committed; the same message again
+    (a list and a direct copy) is a duplicate, a different one is not."""
+    root = tmp_path / "mail"
+    write_script(root, 'require ["duplicate", "fileinto", "mailbox"];\nif duplicate { fileinto :create "Dups"; }\n')
+    server = serve(start_mda, root)
+    first = b"From: <a@example.org>\nSubject: s\nMessage-ID: <same@example.org>\n\nx\n"
+    other = b"From: <a@example.org>\nSubject: s\nMessage-ID: <other@example.org>\n\nx\n"
+    for data in (first, first, other):
+        assert [r.code for r in deliver(server, [ALICE], data)] == [DELIVERED]
+    assert len(stored(maildir(root))) == 2
+    assert len(stored(maildir(root) / ".Dups")) == 1
