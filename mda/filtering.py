@@ -58,6 +58,8 @@ from mda.sieve import (
     run,
 )
 from mda.sieve.ext_duplicate import Seen
+from mda.sieve.ext_enotify import Notify, build_notification, is_automatic
+from mda.sieve.message import SieveMessage
 from mda.spool import Spool
 from mda.storage.base import Mailbox
 from mda.storage.folders import folder_for_detail
@@ -127,6 +129,8 @@ class Plan:
     vacations: list[Vacation] = field(default_factory=list)
     duplicates: list[Seen] = field(default_factory=list)
     """IDs of ``duplicate`` tests (RFC 7352), recorded once the copies are committed."""
+    notifications: list[Notify] = field(default_factory=list)
+    """enotify (RFC 5435) mailto notifications, sent once the copies are committed."""
     errors: list[str] = field(default_factory=list)
     """Kinds of failures for the ``mda_sieve_errors_total`` counter: compile, runtime, redirect, vacation."""
     notes: list[str] = field(default_factory=list)
@@ -312,6 +316,12 @@ def _apply(config: Config, plan: Plan, mailbox: Mailbox, actions: Sequence[objec
         elif isinstance(action, Reject):
             rejected = reject_reply(action.reason)
             plan.notes.append(("ereject" if action.ereject else "reject") + f": {rejected.text}")
+        elif isinstance(action, Notify):
+            if config.submission is None:
+                plan.notes.append("no notification: no submission configured")
+            elif action.recipients:
+                plan.notifications.append(action)
+                plan.notes.append(f"notify {', '.join(action.recipients)}")
         elif isinstance(action, Vacation):
             if config.submission is None:
                 plan.notes.append(f"no vacation reply to {action.to}: no submission configured")
@@ -392,6 +402,8 @@ def send_after_commit(
                     keep(mailbox)
                     plan.targets.append(Target(mailbox))
                 plan.notes.append(f"redirect to {address} failed; keep")
+    if plan.notifications:
+        _send_notifications(config, plan, queue_id, sender, recipient, header + source.shown(), timeout)
     for reply in plan.vacations:
         try:
             outbound.send(submission, "", [reply.to], build_reply(reply, hostname=config.hostname), timeout=timeout)
@@ -404,6 +416,25 @@ def send_after_commit(
         except Exception as error:  # a reply already went out: a lost record only means one more reply
             _log_error(queue_id, recipient, "vacation", "", 0, f"vacation record: {error}")
             plan.errors.append("vacation")
+
+
+def _send_notifications(
+    config: Config, plan: Plan, queue_id: str, sender: str, recipient: str, message: bytes, timeout: float
+) -> None:
+    """enotify's mailto notifications from the null sender; none about an automatic message."""
+    submission = config.submission
+    assert submission is not None
+    seen = SieveMessage(message)
+    if is_automatic(seen):
+        plan.notes.append("no notification about an Auto-Submitted message (RFC 5436)")
+        return
+    for notify in plan.notifications:
+        data = build_notification(notify, message=seen, sender=sender, recipient=recipient, hostname=config.hostname)
+        try:
+            outbound.send(submission, "", list(notify.recipients), data, timeout=timeout)
+        except outbound.SubmissionError as error:
+            _log_error(queue_id, recipient, "notify", "", 0, f"notification to {', '.join(notify.recipients)}: {error}")
+            plan.errors.append("notify")
 
 
 def check_scripts(config: Config, mailboxes: Sequence[Mailbox]) -> list[tuple[Path, SieveError | None]]:

@@ -8,6 +8,7 @@ from .actions import Action, Discard, FileInto, Keep, Redirect, Reject, Vacation
 from .compiler import CAPABILITIES, Script
 from .engine import Outcome, SieveEnvelope, compile_file, compile_text, run
 from .errors import SieveError
+from .ext_enotify import Notify
 from .settings import HeaderSpec, ScoreTest, SieveSettings
 from .vacation import VacationState, build_reply
 
@@ -18,6 +19,7 @@ __all__ = [
     "FileInto",
     "HeaderSpec",
     "Keep",
+    "Notify",
     "Outcome",
     "Redirect",
     "Reject",

@@ -15,6 +15,7 @@ from typing import Any
 from .errors import SieveError
 from .ext_encoded import EncodingError
 from .ext_encoded import decode as decode_encoded
+from .ext_enotify import check_method
 from .ext_include import valid_name as valid_script_name
 from .ext_match import EXTRA_COMPARATORS
 from .ext_match import check as check_match
@@ -52,6 +53,7 @@ CAPABILITIES = frozenset(
         "virustest",
         "include",
         "duplicate",
+        "enotify",
     }
 )
 
@@ -154,6 +156,16 @@ COMMANDS: Mapping[str, Spec] = {
         "include",
     ),
     "return": Spec(extension="include"),
+    "notify": Spec(
+        (STRING,),
+        {
+            "from": TagSpec("from", STRING),
+            "importance": TagSpec("importance", STRING),
+            "options": TagSpec("options", STRLIST),
+            "message": TagSpec("message", STRING),
+        },
+        "enotify",
+    ),
     "global": Spec((STRLIST,), extension="include"),
     "setflag": Spec((STRING, STRLIST), extension="imap4flags", optional_first=True),
     "addflag": Spec((STRING, STRLIST), extension="imap4flags", optional_first=True),
@@ -180,6 +192,8 @@ TESTS: Mapping[str, Spec] = {
     "ihave": Spec((STRLIST,), extension="ihave"),
     "spamtest": Spec((STRING,), {**_MATCH, "percent": TagSpec("percent", None, "spamtestplus")}, "spamtest"),
     "virustest": Spec((STRING,), _MATCH, "virustest"),
+    "valid_notify_method": Spec((STRLIST,), extension="enotify"),
+    "notify_method_capability": Spec((STRING, STRING, STRLIST), _MATCH, "enotify"),
     "duplicate": Spec(
         (),
         {
@@ -459,6 +473,10 @@ class _Compiler:
             self.require_variables(cmd.line, cmd.args[0])
         if cmd.name == "include" and isinstance(cmd.args[0], str) and not valid_script_name(cmd.args[0]):
             raise self.error(cmd.line, f"invalid script name '{cmd.args[0]}'")
+        if cmd.name == "notify" and isinstance(cmd.args[0], str):
+            problem = check_method(cmd.args[0])
+            if problem is not None:
+                raise self.error(cmd.line, problem)
         if cmd.name == "global":
             for name in cmd.args[0]:
                 self.require_variables(cmd.line, name, "global")

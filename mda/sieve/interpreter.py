@@ -19,6 +19,7 @@ from .compiler import Command, If, Node, Script, Test
 from .errors import SieveRuntimeError
 from .ext_date import test_currentdate, test_date
 from .ext_duplicate import Seen, test_duplicate
+from .ext_enotify import do_notify, test_notify_method_capability, test_valid_notify_method
 from .ext_environment import test_environment
 from .ext_include import IncludeState, Return, attach, do_global, do_include, do_return
 from .ext_index import select
@@ -360,6 +361,7 @@ _COMMANDS: dict[str, Callable[[_Run, Command], None]] = {
     "include": do_include,
     "return": do_return,
     "global": do_global,
+    "notify": do_notify,
 }
 """Each command's method (the compiler admits no other name)."""
 
@@ -385,6 +387,8 @@ _TESTS: dict[str, Callable[[_Run, Test], bool]] = {
     "spamtest": test_spamtest,
     "virustest": test_spamtest,
     "duplicate": test_duplicate,
+    "valid_notify_method": test_valid_notify_method,
+    "notify_method_capability": test_notify_method_capability,
 }
 """The tests that read the message or the envelope; ``true``, ``false``, ``not``, ``allof`` and ``anyof``
 are closures of their own (``_check``)."""

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mda.sieve import Discard, FileInto, Keep, Outcome, Redirect, Reject, SieveEnvelope, Vacation
+from mda.sieve import Discard, FileInto, Keep, Notify, Outcome, Redirect, Reject, SieveEnvelope, Vacation
 
 ORACLE_USER = "mdatest"
 #: The local time zone of both sides (RFC 5260 date tests without ``:zone`` use it).
@@ -46,6 +46,8 @@ def normalise_outcome(outcome: Outcome) -> list[str]:
                 out.append("discard")
             case Vacation():
                 out.append("vacation")
+            case Notify(recipients=recipients, importance=importance):
+                out.append(f"notify importance={importance}" + "".join(f" {r.lower()}" for r in recipients))
     # duplicate (RFC 7352): Pigeonhole lists the IDs to track among the actions.
     out.extend("track duplicate" + (" :last" if seen.refresh else "") for seen in outcome.duplicates)
     if outcome.errors:
@@ -96,12 +98,18 @@ def normalise_pigeonhole(printed: str) -> tuple[list[str], list[str], bool]:
                     actions.append("reject " + item.removeprefix("reject message with reason: "))
                 elif item == "discard":
                     actions.append("discard")
+                elif item.startswith("send notification with method"):
+                    actions.append("notify")
                 elif item.startswith(("track duplicate", "track last duplicate")):
                     actions.append("track duplicate" + (" :last" if item.startswith("track last") else ""))
                 elif item.startswith("send vacation message"):
                     vacation = True
                 else:
                     actions.append(f"unknown {item}")
+            elif text.startswith("=> importance") and actions and actions[-1].startswith("notify"):
+                actions[-1] += " importance=" + text.partition(":")[2].strip()
+            elif text.startswith(("+ To: ", "+ Cc: ")) and actions and actions[-1].startswith("notify"):
+                actions[-1] += " " + text[2:].partition(":")[2].strip().lower()
             elif text.startswith("+ add IMAP flags: ") and actions:
                 flags = text.removeprefix("+ add IMAP flags: ").lower().split()
                 actions[-1] += " flags=" + " ".join(sorted(flags))

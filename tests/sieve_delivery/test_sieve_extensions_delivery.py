@@ -11,6 +11,7 @@ import yaml
 
 from tests.conftest import basic_config
 from tests.mdaproc import RunningServer
+from tests.sieve_delivery.conftest import Sink
 from tests.sieve_delivery.test_sieve_delivery import (
     ALICE,
     DELIVERED,
@@ -160,3 +161,32 @@ def test_duplicate_discards_the_second_copy_of_a_message(
         assert [r.code for r in deliver(server, [ALICE], data)] == [DELIVERED]
     assert len(stored(maildir(root))) == 2
     assert len(stored(maildir(root) / ".Dups")) == 1
+
+
+def test_notify_mailto_goes_through_submission(
+    tmp_path: Path, start_mda: Callable[..., RunningServer], smtp_sink: Sink
+) -> None:
+    """RFC 5436: the notification leaves from ``<>`` with ``Auto-Submitted: auto-notified`` after the
+    message is stored; a message that is itself automatic notifies nobody."""
+    root = tmp_path / "mail"
+    write_script(
+        root,
+        'require ["enotify", "variables"];\n'
+        'if header :matches "subject" "*" { set "s" "${1}"; }\n'
+        'notify :importance "1" :message "New: ${s}" "mailto:phone@example.net?cc=pager%40example.net";\n',
+    )
+    server = serve(start_mda, root, submission={"host": "127.0.0.1", "port": smtp_sink.port})
+    mail = b"From: <a@example.org>\nSubject: lunch\nMessage-ID: <n1@example.org>\n\nx\n"
+    assert [r.code for r in deliver(server, [ALICE], mail)] == [DELIVERED]
+    assert len(stored(maildir(root))) == 1
+    (sent,) = smtp_sink.wait(1)
+    assert sent.sender == "<>" and sorted(sent.recipients) == ["pager@example.net", "phone@example.net"]
+    assert b"Subject: New: lunch\r\n" in sent.content and b"Auto-Submitted: auto-notified\r\n" in sent.content
+    assert b"X-Priority: 1 (Highest)\r\n" in sent.content
+
+    automatic = (
+        b"From: <a@example.org>\nSubject: bot\nAuto-Submitted: auto-generated\nMessage-ID: <n2@example.org>\n\nx\n"
+    )
+    assert [r.code for r in deliver(server, [ALICE], automatic)] == [DELIVERED]
+    server.wait_for_log("Auto-Submitted message")
+    assert len(smtp_sink.messages) == 1 and len(stored(maildir(root))) == 2
