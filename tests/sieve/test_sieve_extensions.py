@@ -342,3 +342,38 @@ def test_duplicate_last_extends_the_period(tmp_path: Path) -> None:
         state.record_duplicates(ENVELOPE.recipient, outcome.duplicates, now=now)
     # Without :last the ID would have expired at 1100; :last at 1090 moved it to 1190.
     assert run([plain], message, ENVELOPE, vacation_state=state, now=1150.0).actions == (Discard(),)
+
+
+# -- hostile input --------------------------------------------------------------------------------
+
+
+def test_regex_too_large_for_the_engine_is_a_compile_error() -> None:
+    error = compile_error('require "regex";\nif header :regex "subject" "((a{1000}){1000}){1000}" { stop; }\n')
+    assert error.line == 2 and "invalid regular expression" in error.message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Tue, 10 Mar 99999999999999999999 14:30:00 +0100",
+        "Tue, 99 Foo 2026 99:99:99 +9999",
+        "\x00\xff" * 1000,
+        "",
+        "Tue, 10 Mar 2026 14:30:00 +0100" + " x" * 100_000,
+    ],
+)
+def test_hostile_dates_match_nothing(value: str) -> None:
+    script = (
+        'require ["date", "index", "relational", "fileinto"];\n'
+        'if date :value "ge" "date" "year" "0000" { fileinto "parsed"; }\n'
+        'if date :index 9223372036854775807 "date" "year" "2026" { fileinto "index"; }\n'
+    )
+    message = b"Date: " + value.encode("utf-8", "surrogateescape") + b"\n\nx\n"
+    assert FileInto("index") not in actions(script, message)
+
+
+def test_hostile_encoded_characters_compile_in_linear_time() -> None:
+    started = time.monotonic()
+    big = "${hex:" + " 41" * 100_000 + "}"
+    script = compile_text(f'require ["encoded-character", "variables"];\nset "a" "{big}${{hex:zz}}";\n', "t.sieve")
+    assert script is not None and time.monotonic() - started < 2.0
