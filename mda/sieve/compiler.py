@@ -54,9 +54,14 @@ CAPABILITIES = frozenset(
         "include",
         "duplicate",
         "enotify",
+        "mime",
+        "foreverypart",
+        "extracttext",
     }
 )
 
+#: Deepest nesting of foreverypart loops.
+MAX_LOOP_NESTING = 8
 #: Capabilities that change how the whole script is read, so only a top-level ``require`` can bring them
 #: (Pigeonhole's ``ihave`` is false for them).
 STATIC_ONLY = frozenset({"variables", "encoded-character"})
@@ -106,6 +111,22 @@ _ADDRESS_PART = {
 }
 _INDEX = {"index": TagSpec("index", NUMBER, "index"), "last": TagSpec("last", None, "index")}
 _ZONE = {"zone": TagSpec("zone", STRING)}
+_MIME_PARTS = {"mime": TagSpec("mime", None, "mime"), "anychild": TagSpec("anychild", None, "mime")}
+_MIME = {
+    **_MIME_PARTS,
+    "type": TagSpec("mimeopt", None, "mime"),
+    "subtype": TagSpec("mimeopt", None, "mime"),
+    "contenttype": TagSpec("mimeopt", None, "mime"),
+    "param": TagSpec("mimeopt", STRLIST, "mime"),
+}
+_SET_MODIFIERS = {
+    "lower": TagSpec("case"),
+    "upper": TagSpec("case"),
+    "lowerfirst": TagSpec("first"),
+    "upperfirst": TagSpec("first"),
+    "quotewildcard": TagSpec("quote"),
+    "length": TagSpec("length"),
+}
 _FLAGS = {"flags": TagSpec("flags", STRLIST, "imap4flags")}
 _COPY = {"copy": TagSpec("copy", None, "copy")}
 
@@ -132,18 +153,9 @@ COMMANDS: Mapping[str, Spec] = {
         "vacation",
     ),
     # RFC 5229 §4.1: modifiers of equal precedence exclude each other, hence the groups.
-    "set": Spec(
-        (STRING, STRING),
-        {
-            "lower": TagSpec("case"),
-            "upper": TagSpec("case"),
-            "lowerfirst": TagSpec("first"),
-            "upperfirst": TagSpec("first"),
-            "quotewildcard": TagSpec("quote"),
-            "length": TagSpec("length"),
-        },
-        "variables",
-    ),
+    "set": Spec((STRING, STRING), _SET_MODIFIERS, "variables"),
+    "break": Spec((), {"name": TagSpec("name", STRING)}, "foreverypart"),
+    "extracttext": Spec((STRING,), {**_SET_MODIFIERS, "first": TagSpec("count", NUMBER)}, "extracttext"),
     "error": Spec((STRING,), extension="ihave"),
     "include": Spec(
         (STRING,),
@@ -178,10 +190,10 @@ TESTS: Mapping[str, Spec] = {
     "not": Spec(tests="one"),
     "allof": Spec(tests="list"),
     "anyof": Spec(tests="list"),
-    "exists": Spec((STRLIST,)),
+    "exists": Spec((STRLIST,), _MIME_PARTS),
     "size": Spec((), {"over": TagSpec("size", NUMBER), "under": TagSpec("size", NUMBER)}),
-    "header": Spec((STRLIST, STRLIST), {**_MATCH, **_INDEX}),
-    "address": Spec((STRLIST, STRLIST), {**_MATCH, **_ADDRESS_PART, **_INDEX}),
+    "header": Spec((STRLIST, STRLIST), {**_MATCH, **_INDEX, **_MIME}),
+    "address": Spec((STRLIST, STRLIST), {**_MATCH, **_ADDRESS_PART, **_INDEX, **_MIME_PARTS}),
     "date": Spec(
         (STRING, STRING, STRLIST),
         {**_MATCH, **_INDEX, **_ZONE, "originalzone": TagSpec("zone", None)},
@@ -283,6 +295,8 @@ class _Compiler:
     def __init__(self, name: str) -> None:
         self.name = name
         self.extensions: set[str] = set()
+        #: Names of the enclosing foreverypart loops (None for an unnamed one).
+        self.loops: list[Any] = []
 
     def error(self, line: int, message: str) -> SieveError:
         return SieveError(self.name, line, message)
@@ -308,9 +322,26 @@ class _Compiler:
                 if not isinstance(previous, If) or previous.branches[-1].test is None:
                     raise self.error(cmd.line, f"{cmd.name} without a preceding if or elsif")
                 out[-1] = If(previous.line, (*previous.branches, self.branch(cmd)))
+            elif cmd.name == "foreverypart":
+                out.append(self.foreverypart(cmd))
             else:
                 out.append(self.command(cmd))
         return tuple(out)
+
+    def foreverypart(self, cmd: CommandNode) -> Command:
+        """RFC 5703 §3: a loop over MIME parts; its block travels in the command's tags."""
+        if cmd.block is None or cmd.tests:
+            raise self.error(cmd.line, "foreverypart needs a block and takes no test")
+        spec = Spec((), {"name": TagSpec("name", STRING)}, "foreverypart")
+        tags, _ = self.arguments(cmd.name, cmd.line, cmd.args, spec)
+        if len(self.loops) >= MAX_LOOP_NESTING:
+            raise self.error(cmd.line, f"foreverypart nested deeper than {MAX_LOOP_NESTING} levels")
+        self.loops.append(tags.get("name"))
+        try:
+            tags["block"] = self.block(cmd.block)
+        finally:
+            self.loops.pop()
+        return Command(cmd.name, cmd.line, tags, ())
 
     def require(self, cmd: CommandNode) -> None:
         if cmd.block is not None or cmd.tests or len(cmd.args) != 1 or not isinstance(cmd.args[0], StringArg):
@@ -423,7 +454,9 @@ class _Compiler:
                 raise self.error(tag.line, f"':{tag.name}' needs a {tspec.kind} argument")
             value = self.value(raw[i], tspec.kind, f"':{tag.name}'")
             tags[tspec.group] = (
-                (tag.name, value) if tspec.group in ("size", "transform", "match", "zone", "days", "id") else value
+                (tag.name, value)
+                if tspec.group in ("size", "transform", "match", "zone", "days", "id", "mimeopt")
+                else value
             )
             i += 1
         positional = raw[i:]
@@ -473,6 +506,12 @@ class _Compiler:
             self.require_variables(cmd.line, cmd.args[0])
         if cmd.name == "include" and isinstance(cmd.args[0], str) and not valid_script_name(cmd.args[0]):
             raise self.error(cmd.line, f"invalid script name '{cmd.args[0]}'")
+        if cmd.name in ("break", "extracttext") and not self.loops:
+            raise self.error(cmd.line, f"{cmd.name} outside a foreverypart loop (RFC 5703)")
+        if cmd.name == "break" and "name" in cmd.tags and cmd.tags["name"] not in self.loops:
+            raise self.error(cmd.line, f"break names no enclosing loop '{cmd.tags['name']}'")
+        if cmd.name == "extracttext":
+            self.require_variables(cmd.line, cmd.args[0], "extracttext")
         if cmd.name == "notify" and isinstance(cmd.args[0], str):
             problem = check_method(cmd.args[0])
             if problem is not None:
@@ -494,6 +533,8 @@ class _Compiler:
             problem = check_match(test.match_type, test.relation, test.comparator, keys)
             if problem is not None:
                 raise self.error(test.line, problem)
+        if ("anychild" in test.tags or "mimeopt" in test.tags) and "mime" not in test.tags:
+            raise self.error(test.line, "':anychild', ':type', ':subtype', ':contenttype' and ':param' need ':mime'")
         if "last" in test.tags and "index" not in test.tags and test.name != "duplicate":
             raise self.error(test.line, "':last' needs ':index' (RFC 5260 §6)")
         if test.tags.get("index", 1) < 1:

@@ -11,9 +11,11 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from email.message import Message as MimePart
 from pathlib import Path
 from typing import Any
 
+from . import ext_mime
 from .actions import FileInto, Keep, PendingVacation, Reject, ResultBuilder
 from .compiler import Command, If, Node, Script, Test
 from .errors import SieveRuntimeError
@@ -75,6 +77,8 @@ class _Run:
     include: IncludeState | None = None
     depth = 0
     personal_dir: Path | None = None
+    #: The MIME part a foreverypart loop is at (RFC 5703); None outside loops.
+    mime_part: MimePart | None = None
 
     def __init__(self, script: Script, ctx: Context) -> None:
         self.script = script
@@ -162,12 +166,16 @@ class _Run:
     # -- what header, address and envelope tests compare ------------------------------------------
     # The names are lower case: the compiler's constants are lowered once, expanded ones by test_compared.
     def header_values(self, test: Test, names: Iterable[str]) -> list[str]:
+        if "mime" in test.tags:
+            return ext_mime.header_values(self, test, list(names))
         message = self.ctx.message
         if "index" in test.tags:
             return [value for name in names for value in select(message.header_values(name), test.tags)]
         return [value for name in names for value in message.header_values(name)]
 
     def address_values(self, test: Test, names: Iterable[str]) -> list[str]:
+        if "mime" in test.tags:
+            return ext_mime.address_values(self, test, list(names))
         message = self.ctx.message
         if "index" in test.tags:  # the addresses of the one field occurrence :index names
             fields = [f for name in names for f in select(message.headers.get(name, []), test.tags)]
@@ -209,6 +217,8 @@ class _Run:
 
     # -- tests ---------------------------------------------------------------------------------
     def test_exists(self, test: Test) -> bool:
+        if "mime" in test.tags:
+            return ext_mime.exists(self, test, [n.lower() for n in self.expand_all(test.args[0], test.line)])
         headers = self.ctx.message.headers
         return all(name.lower() in headers for name in self.expand_all(test.args[0], test.line))
 
@@ -362,6 +372,8 @@ _COMMANDS: dict[str, Callable[[_Run, Command], None]] = {
     "return": do_return,
     "global": do_global,
     "notify": do_notify,
+    "break": ext_mime.do_break,
+    "extracttext": ext_mime.do_extracttext,
 }
 """Each command's method (the compiler admits no other name)."""
 
@@ -430,6 +442,8 @@ def _step(node: Node, plain: bool) -> Step:
                     return
 
         return run_if
+    if node.name == "foreverypart":
+        return ext_mime.loop(node, _block(node.tags["block"], plain))
     command = _COMMANDS[node.name]
     return lambda run: command(run, node)
 
@@ -450,6 +464,7 @@ def _check(test: Test, plain: bool) -> Check:
         and test.name in _VALUES
         and not is_extended(test.match_type, test.comparator)
         and "index" not in test.tags
+        and "mime" not in test.tags
     ):
         return _constant_check(test)
     general = _TESTS[test.name]

@@ -377,3 +377,45 @@ def test_hostile_encoded_characters_compile_in_linear_time() -> None:
     big = "${hex:" + " 41" * 100_000 + "}"
     script = compile_text(f'require ["encoded-character", "variables"];\nset "a" "{big}${{hex:zz}}";\n', "t.sieve")
     assert script is not None and time.monotonic() - started < 2.0
+
+
+# -- mime, foreverypart, extracttext ----------------------------------------------------------------
+
+
+def nested_multipart(depth: int) -> bytes:
+    head = b"Subject: deep\nMIME-Version: 1.0\n"
+    parts = [b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (i, i) for i in range(depth)]
+    inner = b"Content-Type: text/plain\n\ndeepest\n"
+    closes = [b"\n--b%d--\n" % i for i in reversed(range(depth))]
+    return head + b"".join(parts) + inner + b"".join(closes)
+
+
+@pytest.mark.parametrize("depth", [5, 40, 3000])
+def test_deeply_nested_mime_is_bounded(depth: int) -> None:
+    """A hostile nesting of multiparts neither crashes nor stalls the loop: parts below 32 levels (or a
+    structure Python's parser cannot build) are not visited."""
+    script = (
+        'require ["foreverypart", "mime", "variables", "fileinto", "extracttext"];\n'
+        'set "n" "0";\n'
+        "foreverypart {\n"
+        '  if header :mime :type "content-type" "text" { extracttext "t"; fileinto "text-${t}"; }\n'
+        "}\n"
+        'if header :mime :anychild :subtype "content-type" "plain" { fileinto "anychild-plain"; }\n'
+    )
+    started = time.monotonic()
+    result = actions(script, nested_multipart(depth))
+    assert time.monotonic() - started < 5.0
+    if depth < 32:
+        assert FileInto("text-deepest\n") in result or FileInto("text-deepest") in result
+        assert FileInto("anychild-plain") in result
+    assert all(isinstance(a, (FileInto, Keep)) for a in result), result
+
+
+def test_break_names_an_enclosing_loop() -> None:
+    error = compile_error('require "foreverypart";\nforeverypart :name "a" {\n  break :name "b";\n}\n')
+    assert error.line == 3 and "no enclosing loop 'b'" in error.message
+
+
+def test_extracttext_outside_a_loop_is_refused() -> None:
+    error = compile_error('require ["extracttext", "variables", "foreverypart"];\nextracttext "x";\n')
+    assert error.line == 2 and "outside a foreverypart loop" in error.message
