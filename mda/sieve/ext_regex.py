@@ -22,6 +22,8 @@ import re2  # type: ignore[import-untyped]  # google-re2 ships no type informati
 #: RE2's memory for one compiled pattern; a pattern needing more is refused as too large.
 MAX_PATTERN_MEMORY = 4 << 20
 _BACKREFERENCE = re.compile(r"\\[1-9]")
+#: glibc's word and buffer anchors, which RE2 spells differently (RE2 reads ``\<`` as a plain ``<``).
+_GNU_ESCAPES = {"\\<": "\\b", "\\>": "\\b", "\\`": "\\A", "\\'": "\\z"}
 
 
 class RegexError(ValueError):
@@ -40,7 +42,8 @@ def _options(casemap: bool) -> Any:
 
 def translate(pattern: str) -> str:
     """The POSIX ERE ``pattern`` in RE2's syntax: inside a bracket expression a backslash is an ordinary
-    character in POSIX and an escape in RE2, so it is doubled. Raises :class:`RegexError` for a
+    character in POSIX and an escape in RE2, so it is doubled; glibc's ``\\<``, ``\\>`` (word
+    boundaries, both read as RE2's ``\\b``), ``\\``` and ``\\'`` become RE2's. Raises :class:`RegexError` for a
     backreference (``\\1``…``\\9``) outside a bracket expression, which RE2 cannot run."""
     out: list[str] = []
     i, bracket = 0, False
@@ -62,7 +65,7 @@ def translate(pattern: str) -> str:
                 raise RegexError(
                     f"backreference '{pattern[i : i + 2]}' in regular expression is not supported (linear-time engine)"
                 )
-            ch = pattern[i : i + 2]
+            ch = _GNU_ESCAPES.get(pattern[i : i + 2], pattern[i : i + 2])
             i += 1
         elif ch == "[":
             bracket = True
