@@ -266,11 +266,21 @@ def plan_recipient(
     return plan
 
 
+_settings_cache: dict[int, tuple[Config, SieveSettings]] = {}
+
+
 def _settings(config: Config) -> SieveSettings:
-    """The configured Sieve settings, with the ``environment`` items that come from the host name."""
+    """The configured Sieve settings, with the ``environment`` items that come from the host name;
+    built once per configuration (a reload makes a new one)."""
+    cached = _settings_cache.get(id(config))
+    if cached is not None and cached[0] is config:
+        return cached[1]
     base = config.sieve.settings if config.sieve is not None else SieveSettings()
     domain = config.hostname.partition(".")[2] or config.hostname
-    return replace(base, environment={"host": config.hostname, "domain": domain})
+    settings = replace(base, environment={"host": config.hostname, "domain": domain})
+    _settings_cache.clear()  # only the configuration in use is kept
+    _settings_cache[id(config)] = (config, settings)
+    return settings
 
 
 def _vacation_state(config: Config, scripts: Sequence[Script], *, create: bool = True) -> VacationState | None:

@@ -74,7 +74,8 @@ def compile_file(path: Path, global_dir: Path | None = None) -> Script:
     beside it, ``:global`` ones in ``global_dir``.
     """
     script = compile_cached(path)
-    link(script, path.parent, global_dir, (path.resolve(),))
+    if "include" in script.extensions:  # the common script pays no path resolution
+        link(script, path.parent, global_dir, (path.resolve(),))
     return script
 
 
