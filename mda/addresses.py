@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from dataclasses import dataclass
 
 MAX_LOCAL_PART = 64
@@ -23,6 +24,10 @@ _DOT_ATOM = re.compile(rf"[{_UTF8_ATEXT}{_ATEXT}]+(?:\.[{_UTF8_ATEXT}{_ATEXT}]+)
 _QUOTED = re.compile(r'"((?:[^"\\\x00-\x1f\x7f]|\\[\x20-\x7e])*)"')
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+"""Controls (C0 and C1, e.g. U+0085), format characters (bidi overrides such as U+202E, zero-width
+characters) and the line and paragraph separators U+2028/U+2029: never part of an address, since an
+address becomes a directory name and a trace header field."""
 
 
 class AddressError(ValueError):
@@ -99,9 +104,15 @@ def parse_mailbox(text: str) -> Address:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise AddressError("address is not valid UTF-8") from None
+    if not text.isascii() and any(unicodedata.category(c) in _REFUSED_CATEGORIES for c in text):
+        raise AddressError("control, format or separator characters in address")
     local, at, domain = text.rpartition("@")
     if not at or not local or not domain:
         raise AddressError("address must be local@domain")
+    if not local.isascii() and unicodedata.normalize("NFKC", local) != local:
+        # One spelling per mailbox: the Kelvin sign (U+212A) would fold to "k", a fullwidth letter to
+        # its ASCII twin; refused rather than folded, so paths, look-ups and duplicates agree.
+        raise AddressError("local part is not in Unicode NFKC form")
     local = _local_part(local)
     if len(local.encode("utf-8")) > MAX_LOCAL_PART:
         raise AddressError("local part too long")

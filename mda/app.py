@@ -2,35 +2,43 @@
 
 One asyncio loop per process (uvloop when installed). ``SIGTERM``/``SIGINT`` stop accepting, let
 transactions in flight finish within ``shutdown_timeout``, answer ``421 4.3.2`` to idle sessions and
-exit 0. Started as root with ``user:`` set, the process binds its listeners first and then drops to
-that user (design.md, "Privileges").
+exit 0. Started as root with ``user:`` set, the process checks that user can read the TLS files,
+binds its listeners and then drops to that user (docs/architecture.md, "Privileges"). A task on the loop beats
+every second; ``/healthz`` fails when the beat stops (``mda.probes``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
 import logging
 import os
-import pwd
+import resource
 import signal
 import socket
 import sys
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
 from mda import logs, replies, sdnotify
+from mda.binding import Identity, bind_tcp, bind_unix, drop_privileges, resolve_identity, service_identity
 from mda.config import BindAddress, Config, ListenerConfig, watched_files
 from mda.config import load_for_serve as load_config
-from mda.metrics import Metrics, MetricsServer, build_metrics
+from mda.metrics import Metrics, build_metrics, exposition_with, oldest_heartbeat
+from mda.metrics import preload as preload_metrics
+from mda.policyservice import protocol_factory as policy_protocol
+from mda.probes import HEARTBEAT_INTERVAL, MetricsServer, is_alive
 from mda.protocol import MdaSession
 from mda.reload import ConfigWatcher
-from mda.server import ListenerContext, Reporter, State, bind_tcp, bind_unix
+from mda.server import ListenerContext, Reporter, State
 from mda.space import mail_roots
+from mda.spool import PROCESS_BUDGET
+from mda.tls import available as tls_available
 from mda.tls import listener_context as listener_tls_context
+from mda.tls import unreadable_files_as
 from mda.yamlsource import ConfigError
 
 STORAGE_THREADS = 32
@@ -80,12 +88,16 @@ def storage_line(config: Config) -> str:
     return f"delivering to {storage.path} ({storage.format}, {'fsync' if storage.fsync else 'no fsync'})"
 
 
+USERDB_CLOSE_DELAY = 60.0
+"""Seconds a replaced configuration keeps its user-database connections for transactions still under way."""
+
+
 class Application:
     """Owns the process: configuration state, listeners, executor, metrics, reload and lifecycle.
 
-    ``inherited`` holds UNIX sockets bound by a worker supervisor before it forked, and ``ports`` the
-    TCP ports it reserved (port 0 resolved), so every worker listens on the same addresses.
-    ``worker`` means a supervisor prints the start-up lines, serves ``/metrics`` and talks to systemd.
+    ``inherited`` holds the listening sockets a worker supervisor bound before it forked: a worker
+    accepts on those and binds nothing itself. ``worker`` means a supervisor prints the start-up lines,
+    serves ``/metrics``, watches the configuration, counts reloads and talks to systemd.
     """
 
     def __init__(
@@ -95,23 +107,22 @@ class Application:
         out: TextIO = sys.stdout,
         metrics: Metrics | None = None,
         inherited: dict[ListenerKey, socket.socket] | None = None,
-        ports: dict[ListenerKey, int] | None = None,
         worker: bool = False,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
-        self.state = State.build(config)
+        PROCESS_BUDGET.limit = config.limits.spool_memory
         self.out = out
         self.storage_pool = ThreadPoolExecutor(max_workers=STORAGE_THREADS, thread_name_prefix="mda-store")
         self.executor: Executor | None = self.storage_pool
         self.spool_dir: Path | None = config.state_dir
         self.metrics = metrics if metrics is not None else build_metrics()
+        self.state = State.build(config, self.metrics)
         self.reporter = Reporter(self.metrics)
         self.shutting_down = False
         self.listeners: list[Listener] = []
         self.retired: list[Listener] = []
         """Listeners closed by a reload whose sessions may still be open."""
         self.inherited = dict(inherited or {})
-        self.ports = dict(ports or {})
         self.worker = worker
         self.on_ready = on_ready
         self.metrics_server: MetricsServer | None = None
@@ -143,17 +154,21 @@ class Application:
         owned = True
         # RFC 8314 implicit TLS: the handshake comes first; the certificate is re-read per handshake.
         tls = listener_tls_context(config.tls) if config.tls is not None and config.tls.mode == "implicit" else None
+        factory = policy_protocol(context) if config.protocol == "policy" else lambda: MdaSession(context)
         if key in self.inherited:
             sock = self.inherited.pop(key)
             owned = False  # the supervisor owns the socket file and its lock
-            server = await loop.create_unix_server(lambda: MdaSession(context), sock=sock, ssl=tls)
+        elif self.worker:
+            raise ListenerNotInherited(f"{config.label}: a listener added to the configuration needs a restart")
         elif config.bind.is_unix:
-            sock, lock_fd = bind_unix(config.bind.path, config.socket_mode, config.socket_owner)
-            server = await loop.create_unix_server(lambda: MdaSession(context), sock=sock, ssl=tls)
+            owner = resolve_identity(config.socket_owner) if config.socket_owner else None
+            sock, lock_fd = bind_unix(config.bind.path, config.socket_mode, owner, service_identity(self.state.config))
         else:
-            port = self.ports.get(key, config.bind.port)
-            sock = bind_tcp(config.bind.host, port, reuse_port=self.state.config.workers > 1 or key in self.ports)
-            server = await loop.create_server(lambda: MdaSession(context), sock=sock, ssl=tls)
+            sock = bind_tcp(config.bind.host, config.bind.port)
+        if config.bind.is_unix:
+            server = await loop.create_unix_server(factory, sock=sock, ssl=tls)
+        else:
+            server = await loop.create_server(factory, sock=sock, ssl=tls)
         listener = Listener(config, context, server)
         listener.lock_fd = lock_fd
         listener.owns_path = owned
@@ -161,22 +176,29 @@ class Application:
 
     async def start(self) -> None:
         config = self.state.config
+        identity = service_identity(config)
+        raise_open_files_limit(config)
         for listener_config in config.listeners:
-            listener = await self.open_listener(listener_config)
+            try:
+                listener = await self.open_listener(listener_config)
+            except ListenerNotInherited as error:  # added by a reload the supervisor made before this fork
+                logs.event("listener_not_opened", logging.ERROR, listener=listener_config.label, reason=str(error))
+                continue
             self.listeners.append(listener)
             self.announce(f"listening {listener_config.protocol} {listener.address_text()}")
         if config.metrics is not None and not self.worker:
-            self.metrics_server = MetricsServer(
-                config.metrics.bind.host,
-                config.metrics.bind.port,
-                self.is_ready,
-                roots=lambda: mail_roots(self.state.config),
-            )
+            self.metrics_server = metrics_server(config, self.is_ready, lambda: mail_roots(self.state.config))
             self.metrics_server.start()
             self.announce(f"metrics http://{self.metrics_server.address_text}/metrics")
         self.announce(storage_line(config))
-        if config.user:
-            drop_privileges(config.user)
+        preload_metrics()
+        drop_privileges(identity)
+        for listener in self.listeners:  # load the STARTTLS contexts as the user that will use them
+            if listener.config.tls is not None:
+                tls_available(listener.config.tls)
+        for sock in self.inherited.values():  # listeners the configuration no longer has
+            sock.close()
+        self.inherited.clear()
         self.ready = True
 
     def is_ready(self) -> bool:
@@ -189,8 +211,10 @@ class Application:
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         await self.start()
+        heartbeat = loop.create_task(self._heartbeat())
         config = self.state.config
-        if config.source is not None:  # the embedded default has no file to watch
+        # With several workers the supervisor watches the files and signals every worker (SIGHUP).
+        if config.source is not None and not self.worker:  # the embedded default has no file to watch
             self.watcher = ConfigWatcher(loop, watched_files(config), self.request_reload, running=config.digest)
             self.watcher.start()
         logs.event("started", listeners=len(self.listeners), config=self.state.config.digest, pid=os.getpid())
@@ -204,9 +228,18 @@ class Application:
         if self.watcher is not None:
             self.watcher.stop()
         await self.drain()
+        heartbeat.cancel()
         if self.metrics_server is not None:
             self.metrics_server.close()
+        if self.state.policy.userdb is not None:
+            self.state.policy.userdb.close()
         return 0
+
+    async def _heartbeat(self) -> None:
+        """Tell ``/healthz`` the loop runs: a loop blocked by a stuck call stops beating."""
+        while True:
+            self.metrics.beat()
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -234,7 +267,7 @@ class Application:
             self._reloading = False
 
     async def reload(self) -> bool:
-        """Load, validate, swap (style.md §9); on any error keep the running configuration."""
+        """Load, validate, swap (docs/architecture.md, "Parts"); on any error keep the running configuration."""
         old = self.state.config
         source = old.source
         if source is None:
@@ -245,13 +278,13 @@ class Application:
         loop = asyncio.get_running_loop()
         try:
             new = await loop.run_in_executor(self.executor, load_config, source)
-            state = State.build(new)
+            state = State.build(new, self.metrics)
         except ConfigError as error:
-            self.metrics.config_reloaded(False)
+            self._count_reload(False)
             logs.event("reload_failed", logging.ERROR, file=error.file, line=error.line, error=str(error))
             return False
         except Exception as error:  # an unreadable users file, a policy that cannot be built
-            self.metrics.config_reloaded(False)
+            self._count_reload(False)
             logs.event("reload_failed", logging.ERROR, file=str(source), error=f"{type(error).__name__}: {error}")
             return False
         finally:
@@ -259,15 +292,22 @@ class Application:
                 sdnotify.ready()
         await self._apply_listeners(new)
         # Sessions take the state at MAIL: a transaction under way keeps the old one (server.State).
-        self.state = state
+        previous, self.state = self.state, state
+        previous.close_later(USERDB_CLOSE_DELAY)
+        PROCESS_BUDGET.limit = new.limits.spool_memory
         if (new.log_format, new.log_level) != (old.log_format, old.log_level):
             logs.setup(new.log_format, new.log_level)
         if self.watcher is not None:
             self.watcher.set_paths(watched_files(new), running=new.digest)
-        self.metrics.config_reloaded(True)
+        self._count_reload(True)
         self.metrics.config_loaded_now(new.digest)
         logs.event("reloaded", config=new.digest, previous=old.digest)
         return True
+
+    def _count_reload(self, ok: bool) -> None:
+        """One count per reload of the service: with several workers the supervisor counts (mda.workers)."""
+        if not self.worker:
+            self.metrics.config_reloaded(ok)
 
     async def _apply_listeners(self, new: Config) -> None:
         """Open added listeners, close removed ones, keep the others (and their sessions) untouched."""
@@ -283,13 +323,12 @@ class Application:
                 logs.event("listener_closed", listener=listener.config.label)
                 self.retired.append(listener)
         for listener_config in wanted.values():
-            if self.worker and (listener_config.bind.is_unix or listener_config.bind.port == 0):
-                reason = "with several workers a new UNIX or port-0 listener needs a restart"
-                logs.event("listener_not_opened", logging.ERROR, listener=listener_config.label, reason=reason)
-                continue
             try:
                 listener = await self.open_listener(listener_config)
-            except OSError as error:
+            except ListenerNotInherited as error:
+                logs.event("listener_not_opened", logging.ERROR, listener=listener_config.label, reason=str(error))
+                continue
+            except (OSError, LookupError) as error:
                 logs.event("listener_failed", logging.ERROR, listener=listener_config.label, error=str(error))
                 continue
             kept.append(listener)
@@ -338,20 +377,55 @@ async def _say_goodbye(session: MdaSession) -> None:
     session._close()
 
 
-def drop_privileges(user: str) -> None:
-    """Become ``user`` (or ``user:group``) for good after binding; only meaningful when root."""
-    if os.geteuid() != 0:
-        return
-    name, _, group = user.partition(":")
-    entry = pwd.getpwnam(name)
-    gid = grp.getgrnam(group).gr_gid if group else entry.pw_gid
-    os.setgroups([gid])
-    os.setgid(gid)
-    os.setuid(entry.pw_uid)
+class ListenerNotInherited(Exception):
+    """A worker binds nothing: a listener its supervisor did not bind cannot be opened there."""
+
+
+class TlsFilesUnreadable(OSError):
+    """A TLS certificate or key the service user cannot load: starting would silently drop TLS."""
+
+
+def check_tls_files(config: Config, identity: Identity | None) -> None:
+    """Refuse to start when the service user cannot load every TLS certificate and key (mda.tls)."""
+    problems = unreadable_files_as(config, identity)
+    if problems:
+        raise TlsFilesUnreadable("; ".join(problems))
+
+
+def metrics_server(config: Config, ready: Callable[[], bool], roots: Callable[[], Iterable[Path]]) -> MetricsServer:
+    """The HTTP endpoint: ``/healthz`` alive while every event loop's heartbeat is recent; ``roots`` are the
+    mail roots of the configuration in use, measured at each scrape."""
+    assert config.metrics is not None
+    bind = config.metrics.bind
+    alive = lambda: is_alive(oldest_heartbeat(), time.time())  # noqa: E731
+    return MetricsServer(bind.host, bind.port, ready, alive, exposition_with(roots))
+
+
+FILES_PER_SESSION = 3
+"""Descriptors one session may hold: its socket, a spool spilled to a file, the copy being written."""
+SPARE_FILES = 256
+"""Listeners, the metrics server, SQLite state files, Sieve scripts, standard streams."""
+
+
+def raise_open_files_limit(config: Config) -> None:
+    """Raise the soft ``RLIMIT_NOFILE`` to what ``max_connections`` sessions need, up to the hard limit.
+
+    The common soft default of 1024 would otherwise refuse a few hundred sessions in DATA with
+    ``EMFILE`` long before ``max_connections``; the hard limit stays the administrator's to set.
+    """
+    connections = max([config.limits.max_connections, *(item.limits.max_connections for item in config.listeners)])
+    wanted = connections * FILES_PER_SESSION + SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < wanted:
+            logs.event("open_files_limit", logging.WARNING, limit=new, wanted=wanted)
 
 
 def run_loop(main: Coroutine[Any, Any, int]) -> int:
-    """Run ``main`` on uvloop when it is installed (design.md, "Concurrency"), else on asyncio's loop."""
+    """Run ``main`` on uvloop when it is installed (docs/architecture.md), else on asyncio's loop."""
     try:
         import uvloop
     except ImportError:
@@ -366,6 +440,7 @@ def serve(config: Config) -> int:
     metrics aggregated); otherwise this process serves alone.
     """
     logs.setup(config.log_format, config.log_level)
+    check_tls_files(config, service_identity(config))
     if config.workers > 1:
         from mda.workers import serve_workers
 

@@ -3,8 +3,14 @@
 The credentials file holds ``user:hash`` lines (``#`` comments and blank lines ignored); hashes are bcrypt
 (``$2b$...``, from the maintained ``bcrypt`` package) or, when ``argon2-cffi`` is installed, Argon2
 (``$argon2id$...``). A plain-text password is never accepted. The file is re-read when its modification
-time changes, so adding a user needs no restart. Failed attempts from one client address make the next
-answer wait longer (``Throttle``), which slows password guessing without locking anyone out.
+time changes, so adding a user needs no restart.
+
+Guessing is slowed the way Dovecot's ``auth_penalty`` does it: every attempt from a client address waits
+before its password is checked (``Throttle``), longer after each failure, whatever connection it comes
+on. A client that hangs up before its answer has still waited, and learns nothing sooner. An unknown user
+is checked against a dummy hash of the same algorithm and cost as the file's own hashes, so the answer
+takes as long as for a real user. Hashes are checked in a few threads of their own (``verifier``): an
+AUTH flood does not take the storage threads that deliveries need.
 """
 
 from __future__ import annotations
@@ -12,16 +18,27 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import bcrypt
 
 MAX_DELAY = 10.0
-"""The longest a failed AUTH waits before ``535 5.7.8``."""
+"""The longest an AUTH attempt waits before its password is checked."""
 FORGET_AFTER = 600.0
-"""Seconds after the last failure when a client address starts afresh."""
+"""Seconds after the last attempt when a client address starts afresh."""
+VERIFY_THREADS = 2
+"""Threads checking password hashes: few, since each check is meant to cost CPU time."""
+DEFAULT_COST = ("bcrypt", "12")
+"""The dummy hash's cost when the file holds no usable hash (bcrypt's own default)."""
+
+_BCRYPT_COST = re.compile(r"^\$2[aby]\$(\d{2})\$")
+_ARGON2_COST = re.compile(r"^\$(argon2(?:id|i|d))\$v=(\d+)\$m=(\d+),t=(\d+),p=(\d+)\$")
 
 
 class Credentials:
@@ -31,13 +48,14 @@ class Credentials:
         self.path = path
         self._stamp: int | None = None
         self._users: dict[str, str] = {}
+        self._dummy = ""
         self._lock = threading.Lock()
 
-    def _load(self) -> dict[str, str]:
+    def _load(self) -> tuple[dict[str, str], str]:
         try:
             stamp = os.stat(self.path).st_mtime_ns
         except OSError:
-            return {}
+            return {}, dummy_hash(DEFAULT_COST)
         with self._lock:
             if stamp != self._stamp:
                 users: dict[str, str] = {}
@@ -48,13 +66,72 @@ class Credentials:
                     name, _, hashed = line.partition(":")
                     users[name.strip()] = hashed.strip()
                 self._users, self._stamp = users, stamp
-            return self._users
+                self._dummy = dummy_hash(usual_cost(users.values()))
+            return self._users, self._dummy
+
+    @property
+    def dummy(self) -> str:
+        """The hash an unknown user's password is checked against (same algorithm and cost as the file's)."""
+        return self._load()[1]
 
     def verify(self, user: str, password: str) -> bool:
         """True when ``user`` exists and ``password`` matches its hash; unknown users cost the same."""
-        hashed = self._load().get(user)
-        matched = check_password(password, hashed if hashed is not None else _DUMMY_HASH)
+        users, dummy = self._load()
+        hashed = users.get(user)
+        matched = check_password(password, hashed if hashed is not None else dummy)
         return matched and hashed is not None
+
+
+def hash_cost(hashed: str) -> tuple[str, ...] | None:
+    """A hash's algorithm and cost parameters: ``("bcrypt", "12")``, ``("argon2id", "19", m, t, p)``."""
+    if match := _BCRYPT_COST.match(hashed):
+        return ("bcrypt", match.group(1))
+    if match := _ARGON2_COST.match(hashed):
+        return match.groups()
+    return None
+
+
+def usual_cost(hashes: Iterable[str]) -> tuple[str, ...]:
+    """The cost most of ``hashes`` share (the first seen on a tie), or ``DEFAULT_COST`` without any.
+
+    Argon2 counts only when ``argon2-cffi`` is installed: without it no Argon2 hash can be checked, and
+    a dummy must be one that can.
+    """
+    costs = Counter(cost for cost in map(hash_cost, hashes) if cost is not None and _can_check(cost))
+    return costs.most_common(1)[0][0] if costs else DEFAULT_COST
+
+
+_DUMMIES: dict[tuple[str, ...], str] = {}
+
+
+def dummy_hash(cost: tuple[str, ...]) -> str:
+    """A hash of a random password with ``cost`` (made once per cost: Argon2 may take a while)."""
+    if cost not in _DUMMIES:
+        secret = os.urandom(16)
+        if cost[0] == "bcrypt":
+            _DUMMIES[cost] = bcrypt.hashpw(secret, bcrypt.gensalt(rounds=int(cost[1]))).decode("ascii")
+        else:
+            import argon2  # optional: only needed for Argon2 hashes
+
+            kind, _, memory, rounds, lanes = cost
+            hasher = argon2.PasswordHasher(
+                time_cost=int(rounds),
+                memory_cost=int(memory),
+                parallelism=int(lanes),
+                type={"argon2id": argon2.Type.ID, "argon2i": argon2.Type.I, "argon2d": argon2.Type.D}[kind],
+            )
+            _DUMMIES[cost] = hasher.hash(secret)
+    return _DUMMIES[cost]
+
+
+def _can_check(cost: tuple[str, ...]) -> bool:
+    if cost[0] == "bcrypt":
+        return 4 <= int(cost[1]) <= 31
+    try:
+        import argon2  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def check_password(password: str, hashed: str) -> bool:
@@ -77,34 +154,51 @@ def check_password(password: str, hashed: str) -> bool:
     return False
 
 
-_DUMMY_HASH = bcrypt.hashpw(b"unused", bcrypt.gensalt(rounds=10)).decode("ascii")
-"""Checked for unknown users so that timing does not tell which users exist."""
-
-
 class Throttle:
-    """Per-address failure count → delay before the ``535`` reply: 0.5 s, 1 s, 2 s... up to ``MAX_DELAY``."""
+    """Per-address attempt count → wait before the password is checked: 0, 0.5 s, 1 s, 2 s... up to ``MAX_DELAY``.
+
+    Every attempt counts as soon as it starts (``attempt``), so attempts made in parallel from one address
+    wait longer and longer, and one abandoned during its wait still counts; a success forgets the address.
+    """
 
     def __init__(self, base: float = 0.5) -> None:
         self.base = base
-        self._failures: dict[str, tuple[int, float]] = {}
+        self._attempts: dict[str, tuple[int, float]] = {}
 
-    def delay(self, client: str) -> float:
-        count, last = self._failures.get(client, (0, 0.0))
-        if not count or time.monotonic() - last > FORGET_AFTER:
-            return 0.0
-        return min(MAX_DELAY, self.base * 2 ** (count - 1))
-
-    def failed(self, client: str) -> None:
-        count, last = self._failures.get(client, (0, 0.0))
-        if time.monotonic() - last > FORGET_AFTER:
+    def attempt(self, client: str) -> float:
+        """Count one attempt from ``client``; return how long it waits before its password is checked."""
+        now = time.monotonic()
+        count, last = self._attempts.get(client, (0, 0.0))
+        if now - last > FORGET_AFTER:
             count = 0
-        self._failures[client] = (count + 1, time.monotonic())
-        if len(self._failures) > 10000:
-            oldest = min(self._failures, key=lambda key: self._failures[key][1])
-            del self._failures[oldest]
+        self._attempts[client] = (count + 1, now)
+        if len(self._attempts) > 10000:
+            oldest = min(self._attempts, key=lambda key: self._attempts[key][1])
+            del self._attempts[oldest]
+        return min(MAX_DELAY, self.base * 2 ** min(count - 1, 32)) if count else 0.0
 
     def succeeded(self, client: str) -> None:
-        self._failures.pop(client, None)
+        self._attempts.pop(client, None)
+
+
+_VERIFIER: ThreadPoolExecutor | None = None
+
+
+def verifier() -> ThreadPoolExecutor:
+    """The threads that check passwords, started on first use (in the process that serves AUTH)."""
+    global _VERIFIER
+    if _VERIFIER is None:
+        _VERIFIER = ThreadPoolExecutor(max_workers=VERIFY_THREADS, thread_name_prefix="mda-auth")
+    return _VERIFIER
+
+
+def _forget_verifier() -> None:
+    """A forked worker has none of its parent's threads: it starts its own pool when needed."""
+    global _VERIFIER
+    _VERIFIER = None
+
+
+os.register_at_fork(after_in_child=_forget_verifier)
 
 
 def decode_plain(payload: str) -> tuple[str, str] | None:

@@ -1,6 +1,10 @@
 """Command line: ``serve``, ``check-config``, ``resolve``, ``deliver``, ``sieve-check``. Commands only.
 
-Exit codes are the contract of shared/config.md: 0 fine; 1 bad configuration (``serve``,
+``resolve``, ``check-config`` and ``sieve-check`` only explain: they write nothing (no ``maildirsize``
+rebuild, no directory, no state file), so running them as root leaves the mail tree as it was.
+
+Exit codes are the contract of README's command table ("A short tour"): 0 fine; 1 bad configuration
+(``serve``,
 ``check-config``) or refused (``resolve``); 2 bad usage (and a bad configuration for ``resolve``);
 ``deliver`` speaks sysexits, with 75 (retry) for anything temporary, a bad configuration or command line
 included.
@@ -35,22 +39,36 @@ def _load_or_report(path: Path | None, loader: Callable[[Path | None], Config] =
         return None
 
 
+def _unworkable(config: Config, source: Path | None) -> bool:
+    """Report settings this process could not carry out (mda/privileges.py); True when there are any."""
+    from mda.privileges import problems
+
+    found = problems(config)
+    for problem in found:
+        print(f"{source or '<default>'}: {problem}", file=sys.stderr)
+    return bool(found)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.config, load_for_serve)
+    if config is None or _unworkable(config, args.config):
+        return EXIT_CONFIG
     from mda.app import serve
 
-    config = _load_or_report(args.config, load_for_serve)
-    if config is None:
-        return EXIT_CONFIG
     try:
         return serve(config)
-    except OSError as error:
+    except (OSError, LookupError) as error:  # an address in use, an unsafe socket path, an unknown user
         print(f"mda: cannot start: {error}", file=sys.stderr)
         return EXIT_CONFIG
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
-    if config is None:
+    if config is None or _unworkable(config, args.config):
+        return EXIT_CONFIG
+    if problems := _start_problems(config):
+        for problem in problems:
+            print(f"{args.config or '<default>'}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     if args.print:
         sys.stdout.write(yaml.safe_dump(to_document(config), sort_keys=False, allow_unicode=True))
@@ -58,6 +76,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"{args.config or '<default>'}: ok")
     if not config.listeners:
         print(f"{args.config or '<default>'}: note: no listeners: {NO_LISTENERS}", file=sys.stderr)
+    if args.connect and not _connect_userdb(config):
+        return EXIT_CONFIG
     if args.against is not None:
         old = _load_or_report(args.against)
         if old is None:
@@ -65,6 +85,31 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for line in destination_changes(old, config):
             print(line)
     return EXIT_OK
+
+
+def _connect_userdb(config: Config) -> bool:
+    """Ask each ``userdb`` source once (``check-config --connect``); False when one cannot answer."""
+    from mda.userdb import Userdb
+
+    userdb = Userdb(config.userdb)
+    try:
+        results = userdb.check()
+    finally:
+        userdb.close()
+    for label, problem in results:
+        print(f"userdb {label}: {problem or 'ok'}")
+    return all(problem is None for _, problem in results)
+
+
+def _start_problems(config: Config) -> list[str]:
+    """What would stop ``serve``: TLS files the service user cannot load, as that user (mda.tls)."""
+    from mda.binding import service_identity
+    from mda.tls import unreadable_files_as
+
+    try:
+        return unreadable_files_as(config, service_identity(config))
+    except LookupError as error:
+        return [str(error)]
 
 
 def _destination(policy: Policy, address: str) -> tuple[str, tuple[str, ...]]:
@@ -119,7 +164,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     if not address.is_ascii:
         print("  non-ASCII address: needs SMTPUTF8 in MAIL FROM (assumed here)")
     resolution = Policy(config).resolve(address, smtputf8=True)
-    resolution = check_capacity(config, resolution, args.size, explain=True)
+    resolution = check_capacity(config, resolution, args.size, explain=True, read_only=True)
     for step in resolution.steps:
         print(f"  {step}")
     if args.size is None and resolution.mailboxes:
@@ -181,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", parents=[with_config], help="validate a configuration")
     check.add_argument("--print", action="store_true", help="print the effective configuration")
     check.add_argument("--against", type=Path, metavar="OLD", help="list addresses whose destination changes")
+    check.add_argument("--connect", action="store_true", help="ask each userdb source once")
     check.set_defaults(func=cmd_check_config)
 
     resolve = commands.add_parser("resolve", parents=[with_config], help="explain where an address is delivered")

@@ -1,6 +1,6 @@
 """The configuration: YAML in, frozen dataclasses out, every key and default declared once.
 
-The contract is ``shared/config.md`` (README repeats it). Unknown keys are errors naming file, line and
+The reference is ``docs/configuration.md`` (tests/docs checks it). Unknown keys are errors naming file, line and
 key, because a typo in a mail server's configuration must never pass silently. Nothing here is read
 again at delivery time: a loaded ``Config`` is immutable and a reload builds a new one.
 """
@@ -16,21 +16,28 @@ import string
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from mda.sieve.settings import DEFAULT_SETTINGS, HeaderSpec, ScoreTest, SieveSettings, parse_decimal
 from mda.units import parse_duration, parse_size
+from mda.userdb.settings import UserdbSettings, parse_cache, parse_sources, source_document
 from mda.yamlsource import ConfigError, Document, PathKey, format_path, load_file, load_text
+
+if TYPE_CHECKING:
+    from mda.sieve.settings import HeaderSpec, ScoreTest, SieveSettings
 
 T = TypeVar("T")
 
 STORAGE_FORMATS = ("maildir", "mbox")
-PROTOCOLS = ("lmtp", "smtp")
+PROTOCOLS = ("lmtp", "smtp", "policy")
+"""``policy``: Postfix's policy delegation protocol (``check_policy_service``, mda/policyservice.py)."""
 TLS_MODES = ("starttls", "implicit")
 BARE_NEWLINE_MODES = ("reject", "normalize")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 TEMPLATE_FIELDS = ("user", "domain", "detail", "home")
+DEFAULT_FIRST_VALID_UID = 1000
+"""Below it are system accounts (Debian's and Fedora's ``UID_MIN``); Dovecot's own default is 500."""
+MAX_UID = 2**32 - 2
 
 DEFAULT_CONFIG_YAML = """\
 listeners:
@@ -61,6 +68,9 @@ class Limits:
     max_connections_per_client: int = 100
     command_timeout: float = 300.0  # RFC 5321 §4.5.3.2.7: at least 5 minutes per command
     data_timeout: float = 600.0
+    spool_memory: int = 64 * 1024 * 1024
+    """Process-wide, top level only: bytes all DATA spools of one process may hold in memory together;
+    beyond, spools spill to files. With the default, 1000 sessions in DATA stay within 256 MiB RSS."""
 
 
 @dataclass(frozen=True)
@@ -105,12 +115,38 @@ class ListenerConfig:
     require_tls: bool = False
     auth: AuthSettings | None = None
     proxy_protocol: bool = False
+    proxy_trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    """Peers allowed to send a PROXY header; empty trusts no one (README, "Protocol")."""
+    success_dsn: bool = True
+    """False: ``DSN`` is not announced and no "delivered" report is sent from this listener."""
     limits: Limits = field(default_factory=Limits)
 
     @property
     def label(self) -> str:
         """Short name for logs and metrics labels (never client data)."""
         return f"{self.protocol} {self.bind}"
+
+    def allows(self, client: str) -> bool:
+        """``allow`` admits ``client`` (an empty list admits all; UNIX-socket clients have no address).
+
+        A trusted proxy speaking for itself (a PROXY health check without a client address) is admitted
+        too: it could name any allowed client anyway, and a health check refused would take it out.
+        """
+        if not self.allow or not client or _contains(self.allow, client):
+            return True
+        return self.proxy_protocol and self.trusts_proxy(client)
+
+    def trusts_proxy(self, peer: str) -> bool:
+        """``peer`` may send a PROXY header: it is in ``proxy_trusted`` (an empty list trusts no one)."""
+        return _contains(self.proxy_trusted, peer)
+
+
+def _contains(networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network], client: str) -> bool:
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 @dataclass(frozen=True)
@@ -140,13 +176,17 @@ class DomainConfig:
     name: str
     any_user: bool = False
     passwd: bool = False
+    first_valid_uid: int = DEFAULT_FIRST_VALID_UID
+    """``passwd`` domains: system users below this uid (daemons, ``www-data``) are not recipients."""
+    last_valid_uid: int | None = None
+    """``passwd`` domains: nor above this uid (None: no upper bound)."""
     mailbox: MailboxSettings = field(default_factory=MailboxSettings)
 
 
 @dataclass(frozen=True)
 class StorageConfig:
     format: str = "maildir"
-    path: str = "/var/mail/{domain}/{user}/Maildir"
+    path: str = "/var/vmail/{domain}/{user}/Maildir"
     fsync: bool = True
     owner: str | None = None
     create_folders: bool = False
@@ -191,8 +231,11 @@ class SieveConfig:
     path: str | None = "{home}/active.sieve"
     before: tuple[Path, ...] = ()
     after: tuple[Path, ...] = ()
-    #: spamtest/virustest sources and the include :global directory (``mda.sieve.settings``).
-    settings: SieveSettings = DEFAULT_SETTINGS
+    work_limit: int = 1 << 30
+    """Work units one recipient's scripts may spend (about one per byte compared); beyond, a runtime
+    error and the implicit keep (mda.sieve.budget)."""
+    settings: SieveSettings | None = None
+    """spamtest/virustest sources and the include :global directory (mda.sieve.settings); None: none."""
 
 
 @dataclass(frozen=True)
@@ -223,7 +266,11 @@ class Config:
     user: str | None = None
     state_dir: Path | None = None
     submission: SubmissionConfig | None = None
+    dsn_size_limit: int = 50_000
+    """The most of the original message a success DSN returns (Postfix's ``bounce_size_limit``)."""
     sieve: SieveConfig | None = None
+    userdb: UserdbSettings = field(default_factory=UserdbSettings)
+    """More user sources, consulted after ``users`` (README "User databases")."""
     source: Path | None = None
     digest: str = ""
 
@@ -320,7 +367,7 @@ def _hostname(value: Any) -> str:
 
 
 def parse_bind(value: Any) -> BindAddress:
-    """``HOST:PORT``, ``[IPV6]:PORT`` or ``unix:/path`` (see config.md)."""
+    """``HOST:PORT``, ``[IPV6]:PORT`` or ``unix:/path`` (docs/configuration.md, ``listeners[].bind``)."""
     text = _str(value) if not isinstance(value, int) else str(value)
     if text.startswith("unix:"):
         path = text[len("unix:") :]
@@ -387,7 +434,16 @@ def _template(value: Any) -> str:
     return text
 
 
-def _limits(section: _Section, base: Limits) -> Limits:
+PROCESS_LIMITS = ("spool_memory",)
+"""Keys of ``limits`` that concern the whole process, not a session: not allowed per listener."""
+
+
+def _limits(section: _Section, base: Limits, *, listener: bool = False) -> Limits:
+    for key in PROCESS_LIMITS:
+        if listener and section.has(key):
+            raise section.doc.error(
+                (*section.path, key), "applies to the whole process: set it under the top-level limits"
+            )
     limits = Limits(
         max_message_size=section.get("max_message_size", parse_size, base.max_message_size),
         max_recipients=section.get("max_recipients", _int(1, 1_000_000), base.max_recipients),
@@ -397,6 +453,7 @@ def _limits(section: _Section, base: Limits) -> Limits:
         ),
         command_timeout=section.get("command_timeout", parse_duration, base.command_timeout),
         data_timeout=section.get("data_timeout", parse_duration, base.data_timeout),
+        spool_memory=section.get("spool_memory", parse_size, base.spool_memory),
     )
     section.finish()
     return limits
@@ -482,10 +539,20 @@ def _domains(doc: Document, section: _Section) -> dict[str, DomainConfig]:
         if ascii_name in domains:
             raise doc.error(entry_path, f"domain {name} appears twice")
         sub = _Section(doc, entry_path, settings)
+        passwd = sub.get("passwd", _bool, False)
+        for key in ("first_valid_uid", "last_valid_uid"):
+            if sub.has(key) and not passwd:
+                raise doc.error((*entry_path, key), f"{key} needs passwd: true")
+        first_uid = sub.get("first_valid_uid", _int(0, MAX_UID), DEFAULT_FIRST_VALID_UID)
+        last_uid = sub.get("last_valid_uid", _int(0, MAX_UID), None)
+        if last_uid is not None and last_uid < first_uid:
+            raise doc.error((*entry_path, "last_valid_uid"), "last_valid_uid is below first_valid_uid")
         domains[ascii_name] = DomainConfig(
             name=ascii_name,
             any_user=sub.get("any_user", _bool, False),
-            passwd=sub.get("passwd", _bool, False),
+            passwd=passwd,
+            first_valid_uid=first_uid,
+            last_valid_uid=last_uid,
             mailbox=_mailbox_settings(sub, allow=_DOMAIN_MAILBOX_KEYS),
         )
         sub.finish()
@@ -519,7 +586,7 @@ def _aliases(doc: Document, value: Any, raw_keys: dict[str, str]) -> dict[str, t
 def _listener(doc: Document, path: PathKey, value: Any, base_limits: Limits, base_dir: Path) -> ListenerConfig:
     section = _Section(doc, path, value)
     if not section.has("protocol"):
-        raise doc.error(path, "protocol: required (lmtp or smtp)")
+        raise doc.error(path, "protocol: required (lmtp, smtp or policy)")
     if not section.has("bind"):
         raise doc.error(path, "bind: required (HOST:PORT, [IPV6]:PORT or unix:/path)")
     protocol = section.convert("protocol", _choice(PROTOCOLS))
@@ -555,7 +622,9 @@ def _listener(doc: Document, path: PathKey, value: Any, base_limits: Limits, bas
         require_tls=section.get("require_tls", _bool, False),
         auth=auth,
         proxy_protocol=section.get("proxy_protocol", _bool, False),
-        limits=_limits(section.sub("limits"), base_limits),
+        proxy_trusted=section.get("proxy_trusted", _networks, ()),
+        success_dsn=section.get("success_dsn", _bool, True),
+        limits=_limits(section.sub("limits"), base_limits, listener=True),
     )
     section.finish()
     if not bind.is_unix and (listener.socket_mode is not None or listener.socket_owner):
@@ -564,6 +633,15 @@ def _listener(doc: Document, path: PathKey, value: Any, base_limits: Limits, bas
         raise doc.error((*path, "require_tls"), "needs a tls section")
     if auth is not None and tls is None:
         raise doc.error((*path, "auth"), "AUTH is offered only over TLS: add a tls section")
+    if listener.proxy_trusted and not listener.proxy_protocol:
+        raise doc.error((*path, "proxy_trusted"), "applies only with proxy_protocol: true")
+    if listener.proxy_protocol and bind.is_unix:
+        raise doc.error((*path, "proxy_protocol"), "applies to TCP listeners only (proxy_trusted lists addresses)")
+    if protocol == "policy":
+        # Postfix's policy client speaks plain name=value lines: no TLS, AUTH or PROXY header.
+        for key, value in (("tls", tls), ("auth", auth), ("proxy_protocol", listener.proxy_protocol)):
+            if value:
+                raise doc.error((*path, key), "does not apply to a policy listener")
     return listener
 
 
@@ -588,18 +666,26 @@ def _sieve(section: _Section, base_dir: Path) -> SieveConfig:
         path=section.get("path", _template, "{home}/active.sieve"),
         before=section.get("before", scripts, ()),
         after=section.get("after", scripts, ()),
-        settings=SieveSettings(
-            spamtest=_score_test(section.sub("spamtest"), 10) if section.has("spamtest") else None,
-            virustest=_score_test(section.sub("virustest"), 5) if section.has("virustest") else None,
-            global_dir=section.get("global_dir", lambda v: base_dir / _str(v), None),
-        ),
+        work_limit=section.get("work_limit", _positive_size, SieveConfig.work_limit),
+        settings=_sieve_settings(section, base_dir),
     )
     section.finish()
     return sieve
 
 
+def _sieve_settings(section: _Section, base_dir: Path) -> SieveSettings:
+    from mda.sieve.settings import SieveSettings  # mda.sieve imports this module: import when used
+
+    return SieveSettings(
+        spamtest=_score_test(section.sub("spamtest"), 10) if section.has("spamtest") else None,
+        virustest=_score_test(section.sub("virustest"), 5) if section.has("virustest") else None,
+        global_dir=section.get("global_dir", lambda v: base_dir / _str(v), None),
+    )
+
+
 def _score_test(section: _Section, top: int) -> ScoreTest:
     """``sieve.spamtest``/``sieve.virustest``: Pigeonhole's ``sieve_spamtest_*`` settings, same meaning."""
+    from mda.sieve.settings import HeaderSpec, ScoreTest, parse_decimal
 
     def texts(value: Any) -> tuple[str, ...]:
         if not isinstance(value, list) or len(value) > top + 1 or not all(isinstance(v, str) for v in value):
@@ -629,6 +715,20 @@ def _score_test(section: _Section, top: int) -> ScoreTest:
         raise section.doc.error(section.path, str(error)) from None
     section.finish()
     return test
+
+
+def _dsn_size(value: Any) -> int:
+    size = parse_size(value)
+    if size < 1024:
+        raise ValueError("must be at least 1K: a report's own parts need room")
+    return size
+
+
+def _positive_size(value: Any) -> int:
+    size = parse_size(value)
+    if size <= 0:
+        raise ValueError("must be more than 0")
+    return size
 
 
 def _workers(value: Any) -> int:
@@ -745,7 +845,12 @@ def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> C
         user=top.get("user", _str, None),
         state_dir=top.get("state_dir", lambda v: base_dir / _str(v), None),
         submission=_submission(top.sub("submission")) if top.has("submission") else None,
+        dsn_size_limit=top.get("dsn_size_limit", _dsn_size, 50_000),
         sieve=_sieve(top.sub("sieve"), base_dir) if top.has("sieve") else None,
+        userdb=UserdbSettings(
+            sources=top.get("userdb", parse_sources(base_dir), ()),
+            cache=top.get("userdb_cache", parse_cache, UserdbSettings().cache),
+        ),
     )
     top.used.update({"aliases", "submission", "sieve"})
     top.finish()
@@ -866,8 +971,9 @@ def _duration_text(seconds: float) -> str | float:
     return f"{int(seconds)}s" if seconds == int(seconds) else seconds
 
 
-def _limits_document(limits: Limits) -> dict[str, Any]:
-    return {
+def _limits_document(limits: Limits, *, process: bool = False) -> dict[str, Any]:
+    """A ``limits`` mapping; ``process``: the top-level one, with the keys of ``PROCESS_LIMITS``."""
+    document: dict[str, Any] = {
         "max_message_size": limits.max_message_size,
         "max_recipients": limits.max_recipients,
         "max_connections": limits.max_connections,
@@ -875,6 +981,9 @@ def _limits_document(limits: Limits) -> dict[str, Any]:
         "command_timeout": _duration_text(limits.command_timeout),
         "data_timeout": _duration_text(limits.data_timeout),
     }
+    if process:
+        document["spool_memory"] = limits.spool_memory
+    return document
 
 
 def _mailbox_document(settings: MailboxSettings) -> dict[str, Any]:
@@ -911,7 +1020,13 @@ def to_document(config: Config) -> dict[str, Any]:
         "hostname": config.hostname,
         "listeners": [_listener_document(listener) for listener in config.listeners],
         "domains": {
-            name: {"any_user": domain.any_user, "passwd": domain.passwd, **_mailbox_document(domain.mailbox)}
+            name: {
+                "any_user": domain.any_user,
+                "passwd": domain.passwd,
+                **({"first_valid_uid": domain.first_valid_uid} if domain.passwd else {}),
+                **({"last_valid_uid": domain.last_valid_uid} if domain.last_valid_uid is not None else {}),
+                **_mailbox_document(domain.mailbox),
+            }
             for name, domain in config.domains.items()
         },
         "storage": {
@@ -944,7 +1059,7 @@ def to_document(config: Config) -> dict[str, Any]:
             "duplicate_window": _duration_text(config.duplicate_window),
             "free_space_reserve": config.free_space_reserve,
             "bare_newline": config.bare_newline,
-            "limits": _limits_document(config.limits),
+            "limits": _limits_document(config.limits, process=True),
         }
     )
     if config.metrics is not None:
@@ -968,16 +1083,26 @@ def to_document(config: Config) -> dict[str, Any]:
             if submission.sendmail
             else {"host": submission.host, "port": submission.port}
         )
+    if config.userdb.sources:
+        cache = config.userdb.cache
+        document["userdb"] = [source_document(source) for source in config.userdb.sources]
+        document["userdb_cache"] = {
+            "ttl": _duration_text(cache.ttl),
+            "negative_ttl": _duration_text(cache.negative_ttl),
+            "size": cache.size,
+        }
     if config.sieve is not None:
         document["sieve"] = {
             **({"path": config.sieve.path} if config.sieve.path is not None else {}),
             "before": [str(path) for path in config.sieve.before],
             "after": [str(path) for path in config.sieve.after],
+            "work_limit": config.sieve.work_limit,
         }
-        if config.sieve.settings.global_dir is not None:
-            document["sieve"]["global_dir"] = str(config.sieve.settings.global_dir)
+        settings = config.sieve.settings
+        if settings is not None and settings.global_dir is not None:
+            document["sieve"]["global_dir"] = str(settings.global_dir)
         for name in ("spamtest", "virustest"):
-            score_test = getattr(config.sieve.settings, name)
+            score_test = getattr(settings, name, None)
             if score_test is not None:
                 document["sieve"][name] = _score_test_document(score_test)
     return document

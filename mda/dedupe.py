@@ -17,31 +17,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mda import replies
 from mda.config import Config
 from mda.dataread import DataResult
-from mda.policy import template_root
 from mda.spool import Spool
+from mda.state import state_dir
 from mda.trace import header_fields
-
-if TYPE_CHECKING:
-    from mda.delivery import Outcome, Transaction
+from mda.transaction import Outcome, Transaction
 
 DB_NAME = "duplicates.sqlite"
-STATE_SUBDIR = ".mda-state"
-"""Default ``state_dir``: this directory in the fixed root of ``storage.path`` (``/var/mail/.mda-state``
-for the default template). A domain or local part can never be named like this (no leading dot passes
-the address checks), so it cannot collide with a mailbox."""
 BUSY_TIMEOUT = 10.0
-
-
-def state_dir(config: Config) -> Path:
-    """Where mda keeps state between runs: ``state_dir`` if set, else ``STATE_SUBDIR`` under the storage root."""
-    if config.state_dir is not None:
-        return config.state_dir
-    return template_root(config.storage.path) / STATE_SUBDIR
 
 
 def message_id(header_section: bytes) -> str | None:
@@ -112,7 +98,7 @@ def duplicate_log(config: Config, header_section: bytes) -> Iterator[tuple[Dupli
         log.close()
 
 
-Work = Callable[[Config, "Transaction", Spool, DataResult], list["Outcome"]]
+Work = Callable[[Config, Transaction, Spool, DataResult], list[Outcome]]
 
 
 def suppress_duplicates(work: Work, *, lmtp: bool) -> Work:
@@ -122,7 +108,6 @@ def suppress_duplicates(work: Work, *, lmtp: bool) -> Work:
     SMTP keeps its single reply (RFC 5321 §3.3): when some recipients still need delivery, every
     recipient shares that delivery's reply.
     """
-    from mda.delivery import Outcome
 
     def run(config: Config, txn: Transaction, spool: Spool, data: DataResult) -> list[Outcome]:
         if config.duplicate_window <= 0:

@@ -3,55 +3,34 @@
 LMTP (RFC 2033 §4.2): one outcome per accepted RCPT, in order; each recipient stages and commits on
 its own, so one failing mailbox never fails the others. SMTP (RFC 5321 §3.3): one reply for all, so
 every copy is staged first and committed only when all are staged; otherwise every staged copy is
-undone and the single reply says why (design.md, "Data flow"). File work runs in a thread pool; the
+undone and the single reply says why (docs/architecture.md). File work runs in a thread pool; the
 event loop only awaits it, shielded, so a client that hangs up cannot leave a half-done delivery.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from mda import filtering, replies
 from mda.config import Config
 from mda.dataread import DataResult
+from mda.dedupe import suppress_duplicates
 from mda.policy import Resolution
 from mda.replies import Reply, describe_error, reply_for_error
 from mda.spool import Spool
-from mda.storage import store_for
+from mda.storage import stage
 from mda.storage.base import Mailbox, MessageCopy, StagedCopy, StoreResult
 from mda.storage.folders import NewFolderBudget
-from mda.trace import TraceInfo, count_received, delivered_to_addresses, trace_block
+from mda.trace import count_received, delivered_to_addresses, trace_block
+from mda.transaction import Outcome, Transaction
 
+__all__ = ["Outcome", "Transaction", "deliver", "deliver_transaction", "failure_outcomes"]
 
-@dataclass
-class Transaction:
-    """One MAIL transaction as the delivery layer needs it."""
-
-    queue_id: str
-    sender: str
-    recipients: list[Resolution]
-    trace: TraceInfo
-    started: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class Outcome:
-    """The result for one accepted RCPT: its reply, where its copies went, and the logged reason."""
-
-    resolution: Resolution
-    reply: Reply
-    results: list[StoreResult] = field(default_factory=list)
-    reason: str = ""
-    sieve_errors: list[str] = field(default_factory=list)
-    """Kinds of Sieve failures in this delivery (``filtering.Plan.errors``), for the metrics."""
-
-    @property
-    def locations(self) -> str:
-        return ",".join(result.location for result in self.results)
+CopyKey = tuple[tuple[str, str, str | None], str]
+"""One stored copy within a message: the mailbox's ``key`` and the Maildir flags; stored once."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +67,7 @@ def _copy_for(txn: Transaction, resolution: Resolution, spool: Spool) -> Message
 
 
 def _stage(mailbox: Mailbox, copy: MessageCopy) -> StagedCopy:
-    return store_for(mailbox.format).stage(mailbox, copy)
+    return stage(mailbox, copy)
 
 
 def _send_after_commit(
@@ -154,7 +133,7 @@ def _deliver_one(
     txn: Transaction,
     resolution: Resolution,
     spool: Spool,
-    done: dict,
+    done: dict[CopyKey, StoreResult],
     source: filtering.MessageSource,
     budget: NewFolderBudget,
 ) -> Outcome:
@@ -199,7 +178,7 @@ def deliver_lmtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
     trail = LoopTrail.of(spool.header_section())
     outcomes: list[Outcome] = []
     by_key: dict[str, Outcome] = {}
-    done: dict = {}
+    done: dict[CopyKey, StoreResult] = {}
     source = filtering.MessageSource(spool)
     budget = _folder_budget(config)
     for resolution in txn.recipients:
@@ -239,7 +218,7 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
         return _all(txn, reply, reason)
 
     # Sieve runs before anything is staged: a reject is a permanent failure of the whole transaction
-    # (design.md, "Data flow"; LMTP refuses only that recipient).
+    # (docs/architecture.md; LMTP refuses only that recipient).
     source = filtering.MessageSource(spool)
     copies = {r.key: _copy_for(txn, r, spool) for r in unique}
     plans = {r.key: _sieve_plan(config, txn, r, copies[r.key].header, source) for r in unique}
@@ -254,7 +233,7 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
             return [Outcome(r, plan.reject, reason=plan.summary, sieve_errors=errors_of(r)) for r in txn.recipients]
 
     staged: list[tuple[Resolution, Mailbox, StagedCopy]] = []
-    seen: set = set()
+    seen: set[CopyKey] = set()
     budget = _folder_budget(config)
     try:
         for resolution in unique:
@@ -299,6 +278,18 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
     return [Outcome(r, reply, results.get(r.key, []), reasons.get(r.key, ""), errors_of(r)) for r in txn.recipients]
 
 
+def deliver_transaction(
+    config: Config, txn: Transaction, spool: Spool, data: DataResult, *, lmtp: bool
+) -> list[Outcome]:
+    """Deliver one received transaction (blocking): the one path of the server and of ``mda deliver``.
+
+    Duplicate suppression (``duplicate_window``, mda/dedupe.py) first, then LMTP's per-recipient
+    delivery or SMTP's all-or-nothing one.
+    """
+    work = suppress_duplicates(deliver_lmtp if lmtp else deliver_smtp, lmtp=lmtp)
+    return work(config, txn, spool, data)
+
+
 async def deliver(
     config: Config,
     txn: Transaction,
@@ -308,12 +299,10 @@ async def deliver(
     lmtp: bool,
     executor: Executor | None,
 ) -> Sequence[Outcome]:
-    """Run the delivery off the event loop; it completes even if the awaiting session is cancelled."""
-    from mda.dedupe import suppress_duplicates  # dedupe wraps this module's functions: imported late
-
-    work = suppress_duplicates(deliver_lmtp if lmtp else deliver_smtp, lmtp=lmtp)
+    """Run ``deliver_transaction`` off the event loop; it completes even if the awaiting session is
+    cancelled."""
     loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(executor, work, config, txn, spool, data)
+    future = loop.run_in_executor(executor, lambda: deliver_transaction(config, txn, spool, data, lmtp=lmtp))
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:

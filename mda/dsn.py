@@ -92,6 +92,43 @@ class DeliveredRecipient:
     original_type: str = "rfc822"
 
 
+MAX_LINE = 998
+"""RFC 5322 §2.1.1: a line is at most 998 characters without its CRLF."""
+
+
+def wrap_long_lines(message: bytes, limit: int = MAX_LINE) -> bytes:
+    """``message`` (CRLF lines) with every line longer than ``limit`` octets broken into pieces.
+
+    Each piece after the first starts with a space: in a header section that is RFC 5322 folding, in a
+    body an extra space. A UTF-8 sequence is never split. A report quotes the original, it does not
+    forward it, so this small change is better than a report the next server refuses.
+    """
+    if not any(len(line) > limit for line in message.split(b"\r\n")):
+        return message
+    out = []
+    for line in message.split(b"\r\n"):
+        while len(line) > limit:
+            cut = limit
+            while cut > limit - 3 and line[cut] & 0xC0 == 0x80:
+                cut -= 1
+            out.append(line[:cut])
+            line = b" " + line[cut:]
+        out.append(line)
+    return b"\r\n".join(out)
+
+
+def _whole_fields(header_section: bytes, budget: int) -> bytes:
+    """The leading header fields (with their folded lines) that fit in ``budget`` octets."""
+    if len(header_section) <= budget:
+        return header_section
+    end = 0
+    for match in re.finditer(rb"\r\n(?![ \t])", header_section):
+        if match.end() > budget:
+            break
+        end = match.end()
+    return header_section[:end]
+
+
 def success_report(
     *,
     reporting_mta: str,
@@ -102,11 +139,16 @@ def success_report(
     queue_id: str,
     header_section: bytes,
     full_message: bytes | None,
+    size_limit: int,
 ) -> bytes:
     """An RFC 3464 ``multipart/report; report-type=delivery-status`` with ``Action: delivered``.
 
     The third part is the original header section (``RET=HDRS`` or no RET: RFC 3461 §4.3 leaves the
-    default to the server) or the whole message (``RET=FULL`` and ``full_message`` given).
+    default to the server) or the whole message (``RET=FULL`` and ``full_message`` given). The report
+    stays within ``size_limit`` octets (``dsn_size_limit``, like Postfix's ``bounce_size_limit``): a
+    message that does not fit is returned as its header section, cut after the last whole field that
+    fits. Only a recipient list longer than the limit by itself makes a longer report. No line is longer
+    than 998 octets (RFC 5322 §2.1.1), so a report of a message with long lines is not refused on its way.
     """
     boundary = f"{queue_id}/{reporting_mta}"
     now = email.utils.formatdate(time.time(), localtime=True)
@@ -123,31 +165,39 @@ def success_report(
     envelope_lines.append(f"Arrival-Date: {now}")
     status = "\r\n".join(envelope_lines) + "\r\n\r\n" + "\r\n".join(per_recipient)
     listed = "\r\n".join(f"  <{rcpt.address}>" for rcpt in recipients)
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def head(third_type: str, note: str) -> bytes:
+        text = (
+            f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>\r\n"
+            f"To: <{sender}>\r\n"
+            f"Subject: Successful Mail Delivery Report\r\n"
+            f"Date: {now}\r\n"
+            f"Message-ID: <{queue_id}.dsn@{reporting_mta}>\r\n"
+            "Auto-Submitted: auto-replied\r\n"
+            "MIME-Version: 1.0\r\n"
+            f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\r\n'
+            "\r\n"
+            f"--{boundary}\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+            f"Your message was delivered to:\r\n{listed}\r\n{note}\r\n"
+            f"--{boundary}\r\n"
+            "Content-Type: message/delivery-status\r\n\r\n"
+            f"{status}\r\n"
+            f"--{boundary}\r\n"
+            f"Content-Type: {third_type}\r\n\r\n"
+        )
+        return wrap_long_lines(text.encode("utf-8", "surrogateescape"))
+
     if ret == "FULL" and full_message is not None:
-        third_type, third = "message/rfc822", full_message
-    else:
-        third_type, third = "text/rfc822-headers", header_section
-    third = outbound.crlf(third)
-    head = (
-        f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>\r\n"
-        f"To: <{sender}>\r\n"
-        f"Subject: Successful Mail Delivery Report\r\n"
-        f"Date: {now}\r\n"
-        f"Message-ID: <{queue_id}.dsn@{reporting_mta}>\r\n"
-        "Auto-Submitted: auto-replied\r\n"
-        "MIME-Version: 1.0\r\n"
-        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\r\n'
-        "\r\n"
-        f"--{boundary}\r\n"
-        "Content-Type: text/plain; charset=utf-8\r\n\r\n"
-        f"Your message was delivered to:\r\n{listed}\r\n\r\n"
-        f"--{boundary}\r\n"
-        "Content-Type: message/delivery-status\r\n\r\n"
-        f"{status}\r\n"
-        f"--{boundary}\r\n"
-        f"Content-Type: {third_type}\r\n\r\n"
-    )
-    return head.encode("utf-8", "surrogateescape") + third + f"\r\n--{boundary}--\r\n".encode()
+        first = head("message/rfc822", "")
+        third = wrap_long_lines(outbound.crlf(full_message))
+        if len(first) + len(third) + len(tail) <= size_limit:
+            return first + third + tail
+    note = f"\r\nThe message is larger than {size_limit} bytes: only its header is returned.\r\n"
+    first = head("text/rfc822-headers", note if ret == "FULL" else "")
+    third = _whole_fields(wrap_long_lines(outbound.crlf(header_section)), size_limit - len(first) - len(tail))
+    return first + third + tail
 
 
 def submit(submission: SubmissionConfig, recipient: str, message: bytes, *, timeout: float = 30.0) -> None:

@@ -39,7 +39,6 @@ from pathlib import Path
 
 from mda import logs, outbound
 from mda.config import Config
-from mda.dedupe import state_dir
 from mda.replies import Reply
 from mda.sieve import (
     Discard,
@@ -57,12 +56,16 @@ from mda.sieve import (
     compile_file,
     run,
 )
+from mda.sieve.budget import DEFAULT_WORK_LIMIT
+from mda.sieve.engine import MAX_SCRIPT_SIZE
 from mda.sieve.ext_duplicate import Seen
 from mda.sieve.ext_enotify import Notify, build_notification, is_automatic
 from mda.sieve.message import SieveMessage
 from mda.spool import Spool
+from mda.state import state_dir
 from mda.storage.base import Mailbox
 from mda.storage.folders import folder_for_detail
+from mda.storage.userfs import UnsafeUserFile, fs_identity, open_beneath_home
 
 SIEVE_MESSAGE_LIMIT = 1024 * 1024
 """Above this many bytes Sieve sees the header section only (see the module docstring)."""
@@ -153,13 +156,35 @@ _NO_SCRIPT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP})
 """Errors that mean "no script file here" (what ``Path.is_file`` answers False for)."""
 
 
-def _compile_if_present(path: Path, global_dir: Path | None) -> Script | None:
-    """The compiled script, or None when no file is there: one ``stat`` when the cache holds it."""
+def _compile_if_present(path: Path, mailbox: Mailbox, global_dir: Path | None = None) -> Script | None:
+    """The compiled script, or None when no file is there: one ``open`` and ``fstat`` when cached.
+
+    A system user's own script (``Mailbox.system_user``, a path inside their home) is read with their
+    file-system identity and must be a regular file of theirs, with one link, reached without leaving
+    the home; anything else is refused like a script that does not compile (README, "Local users").
+    Scripts it includes (RFC 6609) are looked for beside it and in ``global_dir``.
+    """
+    opener = None
+    user = mailbox.system_user if path == mailbox.sieve else None
+    home = mailbox.root
+    if user is not None and home is not None and home in path.parents:
+        uid = user[0]
+
+        def opener(script: Path) -> int:
+            return open_beneath_home(home, script, uid, max_size=MAX_SCRIPT_SIZE)
+
+    else:
+        user = None
     try:
-        return compile_file(path, global_dir)
+        with fs_identity(user):
+            return compile_file(path, global_dir, opener=opener)
+    except UnsafeUserFile as error:
+        raise SieveError(str(path), 0, f"script refused: {error.why}") from None
     except OSError as error:
         if error.errno in _NO_SCRIPT:
             return None
+        if user is not None:  # the user's own doing (chmod 000): their script only, never a 451 for all
+            raise SieveError(str(path), 0, f"script refused: {error.strerror}") from None
         raise
 
 
@@ -168,10 +193,10 @@ def compile_scripts(config: Config, mailbox: Mailbox) -> tuple[list[Path], list[
     the whole sequence; the files list then ends with the broken one)."""
     paths: list[Path] = []
     scripts: list[Script] = []
-    global_dir = config.sieve.settings.global_dir if config.sieve is not None else None
+    global_dir = _global_dir(config)
     for path in _candidates(config, mailbox):
         try:
-            script = _compile_if_present(path, global_dir)
+            script = _compile_if_present(path, mailbox, global_dir)
         except SieveError as error:
             return [*paths, path], [], error
         if script is not None:
@@ -240,6 +265,7 @@ def plan_recipient(
                 vacation_state=_vacation_state(config, scripts, create=not dry_run),
                 now=now,
                 settings=_settings(config),
+                work_limit=config.sieve.work_limit if config.sieve else DEFAULT_WORK_LIMIT,
             )
         except Exception as failure:  # an engine or state-file failure must not lose the message
             _log_error(queue_id, recipient, "runtime", paths[-1].as_posix(), 0, f"{type(failure).__name__}: {failure}")
@@ -266,6 +292,12 @@ def plan_recipient(
     return plan
 
 
+def _global_dir(config: Config) -> Path | None:
+    """``sieve.global_dir``: where ``include :global`` looks (RFC 6609)."""
+    settings = config.sieve.settings if config.sieve is not None else None
+    return settings.global_dir if settings is not None else None
+
+
 _settings_cache: dict[int, tuple[Config, SieveSettings]] = {}
 
 
@@ -275,7 +307,8 @@ def _settings(config: Config) -> SieveSettings:
     cached = _settings_cache.get(id(config))
     if cached is not None and cached[0] is config:
         return cached[1]
-    base = config.sieve.settings if config.sieve is not None else SieveSettings()
+    configured = config.sieve.settings if config.sieve is not None else None
+    base = configured if configured is not None else SieveSettings()
     domain = config.hostname.partition(".")[2] or config.hostname
     settings = replace(base, environment={"host": config.hostname, "domain": domain})
     _settings_cache.clear()  # only the configuration in use is kept
@@ -288,8 +321,10 @@ def _vacation_state(config: Config, scripts: Sequence[Script], *, create: bool =
     if not any("vacation" in s.extensions or "duplicate" in s.extensions for s in scripts):
         return None
     directory = state_dir(config)
-    if not create and not (directory / VACATION_DB).is_file():
-        return None
+    if not create:
+        # A dry run (mda resolve --message) reads the record if there is one and creates nothing.
+        path = directory / VACATION_DB
+        return VacationState(path, read_only=True) if path.is_file() else None
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     return VacationState(directory / VACATION_DB)
 
@@ -450,13 +485,13 @@ def _send_notifications(
 def check_scripts(config: Config, mailboxes: Sequence[Mailbox]) -> list[tuple[Path, SieveError | None]]:
     """``mda sieve-check``: every script that would run for these mailboxes, compiled, with its error."""
     checked: dict[Path, SieveError | None] = {}
-    global_dir = config.sieve.settings.global_dir if config.sieve is not None else None
+    global_dir = _global_dir(config)
     for mailbox in mailboxes:
         for path in _candidates(config, mailbox):
             if path in checked:
                 continue
             try:
-                if _compile_if_present(path, global_dir) is not None:
+                if _compile_if_present(path, mailbox, global_dir) is not None:
                     checked[path] = None
             except SieveError as error:
                 checked[path] = error

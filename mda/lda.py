@@ -2,10 +2,11 @@
 
 An MTA (Postfix's ``mailbox_command``, or ``pipe(8)``) runs ``mda deliver [-f SENDER] RECIPIENT...``
 with the message on standard input, as dovecot-lda and procmail are run. The same ``Policy`` resolves
-each recipient, the same trace block goes in front, and ``deliver_lmtp`` stores one outcome per
-recipient, so the result is byte for byte what an LMTP delivery would have stored.
+each recipient, the same trace block goes in front, and ``deliver_transaction`` (with LMTP's
+one outcome per recipient, and the server's duplicate suppression) stores it, so the result is byte for
+byte what an LMTP delivery would have stored.
 
-What the MTA learns (shared/config.md, "Commands and exit codes"):
+What the MTA learns (README's command table, "A short tour"):
 
 - the exit code, from ``sysexits.h``: 0 delivered, 67 ``EX_NOUSER``, 65 ``EX_DATAERR``, 73
   ``EX_CANTCREAT``, 77 ``EX_NOPERM``, 75 ``EX_TEMPFAIL``. Postfix retries 75 and bounces the others.
@@ -33,7 +34,7 @@ from mda import logs, replies
 from mda.addresses import AddressError, parse_mailbox, parse_path
 from mda.config import Config, load
 from mda.dataread import DataResult, HeaderFilter
-from mda.delivery import Outcome, Transaction, deliver_lmtp, failure_outcomes
+from mda.delivery import Outcome, Transaction, deliver_transaction, failure_outcomes
 from mda.policy import Policy, Resolution
 from mda.replies import Reply
 from mda.spool import Spool
@@ -149,7 +150,7 @@ class LocalReader:
         block = block.replace(b"\r\n", b"\n")
         lone_cr = block.count(b"\r")
         if lone_cr:
-            # The same bare_newline policy as on the wire (protocol-notes, "bare CR or LF").
+            # The same bare_newline policy as on the wire (``bare_newline``; RFC 5321 §2.3.8: CR and LF only as CRLF).
             self.result.bare_newlines += lone_cr
             if self.normalize_bare:
                 block = block.replace(b"\r", b"\n")
@@ -277,7 +278,7 @@ def run(
                 data = DataResult()
             else:
                 try:
-                    outcomes = deliver_lmtp(config, txn, spool, data)
+                    outcomes = deliver_transaction(config, txn, spool, data, lmtp=True)
                 except Exception as error:  # every failure becomes a status line, never a traceback
                     outcomes = failure_outcomes(txn, error)
         for outcome in outcomes:

@@ -1,7 +1,7 @@
 """Every Prometheus metric of mda, defined once, with bounded labels (never an address).
 
 ``build_metrics(registry)`` creates the collectors in the given registry, so tests use their own
-``CollectorRegistry`` and a second build never collides with the first (style.md §11). Hot-path
+``CollectorRegistry`` and a second build never collides with the first. Hot-path
 children (``.labels(...)`` costs microseconds) are cached per label tuple.
 
 ``prometheus_client`` is imported inside the functions on purpose: in multiprocess mode the
@@ -18,22 +18,19 @@ from __future__ import annotations
 
 import os
 import platform
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mda import __version__
-from mda.config import BindAddress
 from mda.space import existing_ancestor
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+HEARTBEAT_METRIC = "mda_event_loop_heartbeat_timestamp_seconds"
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 """Seconds from end of DATA to the reply: a local delivery takes milliseconds, a sick disk seconds."""
@@ -51,6 +48,7 @@ RCPT_REASONS = {
     "4.3.1": "disk_full",
     "5.3.4": "too_big",
     "5.7.1": "denied",
+    "4.3.0": "lookup_failed",
 }
 """Enhanced code → refusal reason at RCPT; anything else counts as ``other``."""
 QUOTA_CODES = frozenset({"5.2.2", "4.2.2"})
@@ -60,6 +58,10 @@ SIEVE_ERROR_KINDS = ("compile", "runtime", "redirect", "vacation")
 CONNECTION_REFUSAL_REASONS = ("not_allowed", "max_connections", "max_connections_per_client")
 """``reason`` of ``mda_connections_refused_total`` (mda/server.py)."""
 STORAGE_FORMATS = ("maildir", "mbox")
+USERDB_DRIVERS = ("passwd-file", "sql", "dovecot", "ldap")
+"""``driver`` of the ``mda_userdb_*`` metrics (mda/userdb/settings.py ``DRIVERS``)."""
+USERDB_RESULTS = ("hit", "miss", "error")
+"""A source found the address, did not, or could not answer (the recipient got 451 4.3.0)."""
 FIRST_OUTCOMES = (("delivered", "2.0.0"), ("tempfail", "4.3.0"), ("permfail", "5.2.2"))
 """One (result, enhanced) per result, present at 0 from the start for each storage format.
 
@@ -152,6 +154,31 @@ class Metrics:
         )
         for kind in SIEVE_ERROR_KINDS:
             self.sieve_errors.labels(kind)
+        self.userdb_lookups = Counter(
+            "mda_userdb_lookups_total",
+            "Look-ups sent to a userdb source, by driver and result: hit, miss, error (recipient deferred).",
+            ["driver", "result"],
+            **kw,
+        )
+        self.userdb_seconds = Histogram(
+            "mda_userdb_lookup_seconds", "Time a userdb source took to answer.", ["driver"], buckets=DISK_BUCKETS, **kw
+        )
+        self.userdb_cache = Counter(
+            "mda_userdb_cache_total", "userdb look-ups answered from the cache (hit) or not (miss).", ["result"], **kw
+        )
+        for driver in USERDB_DRIVERS:
+            self.userdb_seconds.labels(driver)
+            for result in USERDB_RESULTS:
+                self.userdb_lookups.labels(driver, result)
+        for result in ("hit", "miss"):
+            self.userdb_cache.labels(result)
+        self.heartbeat = Gauge(
+            HEARTBEAT_METRIC,
+            "Last heartbeat of the event loop (Unix time); /healthz fails when it is too old.",
+            multiprocess_mode="livemin",
+            **kw,
+        )
+        self.heartbeat.set(time.time())
         self.build_info = Gauge(
             "mda_build_info", "Build information; always 1.", ["version", "python"], multiprocess_mode="max", **kw
         )
@@ -193,6 +220,13 @@ class Metrics:
     def connection_refused(self, reason: str) -> None:
         self._child(self.connections_refused, reason).inc()
 
+    def userdb_lookup(self, driver: str, result: str, seconds: float) -> None:
+        self._child(self.userdb_lookups, driver, result).inc()
+        self._child(self.userdb_seconds, driver).observe(seconds)
+
+    def userdb_cache_result(self, result: str) -> None:
+        self._child(self.userdb_cache, result).inc()
+
     def recipient_refused(self, enhanced: str) -> None:
         self._child(self.rcpt_refused, RCPT_REASONS.get(enhanced, "other"), enhanced).inc()
         if enhanced in QUOTA_CODES:
@@ -220,6 +254,12 @@ class Metrics:
 
     def config_reloaded(self, ok: bool) -> None:
         self._child(self.config_reloads, "success" if ok else "failure").inc()
+
+    def beat(self) -> float:
+        """The event loop is running: record it for ``/healthz``; returns the time recorded."""
+        now = time.time()
+        self.heartbeat.set(now)
+        return now
 
     def config_loaded_now(self, digest: str) -> None:
         """Show ``digest`` as the configuration in use (the previous one drops to 0)."""
@@ -305,69 +345,34 @@ class ScrapeCollector:
         yield from gauges.values()
 
 
-# --- the metrics listener ------------------------------------------------------------------------
+def preload() -> None:
+    """Import what ``/metrics`` needs while the code is surely readable, before privileges are dropped."""
+    import prometheus_client.exposition
+    import prometheus_client.multiprocess  # noqa: F401
 
 
-class MetricsServer:
-    """``/metrics``, ``/healthz`` (process up) and ``/readyz`` (listeners bound, config loaded).
+def exposition_with(roots: Callable[[], Iterable[Path]]) -> Callable[[], tuple[bytes, str]]:
+    """What ``/metrics`` serves (body, content type): this process's values, or every worker's
+    aggregated, then the values read at scrape time (``ScrapeCollector``) for the mail roots ``roots``."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-    ``roots`` gives the mail roots of the configuration in use, measured at each scrape (``ScrapeCollector``).
+    scraped = CollectorRegistry(auto_describe=False)
+    scraped.register(ScrapeCollector(roots))
 
-    A small threaded HTTP server: exposition reads locked values (or, in multiprocess mode, files), so
-    it never needs the event loop, and a slow scraper never stalls mail.
+    def exposition() -> tuple[bytes, str]:
+        return generate_latest(exposition_registry()) + generate_latest(scraped), CONTENT_TYPE_LATEST
+
+    return exposition
+
+
+def oldest_heartbeat() -> float | None:
+    """The oldest event-loop heartbeat among live processes (Unix time), from the exposition registry.
+
+    With several workers, ``livemin`` aggregation makes this the heartbeat of the most stalled one.
     """
-
-    def __init__(
-        self, host: str, port: int, ready: Callable[[], bool], *, roots: Callable[[], Iterable[Path]] = tuple
-    ) -> None:
-        from prometheus_client import CollectorRegistry
-        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-
-        registry = exposition_registry()
-        scraped = CollectorRegistry(auto_describe=False)
-        scraped.register(ScrapeCollector(roots))
-        is_ready = ready
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._send(200, generate_latest(registry) + generate_latest(scraped), CONTENT_TYPE_LATEST)
-                elif path == "/healthz":
-                    self._send(200, b"ok\n")
-                elif path == "/readyz":
-                    ok = is_ready()
-                    self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
-                else:
-                    self._send(404, b"not found\n")
-
-            def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Scrapes are not mail events: keep them out of the log."""
-
-        bare_host = host.strip("[]")
-
-        class Server(ThreadingHTTPServer):
-            address_family = socket.AF_INET6 if ":" in bare_host else socket.AF_INET
-            daemon_threads = True
-
-        self.httpd = Server((bare_host, port), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="mda-metrics", daemon=True)
-
-    @property
-    def address_text(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return str(BindAddress(host.decode() if isinstance(host, bytes) else str(host), port))
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    for family in exposition_registry().collect():
+        if family.name == HEARTBEAT_METRIC:
+            values = [sample.value for sample in family.samples]
+            return min(values) if values else None
+    return None

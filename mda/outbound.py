@@ -1,7 +1,7 @@
 """Sending mail out through the configured ``submission`` path: an SMTP server, or a sendmail command.
 
 mda never routes mail itself; redirects, vacation replies and DSNs are handed to the MTA in front of it
-(config.md, ``submission``). Every call is blocking and bounded by a timeout: run it in a worker thread.
+(docs/configuration.md, ``submission``). Every call is blocking and bounded by a timeout: run it in a worker thread.
 A failure raises; the caller decides what it means (a failed redirect keeps the message in INBOX, a failed
 vacation reply or DSN is only logged).
 """

@@ -3,7 +3,8 @@
 Order of look-ups for ``local+detail@domain`` (like Postfix's virtual and local delivery):
 the domain must be ours (else relay denied); then the full address and then the address without its
 detail are looked up as an alias, then as a user; then the domain's catch-all alias (``"@domain"``);
-then ``any_user`` domains take every local part, and ``passwd`` domains every system user. Each step is
+then ``any_user`` domains take every local part, and ``passwd`` domains every system user whose uid lies
+between ``first_valid_uid`` and ``last_valid_uid`` and whose home exists and is theirs. Each step is
 recorded so ``mda resolve`` can explain a decision.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import stat
 import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ from mda.config import Config, DomainConfig, MailboxSettings
 from mda.replies import Reply
 from mda.storage.base import Mailbox
 from mda.storage.folders import folder_for_detail
+from mda.userdb import LookupKey, Userdb, UserdbError
+from mda.userdb.record import Record
 
 MAX_ALIAS_DEPTH = 20
 """Alias chains deeper than this are refused at delivery (cycles are already refused at load)."""
@@ -51,6 +55,21 @@ class Resolution:
         return self.reply.is_success
 
 
+class HomeUnavailable(RuntimeError):
+    """A system user's home that is missing or not theirs: mda never creates one, and answers
+    ``451 4.3.0`` (an unmounted or half-created home may be back soon, as Postfix local defers)."""
+
+
+def _check_home(entry: pwd.struct_passwd) -> None:
+    """The home must be an existing directory owned by the user (a ``stat``, no file is opened)."""
+    try:
+        info = os.stat(entry.pw_dir)
+    except OSError as error:
+        raise HomeUnavailable(f"home {entry.pw_dir}: {error.strerror}") from None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != entry.pw_uid:
+        raise HomeUnavailable(f"home {entry.pw_dir} is not a directory owned by uid {entry.pw_uid}")
+
+
 class UnsafeValue(ValueError):
     """A value that a path template cannot safely use (empty, ``.``, ``..``, ``/``, NUL, controls)."""
 
@@ -61,7 +80,7 @@ _UNSAFE_CHARS = frozenset('/"\\')
 
 
 def check_template_value(value: str) -> str:
-    """Refuse a value that could lead a path template out of its directory (config.md, "Path templates")."""
+    """Refuse a value that could lead a path template out of its directory (docs/configuration.md, "Path templates")."""
     if value in ("", ".", "..") or any(c in _UNSAFE_CHARS or ord(c) < 32 or ord(c) == 127 for c in value):
         raise UnsafeValue(value)
     return value
@@ -116,6 +135,7 @@ class Policy:
         passwd_lookup: Callable[[str], pwd.struct_passwd] = pwd.getpwnam,
     ) -> None:
         self.config = config
+        self.userdb = Userdb(config.userdb) if config.userdb.sources else None
         self._passwd_lookup = passwd_lookup
         self._case_sensitive = config.case_sensitive_local_part
         self._users = {self._fold(a): s for a, s in config.users.items()}
@@ -144,9 +164,15 @@ class Policy:
         except UnsafeValue:
             walk.steps.append("unsafe value for a path template")
             return Resolution(replies.UNSAFE_ADDRESS, text, key, steps=tuple(walk.steps))
+        except HomeUnavailable as error:
+            walk.steps.append(f"{error}: try again later")
+            return Resolution(replies.LOCAL_ERROR, text, key, steps=tuple(walk.steps))
         except AliasDepthError:
             walk.steps.append("alias chain too deep")
             return Resolution(replies.UNKNOWN_USER, text, key, steps=tuple(walk.steps))
+        except UserdbError as error:
+            walk.steps.append(f"userdb: could not answer: {error.reason}")
+            return Resolution(replies.LOOKUP_FAILED, text, key, steps=tuple(walk.steps))
         if not found:
             return Resolution(replies.UNKNOWN_USER, text, key, steps=tuple(walk.steps))
         return Resolution(
@@ -174,6 +200,11 @@ class Policy:
                 walk.steps.append(f"user {candidate}")
                 self._add(walk, base, detail, domain, self._users[candidate])
                 return True
+        if self.userdb is not None:
+            record = self.userdb.lookup(LookupKey(base, domain.name, detail or ""))
+            if record is not None:
+                return self._add_record(record, walk, base, detail, domain, depth)
+            walk.steps.append(f"userdb: no {base}@{domain.name}")
         catch_all = f"@{domain.name}"
         if catch_all in self._aliases:
             walk.steps.append(f"catch-all {catch_all} -> {', '.join(self._aliases[catch_all])}")
@@ -206,6 +237,54 @@ class Policy:
             found = self._resolve_in_domain(address, domain, walk, depth + 1) or found
         return found
 
+    def _add_record(
+        self, record: Record, walk: _Walk, base: str, detail: str | None, domain: DomainConfig, depth: int
+    ) -> bool:
+        """A ``userdb`` answer: a mailbox, an alias (Postfixadmin ``goto``, which may name the address
+        itself: deliver to its mailbox too), or both."""
+        address = f"{base}@{domain.name}"
+        walk.steps.append(f"userdb {record.source}: {address}: {record.shown}")
+        if record.aliases is None:
+            return self._add_userdb_user(record, walk, base, detail, domain)
+        walk.seen.add(address)
+        found = False
+        for target in record.aliases:
+            try:
+                parsed = parse_mailbox(target)
+            except AddressError:
+                walk.steps.append(f"alias target {target!r}: not an address, skipped")
+                continue
+            if self._fold(f"{parsed.local}@{parsed.domain}") == address:
+                found = self._add_userdb_user(record, walk, base, detail, domain) or found
+            else:
+                found = self._expand((target,), walk, depth) or found
+        return found
+
+    def _add_userdb_user(
+        self, record: Record, walk: _Walk, base: str, detail: str | None, domain: DomainConfig
+    ) -> bool:
+        row = record.user
+        if row is None:
+            walk.steps.append("alias names itself, and the source has no mailbox row for it")
+            return False
+        owner = row.owner or (f"{row.uid}:{row.gid}" if row.uid is not None else None)
+        try:
+            self._owner(owner)
+        except (KeyError, ValueError):
+            raise UserdbError(f"{record.source}: owner {owner!r} is not a known user or group") from None
+        settings = MailboxSettings(
+            path=row.path.replace("{", "{{").replace("}", "}}") if row.path else None,
+            format=row.format,
+            quota=row.quota,
+            quota_messages=row.quota_messages,
+            sieve=row.sieve.replace("{", "{{").replace("}", "}}") if row.sieve else None,
+            owner=owner,
+            create_folders=row.create_folders,
+        )
+        root = row.root or (row.home if row.path and row.home and row.path.startswith(row.home + "/") else None)
+        self._add(walk, base, detail, domain, settings, home=row.home, root=Path(root) if root else None)
+        return True
+
     def _add_passwd_user(self, walk: _Walk, base: str, detail: str | None, domain: DomainConfig) -> bool:
         try:
             check_template_value(base)
@@ -217,9 +296,16 @@ class Policy:
             # Like Postfix local(8), never write into root's files with root's authority.
             walk.steps.append(f"system user {base} is uid 0: not a mail recipient")
             return False
+        if entry.pw_uid < domain.first_valid_uid or (
+            domain.last_valid_uid is not None and entry.pw_uid > domain.last_valid_uid
+        ):
+            # A system account (daemon, www-data, nobody): unknown, as for Dovecot's first_valid_uid.
+            walk.steps.append(f"system user {base} has uid {entry.pw_uid}, outside the valid uids: not a recipient")
+            return False
         walk.steps.append(f"system user {base}: home {entry.pw_dir}")
+        _check_home(entry)
         settings = MailboxSettings(path="{home}/Maildir", owner=f"{entry.pw_uid}:{entry.pw_gid}")
-        self._add(walk, base, detail, domain, settings, home=entry.pw_dir)
+        self._add(walk, base, detail, domain, settings, home=entry.pw_dir, system_user=(entry.pw_uid, entry.pw_gid))
         return True
 
     def _add(
@@ -230,6 +316,8 @@ class Policy:
         domain: DomainConfig,
         user_settings: MailboxSettings,
         home: str | None = None,
+        system_user: tuple[int, int] | None = None,
+        root: Path | None = None,
     ) -> None:
         settings = user_settings.over(domain.mailbox).over(self.config.storage.mailbox)
         assert settings.path is not None and settings.format is not None
@@ -255,8 +343,9 @@ class Policy:
             owner=self._owner(settings.owner),
             fsync=self.config.storage.fsync,
             lock_timeout=self.config.storage.lock_timeout,
-            root=Path(home) if home and "{home}" in settings.path else template_root(settings.path),
+            root=root or (Path(home) if home and "{home}" in settings.path else template_root(settings.path)),
             sieve=sieve,
+            system_user=system_user,
         )
         walk.steps.append(f"mailbox {mailbox.format} {mailbox.path}" + (f" folder .{folder}" if folder else " (INBOX)"))
         walk.mailboxes.setdefault(mailbox.key, mailbox)
@@ -268,6 +357,9 @@ class Policy:
             return None
         if owner not in self._owners:
             user, _, group = owner.partition(":")
+            if user.isdigit() and group.isdigit():  # a userdb's uid and gid need no passwd entry
+                self._owners[owner] = (int(user), int(group))
+                return self._owners[owner]
             entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
             gid = entry.pw_gid
             if group:

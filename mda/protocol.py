@@ -1,7 +1,7 @@
 """LMTP and SMTP sessions: aiosmtpd's connection plumbing with mda's own command loop and replies.
 
 aiosmtpd 1.4 gets the transport, STARTTLS switch-over and PROXY parsing right but falls short for a
-final-delivery agent (shared/aiosmtpd-notes.md): replies without enhanced status codes, one reply after
+final-delivery agent: replies without enhanced status codes, one reply after
 DATA whatever the recipient count, the whole message held in memory several times, ``555`` for DSN
 parameters. ``MdaSession`` therefore keeps aiosmtpd's ``SMTP`` as its base (connection handling) and
 replaces the command loop and every command: each reply carries an enhanced code (RFC 2034), DATA is
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import logging
 import re
 import ssl
 import time
@@ -23,18 +25,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.proxy_protocol import get_proxy
+from aiosmtpd.proxy_protocol import V2_CMD, get_proxy
 from aiosmtpd.smtp import SMTP
 
-from mda import dsn, replies
+from mda import dsn, logs, replies
 from mda.addresses import AddressError, parse_path
-from mda.auth import Credentials, Throttle, decode_base64_text, decode_plain
-from mda.dataread import BLOCK, ChunkReader, DataResult, read_data
+from mda.auth import Credentials, Throttle, decode_base64_text, decode_plain, verifier
+from mda.dataread import BLOCK, STREAM_LIMIT, ChunkReader, DataResult, read_data
 from mda.delivery import Outcome, Transaction, deliver, failure_outcomes
 from mda.policy import Resolution
 from mda.replies import Reply
 from mda.spool import Spool
 from mda.tls import TlsUnavailable, server_context
+from mda.tls import available as tls_available
 from mda.trace import TraceInfo, new_queue_id, with_protocol
 
 if TYPE_CHECKING:
@@ -47,11 +50,9 @@ MAX_UNKNOWN_COMMANDS = 20
 IDENT = "mda"
 MAX_BDAT_CHUNK = 2**40
 """A BDAT size with more digits than this is a syntax error rather than a reason to read forever."""
-MAX_FULL_RETURN = 10 * 1024 * 1024
-"""RET=FULL success reports carry the whole message up to this size, only its header beyond."""
 
 _THROTTLE = Throttle()
-"""AUTH failures per client address, shared by every session of this process."""
+"""AUTH attempts per client address, shared by every session of this process."""
 _CREDENTIALS: dict[str, Credentials] = {}
 _BACKGROUND: set[asyncio.Task[None]] = set()
 """Success notifications being sent (kept referenced until done)."""
@@ -88,7 +89,7 @@ class _NoHooks:
 class MdaSession(SMTP):
     """One client connection on an LMTP or SMTP listener."""
 
-    line_length_limit = BLOCK
+    line_length_limit = STREAM_LIMIT
 
     def __dir__(self) -> list[str]:
         """Nothing for aiosmtpd's start-up reflection to find.
@@ -219,7 +220,7 @@ class MdaSession(SMTP):
             except (ConnectionError, asyncio.IncompleteReadError):
                 self._close()
                 return
-            except Exception as error:  # style.md §13: never "500 Error: (Exc) text" to the client
+            except Exception as error:  # never "500 Error: (Exc) text" to the client (README, "What a reply promises")
                 self.ctx.log_exception(self, error)
                 self._drop_transaction()
                 await self.reply(replies.LOCAL_ERROR)
@@ -227,11 +228,20 @@ class MdaSession(SMTP):
     async def _read_proxy_header(self) -> bool:
         """PROXY protocol v1 or v2 (HAProxy's proxy-protocol.txt), before the greeting.
 
-        On a listener with ``proxy_protocol: true`` the header is required: a connection without a valid
-        one is closed without a word (the peer is a load balancer, not a mail client). The source address
-        it carries is the client for logs, access control and ``Received``; a v2 ``LOCAL`` header (health
-        checks) keeps the connection's own address.
+        Only a peer in the listener's ``proxy_trusted`` networks may speak for its clients; any other peer
+        gets ``554 5.7.1`` before it can send a header, and is closed (README, "Protocol"). From a trusted
+        peer the header is required: a connection without a valid one is closed without a word (the peer
+        is a load balancer, not a mail client). The source address it carries is the client for logs,
+        ``allow``, connection limits, the AUTH penalty and ``Received``. Without a usable address (a v2
+        ``LOCAL`` health check, v1 ``UNKNOWN``, v2 ``UNSPEC`` or ``AF_UNIX``) the connection's own address
+        stays the client: a UNIX socket path on the proxy's side is no address of ours to trace.
         """
+        listener = self.ctx.config
+        if not listener.trusts_proxy(self.client_ip):
+            self.ctx.app.reporter.connection_refused(listener, self.client_ip, "proxy_untrusted")
+            await self.reply(replies.CLIENT_DENIED.with_text("PROXY header not accepted from this address"))
+            await self._drain_before_close()
+            return False
         self._reset_timeout(self.ctx.limits.command_timeout)
         try:
             proxy = await get_proxy(self._reader)
@@ -242,10 +252,25 @@ class MdaSession(SMTP):
         if not proxy.valid:
             self.ctx.log_exception(self, ValueError(f"invalid PROXY header: {proxy.error}"))
             return False
-        if proxy.src_addr is not None:
+        if proxy.command != V2_CMD.LOCAL and isinstance(proxy.src_addr, ipaddress.IPv4Address | ipaddress.IPv6Address):
             self.client_ip = str(proxy.src_addr)
         self._reset_timeout()
         return True
+
+    async def _drain_before_close(self, seconds: float = 2.0, most: int = 65536) -> None:
+        """Send FIN and read what the peer already sent (up to ``most`` bytes, ``seconds``) before closing.
+
+        Closing a socket with unread input makes the kernel send RST, which can destroy the refusal still
+        on its way to the peer; a proxy sends its header at once, so there is always unread input here.
+        """
+        transport = self.transport
+        if not isinstance(transport, asyncio.WriteTransport) or not transport.can_write_eof():
+            return
+        transport.write_eof()
+        with contextlib.suppress(ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+            async with asyncio.timeout(seconds):
+                while most > 0 and (chunk := await self._reader.read(min(most, BLOCK))):
+                    most -= len(chunk)
 
     async def _read_command(self) -> str | None:
         """One command line without its line end, or None when it was too long (and was skipped)."""
@@ -284,11 +309,16 @@ class MdaSession(SMTP):
             "SMTPUTF8",
             "CHUNKING",
         ]
-        if listener.tls is not None and listener.tls.mode == "starttls" and not self.tls_active:
+        if (
+            listener.tls is not None
+            and listener.tls.mode == "starttls"
+            and not self.tls_active
+            and tls_available(listener.tls)
+        ):
             keywords.append("STARTTLS")
         if listener.auth is not None and self.tls_active and self.authenticated is None:
             keywords.append("AUTH PLAIN LOGIN")
-        if self.ctx.state.config.submission is not None:
+        if self.ctx.state.config.submission is not None and listener.success_dsn:
             keywords.append("DSN")
         return keywords
 
@@ -481,7 +511,7 @@ class MdaSession(SMTP):
         if len(envelope.recipients) >= self.ctx.limits.max_recipients:
             await self.reply(replies.TOO_MANY_RECIPIENTS)
             return
-        resolution = envelope.context.resolve(address, smtputf8=envelope.smtputf8, size=envelope.size_hint)
+        resolution = await envelope.context.resolve_async(address, smtputf8=envelope.smtputf8, size=envelope.size_hint)
         self.ctx.recipient_checked(self, envelope.sender, resolution)
         if resolution.accepted:
             envelope.recipients.append(resolution)
@@ -577,7 +607,7 @@ class MdaSession(SMTP):
         if pair is None:
             await self.reply(replies.AUTH_BAD_BASE64)
             return
-        await self._check_credentials(listener.auth.users_file, *pair)
+        await self._check_credentials(listener.auth.users_file, mechanism, *pair)
 
     async def _challenge(self, text: str) -> str | None:
         """Send ``334 text``, read the client's line; None (after replying) when cancelled or too long."""
@@ -591,21 +621,33 @@ class MdaSession(SMTP):
             return None
         return line.strip()
 
-    async def _check_credentials(self, users_file: Any, user: str, password: str) -> None:
+    async def _check_credentials(self, users_file: Any, mechanism: str, user: str, password: str) -> None:
+        """Wait out this address's penalty, then check the password in the AUTH threads (``mda.auth``).
+
+        The wait comes first (Dovecot's ``auth_penalty``): a client that hangs up instead of waiting for
+        ``535`` has gained nothing. Every failure is logged as ``auth_failed`` with the client address,
+        the user as sent (escaped) and the mechanism, for fail2ban (README, "Protocol").
+        """
         credentials = _CREDENTIALS.setdefault(str(users_file), Credentials(users_file))
-        loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(self.ctx.executor, credentials.verify, user, password)
+        delay = _THROTTLE.attempt(self.client_ip)
+        if delay:
+            self._reset_timeout(self.ctx.limits.command_timeout + delay)
+            await asyncio.sleep(delay)
+        ok = await asyncio.get_running_loop().run_in_executor(verifier(), credentials.verify, user, password)
         if ok:
             _THROTTLE.succeeded(self.client_ip)
             self.authenticated = user
             await self.reply(replies.AUTH_OK)
             return
-        # RFC 4954 §4: 535 5.7.8; each failure from this address makes the next answer slower.
-        delay = _THROTTLE.delay(self.client_ip)
-        _THROTTLE.failed(self.client_ip)
-        self._reset_timeout(self.ctx.limits.command_timeout + delay)
-        await asyncio.sleep(delay)
-        await self.reply(replies.AUTH_FAILED)
+        logs.event(
+            "auth_failed",
+            logging.WARNING,
+            client=self.client_ip,
+            user=user,
+            mechanism=mechanism,
+            listener=self.ctx.config.label,
+        )
+        await self.reply(replies.AUTH_FAILED)  # RFC 4954 §4: 535 5.7.8
 
     # --- data ------------------------------------------------------------------------------------
 
@@ -745,12 +787,15 @@ class MdaSession(SMTP):
     def _notify_success(self, envelope: Envelope, txn: Transaction, spool: Spool, outcomes: Sequence[Outcome]) -> None:
         """RFC 3461 §5.2.2: a "delivered" DSN for each NOTIFY=SUCCESS recipient that was delivered.
 
-        Only with a ``submission`` path (``DSN`` is announced only then) and a non-null sender. In SMTP the
-        single reply is every recipient's outcome. The report is built now, while the spool is open, and
-        sent in a worker thread: the client's replies never wait for it, a failure is logged.
+        Only with a ``submission`` path on a listener with ``success_dsn`` (``DSN`` is announced only then)
+        and a non-null sender. In SMTP the single reply is every recipient's outcome. The report is built
+        now, while the spool is open, and sent in a worker thread: the client's replies never wait for it,
+        a failure is logged. It returns at most ``dsn_size_limit`` bytes of the message, so a sender
+        cannot use mda to reflect large messages to a forged address.
         """
-        submission = envelope.context.config.submission
-        if submission is None or not envelope.sender:
+        config = envelope.context.config
+        submission = config.submission
+        if submission is None or not envelope.sender or not self._current_listener().success_dsn:
             return
         shared = outcomes[0].reply.is_success if outcomes else False
         delivered = []
@@ -762,7 +807,7 @@ class MdaSession(SMTP):
             delivered.append(dsn.DeliveredRecipient(resolution.address, original, original_type))
         if not delivered:
             return
-        full = spool.read_all() if envelope.ret == "FULL" and spool.size <= MAX_FULL_RETURN else None
+        full = spool.read_all() if envelope.ret == "FULL" and spool.size <= config.dsn_size_limit else None
         report = dsn.success_report(
             reporting_mta=self.hostname,
             sender=envelope.sender,
@@ -772,6 +817,7 @@ class MdaSession(SMTP):
             queue_id=txn.queue_id,
             header_section=spool.header_section(),
             full_message=full,
+            size_limit=config.dsn_size_limit,
         )
         loop = asyncio.get_running_loop()
 

@@ -10,7 +10,7 @@ burst of events (an editor's save, a log file in the same directory) costs one c
 event.
 
 The reload itself (load, validate, swap, or keep the old configuration) is the application's; this
-module only watches (design.md, "Parts": reload never mutates a live config).
+module only watches (docs/architecture.md, "Parts": reload never mutates a live config).
 """
 
 from __future__ import annotations
@@ -120,6 +120,11 @@ class ConfigWatcher:
     def poke_threadsafe(self) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closing
             self.loop.call_soon_threadsafe(self.poke)
+
+    @property
+    def check_pending(self) -> bool:
+        """A check is scheduled and has not run yet (an observer can wait for it to have run)."""
+        return self._pending is not None
 
     def poke(self) -> None:
         """Schedule one check; events arriving before it runs are covered by it."""

@@ -2,7 +2,7 @@
 
 Replies carry an enhanced status code (RFC 3463, RFC 2034) and a client-safe text; the reason that goes
 to the log travels separately in ``DeliveryError``, so no exception text or path ever reaches a client
-(style.md §2, §3 and §13).
+(README, "What each reply means").
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 LOOP_DETECTED = Reply(554, "5.4.6", "Mail loop detected")
 TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many hops")
 CLIENT_DENIED = Reply(554, "5.7.1", "Access denied")
+LOOKUP_FAILED = Reply(451, "4.3.0", "Temporary lookup failure, try again later")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
 TIMEOUT = Reply(421, "4.4.2", "Timeout, closing connection")

@@ -8,12 +8,9 @@ list, connection limits), and turns what sessions report into log lines (and met
 
 from __future__ import annotations
 
-import fcntl
-import grp
-import ipaddress
+import asyncio
+import functools
 import logging
-import os
-import pwd
 import socket
 import struct
 import time
@@ -33,6 +30,7 @@ from mda.metrics import Metrics
 from mda.policy import Policy, Resolution
 from mda.replies import Reply
 from mda.space import check_capacity
+from mda.userdb import NotCached
 
 if TYPE_CHECKING:
     from mda.protocol import MdaSession
@@ -54,14 +52,41 @@ class State:
     _cache_started: list[float] = field(default_factory=lambda: [time.monotonic()], compare=False)
 
     @classmethod
-    def build(cls, config: Config) -> State:
-        return cls(config=config, policy=Policy(config))
+    def build(cls, config: Config, metrics: Metrics | None = None) -> State:
+        policy = Policy(config)
+        if policy.userdb is not None:
+            policy.userdb.observer = metrics
+        return cls(config=config, policy=policy)
 
     def resolve(self, address: Address, *, smtputf8: bool, size: int | None) -> Resolution:
         """Policy (cached per snapshot), then room for ``size`` bytes in every mailbox: space and quota."""
         return check_capacity(self.config, self._policy_answer(address, smtputf8), size)
 
+    async def resolve_async(self, address: Address, *, smtputf8: bool, size: int | None) -> Resolution:
+        """``resolve`` without blocking the event loop on a user database: answers the ``userdb`` cache
+        holds are used at once, anything else is resolved in the userdb's threads."""
+        userdb = self.policy.userdb
+        if userdb is None:
+            return self.resolve(address, smtputf8=smtputf8, size=size)
+        try:
+            with userdb.cached_only():
+                answer = self.policy.resolve(address, smtputf8=smtputf8)
+        except NotCached:
+            loop = asyncio.get_running_loop()
+            answer = await loop.run_in_executor(
+                userdb.resolver, functools.partial(self.policy.resolve, address, smtputf8=smtputf8)
+            )
+        return check_capacity(self.config, answer, size)
+
+    def close_later(self, delay: float) -> None:
+        """Close this snapshot's userdb connections once transactions that took it have moved on."""
+        userdb = self.policy.userdb
+        if userdb is not None:
+            asyncio.get_running_loop().call_later(delay, userdb.close)
+
     def _policy_answer(self, address: Address, smtputf8: bool) -> Resolution:
+        if self.policy.userdb is not None:
+            return self.policy.resolve(address, smtputf8=smtputf8)  # the userdb cache has its own TTLs
         now = time.monotonic()
         if now - self._cache_started[0] > RESOLUTION_CACHE_SECONDS or len(self._resolutions) > RESOLUTION_CACHE_SIZE:
             self._resolutions.clear()
@@ -76,7 +101,7 @@ class State:
 class Reporter:
     """Where sessions report outcomes: one log line per event, and the matching metric updates.
 
-    Storage never imports metrics (design.md, "Parts"): it reports its timings in ``StoreResult``, and
+    Storage never imports metrics (docs/architecture.md, "Parts"): it reports its timings in ``StoreResult``, and
     they are recorded here, next to the log line of the same delivery.
     """
 
@@ -207,14 +232,9 @@ class ListenerContext:
         """Refuse a client outside ``allow`` (``554 5.7.1``) or over a connection limit (``421 4.7.0``)."""
         client = session.client_ip
         label = self.client_of(session)
-        if self.config.allow and client:
-            try:
-                address = ipaddress.ip_address(client)
-            except ValueError:
-                address = None
-            if address is None or not any(address in network for network in self.config.allow):
-                self.app.reporter.connection_refused(self.config, label, "not_allowed")
-                return replies.CLIENT_DENIED
+        if not self.config.allows(client):
+            self.app.reporter.connection_refused(self.config, label, "not_allowed")
+            return replies.CLIENT_DENIED
         if self.app.shutting_down:
             return replies.SHUTTING_DOWN
         if self.app.open_sessions() >= self.limits.max_connections:
@@ -269,66 +289,3 @@ class ListenerHost(Protocol):
     def session_finished(self) -> None:
         """Called when a session ends (graceful shutdown waits for the last one)."""
         ...
-
-
-# --- sockets -------------------------------------------------------------------------------------
-
-
-def bind_tcp(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    """A listening TCP socket; ``reuse_port`` lets worker processes share the port (SO_REUSEPORT)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(address)
-        sock.listen(1024)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-class SocketInUse(OSError):
-    """Another running mda holds the lock of this UNIX socket path."""
-
-
-def bind_unix(path: str, mode: int | None, owner: str | None) -> tuple[socket.socket, int]:
-    """A listening UNIX socket guarded by an ``flock``ed lock file next to it.
-
-    Binding over an existing path would silently take the socket from a running instance
-    (aiosmtpd-notes, "Serving"); the lock tells a live owner from a stale file left by a crash, and the
-    kernel releases it when the process dies, so ``kill -9`` never blocks the restart.
-    Returns the socket and the lock file descriptor (kept open as long as the socket lives).
-    """
-    socket_path = Path(path)
-    socket_path.parent.mkdir(parents=True, exist_ok=True)
-    lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(lock_fd)
-        raise SocketInUse(f"{path} is in use by another running mda") from None
-    try:
-        if socket_path.is_socket() or socket_path.is_symlink():
-            socket_path.unlink()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(path)
-        if mode is not None:
-            os.chmod(path, mode)
-        if owner:
-            user, _, group = owner.partition(":")
-            entry = pwd.getpwnam(user)
-            gid = grp.getgrnam(group).gr_gid if group else entry.pw_gid
-            os.chown(path, entry.pw_uid, gid)
-        sock.listen(1024)
-        sock.setblocking(False)
-    except BaseException:
-        os.close(lock_fd)
-        raise
-    return sock, lock_fd

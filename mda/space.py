@@ -1,6 +1,6 @@
 """Free space at RCPT: refuse a recipient whose mailbox filesystem could not take the message.
 
-RFC 5321 §4.2.5 and protocol-notes: when the disk is full the answer is ``452 4.3.1`` (temporary: the
+RFC 5321 §4.2.5 and RFC 3463 X.3.1: when the disk is full the answer is ``452 4.3.1`` (temporary: the
 client keeps the message and retries), and it is better given at RCPT, per recipient, than after DATA.
 Both blocks and inodes count (a Maildir message needs one inode; a full inode table fails like a full
 disk), minus ``free_space_reserve``: a percentage of the filesystem (``1%``) or a size (``500M``), kept
@@ -143,14 +143,17 @@ def _space_check(path: Path, size: int | None, reserve: str, *, fresh: bool) -> 
     return check, cached
 
 
-def check_capacity(config: Config, resolution: Resolution, size: int | None, *, explain: bool = False) -> Resolution:
+def check_capacity(
+    config: Config, resolution: Resolution, size: int | None, *, explain: bool = False, read_only: bool = False
+) -> Resolution:
     """An accepted resolution stays accepted only if every mailbox has room: free space (``452 4.3.1``)
     and quota (``552 5.2.2`` / ``452 4.2.2``, RFC 1870 §6: refuse at RCPT what SIZE says cannot fit).
 
     Blocking (``statvfs``, reading ``maildirsize``), but cheap: a few system calls per mailbox. With
     ``explain`` the figures are appended to the steps, so ``mda resolve`` shows them; a session does not
     pay for the text. A mailbox whose check itself fails (permissions, an unreadable ``maildirsize``) is
-    not refused here: delivery will find the real error and say so.
+    not refused here: delivery will find the real error and say so. ``read_only`` (the explaining
+    commands) writes nothing: a stale ``maildirsize`` is summed from the Maildir, not rebuilt.
     """
     if not resolution.accepted:
         return resolution
@@ -168,7 +171,7 @@ def check_capacity(config: Config, resolution: Resolution, size: int | None, *, 
                 refusal = replies.DISK_FULL
         if mailbox.quota_bytes or mailbox.quota_messages:
             try:
-                over = check_quota_before_data(mailbox, size)
+                over = check_quota_before_data(mailbox, size, read_only=read_only)
             except (OSError, DeliveryError) as error:
                 steps.append(f"quota of {mailbox.path}: not checked ({type(error).__name__})")
                 continue

@@ -1,7 +1,7 @@
 """Trace fields (``Return-Path``, ``Delivered-To``, ``Received``) and the loop checks built on them.
 
 Pure functions on text and bytes. Nothing a client sent reaches a header with CR, LF or another
-control character in it (protocol-notes, "Nothing a client sent goes into a header unchecked").
+control character in it (RFC 5322 §2.2: a field body is printable characters and folding whitespace only).
 """
 
 from __future__ import annotations

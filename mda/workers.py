@@ -1,24 +1,25 @@
 """``workers: N``: a supervisor process and N worker processes sharing every listener.
 
 Why processes: one asyncio loop uses one core; parsing and spooling mail is CPU work, so several
-loops use several cores (design.md, "Concurrency").
+loops use several cores (docs/architecture.md, "Threads and processes").
 
-How they share the listeners:
+How they share the listeners: the supervisor binds every listener once (TCP and UNIX, with the checks
+of ``mda.binding``) before it forks, and every worker accepts on the inherited descriptors; nobody sets
+``SO_REUSEPORT``, so no other process can join a port mda serves. A worker that dies is replaced by a
+fork that inherits the same sockets: nothing needs to be bound again, so the supervisor drops to
+``user:`` right after binding, like the workers.
 
-- TCP: the supervisor *reserves* each address (bound with ``SO_REUSEPORT``, never listening, so the
-  kernel never queues a connection on it and port 0 is resolved once); every worker binds its own
-  listening socket on that port with ``SO_REUSEPORT`` and the kernel spreads connections across them.
-  Linux only groups sockets of the same user, so workers bind before they drop privileges.
-- UNIX: ``SO_REUSEPORT`` does not apply; the supervisor binds the socket (mode, owner, lock file) before
-  forking and every worker accepts on the inherited descriptor.
+Configuration: the supervisor is the one that watches the files (and takes ``SIGHUP``): it loads and
+validates the new configuration, counts the reload once, closes listeners the new configuration
+removed, and signals every worker to reload. A replacement worker starts on the configuration in use,
+not the one the supervisor started with. Listeners added by a reload need a restart.
 
 Metrics: the supervisor creates a private ``PROMETHEUS_MULTIPROC_DIR`` before ``prometheus_client`` is
 first imported; workers write their values there and the supervisor's ``/metrics`` aggregates them
-(dead workers' live gauges are dropped with ``mark_process_dead``).
+(dead workers' live gauges are dropped with ``mark_process_dead``). ``/healthz`` fails when the
+heartbeat of any live process (a worker's event loop, or the supervisor's own loop) is stale.
 
-The supervisor restarts a worker that dies, forwards ``SIGTERM``/``SIGINT``/``SIGHUP``, and talks to
-systemd. It stays root when started as root (to bind for a replacement worker); workers drop to
-``user:`` after binding.
+The supervisor restarts a worker that dies, forwards ``SIGTERM``/``SIGINT``, and talks to systemd.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pwd
 import select
 import shutil
 import signal
@@ -38,33 +38,32 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from mda import logs, sdnotify
-from mda.app import MAX_DELIVERY_WAIT, Application, ListenerKey, listener_key, run_loop, storage_line
-from mda.config import BindAddress, Config
-from mda.metrics import MULTIPROC_ENV, MetricsServer
-from mda.server import bind_unix
+from mda.app import (
+    MAX_DELIVERY_WAIT,
+    Application,
+    ListenerKey,
+    listener_key,
+    metrics_server,
+    run_loop,
+    storage_line,
+)
+from mda.binding import bind_tcp, bind_unix, drop_privileges, resolve_identity, service_identity
+from mda.config import BindAddress, Config, ListenerConfig, current_digest, watched_files
+from mda.config import load_for_serve as load_config
+from mda.metrics import MULTIPROC_ENV, Metrics, build_metrics
+from mda.metrics import preload as preload_metrics
+from mda.probes import HEARTBEAT_INTERVAL, MetricsServer
+from mda.server import State
 from mda.space import mail_roots
+from mda.yamlsource import ConfigError
 
 READY_TIMEOUT = 30.0
 """How long the supervisor waits for the first workers to listen before it gives up."""
 RESTART_BACKOFF = 1.0
 """A worker that dies within this many seconds of its start is restarted only after this delay."""
-
-
-def reserve_tcp(host: str, port: int) -> socket.socket:
-    """Hold ``host:port`` for the workers: bound with ``SO_REUSEPORT`` but never listening."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+WATCH_INTERVAL = 0.5
+"""How often the supervisor compares the configuration files with the running configuration."""
+TICK = 0.1
 
 
 @dataclass
@@ -79,15 +78,47 @@ class Worker:
 class Supervisor:
     config: Config
     count: int
-    ports: dict[ListenerKey, int] = field(default_factory=dict)
-    inherited: dict[ListenerKey, socket.socket] = field(default_factory=dict)
-    reservations: list[socket.socket] = field(default_factory=list)
-    lock_fds: list[int] = field(default_factory=list)
+    sockets: dict[ListenerKey, socket.socket] = field(default_factory=dict)
+    """Every listening socket, bound here once and inherited by each worker."""
+    lock_fds: dict[ListenerKey, int] = field(default_factory=dict)
     workers: dict[int, Worker] = field(default_factory=dict)
     metrics_server: MetricsServer | None = None
+    metrics: Metrics | None = None
     stopping: bool = False
     reload_requested: bool = False
     started: bool = False
+    seen: str = ""
+    """Digest of the configuration files as last compared (the running configuration's after a reload)."""
+
+    # --- listeners -------------------------------------------------------------------------------
+
+    def bind(self, listener: ListenerConfig) -> str:
+        """Bind one listener for every worker; returns its start-up line."""
+        key = listener_key(listener)
+        if listener.bind.is_unix:
+            owner = resolve_identity(listener.socket_owner) if listener.socket_owner else None
+            service = service_identity(self.config)
+            sock, lock_fd = bind_unix(listener.bind.path, listener.socket_mode, owner, service)
+            self.sockets[key] = sock
+            self.lock_fds[key] = lock_fd
+            return f"listening {listener.protocol} {listener.bind}"
+        sock = bind_tcp(listener.bind.host, listener.bind.port)
+        self.sockets[key] = sock
+        host, port = sock.getsockname()[:2]
+        return f"listening {listener.protocol} {BindAddress(host, port)}"
+
+    def unbind(self, key: ListenerKey, listener: ListenerConfig) -> None:
+        """Close a listener (the workers close their copies as they reload or stop)."""
+        sock = self.sockets.pop(key, None)
+        if sock is None:  # never bound here: the path may be another process's
+            return
+        sock.close()
+        if listener.bind.is_unix:
+            with contextlib.suppress(OSError):  # after dropping privileges the directory may be root's
+                os.unlink(listener.bind.path)
+        lock_fd = self.lock_fds.pop(key, None)
+        if lock_fd is not None:
+            os.close(lock_fd)
 
     # --- workers ---------------------------------------------------------------------------------
 
@@ -111,10 +142,10 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
         os.environ.pop(sdnotify.ENV, None)  # only the supervisor speaks to systemd
-        for sock in self.reservations:
-            sock.close()
         if self.metrics_server is not None:
-            self.metrics_server.httpd.socket.close()
+            self.metrics_server.close_sockets()
+        for fd in [*self.lock_fds.values(), *(w.ready_fd for w in self.workers.values() if w.ready_fd is not None)]:
+            os.close(fd)
         logs.set_context(worker=index)
 
         def ready() -> None:
@@ -122,7 +153,7 @@ class Supervisor:
                 os.write(ready_fd, b"1")
                 os.close(ready_fd)
 
-        app = Application(self.config, ports=self.ports, inherited=self.inherited, worker=True, on_ready=ready)
+        app = Application(self.config, inherited=self.sockets, worker=True, on_ready=ready)
         return run_loop(app.run())
 
     def wait_ready(self, deadline: float) -> bool:
@@ -140,7 +171,7 @@ class Supervisor:
         return True
 
     def reap(self) -> None:
-        """Collect dead workers; restart them unless stopping."""
+        """Collect dead workers; restart them (on the configuration in use) unless stopping."""
         while self.workers:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -163,12 +194,54 @@ class Supervisor:
             if time.monotonic() - worker.started < RESTART_BACKOFF:
                 time.sleep(RESTART_BACKOFF)
             new = self.spawn(worker.index)
-            logs.event("worker_started", worker=new.index, pid=new.pid)
+            logs.event("worker_started", worker=new.index, pid=new.pid, config=self.config.digest)
 
     def forward(self, signum: int) -> None:
         for pid in list(self.workers):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
+
+    # --- reload ----------------------------------------------------------------------------------
+
+    def files_changed(self) -> bool:
+        """True once per change of the watched files' content (as ``mda.reload`` decides it)."""
+        if self.config.source is None:
+            return False
+        current = current_digest(watched_files(self.config))
+        if current == self.seen:
+            return False
+        self.seen = current
+        return True
+
+    def reload(self) -> None:
+        """Load and validate as a worker would; on success switch, count once and signal every worker."""
+        assert self.metrics is not None
+        old = self.config
+        if old.source is None:
+            logs.event("reload_skipped", reason="embedded default configuration")
+            return
+        sdnotify.reloading()
+        try:
+            new = load_config(old.source)
+            State.build(new)
+        except ConfigError as error:
+            self.metrics.config_reloaded(False)
+            logs.event("reload_failed", logging.ERROR, file=error.file, line=error.line, error=str(error))
+            return
+        except Exception as error:  # an unreadable users file, a policy that cannot be built
+            self.metrics.config_reloaded(False)
+            logs.event("reload_failed", logging.ERROR, file=str(old.source), error=f"{type(error).__name__}: {error}")
+            return
+        finally:
+            sdnotify.ready(f"{self.count} workers")
+        wanted = {listener_key(listener) for listener in new.listeners}
+        for listener in old.listeners:
+            if listener_key(listener) not in wanted:
+                self.unbind(listener_key(listener), listener)
+        self.config = new
+        self.seen = new.digest
+        self.metrics.config_reloaded(True)
+        self.forward(signal.SIGHUP)
 
     # --- signals ---------------------------------------------------------------------------------
 
@@ -188,26 +261,21 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
         config = self.config
-        lines = []
-        for listener in config.listeners:
-            key = listener_key(listener)
-            if listener.bind.is_unix:
-                sock, lock_fd = bind_unix(listener.bind.path, listener.socket_mode, listener.socket_owner)
-                self.inherited[key] = sock
-                self.lock_fds.append(lock_fd)
-                lines.append(f"listening {listener.protocol} {listener.bind}")
-            else:
-                sock = reserve_tcp(listener.bind.host, listener.bind.port)
-                self.reservations.append(sock)
-                host, port = sock.getsockname()[:2]
-                self.ports[key] = port
-                lines.append(f"listening {listener.protocol} {BindAddress(host, port)}")
-        if config.metrics is not None:
-            self.metrics_server = MetricsServer(
-                config.metrics.bind.host, config.metrics.bind.port, self.is_ready, roots=lambda: mail_roots(config)
-            )
-            lines.append(f"metrics http://{self.metrics_server.address_text}/metrics")
+        identity = service_identity(config)
+        self.seen = config.digest
+        try:
+            lines = [self.bind(listener) for listener in config.listeners]
+            if config.metrics is not None:
+                self.metrics_server = metrics_server(config, self.is_ready, lambda: mail_roots(self.config))
+                lines.append(f"metrics http://{self.metrics_server.address_text}/metrics")
+        except BaseException:
+            self.close_listeners()
+            raise
         lines.append(storage_line(config))
+        self.metrics = build_metrics()
+        preload_metrics()
+        # Everything is bound: from here on this process, and every worker it forks, runs as user:.
+        drop_privileges(identity)
         for index in range(self.count):
             self.spawn(index)
         if not self.wait_ready(time.monotonic() + READY_TIMEOUT):
@@ -220,19 +288,35 @@ class Supervisor:
         for line in lines:
             print(line, flush=True)
         self.started = True
-        logs.event("supervisor_started", workers=self.count, pid=os.getpid())
+        logs.event("supervisor_started", workers=self.count, pid=os.getpid(), uid=os.getuid())
         sdnotify.ready(f"{self.count} workers")
+        next_watch = next_beat = 0.0
         while not self.stopping:
+            now = time.monotonic()
+            if now >= next_beat:
+                self.metrics.beat()
+                next_beat = now + HEARTBEAT_INTERVAL
+            if now >= next_watch:
+                self.reload_requested |= self.files_changed()
+                next_watch = now + WATCH_INTERVAL
             if self.reload_requested:
                 self.reload_requested = False
-                sdnotify.reloading()
-                self.forward(signal.SIGHUP)
-                sdnotify.ready(f"{self.count} workers")
+                self.reload()
             self.reap()
-            time.sleep(0.1)
+            time.sleep(TICK)
         sdnotify.stopping()
         self.shutdown()
         return 0
+
+    def close_listeners(self) -> None:
+        for listener in self.config.listeners:
+            self.unbind(listener_key(listener), listener)
+        for sock in self.sockets.values():
+            sock.close()
+        self.sockets.clear()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
 
     def shutdown(self) -> None:
         """SIGTERM to every worker (each drains), wait, then clean up what the supervisor owns."""
@@ -246,25 +330,16 @@ class Supervisor:
                 os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-        if self.metrics_server is not None:
-            self.metrics_server.close()
-        for sock in self.reservations:
-            sock.close()
-        for listener in self.config.listeners:
-            if listener.bind.is_unix:
-                with contextlib.suppress(OSError):
-                    os.unlink(listener.bind.path)
-        for fd in self.lock_fds:
-            os.close(fd)
+        self.close_listeners()
         logs.event("stopped", workers=self.count)
 
 
 def serve_workers(config: Config) -> int:
     """Run ``config.workers`` worker processes under a supervisor; returns the exit code."""
     directory = tempfile.mkdtemp(prefix="mda-metrics-")
-    if config.user and os.geteuid() == 0:
-        entry = pwd.getpwnam(config.user.partition(":")[0])
-        os.chown(directory, entry.pw_uid, entry.pw_gid)
+    identity = service_identity(config)
+    if identity is not None and os.geteuid() == 0:
+        os.chown(directory, identity.uid, identity.gid)
     if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client was imported before its multiprocess directory was set")
     os.environ[MULTIPROC_ENV] = directory

@@ -15,8 +15,10 @@ from typing import Any
 
 import yaml
 
+from tests.waiting import wait_for
+
 START_TIMEOUT = 15.0
-_LISTENING = re.compile(r"^listening (lmtp|smtp) (?:unix:(\S+)|\[?([0-9a-fA-F:.]+)\]?:(\d+))$")
+_LISTENING = re.compile(r"^listening (lmtp|smtp|policy) (?:unix:(\S+)|\[?([0-9a-fA-F:.]+)\]?:(\d+))$")
 
 
 @dataclass
@@ -44,11 +46,14 @@ class RunningServer:
         return self.stderr_path.read_text(errors="replace")
 
     def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
-        """The log once it contains ``text`` (lines are written by a background thread, a moment later)."""
-        deadline = time.monotonic() + timeout
-        while text not in (log := self.log()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return log
+        """The log once it contains ``text`` (lines are written by a background thread, a moment later);
+        ``AssertionError`` with the whole log when it does not within ``timeout``."""
+
+        def containing() -> str:
+            log = self.log()
+            return log if text in log else ""
+
+        return wait_for(containing, timeout, what=f"log line {text!r}", describe=self.log)
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)

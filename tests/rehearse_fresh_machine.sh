@@ -17,16 +17,19 @@
 set -euo pipefail
 
 # What the suite installs from the distribution (tests/peers/programs.py), and what those packages
-# pull in that a fresh machine lacks.
+# pull in that a fresh machine lacks. PostgreSQL is not here: a new machine of the project's kind has it.
 PEER_PACKAGES=(
   postfix
   dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-sieve dovecot-managesieved
   prometheus
   swaks
+  fail2ban
+  mariadb-server mariadb-client
+  slapd ldap-utils
 )
 # Accounts made by the tests (vmail, mdatest) and by the peer packages' install scripts.
-PEER_USERS=(vmail mdatest postfix dovecot dovenull prometheus)
-PEER_GROUPS=(vmail mdatest postfix postdrop dovecot dovenull prometheus)
+PEER_USERS=(vmail mdatest postfix dovecot dovenull prometheus mysql openldap)
+PEER_GROUPS=(vmail mdatest postfix postdrop dovecot dovenull prometheus mysql openldap)
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 if [[ ${1:-} != --yes ]]; then
@@ -60,7 +63,7 @@ done
 for group in "${PEER_GROUPS[@]}"; do
   if getent group "$group" >/dev/null; then groupdel "$group"; fi
 done
-for program in postfix dovecot sieve-test promtool prometheus swaks smtp-source; do
+for program in postfix dovecot sieve-test promtool prometheus swaks smtp-source fail2ban-regex mariadbd slapd; do
   if command -v "$program" >/dev/null; then
     echo "$0: $program is still installed after the purge" >&2
     exit 1

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Protocol
 
+from .budget import Meter
 from .ext_regex import RegexError, RegexKeys, compile_pattern
 from .ext_relational import NUMERIC, RELATIONS, RelationalKeys
 
@@ -21,7 +22,7 @@ EXTRA_COMPARATORS = frozenset({NUMERIC})
 
 
 class Matcher(Protocol):
-    def first(self, values: Iterable[str]) -> list[str] | None: ...
+    def first(self, values: Iterable[str], meter: Meter) -> list[str] | None: ...
 
 
 def is_extended(match_type: str, comparator: str) -> bool:

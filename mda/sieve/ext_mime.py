@@ -54,7 +54,7 @@ def _parts(run: _Run, anychild: bool) -> list[MimePart]:
     current = run.mime_part
     if current is None:
         try:
-            current = run.ctx.message.mime
+            current = run.ctx.message.charged_mime()
         except RecursionError:  # absurdly nested MIME: no parts
             return []
     if not anychild:
@@ -126,7 +126,7 @@ def loop(command: Command, steps: tuple[Callable[[_Run], None], ...]) -> Callabl
     def run_loop(run: _Run) -> None:
         outer = run.mime_part
         try:
-            parts = list(walk(run.ctx.message.mime)) if outer is None else list(walk(outer))[1:]
+            parts = list(walk(run.ctx.message.charged_mime())) if outer is None else list(walk(outer))[1:]
         except RecursionError:
             parts = []
         try:

@@ -19,6 +19,10 @@ from typing import Any
 
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 
+from .budget import Meter
+
+#: Work units (mda.sieve.budget) per character and key: RE2's automaton costs a few table steps a byte.
+REGEX_COST = 8
 #: RE2's memory for one compiled pattern; a pattern needing more is refused as too large.
 MAX_PATTERN_MEMORY = 4 << 20
 _BACKREFERENCE = re.compile(r"\\[1-9]")
@@ -98,8 +102,11 @@ class RegexKeys:
         casemap = comparator == "i;ascii-casemap"
         self.patterns = tuple(compile_pattern(key, casemap) for key in keys)
 
-    def first(self, values: Iterable[str]) -> list[str] | None:
+    def first(self, values: Iterable[str], meter: Meter) -> list[str] | None:
+        """Like :meth:`mda.sieve.match.Keys.first`; RE2 is linear, so each value costs its length times
+        :data:`REGEX_COST` per key, charged before it is searched."""
         for value in values:
+            meter.spend((len(value) + 1) * REGEX_COST * len(self.patterns))
             for pattern in self.patterns:
                 m = pattern.search(value)
                 if m is not None:

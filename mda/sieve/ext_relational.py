@@ -12,6 +12,8 @@ import operator
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .budget import FOLD_COST, Meter
+
 NUMERIC = "i;ascii-numeric"
 #: The relations of RFC 5231 §5 and what they compare with.
 RELATIONS: dict[str, Callable[[Any, Any], bool]] = {
@@ -57,13 +59,16 @@ class RelationalKeys:
         self.keys = tuple(self.sort(key) for key in keys)
         self.count = match_type == "count"
 
-    def first(self, values: Iterable[str]) -> list[str] | None:
+    def first(self, values: Iterable[str], meter: Meter) -> list[str] | None:
+        """Like :meth:`mda.sieve.match.Keys.first`; each value costs its length per key, charged first."""
         relation, keys, sort = self.relation, self.keys, self.sort
         if self.count:
             # RFC 5231 §4.1: the number of values is compared as a decimal string, with the comparator.
             counted = sort(str(sum(1 for _ in values)))
+            meter.spend(len(keys))
             return [] if any(relation(counted, key) for key in keys) else None
         for value in values:
+            meter.spend((len(value) + 1) * (FOLD_COST + len(keys)))
             folded = sort(value)
             if any(relation(folded, key) for key in keys):
                 return []

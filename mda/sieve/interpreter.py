@@ -7,7 +7,6 @@ result between ``sieve_before`` scripts, the user's script and ``sieve_after`` s
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -17,6 +16,7 @@ from typing import Any
 
 from . import ext_mime
 from .actions import FileInto, Keep, PendingVacation, Reject, ResultBuilder
+from .budget import Meter, WorkLimitExceeded
 from .compiler import Command, If, Node, Script, Test
 from .errors import SieveRuntimeError
 from .ext_date import test_currentdate, test_date
@@ -58,6 +58,8 @@ class Context:
     original_recipient: str | None
     delimiters: str
     result: ResultBuilder
+    meter: Meter
+    """The work units every script of this delivery spends together (:mod:`mda.sieve.budget`)."""
     #: The clock of ``currentdate`` (seconds since the epoch); None reads the system clock.
     now: float | None = None
     settings: SieveSettings = DEFAULT_SETTINGS
@@ -95,13 +97,25 @@ class _Run:
 
     # -- running -------------------------------------------------------------------------------
     def run(self) -> None:
-        with contextlib.suppress(_Stop, Return):
-            for step in self.script.program:
+        program = self.script.program
+        step = None
+        try:
+            for step in program:
                 step(self)
+        except (_Stop, Return):
+            pass
+        except WorkLimitExceeded as exceeded:
+            # The line of the top-level command that was running: found only now, so that the loop
+            # above costs nothing more per command.
+            line = self.script.body[program.index(step)].line if step is not None else 0
+            raise self.error(line, str(exceeded)) from None
 
     # -- strings -------------------------------------------------------------------------------
     def expand(self, value: Value, line: int) -> str:
-        """Substitute variables (RFC 5229 §3); unknown names expand to the empty string."""
+        """Substitute variables (RFC 5229 §3); unknown names expand to the empty string.
+
+        Each expansion is charged to the run's work limit: a 1 MiB script of ``${a}`` references to
+        4 KiB values builds a gigabyte of strings."""
         if isinstance(value, str):
             return value
         out: list[str] = []
@@ -118,6 +132,7 @@ class _Run:
             if size > MAX_EXPANDED:
                 raise self.error(line, f"string longer than {MAX_EXPANDED} characters after expansion")
             out.append(text)
+        self.ctx.meter.spend(size)  # building the string: one unit per character
         return "".join(out)
 
     def expand_all(self, values: tuple[Value, ...], line: int) -> tuple[str, ...]:
@@ -139,7 +154,7 @@ class _Run:
             if self.plain
             else Keys(keys, test.match_type, test.comparator)
         )
-        groups = prepared.first(values)
+        groups = prepared.first(values, self.ctx.meter)
         if groups is None:
             return False
         if test.match_type == "matches" and not self.plain:
@@ -156,7 +171,7 @@ class _Run:
             )
         except RegexError as exc:  # a key built from variables
             raise self.error(test.line, str(exc)) from None
-        groups = prepared.first(values)
+        groups = prepared.first(values, self.ctx.meter)
         if groups is None:
             return False
         if test.match_type == "regex" and not self.plain:
@@ -258,7 +273,9 @@ class _Run:
             transform, content_types = transform
             types = tuple(self.expand_all(content_types, test.line))
         return self.matches(
-            test, self.ctx.message.body_parts(transform, types), self.expand_all(test.args[0], test.line)
+            test,
+            self.ctx.message.body_parts(transform, types),
+            self.expand_all(test.args[0], test.line),
         )
 
     # -- commands ------------------------------------------------------------------------------
@@ -488,14 +505,14 @@ def _constant_check(test: Test) -> Check:
                 values = run.ctx.message.header_values(name)
             else:
                 values = [address[index] for address in run.ctx.message.addresses(name)]
-            return bool(values) and first(values) is not None
+            return bool(values) and first(values, run.ctx.meter) is not None
 
         return check_field
     values_of = _VALUES[test.name]
 
     def check(run: _Run) -> bool:
         values = values_of(run, test, names)
-        return bool(values) and first(values) is not None
+        return bool(values) and first(values, run.ctx.meter) is not None
 
     return check
 

@@ -33,7 +33,9 @@ _LIST_FIELDS = ("list-id", "list-owner", "list-subscribe", "list-post", "list-un
 # RFC 5230 §4.5: the recipient must appear in one of these fields.
 _RECIPIENT_FIELDS = ("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc")
 _BULK = frozenset({"bulk", "list", "junk"})
-_CRLF_OR_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_CRLF_OR_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+"""C0 and C1 controls and the Unicode line and paragraph separators: each may end a line for some reader
+(Python's ``str.splitlines`` among them), so none is left in a header field."""
 
 
 class VacationState:
@@ -43,8 +45,13 @@ class VacationState:
     so that a delivery that fails half-way does not suppress the next reply.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        """``read_only`` (``mda resolve --message``) opens an existing file without creating or changing
+        anything (SQLite's ``mode=ro``); ``record`` then fails."""
         self.path = path
+        self.read_only = read_only
+        if read_only:
+            return
         with self._connect() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS replies (recipient TEXT NOT NULL, sender TEXT NOT NULL,"
@@ -57,6 +64,8 @@ class VacationState:
             )
 
     def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            return sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", timeout=10, uri=True)
         return sqlite3.connect(self.path, timeout=10)
 
     def replied_recently(self, recipient: str, sender: str, handle: str, now: float) -> bool:

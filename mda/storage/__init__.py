@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from mda.storage.base import Store
+from dataclasses import dataclass
+
+from mda.storage.base import Mailbox, MessageCopy, StagedCopy, Store, StoreResult
 from mda.storage.maildir import MaildirStore
 from mda.storage.mbox import MboxStore
+from mda.storage.userfs import fs_identity
 
 _STORES: dict[str, Store] = {"maildir": MaildirStore(), "mbox": MboxStore()}
 
@@ -12,3 +15,29 @@ _STORES: dict[str, Store] = {"maildir": MaildirStore(), "mbox": MboxStore()}
 def store_for(storage_format: str) -> Store:
     """The store for ``maildir`` or ``mbox`` (the config loader allows no other value)."""
     return _STORES[storage_format]
+
+
+def stage(mailbox: Mailbox, message: MessageCopy) -> StagedCopy:
+    """Stage one copy with the right store; a system user's mailbox is written with their file-system
+    identity (stage, commit and abort alike), so everything created in their home is theirs and their
+    files are opened with their rights, never root's."""
+    user = mailbox.system_user
+    with fs_identity(user):
+        staged = store_for(mailbox.format).stage(mailbox, message)
+    return staged if user is None else _AsUser(staged, user)
+
+
+@dataclass
+class _AsUser:
+    """A staged copy whose commit and abort run with the mailbox owner's file-system identity."""
+
+    staged: StagedCopy
+    user: tuple[int, int]
+
+    def commit(self) -> StoreResult:
+        with fs_identity(self.user):
+            return self.staged.commit()
+
+    def abort(self) -> None:
+        with fs_identity(self.user):
+            self.staged.abort()

@@ -1,6 +1,6 @@
 """The ``Store`` contract: how one recipient's copy becomes a durable file.
 
-Order of calls, and what may persist before commit (style.md §1):
+Order of calls, and what may persist before commit:
 
 1. ``store.stage(mailbox, message)`` writes the whole copy where no reader sees it yet and makes it
    durable: Maildir creates a unique file in ``tmp/`` with ``O_EXCL``, writes, ``fsync``s; mbox takes the
@@ -13,7 +13,7 @@ Order of calls, and what may persist before commit (style.md §1):
 3. ``staged.abort()`` undoes a staged copy (unlink, truncate); it never raises.
 
 LMTP stages and commits each recipient on its own; SMTP stages every copy first, then commits them all,
-or aborts them all (design.md, "Data flow"). Stores never import metrics: they report their timings in
+or aborts them all (docs/architecture.md). Stores never import metrics: they report their timings in
 ``StoreResult`` and the delivery layer records them.
 """
 
@@ -49,6 +49,10 @@ class Mailbox:
     """The fixed directory above the variable part of the path template (never created above it)."""
     sieve: Path | None = None
     """The user's active Sieve script (RFC 5228), rendered from its template; None: no user script."""
+    system_user: tuple[int, int] | None = None
+    """(uid, gid) of the system user (``passwd`` domain) whose home is ``root``: the home is never
+    created and must be theirs, files read there must be theirs, and when mda runs as root the file
+    work on this mailbox runs with their file-system identity (``mda.storage.userfs``)."""
 
     @property
     def key(self) -> tuple[str, str, str | None]:

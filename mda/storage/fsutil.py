@@ -2,8 +2,8 @@
 
 Every directory below a mailbox's fixed root is opened relative to its parent's descriptor with
 ``O_NOFOLLOW``, so a symlink planted in a mailbox path (by a local user, or by a shared-storage
-neighbour) is refused instead of followed (design.md, "Privileges"). A directory mda creates is durable
-only once its parent is ``fsync``ed (protocol-notes, Maildir), which ``open_path`` does before returning.
+neighbour) is refused instead of followed (docs/architecture.md, "Privileges"). A directory mda creates is durable
+only once its parent is ``fsync``ed (fsync(2)), which ``open_path`` does before returning.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ class _DirectorySync:
     A committer takes a ticket after its link; if an ``fsync`` that started after its ticket completes,
     its entry is durable and it returns without a system call of its own. Nobody waits for others to
     arrive (no timer): when no ``fsync`` is running, the caller runs one at once, covering every ticket
-    issued so far (design.md, "Durability contract").
+    issued so far (docs/architecture.md, "Durability contract").
     """
 
     def __init__(self) -> None:

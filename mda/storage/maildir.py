@@ -1,7 +1,7 @@
 """Maildir delivery: unique file in ``tmp/``, fsync, link into ``new/`` (never replacing), fsync ``new/``.
 
 Names follow Dovecot and Courier, ``SECONDS.M<USEC>P<PID>Q<COUNTER>.HOST,S=<size>,W=<vsize>``, so IMAP
-servers learn sizes without reading the file (protocol-notes, Maildir). ``link`` + ``unlink`` is used
+servers learn sizes without reading the file (Dovecot's ``S=``/``W=``). ``link`` + ``unlink`` is used
 instead of ``rename`` because ``rename`` silently replaces an existing name, which on shared storage can
 lose a message; the Postfix ``local/maildir.c`` pattern.
 """
@@ -21,8 +21,9 @@ from pathlib import Path
 from mda.spool import write_all
 from mda.storage.base import Mailbox, MessageCopy, StoreResult
 from mda.storage.folders import count_folders
-from mda.storage.fsutil import fsync_directory_shared, open_below, open_root, split_below
+from mda.storage.fsutil import fsync_directory_shared, open_below, split_below
 from mda.storage.quota import MaildirCharge, charge_maildir
+from mda.storage.userfs import open_mailbox_root
 
 STALE_TMP_SECONDS = 36 * 3600
 """qmail's maildir(5): files in tmp/ older than 36 hours are left-overs of a crash."""
@@ -202,7 +203,7 @@ class MaildirStore:
         towards their Maildir's quota), before any byte is written: over quota raises ``DeliveryError``.
         """
         root = mailbox.root or mailbox.path.parent
-        root_fd = open_root(root, create=True, owner=mailbox.owner)
+        root_fd = open_mailbox_root(mailbox)
         try:
             maildir_fd = open_below(root_fd, split_below(root, mailbox.path), create=True, owner=mailbox.owner)
         finally:

@@ -28,8 +28,9 @@ from mda.replies import LOCAL_ERROR, MAILBOX_BUSY, DeliveryError
 from mda.spool import Spool, write_all
 from mda.storage.base import Mailbox, MessageCopy, StoreResult
 from mda.storage.dotlock import create_dotlock, remove_dotlock
-from mda.storage.fsutil import open_below, open_root, split_below
+from mda.storage.fsutil import open_below, split_below
 from mda.storage.quota import check_mbox_quota
+from mda.storage.userfs import open_mailbox_root
 
 DOTLOCK_SUFFIX = ".lock"
 DOTLOCK_STALE_SECONDS = 500.0
@@ -218,7 +219,7 @@ class MboxStore:
         parts = split_below(root, mailbox.path)
         if not parts:
             raise DeliveryError(LOCAL_ERROR, f"mbox path {mailbox.path} names its root directory")
-        root_fd = open_root(root, create=True, owner=mailbox.owner)
+        root_fd = open_mailbox_root(mailbox)
         try:
             return open_below(root_fd, parts[:-1], create=True, owner=mailbox.owner), parts[-1]
         finally:

@@ -28,6 +28,7 @@ from mda.replies import MAILBOX_FULL, MAILBOX_FULL_TEMPORARY, DeliveryError, Rep
 from mda.storage.base import Mailbox
 from mda.storage.dotlock import create_dotlock
 from mda.storage.fsutil import DIR_FLAGS, open_below, split_below
+from mda.storage.userfs import fs_identity, open_home, open_user_file
 
 MAILDIRSIZE = "maildirsize"
 MAILDIRSIZE_LOCK = MAILDIRSIZE + ".lock"
@@ -201,12 +202,27 @@ def rebuild_maildirsize(maildir_fd: int, limit: QuotaLimit, owner: tuple[int, in
     return usage
 
 
-def maildir_usage(maildir_fd: int, limit: QuotaLimit, incoming: int, owner: tuple[int, int] | None) -> Usage:
-    """The current usage from ``maildirsize``, rebuilding it when the Maildir++ rules say so."""
+def maildir_usage(
+    maildir_fd: int, limit: QuotaLimit, incoming: int, owner: tuple[int, int] | None, *, read_only: bool = False
+) -> Usage:
+    """The current usage from ``maildirsize``, rebuilding it when the Maildir++ rules say so.
+
+    A ``maildirsize`` that cannot be opened, or is not a regular file with one link owned by ``owner``
+    (a FIFO, a device, a hard link to someone else's file), is treated like a corrupt one: rebuilt,
+    which renames a fresh file over that name and leaves whatever it was linked to untouched.
+
+    ``read_only`` (the explaining commands, ``mda resolve``): where a rebuild is due the Maildir is
+    scanned and nothing is written. Run as root, a rebuild would leave a ``root:root 0600`` file that
+    the mail user can no longer update.
+    """
+
+    def rebuild() -> Usage:
+        return scan_usage(maildir_fd) if read_only else rebuild_maildirsize(maildir_fd, limit, owner)
+
     try:
-        fd = os.open(MAILDIRSIZE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=maildir_fd)
-    except FileNotFoundError:
-        return rebuild_maildirsize(maildir_fd, limit, owner)
+        fd = _open_maildirsize(maildir_fd, os.O_RDONLY, owner)
+    except OSError:
+        return rebuild()
     try:
         data = os.read(fd, REBUILD_SIZE)
         modified = os.fstat(fd).st_mtime
@@ -214,10 +230,15 @@ def maildir_usage(maildir_fd: int, limit: QuotaLimit, incoming: int, owner: tupl
         os.close(fd)
     parsed = None if len(data) >= REBUILD_SIZE else parse_maildirsize(data)
     if parsed is None or parsed.limit != limit:
-        return rebuild_maildirsize(maildir_fd, limit, owner)
+        return rebuild()
     if parsed.usage.exceeds(limit, incoming) and (parsed.usage_lines > 1 or time.time() - modified > STALE_SECONDS):
-        return rebuild_maildirsize(maildir_fd, limit, owner)
+        return rebuild()
     return parsed.usage
+
+
+def _open_maildirsize(maildir_fd: int, flags: int, owner: tuple[int, int] | None) -> int:
+    """``maildirsize`` opened without following a link nor waiting on a FIFO, and checked."""
+    return open_user_file(maildir_fd, MAILDIRSIZE, flags, uid=owner[0] if owner is not None else None)
 
 
 def full_reply(mailbox: Mailbox) -> Reply:
@@ -275,9 +296,7 @@ def charge_maildir(maildir_fd: int, mailbox: Mailbox, size: int) -> MaildirCharg
                 f"{usage.bytes} bytes, {usage.messages} messages, +{size}",
             )
     try:
-        maildirsize_fd: int | None = os.open(
-            MAILDIRSIZE, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=maildir_fd
-        )
+        maildirsize_fd: int | None = _open_maildirsize(maildir_fd, os.O_WRONLY | os.O_APPEND, mailbox.owner)
     except OSError:
         maildirsize_fd = None
     return MaildirCharge(maildirsize_fd, size)
@@ -295,17 +314,22 @@ def check_mbox_quota(mailbox: Mailbox, current_size: int, size: int) -> None:
         )
 
 
-def check_quota_before_data(mailbox: Mailbox, size: int | None) -> Reply | None:
+def check_quota_before_data(mailbox: Mailbox, size: int | None, *, read_only: bool = False) -> Reply | None:
     """The refusal for a recipient whose mailbox cannot take a message of ``size`` (RCPT ``SIZE=``), or None.
 
-    Without ``SIZE`` (RFC 1870) only a mailbox already at its limit (no byte fits) is refused. Does blocking file I/O
-    (and may rebuild ``maildirsize``): call it from the thread pool. A mailbox that does not exist yet
-    is empty.
+    Without ``SIZE`` (RFC 1870) only a mailbox already at its limit (no byte fits) is refused. A mailbox
+    that does not exist yet is empty. Runs at RCPT: it never waits on a file a user planted (``O_NONBLOCK``,
+    regular files only), and a system user's mailbox is read with that user's file-system identity. It
+    may rebuild ``maildirsize``, unless ``read_only``.
     """
     limit = QuotaLimit.of(mailbox)
     if not limit.enabled:
         return None
-    incoming = 1 if size is None else size  # any message has a byte: "full" means no byte fits
+    with fs_identity(mailbox.system_user):
+        return _check_quota(mailbox, limit, 1 if size is None else size, read_only)  # "full": not one byte fits
+
+
+def _check_quota(mailbox: Mailbox, limit: QuotaLimit, incoming: int, read_only: bool) -> Reply | None:
     try:
         fd = _open_existing(mailbox)
     except (FileNotFoundError, NotADirectoryError):
@@ -315,7 +339,8 @@ def check_quota_before_data(mailbox: Mailbox, size: int | None) -> Reply | None:
             used = os.stat(mailbox.path.name, dir_fd=fd, follow_symlinks=False).st_size
             over = bool(limit.bytes and used + incoming > limit.bytes)
         else:
-            over = maildir_usage(fd, limit, incoming, mailbox.owner).exceeds(limit, incoming)
+            usage = maildir_usage(fd, limit, incoming, mailbox.owner, read_only=read_only)
+            over = usage.exceeds(limit, incoming)
     except FileNotFoundError:
         over = Usage().exceeds(limit, incoming)
     finally:
@@ -332,7 +357,7 @@ def _open_existing(mailbox: Mailbox) -> int:
     parts = split_below(root, mailbox.path)
     if mailbox.format == "mbox":
         parts = parts[:-1]
-    root_fd = os.open(root, DIR_FLAGS)
+    root_fd = open_home(root, mailbox.system_user[0]) if mailbox.system_user else os.open(root, DIR_FLAGS)
     try:
         return open_below(root_fd, parts, create=False, owner=None)
     finally:

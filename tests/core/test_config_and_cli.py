@@ -1,4 +1,4 @@
-"""The configuration contract and the commands' exit codes (shared/config.md)."""
+"""The configuration contract and the commands' exit codes (docs/configuration.md; README's command table)."""
 
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +114,29 @@ def test_a_reload_to_no_listeners_is_refused(start_mda, tmp_path: Path) -> None:
 # --- check-config --print round trip ---------------------------------------------------------------
 
 
-def full_config(tmp_path: Path) -> dict[str, Any]:
+@pytest.fixture
+def readable_tls(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A certificate and key that ``user: nobody`` can read (check-config loads them as that user):
+    pytest's own directories are root's alone, so these live in a traversable directory of their own."""
+    directory = Path(tempfile.mkdtemp(prefix="mda-tls-"))
+    directory.chmod(0o755)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=mx.example.test"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    key.chmod(0o644)
+    try:
+        yield cert, key
+    finally:
+        shutil.rmtree(directory)
+
+
+def full_config(tmp_path: Path, tls: tuple[Path, Path]) -> dict[str, Any]:
     users = write(tmp_path / "users.yaml", "dave@example.test: {quota: 5M}\n")
     config = basic_config(
         tmp_path / "mail",
@@ -122,7 +146,7 @@ def full_config(tmp_path: Path) -> dict[str, Any]:
             {
                 "protocol": "smtp",
                 "bind": "[::1]:0",
-                "tls": {"cert": "cert.pem", "key": "key.pem", "mode": "implicit"},
+                "tls": {"cert": str(tls[0]), "key": str(tls[1]), "mode": "implicit"},
                 "auth": {"required": True, "users_file": "credentials"},
                 "limits": {"max_message_size": "1M", "command_timeout": "90s"},
             },
@@ -166,13 +190,22 @@ def full_config(tmp_path: Path) -> dict[str, Any]:
     return config
 
 
-@pytest.mark.parametrize("which", ["default", "basic", "full", "submission-host"])
-def test_print_output_is_a_configuration_that_prints_the_same(tmp_path: Path, which: str) -> None:
+@pytest.mark.parametrize("which", ["default", "basic", "full", "submission-host", "passwd"])
+def test_print_output_is_a_configuration_that_prints_the_same(
+    tmp_path: Path, which: str, readable_tls: tuple[Path, Path]
+) -> None:
     configs: dict[str, dict[str, Any] | None] = {
         "default": None,
         "basic": basic_config(tmp_path / "mail"),
-        "full": full_config(tmp_path),
+        "full": full_config(tmp_path, readable_tls),
         "submission-host": basic_config(tmp_path / "mail", submission={"host": "127.0.0.1", "port": 2526}),
+        "passwd": basic_config(
+            tmp_path / "mail",
+            domains={
+                "example.test": {},
+                "local.test": {"passwd": True, "first_valid_uid": 2000, "last_valid_uid": 60000},
+            },
+        ),
     }
     data = configs[which]
     args = [] if data is None else ["--config", str(write(tmp_path / "mda.yaml", data))]
@@ -193,6 +226,9 @@ def test_print_output_is_a_configuration_that_prints_the_same(tmp_path: Path, wh
         assert document["users_file"] == str(tmp_path / "users.yaml")
         assert "dave@example.test" not in document["users"]
         assert document["domains"]["other.test"]["owner"] == "nobody"
+    if which == "passwd":
+        assert document["domains"]["local.test"]["first_valid_uid"] == 2000
+        assert document["domains"]["local.test"]["last_valid_uid"] == 60000
 
 
 # --- default host name --------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """``kill -9`` under load: every acknowledged copy is on disk and whole; nothing partial is visible.
 
-A ``250`` promises that the file and its directory entry were ``fsync``ed (design.md, "Durability
+A ``250`` promises that the file and its directory entry were ``fsync``ed (docs/architecture.md, "Durability
 contract"). The server is killed without warning while clients deliver; afterwards every acknowledged
 (recipient, message) pair must have a complete file in ``new/``, every file in ``new/`` must be complete
 (acknowledged or not), and a restarted server must serve at once (the UNIX socket lock died with it).

@@ -1,4 +1,4 @@
-"""The one table from failures to replies (style.md §2, §3): temporary stays 4xx, permanent 5xx."""
+"""The one table from failures to replies (README, "What each reply means"): temporary stays 4xx, permanent 5xx."""
 
 from __future__ import annotations
 

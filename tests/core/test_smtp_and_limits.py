@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import smtplib
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -142,7 +141,7 @@ def test_client_vanishing_mid_data_stores_nothing_and_server_goes_on(start_mda, 
     client.send(b"Subject: half\r\n\r\n" + b"partial line\r\n" * 1000)
     client.sock.shutdown(socket.SHUT_RDWR)
     client.close()
-    time.sleep(0.3)
+    server.wait_for_log("event=session_close")  # the server saw the hang-up and dropped the spool
     with Client(server.lmtp) as other:
         assert other.cmd("LHLO again.test").code == 250
     tmp_dir = tmp_path / "mail" / "example.test" / "alice" / "Maildir"

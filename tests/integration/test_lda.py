@@ -1,6 +1,6 @@
 """``mda deliver`` (LDA mode) as a real process: exit codes, status lines, stored bytes.
 
-The contract is shared/config.md "Commands and exit codes": sysexits codes, one line per recipient
+The contract is README's command table ("A short tour"): sysexits codes, one line per recipient
 starting with the enhanced status code, 75 for a bad configuration.
 """
 
@@ -114,6 +114,26 @@ def test_null_sender_and_folder_address(tmp_path: Path) -> None:
     [stored] = messages(root / "example.test/alice/Maildir/.lists")
     assert stored.startswith(b"Return-Path: <>\n")
     assert (root / "example.test/alice/Maildir/.lists/maildirfolder").exists()
+
+
+def test_duplicate_message_id_within_the_window_is_stored_once(tmp_path: Path) -> None:
+    """LDA mode takes the server's delivery path, duplicate suppression included (``duplicate_window``):
+    a second run with the same Message-ID for the same recipient exits 0 and stores nothing; another
+    recipient, or another Message-ID, is still stored."""
+    root = tmp_path / "mail"
+    config = lda_config(root, duplicate_window="1h", state_dir=str(tmp_path / "state"))
+    message = b"Message-ID: <once@elsewhere.test>\r\n" + MESSAGE
+    first = run_lda(tmp_path, config, ["-f", "bob@elsewhere.test", "alice@example.test"], message)
+    assert first.returncode == EX_OK, first
+    again = run_lda(tmp_path, config, ["-f", "bob@elsewhere.test", "alice@example.test", "bob@example.test"], message)
+    assert again.returncode == EX_OK, again
+    assert again.stdout.decode().splitlines()[0].startswith("2.0.0 alice@example.test: ")
+    assert len(messages(root / "example.test/alice/Maildir")) == 1
+    assert len(messages(root / "example.test/bob/Maildir")) == 1
+    other = b"Message-ID: <other@elsewhere.test>\r\n" + MESSAGE
+    assert run_lda(tmp_path, config, ["alice@example.test"], other).returncode == EX_OK
+    assert len(messages(root / "example.test/alice/Maildir")) == 2
+    assert (tmp_path / "state/duplicates.sqlite").is_file()
 
 
 def test_several_recipients_one_line_each_first_permanent_code(tmp_path: Path) -> None:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -55,16 +52,6 @@ def deliver(address: tuple[str, int] | str, recipients: list[str], *, lmtp: bool
         _, data = transaction(client, "sender@example.net", recipients, MESSAGE, lmtp=lmtp)
         client.cmd("QUIT")
     return [reply.code for reply in data]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError("condition not reached in time")
 
 
 def stored_files(root: Path, user: str, domain: str = "example.test") -> list[Path]:

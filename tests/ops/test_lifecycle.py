@@ -15,8 +15,9 @@ import pytest
 from mda import sdnotify
 from tests.clients import Client, dot_stuff
 from tests.conftest import basic_config
-from tests.ops.helpers import MESSAGE, stored_files, wait_for
+from tests.ops.helpers import MESSAGE, stored_files
 from tests.ops.load import SteadyLoad
+from tests.waiting import wait_for
 
 
 def test_sigterm_under_load_loses_nothing_acknowledged(start_mda, tmp_path: Path) -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import basic_config
-from tests.ops.helpers import deliver, fetch, metrics_url, wait_for
+from tests.ops.helpers import deliver, fetch, metrics_url
 from tests.peers import programs
+from tests.waiting import wait_for
 
 
 def _free_port() -> int:

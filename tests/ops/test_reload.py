@@ -19,8 +19,9 @@ from mda.config import load as load_config
 from mda.reload import ConfigWatcher
 from tests.clients import Client
 from tests.conftest import basic_config
-from tests.ops.helpers import MESSAGE, deliver, scrape, stored_files, value, wait_for
+from tests.ops.helpers import MESSAGE, deliver, scrape, stored_files, value
 from tests.ops.load import SteadyLoad
+from tests.waiting import wait_for, wait_for_async
 
 
 def _config(root: Path, users: dict[str, Any], **overrides: Any) -> dict[str, Any]:
@@ -157,12 +158,18 @@ def test_sighup_reloads_and_listeners_follow_the_file(start_mda, tmp_path: Path)
         assert refused
 
 
+async def _checked(watcher: ConfigWatcher) -> None:
+    """Return once the watcher's scheduled check has run (whether or not it found a change)."""
+    await wait_for_async(lambda: not watcher.check_pending, what="the scheduled check")
+
+
 async def _watch(path: Path, during: Any) -> list[str]:
-    """What ``on_change`` saw when ``during(watcher)`` ran and the debounced check had its turn."""
+    """What ``on_change`` saw once ``during(watcher)`` ran and the debounced check it scheduled ran."""
     seen: list[str] = []
     watcher = ConfigWatcher(asyncio.get_running_loop(), [path], lambda: seen.append(path.read_text()), debounce=0.01)
     during(watcher)
-    await asyncio.sleep(0.2)
+    assert watcher.check_pending
+    await _checked(watcher)
     return seen
 
 
@@ -193,8 +200,10 @@ def test_an_edit_made_while_mda_starts_is_reloaded(tmp_path: Path) -> None:
             asyncio.get_running_loop(), [path], lambda: seen.append(path.read_text()), running=parsed, debounce=0.01
         )
         watcher.start()
-        await asyncio.sleep(0.2)
-        watcher.stop()
+        try:
+            await _checked(watcher)
+        finally:
+            watcher.stop()
         return seen
 
     assert asyncio.run(run()) == ["second"]

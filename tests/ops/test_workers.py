@@ -12,7 +12,8 @@ import yaml
 
 from tests.clients import Client, transaction
 from tests.conftest import basic_config
-from tests.ops.helpers import MESSAGE, scrape, stored_files, value, wait_for
+from tests.ops.helpers import MESSAGE, scrape, stored_files, value
+from tests.waiting import wait_for
 
 CONNECTIONS = 24
 
@@ -90,7 +91,6 @@ def test_every_worker_reloads_on_sighup(start_mda, tmp_path: Path) -> None:
     config["users"] = {"alice@example.test": {}, "dave@example.test": {}}
     server.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     server.signal(signal.SIGHUP)
-    wait_for(lambda: value(scrape(server), "mda_config_reloads_total", result="success") >= 2)
     wait_for(lambda: set(re.findall(r"event=reloaded worker=(\d)", server.log())) == {"0", "1"})
     codes: list[int] = []
     for _ in range(8):  # new connections land on both workers; each must know dave now
@@ -99,3 +99,41 @@ def test_every_worker_reloads_on_sighup(start_mda, tmp_path: Path) -> None:
             _, data = transaction(client, "s@example.net", ["dave@example.test"], MESSAGE)
             codes.append(data[0].code)
     assert codes == [250] * 8
+
+
+def test_a_reload_is_counted_once_whatever_the_number_of_workers(start_mda, tmp_path: Path) -> None:
+    server = start_mda(basic_config(tmp_path / "mail", workers=2, metrics={"bind": "127.0.0.1:0"}))
+    wait_for(lambda: len(_worker_pids(server.log())) == 2)
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: set(re.findall(r"event=reloaded worker=(\d)", server.log())) == {"0", "1"})
+    samples = scrape(server)
+    assert value(samples, "mda_config_reloads_total", result="success") == 1
+    assert value(samples, "mda_config_reloads_total", result="failure") == 0
+    server.config_path.write_text("listeners: [")
+    wait_for(lambda: "event=reload_failed" in server.log())
+    samples = scrape(server)
+    assert value(samples, "mda_config_reloads_total", result="failure") == 1
+    assert value(samples, "mda_config_reloads_total", result="success") == 1
+
+
+def test_a_replacement_worker_starts_on_the_configuration_in_use(start_mda, tmp_path: Path) -> None:
+    root = tmp_path / "mail"
+    config = basic_config(root, workers=2, users={"alice@example.test": {}})
+    server = start_mda(config)
+    wait_for(lambda: len(_worker_pids(server.log())) == 2)
+    config["users"] = {"alice@example.test": {}, "dave@example.test": {}}
+    server.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: set(re.findall(r"event=reloaded worker=(\d)", server.log())) == {"0", "1"})
+    pids = _worker_pids(server.log())
+    os.kill(pids[0], signal.SIGKILL)
+    wait_for(lambda: _worker_pids(server.log()).get(0, pids[0]) != pids[0], timeout=15)
+    os.kill(pids[1], signal.SIGSTOP)  # the replacement alone accepts: its first connection is the test
+    try:
+        with Client(server.lmtp) as client:
+            client.cmd("LHLO x")
+            _, data = transaction(client, "s@example.net", ["dave@example.test"], MESSAGE)
+    finally:
+        os.kill(pids[1], signal.SIGCONT)
+    assert [reply.code for reply in data] == [250]
+    assert len(re.findall(r"event=reloaded worker=0", server.log())) == 1  # it had nothing to reload

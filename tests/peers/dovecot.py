@@ -191,7 +191,7 @@ def start_dovecot(directory: Path, users: Sequence[DovecotUser], *, uid: int, gi
     for sub in ("run", "state"):
         (directory / sub).mkdir(exist_ok=True)
     instance = Dovecot(directory, config, imap_port, pop3_port, uid, gid, list(users))
-    # The daemon inherits our descriptors: a pipe here would keep run() waiting for ever (peer-notes).
+    # The daemon inherits our descriptors: a pipe here would keep run() waiting for ever.
     with (directory / "start.log").open("wb") as start_log:
         result = subprocess.run(
             [programs.require(DOVECOT), "-c", str(config)], stdout=start_log, stderr=start_log, check=False

@@ -5,7 +5,7 @@ under a temporary folder, its own ``master.cf`` with ``chroot = n`` on every ser
 client cannot see a UNIX socket outside the queue directory), smtpd on a free loopback port, no DNS and
 no outside delivery (``default_transport = error``), and short retry timers so deferred mail is retried
 within seconds. Postfix logs to ``DIR/maillog`` through its ``postlog`` service; tests read delivery
-outcomes (``dsn=5.1.1, status=bounced``) there. Traps from shared/peer-notes.md are handled here:
+outcomes (``dsn=5.1.1, status=bounced``) there. Two traps are handled here:
 ``main.cf``'s mtime is set back (Postfix re-reads a config changed within the last second in a loop),
 and the daemon's output never goes to a pipe the test waits on.
 """
@@ -30,6 +30,7 @@ import pytest
 from tests.peers import programs
 from tests.peers.dovecot import free_port
 from tests.peers.programs import POSTFIX, POSTQUEUE, SENDMAIL, SYSTEM_PYTHON
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CONTRIB = REPO / "contrib" / "postfix"
@@ -172,14 +173,13 @@ class Postfix:
 
     def wait_for_status(self, recipient: str, status: str, timeout: float = 30.0, count: int = 1) -> str:
         """The ``count``-th delivery line for ``recipient`` with ``status=STATUS``; fails after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [line for line in self.delivery_lines(recipient) if f" status={status}" in line]
-            if len(found) >= count:
-                return found[count - 1]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no status={status} for {recipient} within {timeout}s:\n{self.log()}")
-            time.sleep(0.1)
+
+        def found() -> list[str]:
+            lines = [line for line in self.delivery_lines(recipient) if f" status={status}" in line]
+            return lines if len(lines) >= count else []
+
+        lines = wait_for(found, timeout, 0.1, what=f"status={status} for {recipient}", describe=self.log)
+        return lines[count - 1]
 
     def flush(self) -> None:
         """Ask the queue manager to retry deferred mail now (``postqueue -f``)."""

@@ -59,6 +59,7 @@ SENDMAIL = Program("/usr/sbin/sendmail", "postfix", POSTFIX_PRESEED)
 PROMETHEUS = Program("prometheus", "prometheus")
 PROMTOOL = Program("promtool", "prometheus")
 SWAKS = Program("swaks", "swaks")
+FAIL2BAN_REGEX = Program("fail2ban-regex", "fail2ban")
 SYSTEM_PYTHON = Program("/usr/bin/python3", "python3")
 
 _apt_updated = False

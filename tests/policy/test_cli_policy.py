@@ -1,6 +1,6 @@
 """``mda resolve`` and ``mda check-config`` on recipient rules, run as real commands.
 
-Exit codes are config.md's contract: resolve 0 deliverable, 1 refused, 2 bad usage or configuration;
+Exit codes are README's contract (the command table): resolve 0 deliverable, 1 refused, 2 bad usage or configuration;
 check-config 0 valid, 1 invalid with ``FILE:LINE: KEY: problem``.
 """
 

@@ -8,7 +8,6 @@ cannot fit (RFC 1870 §6).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from tests.clients import Client
 from tests.conftest import basic_config
 from tests.peers.filesystems import small_tmpfs
 from tests.policy.helpers import MESSAGE, SENDER, maildir_messages
+from tests.waiting import wait_for
 
 
 def rcpt_reply(
@@ -62,13 +62,12 @@ def test_connection_limits_total_and_per_client(start_mda, tmp_path):
     finally:
         first.close()
         second.close()
-    deadline = time.monotonic() + 5
-    while True:
+
+    def greeted() -> bool:
         with Client(server.lmtp) as again:
-            if again.greeting.code == 220 or time.monotonic() > deadline:
-                assert again.greeting.code == 220, server.log()
-                break
-        time.sleep(0.05)
+            return again.greeting.code == 220
+
+    wait_for(greeted, 5, what="a 220 greeting once the sessions closed", describe=server.log)
 
 
 def test_per_listener_size_and_recipient_limits(start_mda, tmp_path):

@@ -1,7 +1,7 @@
 """Every recipient rule, as the reply a real LMTP session gets at RCPT (and SMTP for a sample).
 
 RFC 5321 §4.1.2 (syntax), §4.5.3.1 (64-octet local part), RFC 6531 §3.4 (non-ASCII needs SMTPUTF8:
-``553 5.6.7``), config.md "Path templates" (``550 5.1.3``), RFC 3463 codes. Each row: what the client
+``553 5.6.7``), docs/configuration.md "Path templates" (``550 5.1.3``), RFC 3463 codes. Each row: what the client
 sends after ``RCPT TO:``, whether MAIL carried ``SMTPUTF8``, and the exact reply.
 """
 

@@ -6,10 +6,15 @@ import email
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+import yaml
 from aiosmtpd.controller import Controller
 
 from tests.clients import Client
@@ -176,10 +181,105 @@ def test_dsn_parameters_stored_per_recipient_and_success_report(start_mda, tmp_p
         assert alice.index(b"Delivered-To: alice@example.test\nX-Original-To: a+x@orig.test\nReceived:") > 0
         assert b"X-Original-To: b@orig.test" in _maildir(root, "bob")[0].read_bytes()
         assert b"X-Original-To" not in _maildir(root, "carol")[0].read_bytes()
-        time.sleep(0.5)
+        # One report for the transaction, never one per recipient: once mda has exited (its thread pool
+        # drained on shutdown), every submission it made has been answered by the sink.
+        assert server.stop() == 0
         assert len(sink.messages) == 1
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def sink() -> Iterator[tuple[_Sink, int]]:
+    """An SMTP server standing in for the submission path: (its handler, its port)."""
+    handler = _Sink()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield handler, port
+    controller.stop()
+
+
+def _report_parts(content: bytes) -> list[email.message.Message]:
+    report = email.message_from_bytes(content)
+    assert report.get_content_type() == "multipart/report"
+    return report.get_payload()
+
+
+def _send_with_success_dsn(client: Client, message: bytes, *, envid: str = "x", ret: str = "FULL") -> None:
+    assert client.cmd(f"MAIL FROM:<victim@elsewhere.test> RET={ret} ENVID={envid}").code == 250
+    assert client.cmd("RCPT TO:<alice@example.test> NOTIFY=SUCCESS").code == 250
+    assert client.data(message)[0].code == 250
+
+
+def test_dsn_full_return_is_capped_to_the_header_beyond_the_size_limit(start_mda, tmp_path, sink):
+    handler, port = sink
+    root = tmp_path / "mail"
+    server = start_mda(basic_config(root, submission={"host": "127.0.0.1", "port": port}))
+    head = b"Subject: big\r\nX-Tag: keep me\r\n\r\n"
+    with Client(server.smtp) as client:
+        client.cmd("EHLO client.test")
+        _send_with_success_dsn(client, head + b"0123456789abcdef\r\n" * 60_000)  # 1 MiB of body
+    assert handler.arrived.wait(20)
+    content = handler.messages[0][2]
+    assert len(content) <= 50_000  # the default dsn_size_limit, the whole report included
+    text, _, returned = _report_parts(content)
+    assert "only its header is returned" in text.get_payload()
+    assert returned.get_content_type() == "text/rfc822-headers"
+    assert b"X-Tag: keep me" in content and b"0123456789abcdef" not in content
+    assert len(_maildir(root, "alice")[0].read_bytes()) > 1_000_000  # the delivered copy is whole
+
+
+def test_dsn_size_limit_key_and_long_lines_wrapped(start_mda, tmp_path, sink):
+    handler, port = sink
+    root = tmp_path / "mail"
+    server = start_mda(basic_config(root, submission={"host": "127.0.0.1", "port": port}, dsn_size_limit="20K"))
+    long_header = b"X-Long: " + b"h" * 2500 + b"\r\n"
+    long_body = "é".encode() * 1500 + b"\r\n"  # 3000 octets of two-octet characters
+    small = b"Subject: small\r\n" + long_header + b"\r\n" + long_body + b"tail line\r\n"
+    large = b"Subject: large\r\n" + long_header + b"\r\n" + (b"w" * 990 + b"\r\n") * 25  # over 20K
+    with Client(server.lmtp) as client:
+        client.cmd("LHLO client.test")
+        _send_with_success_dsn(client, small, envid="small")
+        assert handler.arrived.wait(20)
+        handler.arrived.clear()
+        _send_with_success_dsn(client, large, envid="large")
+        assert handler.arrived.wait(20)
+    by_envid = {}
+    for _, _, content in handler.messages:
+        assert all(len(line) <= 998 for line in content.split(b"\r\n")), "a line over 998 octets"
+        by_envid[b"Original-Envelope-Id: small" in content] = content
+    small_report, large_report = by_envid[True], by_envid[False]
+    returned = _report_parts(small_report)[2]
+    assert returned.get_content_type() == "message/rfc822"
+    unfolded = small_report.replace(b"\r\n ", b"")
+    assert long_header.rstrip() in unfolded and long_body.rstrip() in unfolded and b"tail line" in unfolded
+    assert len(large_report) <= 20 * 1024
+    assert _report_parts(large_report)[2].get_content_type() == "text/rfc822-headers"
+    assert b"h" * 900 in large_report and b"w" * 990 not in large_report
+
+
+def test_success_dsn_off_per_listener(start_mda, tmp_path, sink):
+    handler, port = sink
+    root = tmp_path / "mail"
+    listeners = [
+        {"protocol": "lmtp", "bind": "127.0.0.1:0", "success_dsn": False},
+        {"protocol": "smtp", "bind": "127.0.0.1:0"},
+    ]
+    config = basic_config(root, listeners=listeners, submission={"host": "127.0.0.1", "port": port})
+    server = start_mda(config)
+    with Client(server.lmtp) as client:
+        assert "DSN" not in client.cmd("LHLO client.test").lines
+        _send_with_success_dsn(client, b"Subject: quiet\r\n\r\nx\r\n", envid="off")  # accepted, not reported
+    with Client(server.smtp) as client:
+        assert "DSN" in client.cmd("EHLO client.test").lines
+        _send_with_success_dsn(client, b"Subject: loud\r\n\r\nx\r\n", envid="on")
+    assert handler.arrived.wait(20)
+    assert len(_maildir(root, "alice")) == 2
+    # A report for the first message would have been handed to the submission path before the second.
+    assert [b"Original-Envelope-Id: on" in content for _, _, content in handler.messages] == [True]
 
 
 def test_dsn_syntax_is_checked_and_not_announced_without_submission(start_mda, tmp_path):
@@ -202,7 +302,7 @@ def _proxy_config(root: Path, **extra: object) -> dict[str, object]:
 
 def test_proxy_v1_and_v2_client_address_in_received_and_access(start_mda, tmp_path):
     root = tmp_path / "mail"
-    server = start_mda(_proxy_config(root, allow=["192.0.2.0/24", "2001:db8::/32"]))
+    server = start_mda(_proxy_config(root, proxy_trusted=["127.0.0.0/8"], allow=["192.0.2.0/24", "2001:db8::/32"]))
     v1 = b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 2424\r\n"
     sock = socket.create_connection(server.lmtp, timeout=10)
     sock.sendall(v1)
@@ -229,7 +329,7 @@ def test_proxy_v1_and_v2_client_address_in_received_and_access(start_mda, tmp_pa
 
 
 def test_proxy_header_missing_times_out(start_mda, tmp_path):
-    server = start_mda(_proxy_config(tmp_path / "mail", limits={"command_timeout": "1s"}))
+    server = start_mda(_proxy_config(tmp_path / "mail", proxy_trusted=["127.0.0.1"], limits={"command_timeout": "1s"}))
     started = time.monotonic()
     with socket.create_connection(server.lmtp, timeout=10) as raw:
         data = raw.recv(200)
@@ -237,3 +337,22 @@ def test_proxy_header_missing_times_out(start_mda, tmp_path):
             data += raw.recv(200)
     assert time.monotonic() - started < 5
     assert data in (b"", b"421 4.4.2 Timeout, closing connection\r\n")
+
+
+def test_check_config_validates_dsn_keys(tmp_path):
+    def check(**overrides: object) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "mda.yaml"
+        path.write_text(yaml.safe_dump(basic_config(tmp_path / "mail", **overrides)))
+        command = [sys.executable, "-m", "mda", "check-config", "--config", str(path)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    assert check(dsn_size_limit="64K").returncode == 0
+    listener = {"protocol": "lmtp", "bind": "127.0.0.1:0"}
+    assert check(listeners=[{**listener, "success_dsn": False}]).returncode == 0
+    for overrides, message in (
+        ({"dsn_size_limit": 100}, "dsn_size_limit: must be at least 1K"),
+        ({"dsn_size_limit": "huge"}, "dsn_size_limit: expected a size"),
+        ({"listeners": [{**listener, "success_dsn": "no"}]}, "success_dsn: expected true or false"),
+    ):
+        result = check(**overrides)
+        assert result.returncode == 1 and message in result.stderr, result.stderr

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tests.clients import Client
 from tests.conftest import basic_config
+from tests.waiting import wait_for
 
 
 def _fds(pid: int) -> int:
@@ -133,7 +134,7 @@ def test_vanishing_mid_data_leaves_no_file_or_descriptor(start_mda, tmp_path):
     server = start_mda(_quick_config(root))
     with Client(server.lmtp) as warm:
         warm.cmd("LHLO client.test")
-    time.sleep(0.3)
+    server.wait_for_log("event=session_close")  # the warm-up session's descriptors are released
     before = _fds(server.process.pid)
     for size in (100, 300_000, 2_000_000):  # in memory, spilled to a spool file, and larger
         client = _ready_for_data(server.lmtp)
@@ -145,10 +146,12 @@ def test_vanishing_mid_data_leaves_no_file_or_descriptor(start_mda, tmp_path):
     sock = client.sock
     client.send(b"BDAT 100000\r\n" + b"z" * 5000)
     sock.close()
-    deadline = time.monotonic() + 5
-    while _fds(server.process.pid) > before and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _fds(server.process.pid) <= before
+    wait_for(
+        lambda: _fds(server.process.pid) <= before,
+        5,
+        what=f"at most {before} open descriptors",
+        describe=lambda: _fds(server.process.pid),
+    )
     assert _files(root) == []
     with Client(server.lmtp) as other:
         assert other.cmd("LHLO still.here").code == 250

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import base64
+import os
+import pwd
+import re
 import shutil
 import smtplib
 import socket
 import ssl
 import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.clients import Client
 from tests.conftest import basic_config
@@ -88,16 +95,16 @@ def test_starttls_refusals(start_mda, tmp_path, certificate):
         client.ehlo("client.test")
         code, text = client.docmd("STARTTLS")
         assert (code, text.split()[0]) == (503, b"5.5.1")
-    # A certificate that cannot be read gives 454 4.7.0 and the session goes on in plaintext.
-    shutil.copy(cert, tmp_path / "c.pem")
+    # A certificate removed after start: the one loaded at start stays in use, and the log says so
+    # (with nothing ever loaded, STARTTLS is not offered: test_starttls_is_not_offered_...).
     config["listeners"][0]["tls"] = {"cert": str(broken), "key": str(key)}
     server2 = start_mda_with_missing_cert(start_mda, config, broken, cert)
     with Client(server2.tcp["smtp"][0]) as client:
         client.cmd("EHLO client.test")
         broken.unlink()
         reply = client.cmd("STARTTLS")
-        assert (reply.code, reply.enhanced) == (454, "4.7.0")
-        assert client.cmd("NOOP").code == 250
+        assert (reply.code, reply.enhanced) == (220, "2.0.0")
+    assert f"event=tls_reload_failed cert={broken}" in server2.wait_for_log("event=tls_reload_failed")
 
 
 def start_mda_with_missing_cert(start_mda, config, path: Path, cert: Path):
@@ -106,14 +113,23 @@ def start_mda_with_missing_cert(start_mda, config, path: Path, cert: Path):
     return start_mda(config)
 
 
+def _read_reply(sock: socket.socket) -> bytes:
+    """One complete (possibly multi-line) reply: until a line whose code is followed by a space."""
+    data = b""
+    while not re.search(rb"(?:^|\r\n)\d{3} [^\r\n]*\r\n$", data):
+        chunk = sock.recv(4000)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    return data
+
+
 def test_starttls_discards_pipelined_plaintext(start_mda, tmp_path, certificate):
     server = start_mda(_tls_config(tmp_path / "mail", *certificate))
     sock = socket.create_connection(server.smtp, timeout=10)
     try:
         sock.recv(1000)
         sock.sendall(b"EHLO client.test\r\n")
-        time.sleep(0.2)
-        sock.recv(4000)
+        _read_reply(sock)  # the whole multi-line EHLO reply, up to its last "250 " line
         # RFC 3207 §5: commands sent after STARTTLS in the same packet must not be executed.
         sock.sendall(b"STARTTLS\r\nMAIL FROM:<injected@remote.test>\r\n")
         assert sock.recv(1000).startswith(b"220 2.0.0")
@@ -319,3 +335,132 @@ def test_certificate_is_reread_when_it_changes(start_mda, tmp_path, certificate)
     )
     assert served_certificate() != first
     assert ssl.DER_cert_to_PEM_cert(served_certificate()) == live_cert.read_text()
+
+
+def _new_certificate(cert: Path, key: Path, name: str) -> None:
+    """Write a fresh self-signed pair elsewhere, then move it into place (as certbot's renewal does)."""
+    staging = cert.parent / f"staging-{name}"
+    staging.mkdir()
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}"),
+            *("-keyout", str(staging / "key"), "-out", str(staging / "cert")),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (staging / "key").rename(key)
+    (staging / "cert").rename(cert)
+    staging.rmdir()
+
+
+def test_implicit_tls_picks_up_a_replaced_certificate_and_says_when_it_keeps_the_old(start_mda, tmp_path, certificate):
+    cert, key = certificate
+    live_cert, live_key = tmp_path / "live.pem", tmp_path / "live.key"
+    shutil.copy(cert, live_cert)
+    shutil.copy(key, live_key)
+    tls = {"cert": str(live_cert), "key": str(live_key), "mode": "implicit"}
+    server = start_mda(
+        basic_config(tmp_path / "mail", listeners=[{"protocol": "smtp", "bind": "127.0.0.1:0", "tls": tls}])
+    )
+
+    def served() -> bytes:
+        with smtplib.SMTP_SSL(*server.smtp, context=client_context()) as client:
+            return client.sock.getpeercert(binary_form=True)
+
+    first = served()
+    _new_certificate(live_cert, live_key, "renewed.test")
+    renewed = served()
+    assert renewed != first and ssl.DER_cert_to_PEM_cert(renewed) == live_cert.read_text()
+    assert "event=tls_reloaded" in server.wait_for_log("event=tls_reloaded")
+    live_key.write_text("-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n")
+    assert served() == renewed
+    log = server.wait_for_log("event=tls_reload_failed")
+    assert f"event=tls_reload_failed cert={live_cert} key={live_key}" in log and "kept=previous" in log
+    assert served() == renewed
+    assert log.count("event=tls_reload_failed") == 1  # once per change, not once per handshake
+
+
+def test_starttls_is_not_offered_without_a_working_certificate(start_mda, tmp_path):
+    """A reload gives the SMTP listener TLS files that cannot be loaded: no STARTTLS is offered then."""
+    config = basic_config(tmp_path / "mail")
+    server = start_mda(config)
+    smtp = config["listeners"][1]
+    smtp["tls"] = {"cert": str(tmp_path / "none.pem"), "key": str(tmp_path / "none.key")}
+    server.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    server.wait_for_log("event=reloaded")
+    with smtplib.SMTP(*server.smtp) as client:
+        client.ehlo("client.test")
+        assert not client.has_extn("starttls")
+        assert client.docmd("STARTTLS")[0] == 454
+        assert client.noop()[0] == 250
+
+
+# --- root: the TLS files are read as the service user ----------------------------------------------
+
+
+@pytest.fixture
+def service_tls(certificate) -> Iterator[tuple[Path, Path, Path]]:
+    """A directory the service user can reach, with a copy of the certificate (0644) and key (0600)."""
+    directory = Path(tempfile.mkdtemp(prefix="mda-tls-"))
+    os.chmod(directory, 0o755)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    shutil.copy(certificate[0], cert)
+    shutil.copy(certificate[1], key)
+    os.chmod(cert, 0o644)
+    os.chmod(key, 0o600)
+    mail = directory / "mail"
+    mail.mkdir()
+    vmail = pwd.getpwnam("vmail")
+    os.chown(mail, vmail.pw_uid, vmail.pw_gid)
+    yield directory, cert, key
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _run(directory: Path, config: dict[str, object], command: str) -> subprocess.CompletedProcess[str]:
+    path = directory / "mda.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return subprocess.run(
+        [sys.executable, "-m", "mda", command, "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=directory,
+        check=False,
+    )
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_key_the_service_user_cannot_read_refuses_the_start(service_tls, workers: int) -> None:
+    directory, cert, key = service_tls
+    config = _tls_config(directory / "mail", cert, key)
+    config.update(user="vmail", workers=workers)
+    for command in ("serve", "check-config"):
+        result = _run(directory, config, command)
+        assert result.returncode == 1, (command, result.stdout, result.stderr)
+        assert f"TLS key {key} is not readable by user vmail" in result.stderr, command
+        assert f"chgrp ssl-cert {key} && chmod g+r {key} && adduser vmail ssl-cert" in result.stderr
+        assert "listening" not in result.stdout
+    shutil.chown(key, group="ssl-cert")
+    os.chmod(key, 0o640)  # readable by a group vmail is not in: the message names that group
+    result = _run(directory, config, "check-config")
+    assert result.returncode == 1 and "add vmail to group ssl-cert (adduser vmail ssl-cert)" in result.stderr
+
+
+@pytest.mark.root
+def test_a_key_readable_through_the_service_users_group_starts_with_starttls(start_mda, service_tls) -> None:
+    directory, cert, key = service_tls
+    shutil.chown(key, group="vmail")
+    os.chmod(key, 0o640)
+    config = _tls_config(directory / "mail", cert, key)
+    config["user"] = "vmail"
+    assert _run(directory, config, "check-config").returncode == 0
+    server = start_mda(config)
+    with smtplib.SMTP(*server.smtp) as client:
+        client.ehlo("client.test")
+        assert client.has_extn("starttls")
+        assert client.starttls(context=client_context())[0] == 220
+        client.ehlo("client.test")
+        client.sendmail("s@remote.test", ["alice@example.test"], MESSAGE)
+    assert b"with ESMTPS id" in _maildir(directory / "mail", "alice")[0].read_bytes()

@@ -150,6 +150,21 @@ def test_reply_headers_cannot_be_injected() -> None:
     assert b"\nX: y" not in raw
 
 
+def test_reply_headers_hold_no_unicode_line_breaks() -> None:
+    reply = vacation_run().vacation
+    assert reply is not None
+    for separator in ("\u2028", "\u2029", "\x85"):
+        hostile = dataclasses.replace(
+            reply, subject=f"Hi{separator}Bcc: v@example.net", from_=f"x@example.test{separator}X: y"
+        )
+        head = build_reply(hostile, now=NOW).split(b"\r\n\r\n", 1)[0].decode("utf-8")
+        assert separator not in head
+        assert not any(line.startswith(("Bcc:", "X:")) for line in head.splitlines())
+        parsed = email.message_from_bytes(build_reply(hostile, now=NOW), policy=email.policy.default)
+        assert separator not in str(parsed["Subject"])
+        assert parsed["Bcc"] is None and parsed["X"] is None
+
+
 def test_mime_reason_is_used_as_the_entity() -> None:
     script = compile_text(
         'require "vacation";\nvacation :mime text:\nContent-Type: text/plain; charset=us-ascii\n\nAway.\n.\n;\n',

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -11,6 +10,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from tests.peers.dovecot import dovecot_factory, free_port
+from tests.waiting import wait_for
 
 __all__ = ["Received", "Sink", "dovecot_factory", "smtp_sink"]
 
@@ -32,11 +32,13 @@ class Sink:
     messages: list[Received] = field(default_factory=list)
 
     def wait(self, count: int, timeout: float = 10.0) -> list[Received]:
-        """The messages once at least ``count`` arrived (or the ones there when the time is up)."""
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return list(self.messages)
+        """The messages once at least ``count`` arrived; ``AssertionError`` when they do not in time."""
+        return wait_for(
+            lambda: list(self.messages) if len(self.messages) >= count else [],
+            timeout,
+            what=f"{count} submitted messages",
+            describe=lambda: self.messages,
+        )
 
 
 class _Handler:

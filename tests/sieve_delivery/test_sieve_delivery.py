@@ -130,7 +130,7 @@ def test_keep_flags_fileinto_and_discard(tmp_path: Path, start_mda: Callable[...
 def test_reject_refuses_only_that_recipient(tmp_path: Path, start_mda: Callable[..., RunningServer]) -> None:
     """RFC 5429: in LMTP the rejecting recipient gets ``550 5.7.1 reason`` (one line), the other 250. The
     script comes from a per-user ``sieve:`` setting, without a global ``sieve:`` section. In SMTP the
-    single reply is the reject (design.md: no partial 250)."""
+    single reply is the reject (SMTP commits every copy or none: docs/architecture.md)."""
     root = tmp_path / "mail"
     script = tmp_path / "reject.sieve"
     script.write_text(REJECT_SCRIPT)

@@ -45,12 +45,12 @@ def kib(size: int) -> int:
 
 
 def lf(data: bytes) -> bytes:
-    """IMAP and POP3 send CRLF; the stores keep LF (protocol-notes, SMTP)."""
+    """IMAP and POP3 send CRLF; the stores keep LF (RFC 3501 §2.2, RFC 1939 §3)."""
     return data.replace(b"\r\n", b"\n")
 
 
 def mboxrd_quoted(data: bytes) -> bytes:
-    """What Dovecot serves from an mbox: it keeps the mboxrd quoting ``>`` (protocol-notes, mbox)."""
+    """What Dovecot serves from an mbox: it keeps the mboxrd quoting ``>`` (mboxrd)."""
     return re.sub(rb"(?m)^(>*From )", rb">\1", data)
 
 

@@ -1,0 +1,167 @@
+"""Files in a system user's home, handled with that user's authority and never trusted as root.
+
+A ``passwd`` user owns their home and everything in it: they can replace ``~/Maildir/maildirsize`` or
+their Sieve script by a FIFO, a device, a symlink leading anywhere or a hard link to a file of root's.
+mda therefore works there as Postfix local(8) and Pigeonhole do, with the user's identity, and checks
+what it opened (README, "Local users"):
+
+- ``fs_identity`` switches the calling thread's file-system uid and gid (Linux ``setfsuid(2)`` and
+  ``setfsgid(2)``) for the duration of a block. These are per-thread credentials in the kernel and
+  glibc's wrappers are plain system calls (unlike ``seteuid``, which glibc applies to every thread),
+  so the event loop and the other storage threads keep their own identity.
+- ``open_user_file`` opens with ``O_NONBLOCK`` (a FIFO cannot hang the open) and accepts only a regular
+  file with one link, owned by the user, within a size limit; ``open_beneath_home`` resolves a path
+  with symlinks allowed only while they stay inside the home.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from mda.storage.base import Mailbox
+from mda.storage.fsutil import DIR_FLAGS, open_below, open_root
+
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+class UnsafeUserFile(OSError):
+    """A file in a user's home that mda refuses to use (not regular, linked, foreign, too large, outside)."""
+
+    def __init__(self, path: Path | str, why: str) -> None:
+        super().__init__(errno.EPERM, f"{path}: {why}")
+        self.why = why
+
+
+def _set_fs_ids(uid: int, gid: int) -> None:
+    """Set this thread's fsgid, then fsuid; verified, since the calls report no error themselves."""
+    assert _libc is not None
+    _libc.setfsgid(ctypes.c_uint(gid))
+    _libc.setfsuid(ctypes.c_uint(uid))
+    if current_fs_ids() != (uid, gid):
+        raise PermissionError(errno.EPERM, f"cannot take file-system identity {uid}:{gid}")
+
+
+def current_fs_ids() -> tuple[int, int]:
+    """This thread's (fsuid, fsgid): an invalid id (-1) changes nothing and returns the current one."""
+    if _libc is None:
+        return os.geteuid(), os.getegid()
+    uid = int(_libc.setfsuid(ctypes.c_uint(0xFFFFFFFF)))
+    gid = int(_libc.setfsgid(ctypes.c_uint(0xFFFFFFFF)))
+    return uid, gid
+
+
+@contextlib.contextmanager
+def fs_identity(user: tuple[int, int] | None) -> Iterator[None]:
+    """Run the block with ``user``'s (uid, gid) as this thread's file-system identity.
+
+    Does nothing for None, without root, or outside Linux (then no other identity can be taken and
+    the file checks below are the only guard). Files created inside belong to the user, and the
+    kernel checks permissions as for the user: root's ``CAP_DAC_OVERRIDE`` and ``CAP_CHOWN`` are off
+    for this thread while the fsuid is not 0.
+    """
+    if user is None or _libc is None or os.geteuid() != 0:
+        yield
+        return
+    previous = current_fs_ids()
+    _set_fs_ids(*user)
+    try:
+        yield
+    finally:
+        _set_fs_ids(*previous)
+
+
+def open_home(home: Path, uid: int) -> int:
+    """The user's home directory, which must exist and belong to ``uid``: mda never creates a home.
+
+    The home comes from the passwd database (trusted, it may be a symlink such as ``/home``). Raises
+    ``FileNotFoundError`` or ``UnsafeUserFile``.
+    """
+    fd = os.open(home, DIR_FLAGS & ~os.O_NOFOLLOW)
+    try:
+        if os.fstat(fd).st_uid != uid:
+            raise UnsafeUserFile(home, f"home directory not owned by uid {uid}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_mailbox_root(mailbox: Mailbox) -> int:
+    """The fixed root of a mailbox path, created when missing, except a system user's home, which must
+    exist and belong to that user."""
+    root = mailbox.root or mailbox.path.parent
+    if mailbox.system_user is None:
+        return open_root(root, create=True, owner=mailbox.owner)
+    return open_home(root, mailbox.system_user[0])
+
+
+def check_user_file(fd: int, name: Path | str, uid: int | None, max_size: int | None) -> os.stat_result:
+    """Refuse anything but a regular file with one link (owned by ``uid``, at most ``max_size`` bytes).
+
+    One link: with ``fs.protected_hardlinks=0`` a user can hard-link a file of root's into their home.
+    """
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafeUserFile(name, "not a regular file")
+    if info.st_nlink != 1:
+        raise UnsafeUserFile(name, f"{info.st_nlink} hard links")
+    if uid is not None and info.st_uid != uid:
+        raise UnsafeUserFile(name, f"owned by uid {info.st_uid}, not {uid}")
+    if max_size is not None and info.st_size > max_size:
+        raise UnsafeUserFile(name, f"larger than {max_size} bytes")
+    return info
+
+
+def open_user_file(
+    dir_fd: int, name: str, flags: int, *, uid: int | None, max_size: int | None = None, label: Path | str = ""
+) -> int:
+    """Open ``name`` in ``dir_fd`` without following a symlink or waiting on a FIFO, then check it."""
+    fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        check_user_file(fd, label or name, uid, max_size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_beneath_home(home: Path, path: Path, uid: int, *, max_size: int) -> int:
+    """Open ``path`` for reading when it leads to a checked file inside ``home``.
+
+    Symlinks are followed while they stay inside the home (Dovecot's ``~/.dovecot.sieve`` ->
+    ``sieve/x.sieve``); the resolved path is then opened again one component at a time with no symlink
+    at all, so a link swapped in meanwhile fails instead of leading out. Raises ``FileNotFoundError``
+    when there is no file, ``UnsafeUserFile`` when it leads out of the home or is not a checked file.
+    """
+    home_fd = open_home(home, uid)
+    try:
+        real_home = Path(os.path.realpath(home))
+        target = Path(os.path.realpath(path))
+        if target == real_home or real_home not in target.parents:
+            if not os.path.lexists(path):
+                raise FileNotFoundError(errno.ENOENT, "no such file", str(path))
+            raise UnsafeUserFile(path, f"leads out of the home directory {home}")
+        parts = target.relative_to(real_home).parts
+        try:
+            dir_fd = open_below(home_fd, list(parts[:-1]), create=False, owner=None)
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise UnsafeUserFile(path, "a directory on the way is a symlink") from None
+            raise
+        try:
+            return open_user_file(dir_fd, parts[-1], os.O_RDONLY, uid=uid, max_size=max_size, label=path)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise UnsafeUserFile(path, "became a symlink") from None
+            raise
+        finally:
+            os.close(dir_fd)
+    finally:
+        os.close(home_fd)
