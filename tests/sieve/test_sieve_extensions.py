@@ -423,3 +423,15 @@ def test_break_names_an_enclosing_loop() -> None:
 def test_extracttext_outside_a_loop_is_refused() -> None:
     error = compile_error('require ["extracttext", "variables", "foreverypart"];\nextracttext "x";\n')
     assert error.line == 2 and "outside a foreverypart loop" in error.message
+
+
+def test_regex_and_relational_spend_the_work_limit() -> None:
+    """The extension match types charge the run's work units (sieve.work_limit) like :contains does."""
+    message = b"Subject: " + b"a" * 10_000 + b"\nX-Score: 5\n\nx\n"
+    for script in (
+        'require ["regex", "fileinto"];\nif header :regex "subject" "b$" { fileinto "x"; }\n',
+        'require ["relational", "fileinto"];\nif header :value "gt" "subject" "b" { fileinto "x"; }\n',
+    ):
+        outcome = run([compile_text(script, "t.sieve")], message, ENVELOPE, work_limit=5_000)
+        assert outcome.actions == (Keep(),) and "work limit" in outcome.errors[0], outcome
+        assert run([compile_text(script, "t.sieve")], message, ENVELOPE).errors == ()
