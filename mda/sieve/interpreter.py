@@ -560,12 +560,14 @@ def execute(scripts: Iterable[Script], ctx: Context) -> tuple[str, ...]:
 
     As in Pigeonhole's multiscript execution, the next script only runs while the message is still
     kept (implicitly or by an explicit ``keep``) after the previous one; ``stop`` ends only its own
-    script.
+    script. The imap4flags internal variable carries over from one script to the next, as in Pigeonhole
+    (a ``sieve_before`` script's ``addflag "$Junk"`` is seen by the user's ``hasflag``).
     """
     flags: tuple[str, ...] = ()
     for script in scripts:
         ctx.result.begin_script()
         run = _Run(script, ctx)
+        run.flags = list(flags)
         run.run()
         flags = tuple(run.flags)
         if not ctx.result.still_kept():
