@@ -16,11 +16,14 @@ import string
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mda.units import parse_duration, parse_size
 from mda.userdb.settings import UserdbSettings, parse_cache, parse_sources, source_document
 from mda.yamlsource import ConfigError, Document, PathKey, format_path, load_file, load_text
+
+if TYPE_CHECKING:
+    from mda.sieve.settings import HeaderSpec, ScoreTest, SieveSettings
 
 T = TypeVar("T")
 
@@ -258,6 +261,8 @@ class SieveConfig:
     work_limit: int = 1 << 30
     """Work units one recipient's scripts may spend (about one per byte compared); beyond, a runtime
     error and the implicit keep (mda.sieve.budget)."""
+    settings: SieveSettings | None = None
+    """spamtest/virustest sources and the include :global directory (mda.sieve.settings); None: none."""
 
 
 @dataclass(frozen=True)
@@ -699,9 +704,54 @@ def _sieve(section: _Section, base_dir: Path) -> SieveConfig:
         before=section.get("before", scripts, ()),
         after=section.get("after", scripts, ()),
         work_limit=section.get("work_limit", _positive_size, SieveConfig.work_limit),
+        settings=_sieve_settings(section, base_dir),
     )
     section.finish()
     return sieve
+
+
+def _sieve_settings(section: _Section, base_dir: Path) -> SieveSettings:
+    from mda.sieve.settings import SieveSettings  # mda.sieve imports this module: import when used
+
+    return SieveSettings(
+        spamtest=_score_test(section.sub("spamtest"), 10) if section.has("spamtest") else None,
+        virustest=_score_test(section.sub("virustest"), 5) if section.has("virustest") else None,
+        global_dir=section.get("global_dir", lambda v: base_dir / _str(v), None),
+    )
+
+
+def _score_test(section: _Section, top: int) -> ScoreTest:
+    """``sieve.spamtest``/``sieve.virustest``: Pigeonhole's ``sieve_spamtest_*`` settings, same meaning."""
+    from mda.sieve.settings import HeaderSpec, ScoreTest, parse_decimal
+
+    def texts(value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list) or len(value) > top + 1 or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"expected a list of at most {top + 1} strings (the status texts for 0, 1, …)")
+        return tuple(value)
+
+    def decimal(value: Any) -> float:
+        parsed = parse_decimal(str(value)) if isinstance(value, int | float | str) else None
+        if not parsed or parsed < 0:
+            raise ValueError(f"expected a positive decimal number, got {value!r}")
+        return parsed
+
+    def header(value: Any) -> HeaderSpec:
+        return HeaderSpec.parse(_str(value))
+
+    if not section.has("status_header"):
+        raise section.doc.error(section.path, "status_header is required (FIELD or 'FIELD: REGEX')")
+    try:
+        test = ScoreTest(
+            status_header=section.convert("status_header", header),
+            status_type=section.get("status_type", _str, "score"),
+            max_header=section.get("max_header", header, None),
+            max_value=section.get("max_value", decimal, None),
+            text_values=section.get("text_values", texts, ()),
+        )
+    except (TypeError, ValueError) as error:
+        raise section.doc.error(section.path, str(error)) from None
+    section.finish()
+    return test
 
 
 def _dsn_size(value: Any) -> int:
@@ -1089,4 +1139,25 @@ def to_document(config: Config) -> dict[str, Any]:
             "after": [str(path) for path in config.sieve.after],
             "work_limit": config.sieve.work_limit,
         }
+        settings = config.sieve.settings
+        if settings is not None and settings.global_dir is not None:
+            document["sieve"]["global_dir"] = str(settings.global_dir)
+        for name in ("spamtest", "virustest"):
+            score_test = getattr(settings, name, None)
+            if score_test is not None:
+                document["sieve"][name] = _score_test_document(score_test)
     return document
+
+
+def _score_test_document(test: ScoreTest) -> dict[str, Any]:
+    def header(spec: HeaderSpec) -> str:
+        return spec.field if spec.regex is None else f"{spec.field}: {spec.regex}"
+
+    out: dict[str, Any] = {"status_header": header(test.status_header), "status_type": test.status_type}
+    if test.max_header is not None:
+        out["max_header"] = header(test.max_header)
+    if test.max_value is not None:
+        out["max_value"] = test.max_value
+    if test.text_values:
+        out["text_values"] = list(test.text_values)
+    return out

@@ -15,10 +15,13 @@ from .actions import Action, Keep, ResultBuilder, Vacation
 from .budget import DEFAULT_WORK_LIMIT, Meter, WorkLimitExceeded
 from .compiler import Script, compile_commands
 from .errors import SieveError, SieveRuntimeError
+from .ext_duplicate import Seen
+from .ext_include import link
 from .interpreter import Context, execute, lower
 from .lexer import decode_script
 from .message import SieveMessage
 from .parser import parse
+from .settings import DEFAULT_SETTINGS, SieveSettings
 from .vacation import VacationState, decide
 
 #: Pigeonhole's default ``sieve_max_script_size`` (1 MiB).
@@ -47,6 +50,9 @@ class Outcome:
     errors: tuple[str, ...] = ()
     #: Why no vacation reply is sent although the script asked for one (for the log), else None.
     vacation_skipped: str | None = None
+    #: IDs the ``duplicate`` tests saw: the caller records them (``VacationState.record_duplicates``)
+    #: once the copies are committed.
+    duplicates: tuple[Seen, ...] = ()
 
     @property
     def vacation(self) -> Vacation | None:
@@ -64,7 +70,16 @@ _cache: dict[Path, tuple[tuple[int, int, int, int], Script | SieveError]] = {}
 _cache_lock = threading.Lock()
 
 
-def compile_file(path: Path, *, opener: Callable[[Path], int] | None = None) -> Script:
+def compile_file(path: Path, global_dir: Path | None = None, *, opener: Callable[[Path], int] | None = None) -> Script:
+    """:func:`compile_cached`, then the scripts it includes (RFC 6609), looked up and compiled on every
+    call: ``:personal`` ones beside it, ``:global`` ones in ``global_dir``."""
+    script = compile_cached(path, opener=opener)
+    if "include" in script.extensions:  # the common script pays no path resolution
+        link(script, path.parent, global_dir, (path.resolve(),))
+    return script
+
+
+def compile_cached(path: Path, *, opener: Callable[[Path], int] | None = None) -> Script:
     """Compile a script file, reusing the result until the file (inode, mtime or size) changes.
 
     ``opener`` returns a read descriptor for ``path`` (the caller's checks, e.g. a user's home); by
@@ -131,6 +146,7 @@ def run(
     vacation_state: VacationState | None = None,
     now: float | None = None,
     work_limit: int = DEFAULT_WORK_LIMIT,
+    settings: SieveSettings = DEFAULT_SETTINGS,
 ) -> Outcome:
     """Run ``scripts`` (sieve_before…, the user's, sieve_after…) for one recipient.
 
@@ -139,13 +155,25 @@ def run(
     ``reject`` or ``discard`` in a before script means the user's script does not run.
 
     ``delimiter`` lists the subaddress separator characters (Dovecot's ``recipient_delimiter``).
-    ``vacation_state`` is only read here; the caller records a sent reply with
-    ``vacation_state.record(outcome.vacation)``. ``work_limit`` bounds the work of all the scripts
-    together (:mod:`mda.sieve.budget`); spending it is a runtime error.
+    ``settings`` are the site's (spamtest, environment, global scripts); ``now`` is the clock of
+    ``currentdate`` and of the vacation record. ``vacation_state`` is only read here; the caller records a
+    sent reply with ``vacation_state.record(outcome.vacation)``. ``work_limit`` bounds the work of all the
+    scripts together (:mod:`mda.sieve.budget`); spending it is a runtime error.
     """
     result = ResultBuilder()
     msg = SieveMessage(message, Meter(work_limit))
-    ctx = Context(msg, envelope.sender, envelope.recipient, envelope.original_recipient, delimiter, result, msg.meter)
+    ctx = Context(
+        msg,
+        envelope.sender,
+        envelope.recipient,
+        envelope.original_recipient,
+        delimiter,
+        result,
+        msg.meter,
+        now,
+        settings,
+        vacation_state,
+    )
     try:
         flags = execute(scripts, ctx)
     except SieveRuntimeError as exc:
@@ -170,4 +198,4 @@ def run(
             actions.append(reply)
         else:
             skipped = why
-    return Outcome(tuple(actions), (), skipped)
+    return Outcome(tuple(actions), (), skipped, tuple(ctx.duplicates))

@@ -162,23 +162,27 @@ class SieveMessage:
             self._mime = email.message_from_bytes(self.raw, policy=email.policy.compat32)
         return self._mime
 
+    def charged_mime(self) -> MimePart:
+        """:attr:`mime`, its first parse charged to the meter first: the cost grows with lines ×
+        nesting depth, minutes for a hostile 1 MiB message of a few hundred nested multiparts."""
+        if self._mime is None:
+            lines = self.raw.count(b"\n") + 1
+            boundaries = len(_BOUNDARY.findall(self.raw))
+            self.meter.spend(lines * (MIME_LINE_COST + MIME_LEVEL_COST * boundaries))
+        return self.mime
+
     def body_parts(self, transform: str, content_types: tuple[str, ...]) -> list[str]:
         """Texts for the ``body`` test (RFC 5173 §5): the raw body, or decoded leaf parts.
 
         ``:text`` takes the ``text/*`` leaf parts; ``:content`` the leaf parts whose type matches one of
         ``content_types`` (``""`` is any, ``"text"`` a whole top-level type, ``"text/html"`` exact).
-        The first parse of the MIME structure is charged to the meter first: its cost grows with lines
-        × nesting depth, minutes for a hostile 1 MiB message of a few hundred nested multiparts.
+        The first parse of the MIME structure is charged to the meter first (:meth:`charged_mime`).
         """
         if transform == "raw":
             return [self.body.decode("utf-8", errors="replace")]
-        if self._mime is None:
-            lines = self.raw.count(b"\n") + 1
-            boundaries = len(_BOUNDARY.findall(self.raw))
-            self.meter.spend(lines * (MIME_LINE_COST + MIME_LEVEL_COST * boundaries))
         wanted = ("text",) if transform == "text" else content_types
         texts: list[str] = []
-        for part in self.mime.walk():
+        for part in self.charged_mime().walk():
             if part.is_multipart():
                 continue
             ctype = part.get_content_type().lower()

@@ -12,10 +12,12 @@ import email.utils
 import re
 import sqlite3
 import time
+from collections.abc import Sequence
 from email.header import Header
 from pathlib import Path
 
 from .actions import PendingVacation, Vacation
+from .ext_duplicate import Seen
 from .message import SieveMessage, split_address
 
 #: Pigeonhole's defaults ``sieve_vacation_min_period = 1d`` and ``sieve_vacation_max_period = 60d``.
@@ -55,6 +57,11 @@ class VacationState:
                 "CREATE TABLE IF NOT EXISTS replies (recipient TEXT NOT NULL, sender TEXT NOT NULL,"
                 " handle TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (recipient, sender, handle))"
             )
+            # The duplicate extension's record (RFC 7352): an ID hash per recipient.
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS duplicates (recipient TEXT NOT NULL, key TEXT NOT NULL,"
+                " expires REAL NOT NULL, PRIMARY KEY (recipient, key))"
+            )
 
     def _connect(self) -> sqlite3.Connection:
         if self.read_only:
@@ -68,6 +75,23 @@ class VacationState:
                 (recipient.lower(), sender.lower(), handle),
             ).fetchone()
         return row is not None and row[0] > now
+
+    def duplicate_seen(self, recipient: str, key: str, now: float) -> bool:
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT expires FROM duplicates WHERE recipient = ? AND key = ?", (recipient.lower(), key)
+            ).fetchone()
+        return row is not None and row[0] > now
+
+    def record_duplicates(self, recipient: str, seen: Sequence[Seen], now: float | None = None) -> None:
+        """Remember the IDs a delivery's ``duplicate`` tests saw; an ID already recorded keeps its expiry
+        unless the test had ``:last``. Expired entries are pruned on the way."""
+        when = time.time() if now is None else now
+        with self._connect() as db:
+            db.execute("DELETE FROM duplicates WHERE expires <= ?", (when,))
+            for item in seen:
+                verb = "INSERT OR REPLACE" if item.refresh else "INSERT OR IGNORE"
+                db.execute(f"{verb} INTO duplicates VALUES (?, ?, ?)", (recipient.lower(), item.key, item.expires))
 
     def record(self, reply: Vacation, now: float | None = None) -> None:
         """Remember that ``reply`` was sent; expired entries are pruned on the way."""
@@ -126,7 +150,7 @@ def decide(
     why, found = skip_reason(pending, message, sender, recipients)
     if why is not None:
         return None, why
-    period = min(max(pending.days * 86400, MIN_PERIOD), MAX_PERIOD)
+    period = min(max(pending.seconds, MIN_PERIOD), MAX_PERIOD)
     if state is not None and state.replied_recently(recipient, sender, pending.handle, now):
         return None, "already answered in this period (RFC 5230 §4.2)"
     subjects = message.header_values("subject")
