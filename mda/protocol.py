@@ -552,7 +552,8 @@ class MdaSession(SMTP):
     @staticmethod
     def _primary_domain(envelope: Envelope) -> str:
         """The domain ``RCPT TO:<Postmaster>`` means (RFC 5321 §4.5.1): the first one configured."""
-        return next(iter(envelope.context.config.domains))
+        domain: str = next(iter(envelope.context.config.domains))
+        return domain
 
     async def cmd_RCPT(self, arg: str) -> None:
         envelope = self.envelope_
