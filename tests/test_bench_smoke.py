@@ -152,6 +152,21 @@ def test_content_multiplies_the_grid_and_unknown_kinds_stop_the_run() -> None:
             run.grid(run.build_parser().parse_args(["--content", bad]))
 
 
+def test_cells_given_one_by_one() -> None:
+    args = run.build_parser().parse_args(["--cell", "filler:4K:16", "--cell", "multipart:1M:8:5"])
+    assert run.grid(args) == [("filler", 4096, 16, 1), ("multipart", 1 << 20, 8, 5)]
+    for bad in (
+        ["--cell", "bogus:4K:16"],
+        ["--cell", "prose:4K"],
+        ["--cell", "prose,html:4K:16"],
+        ["--cell", "prose:big:16"],
+        ["--cell", "prose:4K:16", "--sizes", "4K"],
+        ["--cell", "prose:4K:16", "--content", "html"],
+    ):
+        with pytest.raises(SystemExit):
+            run.grid(run.build_parser().parse_args(bad))
+
+
 def test_table_reports_each_content_kind_with_its_own_ratio_row() -> None:
     cells = [
         report.CellResult(server=server, content=kind, size=102400, concurrency=16, recipients=1, msgs_per_s=rate)

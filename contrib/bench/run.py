@@ -325,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=content.FILLER,
         help=f"message content kinds, comma list of {','.join(content.KINDS)} (default: filler, smtp-source's own)",
     )
+    p.add_argument(
+        "--cell",
+        action="append",
+        metavar="KIND:SIZE:CONC[:RCPT]",
+        help="run this cell (repeatable, e.g. --cell prose:100K:16 --cell multipart:1M:8) instead of a grid",
+    )
     p.add_argument("--messages", type=int, help="messages per throughput run (default: by cell)")
     p.add_argument(
         "--latency-messages", type=int, help="messages per latency run (default: min(messages, 500); 0 skips latency)"
@@ -350,8 +356,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_cell(text: str) -> Cell:
+    """'multipart:1M:8' -> ('multipart', 1048576, 8, 1); 'prose:100K:16:5' -> 5 recipients."""
+    parts = text.split(":")
+    if len(parts) not in (3, 4):
+        raise ValueError(f"cell {text!r}: expected KIND:SIZE:CONC[:RCPT]")
+    kind = content.check_kinds(parts[0])
+    if len(kind) != 1:
+        raise ValueError(f"cell {text!r}: one content kind per cell")
+    try:
+        return kind[0], parse_size(parts[1]), int(parts[2]), int(parts[3]) if len(parts) == 4 else 1
+    except ValueError:
+        raise ValueError(f"cell {text!r}: SIZE like 4K or 1M, CONC and RCPT numbers") from None
+
+
 def grid(args: argparse.Namespace) -> list[Cell]:
-    """The cells to run: every content kind × size × concurrency × recipients asked for."""
+    """The cells to run: those given with --cell, else every content kind × size × concurrency × recipients."""
+    if args.cell:
+        if args.sizes or args.concurrency or args.rcpts or args.content != content.FILLER:
+            raise SystemExit("--cell names whole cells: not with --sizes, --concurrency, --rcpts or --content")
+        try:
+            return [parse_cell(c) for c in args.cell]
+        except ValueError as e:
+            raise SystemExit(f"--cell: {e}") from None
     try:
         kinds = content.check_kinds(args.content)
     except ValueError as e:
@@ -437,7 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + ("(one connection per message)" if args.reconnect else "-d (connections reused)"),
                 "messages per run: "
                 + (str(args.messages) if args.messages else ("300" if args.quick else "by cell (see README.md)")),
-                "content: " + args.content + " (filler: smtp-source -l; corpus kinds: smtp-source -F, "
+                "content: "
+                + (", ".join(sorted({c[0] for c in cells})))
+                + " (filler: smtp-source -l; corpus kinds: smtp-source -F, "
                 "the latency client sends the same bytes)",
                 "durability: mda storage.fsync true; Dovecot mail_fsync = always",
                 f"load average at end (1/5/15 min): {load_average()}",
