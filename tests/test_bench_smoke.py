@@ -10,8 +10,11 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,9 @@ sys.path.insert(0, str(BENCH))
 report = importlib.import_module("report")
 latency = importlib.import_module("latency")
 run = importlib.import_module("run")
+content = importlib.import_module("content")
+load = importlib.import_module("load")
+corpus = importlib.import_module("corpus")
 
 
 def test_percentile_nearest_rank() -> None:
@@ -92,17 +98,17 @@ def test_table_has_ratio_row_per_cell() -> None:
         _cell("dovecot", 102400, 500.0, 3.0, 9.0, 4.0, 11.0, 130.0, arrived=False),
     ]
     rows = report.table_rows(cells)
-    assert [r[3] for r in rows] == ["mda", "dovecot", "mda/dovecot", "dovecot"]
+    assert [r[4] for r in rows] == ["mda", "dovecot", "mda/dovecot", "dovecot"]
     ratio = rows[2]
-    assert ratio[:3] == ["4 KiB", "16", "1"]
-    assert ratio[4] == "2.00" and ratio[7] == "0.50" and ratio[8] == "0.50" and ratio[9] == "3.00"
-    assert ratio[10] == "0.25"
-    assert rows[3][0] == "100 KiB" and rows[3][-1] == "NO"
+    assert ratio[:4] == ["filler", "4 KiB", "16", "1"]
+    assert ratio[5] == "2.00" and ratio[8] == "0.50" and ratio[9] == "0.50" and ratio[10] == "3.00"
+    assert ratio[11] == "0.25"
+    assert rows[3][1] == "100 KiB" and rows[3][-1] == "NO"
     text = report.format_text(rows)
-    assert text.splitlines()[0].split()[:4] == ["size", "conc", "rcpt", "server"]
+    assert text.splitlines()[0].split()[:5] == ["content", "size", "conc", "rcpt", "server"]
     assert len(text.splitlines()) == 2 + len(rows)
     md = report.format_markdown(rows)
-    assert md.splitlines()[0].startswith("| size | conc |") and md.count("\n") == 1 + len(rows)
+    assert md.splitlines()[0].startswith("| content | size | conc |") and md.count("\n") == 1 + len(rows)
 
 
 def test_sizes_and_bodies() -> None:
@@ -123,8 +129,86 @@ def test_recipients_match_smtp_source() -> None:
 
 def test_quick_grid() -> None:
     args = run.build_parser().parse_args(["--quick"])
-    assert run.grid(args) == [(4096, 16, 1), (102400, 16, 1)]
+    assert run.grid(args) == [("filler", 4096, 16, 1), ("filler", 102400, 16, 1)]
     assert len(run.grid(run.build_parser().parse_args([]))) == 18
+
+
+def test_content_multiplies_the_grid_and_unknown_kinds_stop_the_run() -> None:
+    args = run.build_parser().parse_args(["--content", "prose,multipart", "--sizes", "100K,1M", "--concurrency", "8"])
+    assert run.grid(args) == [
+        ("prose", 102400, 8, 1),
+        ("prose", 102400, 8, 5),
+        ("prose", 1 << 20, 8, 1),
+        ("prose", 1 << 20, 8, 5),
+        ("multipart", 102400, 8, 1),
+        ("multipart", 102400, 8, 5),
+        ("multipart", 1 << 20, 8, 1),
+        ("multipart", 1 << 20, 8, 5),
+    ]
+    quick = run.build_parser().parse_args(["--quick", "--content", "html"])
+    assert run.grid(quick) == [("html", 4096, 16, 1), ("html", 102400, 16, 1)]
+    for bad in ("prose,bogus", "long-lines", ","):
+        with pytest.raises(SystemExit):
+            run.grid(run.build_parser().parse_args(["--content", bad]))
+
+
+def test_cells_given_one_by_one() -> None:
+    args = run.build_parser().parse_args(["--cell", "filler:4K:16", "--cell", "multipart:1M:8:5"])
+    assert run.grid(args) == [("filler", 4096, 16, 1), ("multipart", 1 << 20, 8, 5)]
+    for bad in (
+        ["--cell", "bogus:4K:16"],
+        ["--cell", "prose:4K"],
+        ["--cell", "prose,html:4K:16"],
+        ["--cell", "prose:big:16"],
+        ["--cell", "prose:4K:16", "--sizes", "4K"],
+        ["--cell", "prose:4K:16", "--content", "html"],
+    ):
+        with pytest.raises(SystemExit):
+            run.grid(run.build_parser().parse_args(bad))
+
+
+def test_table_reports_each_content_kind_with_its_own_ratio_row() -> None:
+    cells = [
+        report.CellResult(server=server, content=kind, size=102400, concurrency=16, recipients=1, msgs_per_s=rate)
+        for kind in ("filler", "prose")
+        for server, rate in (("mda", 300.0 if kind == "filler" else 150.0), ("dovecot", 200.0))
+    ]
+    cells[0].lat_client_cpu_per_1000, cells[0].lat_server_cpu_per_1000 = 0.4, 2.5
+    rows = report.table_rows(cells)
+    assert [(r[0], r[4], r[5]) for r in rows] == [
+        ("filler", "mda", "300.0"),
+        ("filler", "dovecot", "200.0"),
+        ("filler", "mda/dovecot", "1.50"),
+        ("prose", "mda", "150.0"),
+        ("prose", "dovecot", "200.0"),
+        ("prose", "mda/dovecot", "0.75"),
+    ]
+    client, server = report.HEADERS.index("lat client CPU s/1k"), report.HEADERS.index("lat server CPU s/1k")
+    assert (rows[0][client], rows[0][server]) == ("0.40", "2.50")
+    assert rows[2][client] == rows[2][server] == "-"
+
+
+def test_smtp_source_sends_the_file_instead_of_filler() -> None:
+    cmd = load.smtp_source_command("127.0.0.1", 2525, 10, 4, 102400, 1, message_file="/tmp/m.eml")
+    assert cmd[cmd.index("-F") + 1] == "/tmp/m.eml" and "-l" not in cmd
+    cmd = load.smtp_source_command("127.0.0.1", 2525, 10, 4, 102400, 1)
+    assert cmd[cmd.index("-l") + 1] == "102400" and "-F" not in cmd
+
+
+@pytest.mark.parametrize("kind", content.KINDS[1:])
+def test_file_for_smtp_source_and_latency_payload_carry_the_same_message(kind: str, tmp_path: Path) -> None:
+    """The -F file is the corpus message; the latency client's payload is what smtp-source makes of it."""
+    path = content.write_source_file(str(tmp_path), kind, 100 * 1024)
+    assert Path(path).read_bytes() == corpus.message(kind, 100 * 1024)
+    payload = content.data_payload(kind, 100 * 1024)
+    assert payload.endswith(b"\r\n\r\n.\r\n")  # smtp-source's empty last line, then the end marker
+    lines = payload[: -len(b".\r\n")].split(b"\r\n")[:-1]
+    assert all(b"\r" not in line and b"\n" not in line for line in lines)
+    assert all(not line.startswith(b".") or line.startswith(b"..") for line in lines)
+    unstuffed = b"".join((line[1:] if line.startswith(b".") else line) + b"\n" for line in lines)
+    assert unstuffed == content.stored_body(kind, 100 * 1024)
+    if kind == "prose":
+        assert b"\r\n..." in payload  # prose has lines starting with a period: they are stuffed
 
 
 def _servers() -> str:
@@ -139,7 +223,17 @@ def test_quick_benchmark_runs_and_every_message_arrives(tmp_path: Path) -> None:
     servers = _servers()
     md = tmp_path / "RESULTS.md"
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "run.py"), "--quick", "--servers", servers, "--markdown", str(md)],
+        [
+            sys.executable,
+            str(BENCH / "run.py"),
+            "--quick",
+            "--content",
+            "filler,prose",
+            "--servers",
+            servers,
+            "--markdown",
+            str(md),
+        ],
         capture_output=True,
         text=True,
         timeout=900,
@@ -147,17 +241,15 @@ def test_quick_benchmark_runs_and_every_message_arrives(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "every message arrived" in out
-    header = next(line for line in out.splitlines() if line.startswith("size"))
-    assert header.split()[:4] == ["size", "conc", "rcpt", "server"]
+    header = next(line for line in out.splitlines() if line.startswith("content"))
+    assert header.split()[:5] == ["content", "size", "conc", "rcpt", "server"]
     for name in servers.split(","):
         rows = [line for line in out.splitlines() if f"  {name}  " in line]
-        assert len(rows) == 2, out
+        assert len(rows) == 4, out
         assert all(line.split()[-1] == "yes" for line in rows)
+        assert sorted(line.split()[0] for line in rows) == ["filler", "filler", "prose", "prose"]
     text = md.read_text()
-    assert "dovecot version" in text and "| size | conc |" in text
-
-
-corpus = importlib.import_module("corpus")
+    assert "dovecot version" in text and "| content | size | conc |" in text
 
 
 @pytest.mark.parametrize("kind", corpus.DATA_KINDS)
@@ -188,3 +280,45 @@ def test_corpus_wire_reads_back_as_the_message(kind: str) -> None:
     stored, bare = asyncio.run(read())
     assert stored == message
     assert (bare > 0) == (kind == "bare-lf")
+
+
+@pytest.fixture
+def work() -> Iterator[Path]:
+    """A directory Dovecot's mail processes (vmail) can traverse, as the benchmark's own."""
+    path = tempfile.mkdtemp(prefix="mda-bench-test-", dir="/var/tmp")
+    os.chmod(path, 0o755)
+    yield Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+TRACE = (b"Return-Path:", b"Delivered-To:", b"Received:", b"\t", b" ")
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("server_name", ["mda", "dovecot"])
+def test_both_clients_deliver_the_corpus_message_byte_for_byte(server_name: str, work: Path) -> None:
+    """smtp-source -F and the latency client store the same bytes: the server's trace headers, then
+    content.stored_body (read back from the Maildir files, not trusted from the 250 replies)."""
+    if server_name == "mda" and not importlib.import_module("mda_server").mda_available():
+        pytest.skip("python -m mda is not runnable in this checkout")
+    importlib.import_module("packages").ensure_packages(need_dovecot=server_name == "dovecot")
+    server = run.make_servers([server_name], str(work), "1")[server_name]()
+    kind, size = "multipart", 100 * 1024
+    server.start()
+    try:
+        source = load.run_smtp_source(
+            server.host, server.port, 2, 1, size, 1, message_file=content.write_source_file(str(work), kind, size)
+        )
+        assert source.returncode == 0, source.output
+        lat = latency.run_latency(server.host, server.port, 2, 1, size, payload=content.data_payload(kind, size))
+        assert not lat.errors and len(lat.latencies) == 2
+    finally:
+        server.stop()
+    stored = sorted((work / "mail" / "bench.test" / "user" / "Maildir").glob("*/*"))
+    assert len(stored) == 4
+    expected = content.stored_body(kind, size)
+    for path in stored:
+        data = path.read_bytes()
+        assert data.endswith(expected), path
+        trace = data[: -len(expected)]
+        assert trace.endswith(b"\n") and all(line.startswith(TRACE) for line in trace.splitlines()), trace

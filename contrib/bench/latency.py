@@ -7,6 +7,10 @@ back to back with MAIL, every RCPT and DATA pipelined in one write
 (RFC 2920), the body, and reading one reply per accepted recipient after the
 final dot (RFC 2033).  A transaction's latency runs from writing MAIL to
 reading the last recipient's reply.
+
+Given a payload (content.data_payload: the bytes smtp-source -F sends), it
+sends that instead of its own headers and filler.  It reports its own CPU
+seconds, so that a run can show the client was not the bottleneck.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class LatencyResult:
 
     latencies: list[float] = field(default_factory=list)
     wall: float = 0.0
+    cpu: float = 0.0
+    """CPU seconds (user + system) of the client's thread during the run."""
     errors: list[str] = field(default_factory=list)
 
 
@@ -79,7 +85,15 @@ def recipients_for(rcpts: int, domain: str, user: str = "user") -> list[str]:
 
 
 async def _connection(
-    host: str, port: int, counter: list[int], total: int, size: int, rcpts: int, domain: str, result: LatencyResult
+    host: str,
+    port: int,
+    counter: list[int],
+    total: int,
+    size: int,
+    rcpts: int,
+    domain: str,
+    result: LatencyResult,
+    payload: bytes | None,
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
     try:
@@ -91,20 +105,23 @@ async def _connection(
         if code != 250:
             raise LmtpError(f"LHLO: {text}")
         sender = f"sender@{domain}"
-        body = make_body(size)
+        body = make_body(size) if payload is None else b""
         to = recipients_for(rcpts, domain)
         envelope = (f"MAIL FROM:<{sender}>\r\n" + "".join(f"RCPT TO:<{r}>\r\n" for r in to) + "DATA\r\n").encode()
         while counter[0] < total:
             counter[0] += 1
-            headers = make_headers(sender, to[-1], counter[0])
+            headers = make_headers(sender, to[-1], counter[0]) if payload is None else b""
             start = time.perf_counter()
             writer.write(envelope)
             replies = [await _read_reply(reader) for _ in range(len(to) + 2)]
             if replies[0][0] != 250 or any(c != 250 for c, _ in replies[1:-1]) or replies[-1][0] != 354:
                 raise LmtpError("envelope refused: " + " | ".join(t for _, t in replies))
-            writer.write(headers)
-            writer.write(body)
-            writer.write(b".\r\n")
+            if payload is None:
+                writer.write(headers)
+                writer.write(body)
+                writer.write(b".\r\n")
+            else:
+                writer.write(payload)
             await writer.drain()
             finals = [await _read_reply(reader) for _ in to]
             elapsed = time.perf_counter() - start
@@ -122,14 +139,24 @@ async def _connection(
 
 
 async def run_latency_async(
-    host: str, port: int, messages: int, concurrency: int, size: int, rcpts: int = 1, domain: str = "bench.test"
+    host: str,
+    port: int,
+    messages: int,
+    concurrency: int,
+    size: int,
+    rcpts: int = 1,
+    domain: str = "bench.test",
+    payload: bytes | None = None,
 ) -> LatencyResult:
-    """Send `messages` messages over `concurrency` connections and time each one."""
+    """Send `messages` messages over `concurrency` connections and time each one.
+
+    payload, when given, is the whole DATA payload (dot-stuffed, end marker included).
+    """
     result = LatencyResult()
     counter = [0]  # shared: a connection takes the next message while any remain
     start = time.perf_counter()
     tasks = [
-        _connection(host, port, counter, messages, size, rcpts, domain, result)
+        _connection(host, port, counter, messages, size, rcpts, domain, result, payload)
         for _ in range(min(concurrency, messages))
     ]
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
@@ -139,7 +166,17 @@ async def run_latency_async(
 
 
 def run_latency(
-    host: str, port: int, messages: int, concurrency: int, size: int, rcpts: int = 1, domain: str = "bench.test"
+    host: str,
+    port: int,
+    messages: int,
+    concurrency: int,
+    size: int,
+    rcpts: int = 1,
+    domain: str = "bench.test",
+    payload: bytes | None = None,
 ) -> LatencyResult:
-    """Blocking wrapper for the runner."""
-    return asyncio.run(run_latency_async(host, port, messages, concurrency, size, rcpts, domain))
+    """Blocking wrapper for the runner; measures the CPU of this thread, where the event loop runs."""
+    cpu0 = time.thread_time()
+    result = asyncio.run(run_latency_async(host, port, messages, concurrency, size, rcpts, domain, payload))
+    result.cpu = time.thread_time() - cpu0
+    return result

@@ -47,7 +47,11 @@ class Mda:
 
     name = "mda"
 
-    def __init__(self, base: str, mail_root: str, workers: str = "1", python: str = sys.executable) -> None:
+    def __init__(
+        self, base: str, mail_root: str, workers: str = "1", python: str = sys.executable, repo: str = REPO
+    ) -> None:
+        """repo: the checkout whose `mda` package runs (default this one; another for an A/B of two trees)."""
+        self.repo = repo
         self.base = base
         self.mail_root = mail_root
         self.workers = workers
@@ -65,11 +69,11 @@ class Mda:
         with open(self.conf, "w") as f:
             f.write(CONFIG.format(mail_root=self.mail_root, workers=self.workers))
         env = dict(os.environ)
-        env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONPATH"] = self.repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         stderr = open(os.path.join(self.base, "mda.log"), "w")  # noqa: SIM115 - lives as long as the server
         self.proc = subprocess.Popen(
             [self.python, "-m", "mda", "serve", "--config", self.conf],
-            cwd=REPO,
+            cwd=self.repo,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

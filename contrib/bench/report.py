@@ -74,6 +74,10 @@ class Measures:
     cpu_per_1000: float = math.nan
     rss_mib: float = math.nan
     tree_rss_mib: float = math.nan
+    lat_client_cpu_per_1000: float = math.nan
+    """The latency client's own CPU seconds per 1000 messages (it must stay well below the server's)."""
+    lat_server_cpu_per_1000: float = math.nan
+    """The server tree's CPU seconds per 1000 messages during the latency run."""
     arrived: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -86,6 +90,7 @@ class CellResult(Measures):
     size: int
     concurrency: int
     recipients: int
+    content: str = "filler"
     arrived: bool = True
     runs: int = 0
 
@@ -103,6 +108,7 @@ def _fmt(v: float, digits: int = 1) -> str:
 
 
 HEADERS = [
+    "content",
     "size",
     "conc",
     "rcpt",
@@ -114,24 +120,31 @@ HEADERS = [
     "CPU s/1k msgs",
     "peak RSS MiB",
     "tree RSS MiB",
+    "lat client CPU s/1k",
+    "lat server CPU s/1k",
     "arrived",
 ]
+LABELS = 5
+"""The first columns name the cell and the server (left-aligned); the rest are figures."""
 
 
 def table_rows(results: Sequence[CellResult], reference: str = "dovecot", candidate: str = "mda") -> list[list[str]]:
-    """One row per server per cell, then a ratio row candidate/reference when both ran.
+    """One row per server per cell (content kind, size, concurrency, recipients), then a ratio row
+    candidate/reference when both ran.
 
     The ratio row puts msgs/s, p99, CPU/1000 and both RSS ratios in those columns:
-    above 1 is better for msgs/s, below 1 is better for the other three.
+    above 1 is better for msgs/s, below 1 is better for the others.  The latency
+    client's CPU is shown per server only: it is there to show the client was not the bottleneck.
     """
     rows: list[list[str]] = []
-    cells: dict[tuple[int, int, int], dict[str, CellResult]] = {}
+    cells: dict[tuple[str, int, int, int], dict[str, CellResult]] = {}
     for r in results:
-        cells.setdefault((r.size, r.concurrency, r.recipients), {})[r.server] = r
-    for (size, conc, rcpt), by_server in cells.items():
+        cells.setdefault((r.content, r.size, r.concurrency, r.recipients), {})[r.server] = r
+    for (content, size, conc, rcpt), by_server in cells.items():
         for name, r in by_server.items():
             rows.append(
                 [
+                    content,
                     human_size(size),
                     str(conc),
                     str(rcpt),
@@ -143,6 +156,8 @@ def table_rows(results: Sequence[CellResult], reference: str = "dovecot", candid
                     _fmt(r.cpu_per_1000, 2),
                     _fmt(r.rss_mib),
                     _fmt(r.tree_rss_mib),
+                    _fmt(r.lat_client_cpu_per_1000, 2),
+                    _fmt(r.lat_server_cpu_per_1000, 2),
                     "yes" if r.arrived else "NO",
                 ]
             )
@@ -150,6 +165,7 @@ def table_rows(results: Sequence[CellResult], reference: str = "dovecot", candid
             c, d = by_server[candidate], by_server[reference]
             rows.append(
                 [
+                    content,
                     human_size(size),
                     str(conc),
                     str(rcpt),
@@ -161,6 +177,8 @@ def table_rows(results: Sequence[CellResult], reference: str = "dovecot", candid
                     _fmt(ratio(c.cpu_per_1000, d.cpu_per_1000), 2),
                     _fmt(ratio(c.rss_mib, d.rss_mib), 2),
                     _fmt(ratio(c.tree_rss_mib, d.tree_rss_mib), 2),
+                    "-",
+                    "-",
                     "yes" if (c.arrived and d.arrived) else "NO",
                 ]
             )
@@ -175,7 +193,7 @@ def format_text(rows: Sequence[Sequence[str]], headers: Sequence[str] = HEADERS)
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(
-            c.rjust(w) if i >= 4 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            c.rjust(w) if i >= LABELS else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
     out = [line(headers), line(["-" * w for w in widths])]
@@ -187,7 +205,7 @@ def format_markdown(rows: Sequence[Sequence[str]], headers: Sequence[str] = HEAD
     """GitHub-style pipe table for RESULTS.md."""
     out = [
         "| " + " | ".join(headers) + " |",
-        "| " + " | ".join("---:" if i >= 4 else "---" for i in range(len(headers))) + " |",
+        "| " + " | ".join("---:" if i >= LABELS else "---" for i in range(len(headers))) + " |",
     ]
     out.extend("| " + " | ".join(r) + " |" for r in rows)
     return "\n".join(out)

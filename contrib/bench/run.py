@@ -2,6 +2,7 @@
 """Benchmark mda against Dovecot's LMTP server on this machine, at the same durability.
 
     python contrib/bench/run.py [--quick] [--servers mda,dovecot] [--reps N] [--markdown FILE]
+    python contrib/bench/run.py --content filler,prose,multipart --sizes 100K --concurrency 16 --rcpts 1
     python contrib/bench/run.py --rss-check
 
 See contrib/bench/README.md for what every column means.  Each run starts a
@@ -13,6 +14,7 @@ pipelining latency client for p50/p99, counts the stored files, and stops it.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import sys
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import content
 from disk import durable_writes_per_s
 from dovecot import Dovecot
 from latency import run_latency
@@ -50,6 +53,8 @@ FULL_SIZES = [4 * KIB, 100 * KIB, 1 * MIB]
 FULL_CONCURRENCY = [1, 4, 16]
 FULL_RCPTS = [1, 5]
 QUICK_CELLS = [(4 * KIB, 16, 1), (100 * KIB, 16, 1)]
+Cell = tuple[str, int, int, int]
+"""content kind, message size, concurrency, recipients per message"""
 RSS_MESSAGE = 25 * MIB
 RSS_ALLOWANCE = 64 * MIB  # the issue's target: per process <= 64 MiB + largest message
 DOMAIN = "bench.test"
@@ -76,6 +81,9 @@ def default_messages(size: int, concurrency: int, rcpts: int) -> int:
 class RunResult(Measures):
     """One server, one cell, one repetition."""
 
+    source_cpu_per_1000: float = math.nan
+    """smtp-source's own CPU seconds per 1000 messages (printed per run)."""
+
 
 def empty_dir(path: str) -> None:
     """Remove everything under path but keep path itself (and its owner, which Dovecot needs)."""
@@ -93,7 +101,13 @@ def log(msg: str) -> None:
 
 
 def run_once(
-    server: Server, size: int, conc: int, rcpts: int, messages: int, latency_messages: int, reuse: bool, verbose: bool
+    server: Server,
+    cell: Cell,
+    messages: int,
+    latency_messages: int,
+    reuse: bool,
+    verbose: bool,
+    work: str,
 ) -> RunResult:
     """Start the server, warm it up, measure throughput/CPU, then latency, check arrivals, stop it.
 
@@ -101,24 +115,32 @@ def run_once(
     processes, open its mailboxes and fill its caches first, so that a short
     run measures the steady state rather than start-up.  Nothing is deleted
     while a server runs (it may cache that a Maildir exists): arrivals are
-    checked as the growth of the file count.
+    checked as the growth of the file count.  A corpus kind is sent by both
+    clients as the same bytes: smtp-source reads it from a file in `work`.
     """
+    kind, size, conc, rcpts = cell
+    message_file = None if kind == content.FILLER else content.write_source_file(work, kind, size)
+    payload = None if kind == content.FILLER else content.data_payload(kind, size)
     res = RunResult()
     shutil.rmtree(server.mail_root, ignore_errors=True)
     server.start()
     sampler = MemorySampler(server.root_pids()).start()
     try:
-        warm = run_latency(server.host, server.port, 2 * conc, conc, size, rcpts, DOMAIN)
+        warm = run_latency(server.host, server.port, 2 * conc, conc, size, rcpts, DOMAIN, payload)
         if warm.errors:
             res.notes.append("warm-up: " + "; ".join(warm.errors[:3]))
         if verbose:
             log(
                 "    "
-                + " ".join(smtp_source_command(server.host, server.port, messages, conc, size, rcpts, DOMAIN, reuse))
+                + " ".join(
+                    smtp_source_command(
+                        server.host, server.port, messages, conc, size, rcpts, DOMAIN, reuse, message_file
+                    )
+                )
             )
         before = count_delivered(server.mail_root)
         cpu0 = tree_cpu_seconds(server.root_pids())
-        load = run_smtp_source(server.host, server.port, messages, conc, size, rcpts, DOMAIN, reuse)
+        load = run_smtp_source(server.host, server.port, messages, conc, size, rcpts, DOMAIN, reuse, message_file)
         cpu1 = tree_cpu_seconds(server.root_pids())
         found = count_delivered(server.mail_root) - before
         if load.returncode != 0:
@@ -128,10 +150,15 @@ def run_once(
         res.msgs_per_s = messages / load.wall
         res.deliveries_per_s = messages * rcpts / load.wall
         res.cpu_per_1000 = (cpu1 - cpu0) / messages * 1000
+        res.source_cpu_per_1000 = load.cpu / messages * 1000
 
         if latency_messages > 0:
             before = count_delivered(server.mail_root)
-            lat = run_latency(server.host, server.port, latency_messages, conc, size, rcpts, DOMAIN)
+            cpu0 = tree_cpu_seconds(server.root_pids())
+            lat = run_latency(server.host, server.port, latency_messages, conc, size, rcpts, DOMAIN, payload)
+            cpu1 = tree_cpu_seconds(server.root_pids())
+            res.lat_client_cpu_per_1000 = lat.cpu / latency_messages * 1000
+            res.lat_server_cpu_per_1000 = (cpu1 - cpu0) / latency_messages * 1000
             if lat.errors:
                 res.notes.append("latency client: " + "; ".join(lat.errors[:3]))
             if lat.latencies:
@@ -150,10 +177,12 @@ def run_once(
     return res
 
 
-def summarize(server: str, size: int, conc: int, rcpts: int, runs: Sequence[RunResult]) -> CellResult:
+def summarize(server: str, cell: Cell, runs: Sequence[RunResult]) -> CellResult:
     """Median of every metric over the repetitions; 'arrived' only if every run delivered everything."""
+    kind, size, conc, rcpts = cell
     return CellResult(
         server=server,
+        content=kind,
         size=size,
         concurrency=conc,
         recipients=rcpts,
@@ -164,6 +193,8 @@ def summarize(server: str, size: int, conc: int, rcpts: int, runs: Sequence[RunR
         cpu_per_1000=median(r.cpu_per_1000 for r in runs),
         rss_mib=median(r.rss_mib for r in runs),
         tree_rss_mib=median(r.tree_rss_mib for r in runs),
+        lat_client_cpu_per_1000=median(r.lat_client_cpu_per_1000 for r in runs),
+        lat_server_cpu_per_1000=median(r.lat_server_cpu_per_1000 for r in runs),
         arrived=all(r.arrived for r in runs),
         runs=len(runs),
         notes=[n for r in runs for n in r.notes],
@@ -289,6 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", help="message sizes, e.g. 4K,100K,1M (default: the full grid)")
     p.add_argument("--concurrency", help="concurrent connections, e.g. 1,4,16")
     p.add_argument("--rcpts", help="recipients per message, e.g. 1,5")
+    p.add_argument(
+        "--content",
+        default=content.FILLER,
+        help=f"message content kinds, comma list of {','.join(content.KINDS)} (default: filler, smtp-source's own)",
+    )
+    p.add_argument(
+        "--cell",
+        action="append",
+        metavar="KIND:SIZE:CONC[:RCPT]",
+        help="run this cell (repeatable, e.g. --cell prose:100K:16 --cell multipart:1M:8) instead of a grid",
+    )
     p.add_argument("--messages", type=int, help="messages per throughput run (default: by cell)")
     p.add_argument(
         "--latency-messages", type=int, help="messages per latency run (default: min(messages, 500); 0 skips latency)"
@@ -314,13 +356,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def grid(args: argparse.Namespace) -> list[tuple[int, int, int]]:
+def parse_cell(text: str) -> Cell:
+    """'multipart:1M:8' -> ('multipart', 1048576, 8, 1); 'prose:100K:16:5' -> 5 recipients."""
+    parts = text.split(":")
+    if len(parts) not in (3, 4):
+        raise ValueError(f"cell {text!r}: expected KIND:SIZE:CONC[:RCPT]")
+    kind = content.check_kinds(parts[0])
+    if len(kind) != 1:
+        raise ValueError(f"cell {text!r}: one content kind per cell")
+    try:
+        return kind[0], parse_size(parts[1]), int(parts[2]), int(parts[3]) if len(parts) == 4 else 1
+    except ValueError:
+        raise ValueError(f"cell {text!r}: SIZE like 4K or 1M, CONC and RCPT numbers") from None
+
+
+def grid(args: argparse.Namespace) -> list[Cell]:
+    """The cells to run: those given with --cell, else every content kind × size × concurrency × recipients."""
+    if args.cell:
+        if args.sizes or args.concurrency or args.rcpts or args.content != content.FILLER:
+            raise SystemExit("--cell names whole cells: not with --sizes, --concurrency, --rcpts or --content")
+        try:
+            return [parse_cell(c) for c in args.cell]
+        except ValueError as e:
+            raise SystemExit(f"--cell: {e}") from None
+    try:
+        kinds = content.check_kinds(args.content)
+    except ValueError as e:
+        raise SystemExit(f"--content: {e}") from None
     if args.quick and not (args.sizes or args.concurrency or args.rcpts):
-        return list(QUICK_CELLS)
+        return [(k, s, c, r) for k in kinds for s, c, r in QUICK_CELLS]
     sizes = [parse_size(s) for s in args.sizes.split(",")] if args.sizes else FULL_SIZES
     concs = [int(c) for c in args.concurrency.split(",")] if args.concurrency else FULL_CONCURRENCY
     rcpts = [int(r) for r in args.rcpts.split(",")] if args.rcpts else FULL_RCPTS
-    return [(s, c, r) for s in sizes for c in concs for r in rcpts]
+    return [(k, s, c, r) for k in kinds for s in sizes for c in concs for r in rcpts]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -355,7 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells = grid(args)
         results: list[CellResult] = []
         started = time.monotonic()
-        for size, conc, rcpts in cells:
+        for cell in cells:
+            kind, size, conc, rcpts = cell
             messages = args.messages or (300 if args.quick else default_messages(size, conc, rcpts))
             lat_messages = (
                 args.latency_messages
@@ -366,21 +435,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             for rep in range(reps):
                 for name in names:  # alternate servers run by run: mda, dovecot, mda, dovecot...
                     r = run_once(
-                        factories[name](), size, conc, rcpts, messages, lat_messages, not args.reconnect, args.verbose
+                        factories[name](), cell, messages, lat_messages, not args.reconnect, args.verbose, base
                     )
                     runs[name].append(r)
                     log(
-                        f"  {human_size(size)} c={conc} rcpt={rcpts} rep {rep + 1}/{reps} {name}: "
-                        f"{r.msgs_per_s:.1f} msgs/s, p99 {r.p99_ms:.2f} ms, CPU {r.cpu_per_1000:.2f} s/1k, "
+                        f"  {kind} {human_size(size)} c={conc} rcpt={rcpts} rep {rep + 1}/{reps} {name}: "
+                        f"{r.msgs_per_s:.1f} msgs/s, p99 {r.p99_ms:.2f} ms, CPU {r.cpu_per_1000:.2f} s/1k "
+                        f"(smtp-source {r.source_cpu_per_1000:.2f}; latency run: server "
+                        f"{r.lat_server_cpu_per_1000:.2f}, client {r.lat_client_cpu_per_1000:.2f}), "
                         f"RSS {r.rss_mib:.1f} MiB, arrived {'yes' if r.arrived else 'NO'}"
                         + ("".join(f"\n    ! {n}" for n in r.notes))
                     )
-            results += [summarize(n, size, conc, rcpts, runs[n]) for n in names]
+            results += [summarize(n, cell, runs[n]) for n in names]
         rows = table_rows(results)
         log(f"\nResults (median of {reps} rep{'s' if reps > 1 else ''}; {time.monotonic() - started:.0f} s):")
         log(format_text(rows))
         notes = [
-            f"{human_size(r.size)} c={r.concurrency} rcpt={r.recipients} {r.server}: {n}"
+            f"{r.content} {human_size(r.size)} c={r.concurrency} rcpt={r.recipients} {r.server}: {n}"
             for r in results
             for n in r.notes
         ]
@@ -393,6 +464,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + ("(one connection per message)" if args.reconnect else "-d (connections reused)"),
                 "messages per run: "
                 + (str(args.messages) if args.messages else ("300" if args.quick else "by cell (see README.md)")),
+                "content: "
+                + (", ".join(sorted({c[0] for c in cells})))
+                + " (filler: smtp-source -l; corpus kinds: smtp-source -F, "
+                "the latency client sends the same bytes)",
                 "durability: mda storage.fsync true; Dovecot mail_fsync = always",
                 f"load average at end (1/5/15 min): {load_average()}",
             ]
