@@ -58,6 +58,7 @@ from mda.sieve import (
 from mda.sieve.engine import MAX_SCRIPT_SIZE
 from mda.spool import Spool
 from mda.state import state_dir
+from mda.statestore import StateError, open_database
 from mda.storage.base import Mailbox
 from mda.storage.folders import folder_for_detail
 from mda.storage.userfs import UnsafeUserFile, fs_identity, open_beneath_home
@@ -194,6 +195,10 @@ def compile_scripts(config: Config, mailbox: Mailbox) -> tuple[list[Path], list[
     return paths, scripts, None
 
 
+def _log_state_error(queue_id: str, action: str, error: str) -> None:
+    logs.event("state_error", logging.WARNING, queue_id=queue_id, record="vacation", action=action, error=error)
+
+
 def _log_error(queue_id: str, recipient: str, kind: str, file: str, line: int, message: str) -> None:
     logs.event(
         "sieve_error",
@@ -246,12 +251,13 @@ def plan_recipient(
             continue
         envelope = SieveEnvelope(sender, recipient, original_recipient)
         try:
+            vacation_state = _vacation_state(config, scripts, create=not dry_run)
             outcome = run(
                 scripts,
                 header + source.shown(),
                 envelope,
                 delimiter=config.recipient_delimiter,
-                vacation_state=_vacation_state(config, scripts, create=not dry_run),
+                vacation_state=vacation_state,
                 now=now,
             )
         except Exception as failure:  # an engine or state-file failure must not lose the message
@@ -265,6 +271,9 @@ def plan_recipient(
             _log_error(queue_id, recipient, "runtime", file, line, message)
             plan.errors.append("runtime")
             plan.notes.append(f"runtime error {text}; keep")
+        for failure in vacation_state.failures if vacation_state is not None else ():
+            _log_state_error(queue_id, "read", failure)
+            plan.errors.append("vacation")
         if outcome.vacation_skipped:
             plan.notes.append(f"no vacation reply: {outcome.vacation_skipped}")
         rejected = _apply(config, plan, mailbox, outcome.actions)
@@ -279,16 +288,13 @@ def plan_recipient(
 
 
 def _vacation_state(config: Config, scripts: Sequence[Script], *, create: bool = True) -> VacationState | None:
-    """The reply record, opened only for scripts that can reply (it is a SQLite file)."""
+    """The reply record, opened only for scripts that can reply."""
     if not any("vacation" in s.extensions for s in scripts):
         return None
     directory = state_dir(config)
-    if not create:
-        # A dry run (mda resolve --message) reads the record if there is one and creates nothing.
-        path = directory / VACATION_DB
-        return VacationState(path, read_only=True) if path.is_file() else None
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return VacationState(directory / VACATION_DB)
+    if not create and not config.state.shared and not (directory / VACATION_DB).is_file():
+        return None  # a dry run (mda resolve --message) reads the record if there is one, creates nothing
+    return VacationState(open_database(config.state, directory, VACATION_DB, read_only=not create))
 
 
 def _split_error(text: str) -> tuple[str, int, str]:
@@ -397,17 +403,27 @@ def send_after_commit(
                     plan.targets.append(Target(mailbox))
                 plan.notes.append(f"redirect to {address} failed; keep")
     for reply in plan.vacations:
+        # Claim the record first: of several deliveries (several instances) only one sends the reply.
+        state = VacationState(open_database(config.state, state_dir(config), VACATION_DB))
+        try:
+            claimed = state.claim(reply)
+        except StateError as error:  # no record, no reply: never two replies
+            _log_state_error(queue_id, "claim", str(error))
+            plan.errors.append("vacation")
+            plan.notes.append(f"no vacation reply to {reply.to}: reply record unavailable")
+            continue
+        if claimed is None:
+            plan.notes.append(f"no vacation reply to {reply.to}: already answered (RFC 5230 §4.2)")
+            continue
         try:
             outbound.send(submission, "", [reply.to], build_reply(reply, hostname=config.hostname), timeout=timeout)
         except outbound.SubmissionError as error:
             _log_error(queue_id, recipient, "vacation", "", 0, f"vacation reply to {reply.to}: {error}")
             plan.errors.append("vacation")
-            continue
-        try:
-            VacationState(state_dir(config) / VACATION_DB).record(reply)
-        except Exception as error:  # a reply already went out: a lost record only means one more reply
-            _log_error(queue_id, recipient, "vacation", "", 0, f"vacation record: {error}")
-            plan.errors.append("vacation")
+            try:
+                state.release(reply, claimed)
+            except StateError as release_error:  # the claim expires with its period
+                _log_state_error(queue_id, "release", str(release_error))
 
 
 def check_scripts(config: Config, mailboxes: Sequence[Mailbox]) -> list[tuple[Path, SieveError | None]]:
