@@ -56,7 +56,12 @@ class Database:
             if key in self._prepared:
                 return
             for statement in schema:
-                self.run(statement, {})
+                try:
+                    self.run(statement, {})
+                except StateError:
+                    # Two instances creating the same table at once: PostgreSQL may fail one of them
+                    # (a unique violation in its catalog) although the table now exists. Once more.
+                    self.run(statement, {})
             self._prepared.add(key)
 
     def close(self) -> None:

@@ -204,7 +204,7 @@ class _Pool(_Backend):
             try:
                 cursor.execute(text, used)
                 names = [str(column[0]).lower() for column in cursor.description or ()]
-                rows = [tuple(row) for row in cursor.fetchall()]
+                rows = [tuple(row) for row in cursor.fetchall()] if cursor.description is not None else []
             finally:
                 cursor.close()
         except BaseException:
