@@ -271,8 +271,8 @@ def plan_recipient(
             _log_error(queue_id, recipient, "runtime", file, line, message)
             plan.errors.append("runtime")
             plan.notes.append(f"runtime error {text}; keep")
-        for failure in vacation_state.failures if vacation_state is not None else ():
-            _log_state_error(queue_id, "read", failure)
+        for state_failure in vacation_state.failures if vacation_state is not None else ():
+            _log_state_error(queue_id, "read", state_failure)
             plan.errors.append("vacation")
         if outcome.vacation_skipped:
             plan.notes.append(f"no vacation reply: {outcome.vacation_skipped}")

@@ -52,7 +52,7 @@ def parse_state(base_dir: Path) -> Any:
             raise ValueError(f"unknown key {unknown[0]!r}; known: {', '.join(_KEYS)}")
         url = value.get("url", "")
         if url in ("", None):
-            if len(value) > 1:
+            if any(key != "url" for key in value):
                 raise ValueError("url: required with password_file, timeout or pool_size")
             return StateSettings()
         settings: dict[str, Any] = {"url": _url(url)}

@@ -190,7 +190,7 @@ def full_config(tmp_path: Path, tls: tuple[Path, Path]) -> dict[str, Any]:
     return config
 
 
-@pytest.mark.parametrize("which", ["default", "basic", "full", "submission-host", "passwd"])
+@pytest.mark.parametrize("which", ["default", "basic", "full", "submission-host", "passwd", "state"])
 def test_print_output_is_a_configuration_that_prints_the_same(
     tmp_path: Path, which: str, readable_tls: tuple[Path, Path]
 ) -> None:
@@ -205,6 +205,10 @@ def test_print_output_is_a_configuration_that_prints_the_same(
                 "example.test": {},
                 "local.test": {"passwd": True, "first_valid_uid": 2000, "last_valid_uid": 60000},
             },
+        ),
+        "state": basic_config(
+            tmp_path / "mail",
+            state={"url": "postgresql://mda@127.0.0.1:5432/mail", "password_file": "pg.pass", "pool_size": 2},
         ),
     }
     data = configs[which]
@@ -226,6 +230,9 @@ def test_print_output_is_a_configuration_that_prints_the_same(
         assert document["users_file"] == str(tmp_path / "users.yaml")
         assert "dave@example.test" not in document["users"]
         assert document["domains"]["other.test"]["owner"] == "nobody"
+    if which == "state":
+        assert document["state"]["password_file"] == str(tmp_path / "pg.pass")
+        assert document["state"]["pool_size"] == 2
     if which == "passwd":
         assert document["domains"]["local.test"]["first_valid_uid"] == 2000
         assert document["domains"]["local.test"]["last_valid_uid"] == 60000

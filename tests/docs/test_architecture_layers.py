@@ -14,7 +14,19 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "mda"
 
-LEAVES = {"addresses", "aliases", "config", "logs", "replies", "spool", "trace", "units", "yamlsource"}
+LEAVES = {
+    "addresses",
+    "aliases",
+    "config",
+    "logs",
+    "replies",
+    "spool",
+    "trace",
+    "units",
+    "yamlsource",
+    "userdb.settings",
+    "statestore.settings",
+}
 """Modules (besides ``mda.storage``) that import only other leaves and storage's own modules."""
 
 
