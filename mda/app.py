@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -34,6 +35,7 @@ from mda.protocol import MdaSession
 from mda.reload import ConfigWatcher
 from mda.server import ListenerContext, Reporter, State
 from mda.space import mail_roots
+from mda.spool import PROCESS_BUDGET
 from mda.tls import available as tls_available
 from mda.tls import listener_context as listener_tls_context
 from mda.tls import unreadable_files_as
@@ -108,6 +110,7 @@ class Application:
         worker: bool = False,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
+        PROCESS_BUDGET.limit = config.limits.spool_memory
         self.out = out
         self.storage_pool = ThreadPoolExecutor(max_workers=STORAGE_THREADS, thread_name_prefix="mda-store")
         self.executor: Executor | None = self.storage_pool
@@ -174,6 +177,7 @@ class Application:
     async def start(self) -> None:
         config = self.state.config
         identity = service_identity(config)
+        raise_open_files_limit(config)
         for listener_config in config.listeners:
             try:
                 listener = await self.open_listener(listener_config)
@@ -290,6 +294,7 @@ class Application:
         # Sessions take the state at MAIL: a transaction under way keeps the old one (server.State).
         previous, self.state = self.state, state
         previous.close_later(USERDB_CLOSE_DELAY)
+        PROCESS_BUDGET.limit = new.limits.spool_memory
         if (new.log_format, new.log_level) != (old.log_format, old.log_level):
             logs.setup(new.log_format, new.log_level)
         if self.watcher is not None:
@@ -346,7 +351,7 @@ class Application:
             listener.close()
         for session in self._sessions():
             if not session.busy and session.envelope_ is None:
-                await _say_goodbye(session)
+                _say_goodbye(session)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.state.config.shutdown_timeout
         while self.open_sessions() and loop.time() < deadline:
@@ -355,7 +360,7 @@ class Application:
                 await asyncio.wait_for(self._idle.wait(), min(0.25, max(0.0, deadline - loop.time())))
         for session in self._sessions():
             if not session.busy:  # a busy one answers its DATA, then closes itself
-                await _say_goodbye(session)
+                _say_goodbye(session)
         while any(session.busy for session in self._sessions()) and loop.time() < deadline + MAX_DELIVERY_WAIT:
             await asyncio.sleep(0.05)
         await asyncio.get_running_loop().run_in_executor(None, self.storage_pool.shutdown, True)
@@ -366,10 +371,9 @@ class Application:
         return [session for listener in listeners for session in list(listener.context.sessions)]
 
 
-async def _say_goodbye(session: MdaSession) -> None:
+def _say_goodbye(session: MdaSession) -> None:
     with contextlib.suppress(Exception):
-        await session.reply(replies.SHUTTING_DOWN)
-    session._close()
+        session.say_goodbye(replies.SHUTTING_DOWN)
 
 
 class ListenerNotInherited(Exception):
@@ -394,6 +398,29 @@ def metrics_server(config: Config, ready: Callable[[], bool], roots: Callable[[]
     bind = config.metrics.bind
     alive = lambda: is_alive(oldest_heartbeat(), time.time())  # noqa: E731
     return MetricsServer(bind.host, bind.port, ready, alive, exposition_with(roots))
+
+
+FILES_PER_SESSION = 3
+"""Descriptors one session may hold: its socket, a spool spilled to a file, the copy being written."""
+SPARE_FILES = 256
+"""Listeners, the metrics server, SQLite state files, Sieve scripts, standard streams."""
+
+
+def raise_open_files_limit(config: Config) -> None:
+    """Raise the soft ``RLIMIT_NOFILE`` to what ``max_connections`` sessions need, up to the hard limit.
+
+    The common soft default of 1024 would otherwise refuse a few hundred sessions in DATA with
+    ``EMFILE`` long before ``max_connections``; the hard limit stays the administrator's to set.
+    """
+    connections = max([config.limits.max_connections, *(item.limits.max_connections for item in config.listeners)])
+    wanted = connections * FILES_PER_SESSION + SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < wanted:
+            logs.event("open_files_limit", logging.WARNING, limit=new, wanted=wanted)
 
 
 def run_loop(main: Coroutine[Any, Any, int]) -> int:

@@ -16,12 +16,15 @@ import string
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mda.statestore.settings import StateSettings, parse_state, state_document
 from mda.units import parse_duration, parse_size
 from mda.userdb.settings import UserdbSettings, parse_cache, parse_sources, source_document
 from mda.yamlsource import ConfigError, Document, PathKey, format_path, load_file, load_text
+
+if TYPE_CHECKING:
+    from mda.sieve.settings import HeaderSpec, ScoreTest, SieveSettings
 
 T = TypeVar("T")
 
@@ -56,6 +59,14 @@ metrics:
 """The embedded default: what ``mda serve`` runs with no ``--config`` (hostname from the machine)."""
 
 
+SMTP_HARD_ERROR_LIMIT = 20
+"""Postfix ``smtpd_hard_error_limit``."""
+SMTP_JUNK_COMMAND_LIMIT = 100
+"""Postfix ``smtpd_junk_command_limit``."""
+MIN_HEADER_SIZE = 1024
+"""A header section limit below this would refuse ordinary mail (a few ``Received`` fields)."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """Per-session limits; each listener may override any of them."""
@@ -66,6 +77,28 @@ class Limits:
     max_connections_per_client: int = 100
     command_timeout: float = 300.0  # RFC 5321 §4.5.3.2.7: at least 5 minutes per command
     data_timeout: float = 600.0
+    spool_memory: int = 64 * 1024 * 1024
+    """Process-wide, top level only: bytes all DATA spools of one process may hold in memory together;
+    beyond, spools spill to files. With the default, 1000 sessions in DATA stay within 256 MiB RSS."""
+    max_header_size: int = 100 * 1024
+    """Postfix's ``header_size_limit`` (102400): a larger header section is refused with ``552 5.3.4``."""
+    hard_error_limit: int | None = None
+    """Error replies allowed in a session that has not delivered a message; None: the protocol's default
+    (``error_limits``); 0: no limit."""
+    junk_command_limit: int | None = None
+    """NOOP, RSET, VRFY, HELP, LHLO/EHLO/HELO and ``BDAT 0`` allowed before each counts as an error."""
+
+    def error_limits(self, protocol: str) -> tuple[int, int]:
+        """``(hard_error_limit, junk_command_limit)`` for a listener of ``protocol`` (0: no limit).
+
+        SMTP takes Postfix's ``smtpd_hard_error_limit`` (20) and ``smtpd_junk_command_limit`` (100). An LMTP
+        client is an MTA handing over mail it already accepted: one transaction may legitimately carry
+        ``max_recipients`` refused RCPTs, so LMTP adds ``max_recipients`` to both.
+        """
+        extra = self.max_recipients if protocol == "lmtp" else 0
+        hard = SMTP_HARD_ERROR_LIMIT + extra if self.hard_error_limit is None else self.hard_error_limit
+        junk = SMTP_JUNK_COMMAND_LIMIT + extra if self.junk_command_limit is None else self.junk_command_limit
+        return hard, junk
 
 
 @dataclass(frozen=True)
@@ -226,6 +259,11 @@ class SieveConfig:
     path: str | None = "{home}/active.sieve"
     before: tuple[Path, ...] = ()
     after: tuple[Path, ...] = ()
+    work_limit: int = 1 << 30
+    """Work units one recipient's scripts may spend (about one per byte compared); beyond, a runtime
+    error and the implicit keep (mda.sieve.budget)."""
+    settings: SieveSettings | None = None
+    """spamtest/virustest sources and the include :global directory (mda.sieve.settings); None: none."""
 
 
 @dataclass(frozen=True)
@@ -425,7 +463,23 @@ def _template(value: Any) -> str:
     return text
 
 
-def _limits(section: _Section, base: Limits) -> Limits:
+def _header_size(value: Any) -> int:
+    size = parse_size(value)
+    if size < MIN_HEADER_SIZE:
+        raise ValueError(f"must be at least {MIN_HEADER_SIZE} bytes")
+    return size
+
+
+PROCESS_LIMITS = ("spool_memory",)
+"""Keys of ``limits`` that concern the whole process, not a session: not allowed per listener."""
+
+
+def _limits(section: _Section, base: Limits, *, listener: bool = False) -> Limits:
+    for key in PROCESS_LIMITS:
+        if listener and section.has(key):
+            raise section.doc.error(
+                (*section.path, key), "applies to the whole process: set it under the top-level limits"
+            )
     limits = Limits(
         max_message_size=section.get("max_message_size", parse_size, base.max_message_size),
         max_recipients=section.get("max_recipients", _int(1, 1_000_000), base.max_recipients),
@@ -435,6 +489,10 @@ def _limits(section: _Section, base: Limits) -> Limits:
         ),
         command_timeout=section.get("command_timeout", parse_duration, base.command_timeout),
         data_timeout=section.get("data_timeout", parse_duration, base.data_timeout),
+        spool_memory=section.get("spool_memory", parse_size, base.spool_memory),
+        max_header_size=section.get("max_header_size", _header_size, base.max_header_size),
+        hard_error_limit=section.get("hard_error_limit", _int(0, 1_000_000), base.hard_error_limit),
+        junk_command_limit=section.get("junk_command_limit", _int(0, 1_000_000), base.junk_command_limit),
     )
     section.finish()
     return limits
@@ -605,7 +663,7 @@ def _listener(doc: Document, path: PathKey, value: Any, base_limits: Limits, bas
         proxy_protocol=section.get("proxy_protocol", _bool, False),
         proxy_trusted=section.get("proxy_trusted", _networks, ()),
         success_dsn=section.get("success_dsn", _bool, True),
-        limits=_limits(section.sub("limits"), base_limits),
+        limits=_limits(section.sub("limits"), base_limits, listener=True),
     )
     section.finish()
     if not bind.is_unix and (listener.socket_mode is not None or listener.socket_owner):
@@ -647,15 +705,68 @@ def _sieve(section: _Section, base_dir: Path) -> SieveConfig:
         path=section.get("path", _template, "{home}/active.sieve"),
         before=section.get("before", scripts, ()),
         after=section.get("after", scripts, ()),
+        work_limit=section.get("work_limit", _positive_size, SieveConfig.work_limit),
+        settings=_sieve_settings(section, base_dir),
     )
     section.finish()
     return sieve
+
+
+def _sieve_settings(section: _Section, base_dir: Path) -> SieveSettings:
+    from mda.sieve.settings import SieveSettings  # mda.sieve imports this module: import when used
+
+    return SieveSettings(
+        spamtest=_score_test(section.sub("spamtest"), 10) if section.has("spamtest") else None,
+        virustest=_score_test(section.sub("virustest"), 5) if section.has("virustest") else None,
+        global_dir=section.get("global_dir", lambda v: base_dir / _str(v), None),
+    )
+
+
+def _score_test(section: _Section, top: int) -> ScoreTest:
+    """``sieve.spamtest``/``sieve.virustest``: Pigeonhole's ``sieve_spamtest_*`` settings, same meaning."""
+    from mda.sieve.settings import HeaderSpec, ScoreTest, parse_decimal
+
+    def texts(value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list) or len(value) > top + 1 or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"expected a list of at most {top + 1} strings (the status texts for 0, 1, …)")
+        return tuple(value)
+
+    def decimal(value: Any) -> float:
+        parsed = parse_decimal(str(value)) if isinstance(value, int | float | str) else None
+        if not parsed or parsed < 0:
+            raise ValueError(f"expected a positive decimal number, got {value!r}")
+        return parsed
+
+    def header(value: Any) -> HeaderSpec:
+        return HeaderSpec.parse(_str(value))
+
+    if not section.has("status_header"):
+        raise section.doc.error(section.path, "status_header is required (FIELD or 'FIELD: REGEX')")
+    try:
+        test = ScoreTest(
+            status_header=section.convert("status_header", header),
+            status_type=section.get("status_type", _str, "score"),
+            max_header=section.get("max_header", header, None),
+            max_value=section.get("max_value", decimal, None),
+            text_values=section.get("text_values", texts, ()),
+        )
+    except (TypeError, ValueError) as error:
+        raise section.doc.error(section.path, str(error)) from None
+    section.finish()
+    return test
 
 
 def _dsn_size(value: Any) -> int:
     size = parse_size(value)
     if size < 1024:
         raise ValueError("must be at least 1K: a report's own parts need room")
+    return size
+
+
+def _positive_size(value: Any) -> int:
+    size = parse_size(value)
+    if size <= 0:
+        raise ValueError("must be more than 0")
     return size
 
 
@@ -900,15 +1011,23 @@ def _duration_text(seconds: float) -> str | float:
     return f"{int(seconds)}s" if seconds == int(seconds) else seconds
 
 
-def _limits_document(limits: Limits) -> dict[str, Any]:
-    return {
+def _limits_document(limits: Limits, *, process: bool = False) -> dict[str, Any]:
+    """A ``limits`` mapping; ``process``: the top-level one, with the keys of ``PROCESS_LIMITS``."""
+    document: dict[str, Any] = {
         "max_message_size": limits.max_message_size,
         "max_recipients": limits.max_recipients,
         "max_connections": limits.max_connections,
         "max_connections_per_client": limits.max_connections_per_client,
         "command_timeout": _duration_text(limits.command_timeout),
         "data_timeout": _duration_text(limits.data_timeout),
+        "max_header_size": limits.max_header_size,
+        # Unset error limits follow the listener's protocol (Limits.error_limits): printed only when set.
+        **({"hard_error_limit": limits.hard_error_limit} if limits.hard_error_limit is not None else {}),
+        **({"junk_command_limit": limits.junk_command_limit} if limits.junk_command_limit is not None else {}),
     }
+    if process:
+        document["spool_memory"] = limits.spool_memory
+    return document
 
 
 def _mailbox_document(settings: MailboxSettings) -> dict[str, Any]:
@@ -984,7 +1103,7 @@ def to_document(config: Config) -> dict[str, Any]:
             "duplicate_window": _duration_text(config.duplicate_window),
             "free_space_reserve": config.free_space_reserve,
             "bare_newline": config.bare_newline,
-            "limits": _limits_document(config.limits),
+            "limits": _limits_document(config.limits, process=True),
         }
     )
     if config.metrics is not None:
@@ -1023,5 +1142,27 @@ def to_document(config: Config) -> dict[str, Any]:
             **({"path": config.sieve.path} if config.sieve.path is not None else {}),
             "before": [str(path) for path in config.sieve.before],
             "after": [str(path) for path in config.sieve.after],
+            "work_limit": config.sieve.work_limit,
         }
+        settings = config.sieve.settings
+        if settings is not None and settings.global_dir is not None:
+            document["sieve"]["global_dir"] = str(settings.global_dir)
+        for name in ("spamtest", "virustest"):
+            score_test = getattr(settings, name, None)
+            if score_test is not None:
+                document["sieve"][name] = _score_test_document(score_test)
     return document
+
+
+def _score_test_document(test: ScoreTest) -> dict[str, Any]:
+    def header(spec: HeaderSpec) -> str:
+        return spec.field if spec.regex is None else f"{spec.field}: {spec.regex}"
+
+    out: dict[str, Any] = {"status_header": header(test.status_header), "status_type": test.status_type}
+    if test.max_header is not None:
+        out["max_header"] = header(test.max_header)
+    if test.max_value is not None:
+        out["max_value"] = test.max_value
+    if test.text_values:
+        out["text_values"] = list(test.text_values)
+    return out

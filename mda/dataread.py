@@ -5,8 +5,8 @@ had one ``.`` added by the client, which is removed. Lines end with CRLF on the 
 bare CR or LF never ends the data (``<LF>.<LF>`` is the SMTP smuggling attack); it is counted so that the
 message is refused (``550 5.6.0``) or, when configured, stored with LF.
 
-The reader works on large blocks (the end marker is searched with ``readuntil`` in up to ``BLOCK``
-bytes at a time), not line by line, and costs the same whatever the content. ``Return-Path`` fields
+The reader works on large blocks (the end marker is searched with ``readuntil`` in up to the stream's
+limit at a time), not line by line, and costs the same whatever the content. ``Return-Path`` fields
 of the incoming header are dropped on the way (RFC 5321 §4.4: a final delivery server may remove
 them; mda writes its own).
 """
@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from mda.spool import Spool
 
 BLOCK = 64 * 1024
-"""StreamReader limit: the most read at once while looking for the end marker (also bounds commands)."""
+"""The longest header line filtered."""
+STREAM_LIMIT = 16 * 1024
+"""The session's ``StreamReader`` limit (the most it buffers while looking for a line end or DATA's end
+marker; it stops reading the socket at twice this) and the size of each BDAT read. A session waiting
+for the rest of a message holds about this much, so 1000 sessions in DATA hold about 16 MiB here
+(64 KiB cost four times that, and the freed blocks stayed resident after the sessions closed)."""
 END_MARKER = b"\r\n.\r\n"
 DOT_LINE = b".\r\n"
 LINE_END_DOT = b"\n.\r\n"
@@ -34,16 +39,28 @@ class DataResult:
     size: int = 0
     """Bytes as stored (LF endings, unstuffed, before mda's trace headers)."""
     too_big: bool = False
+    header_too_big: bool = False
     bare_newlines: int = 0
 
 
 class HeaderFilter:
-    """Drops ``Return-Path`` fields (and their continuation lines) from the header section."""
+    """Drops ``Return-Path`` fields (and their continuation lines) from the header section.
+
+    The header is examined line by line, the one part of the data path whose cost follows the line
+    count, so it is bounded: with ``max_size``, a header section (its empty line included) longer than
+    that stops the filter and sets ``too_big`` (the message is then refused, as with Postfix's
+    ``header_size_limit``); without it, a single line longer than ``MAX_HEADER_LINE`` ends the filtering
+    and the rest passes as it is.
+    """
 
     MAX_HEADER_LINE = BLOCK
 
-    def __init__(self) -> None:
+    def __init__(self, max_size: int | None = None) -> None:
         self.in_header = True
+        self.max_size = max_size
+        self.too_big = False
+        self._seen = 0
+        """Header bytes consumed so far (complete lines)."""
         self._carry = bytearray()
         self._dropping = False
 
@@ -51,10 +68,13 @@ class HeaderFilter:
         if not self.in_header:
             return data
         self._carry += data
+        limit = len(self._carry)
+        if self.max_size is not None:
+            limit = min(limit, self.max_size - self._seen)  # no line may end past the limit
         out = bytearray()
         start = 0
         while self.in_header:
-            end = self._carry.find(b"\n", start)
+            end = self._carry.find(b"\n", start, limit)
             if end < 0:
                 break
             line = bytes(self._carry[start : end + 1])
@@ -70,10 +90,16 @@ class HeaderFilter:
             self._dropping = line[:12].lower() == b"return-path:"
             if not self._dropping:
                 out += line
+        self._seen += start
         rest = self._carry[start:]
         self._carry = bytearray()
         if not self.in_header:
             out += rest
+        elif self.max_size is not None:
+            if self._seen + len(rest) > self.max_size:
+                self.in_header, self.too_big = False, True
+            else:
+                self._carry = rest
         elif len(rest) > self.MAX_HEADER_LINE:
             # A header line this long is hostile; stop filtering rather than buffer without bound.
             self.in_header = False
@@ -138,11 +164,13 @@ def _unstuff(block: bytes) -> bytes:
 class MessageSink:
     """Decoded bytes → ``Return-Path`` filter → size check → spool: the path DATA and BDAT share."""
 
-    def __init__(self, spool: Spool, *, max_size: int, normalize_bare: bool, stuffed: bool) -> None:
+    def __init__(
+        self, spool: Spool, *, max_size: int, normalize_bare: bool, stuffed: bool, max_header_size: int | None = None
+    ) -> None:
         self.spool = spool
         self.max_size = max_size
         self.decoder = DataDecoder(normalize_bare=normalize_bare, stuffed=stuffed)
-        self.header = HeaderFilter()
+        self.header = HeaderFilter(max_header_size)
         self.result = DataResult()
 
     def emit(self, wire: bytes, at_line_start: bool = True) -> None:
@@ -151,7 +179,9 @@ class MessageSink:
 
     def _store(self, stored: bytes) -> None:
         self.result.size += len(stored)
-        if self.result.size > self.max_size:
+        if self.header.too_big:
+            self.result.header_too_big = True  # refused: the rest is read and dropped, like too_big
+        elif self.result.size > self.max_size:
             self.result.too_big = True
         elif stored:
             self.spool.write(stored)
@@ -171,22 +201,27 @@ class ChunkReader:
     shows whether an LF follows (a bare CR otherwise, counted like in DATA).
     """
 
-    def __init__(self, spool: Spool, *, max_size: int, normalize_bare: bool) -> None:
+    def __init__(
+        self, spool: Spool, *, max_size: int, normalize_bare: bool, max_header_size: int | None = None
+    ) -> None:
         self.spool = spool
-        self.sink = MessageSink(spool, max_size=max_size, normalize_bare=normalize_bare, stuffed=False)
+        self.sink = MessageSink(
+            spool, max_size=max_size, normalize_bare=normalize_bare, stuffed=False, max_header_size=max_header_size
+        )
         self._held = b""
 
     async def read_chunk(self, reader: asyncio.StreamReader, size: int) -> None:
-        """Read ``size`` octets in blocks of at most ``BLOCK``; raises IncompleteReadError on hang-up."""
+        """Read ``size`` octets in blocks of at most ``STREAM_LIMIT``; raises IncompleteReadError on hang-up."""
         left = size
         while left:
-            block = self._held + await reader.readexactly(min(left, BLOCK))
+            block = self._held + await reader.readexactly(min(left, STREAM_LIMIT))
             left -= len(block) - len(self._held)
             self._held = b""
             if block.endswith(b"\r"):
                 block, self._held = block[:-1], b"\r"
             if block:
                 self.sink.emit(block)
+            del block  # not held while the next block is awaited
 
     def finish(self) -> DataResult:
         if self._held:
@@ -195,21 +230,31 @@ class ChunkReader:
         return self.sink.finish()
 
 
-async def read_data(reader: asyncio.StreamReader, spool: Spool, *, max_size: int, normalize_bare: bool) -> DataResult:
+async def read_data(
+    reader: asyncio.StreamReader,
+    spool: Spool,
+    *,
+    max_size: int,
+    normalize_bare: bool,
+    max_header_size: int | None = None,
+) -> DataResult:
     """Read one DATA payload up to and including the end marker, writing what is stored to ``spool``.
 
     The cost does not depend on the content: the reader asks the stream for ``LF . CRLF`` (a line that
     is only a dot), which real mail never contains before its end, so a message arrives in blocks of
-    up to ``BLOCK`` bytes however many of its lines end with a period. The marker is CRLF ``.`` CRLF:
+    up to the stream's limit however many of its lines end with a period. The marker is CRLF ``.`` CRLF:
     a CR that ends one block is held back and put in front of the next, so the check is one
     ``endswith`` on the block; ``LF . CRLF`` after a bare LF is ordinary text. Only where a line starts
     right after a block (at the start of the data, after a CRLF ending a block) are its first bytes
     read on their own, to see whether they are the ``.`` CRLF that ends the data (the CRLF before it
     being the one already read). Nothing is read past the marker: what follows belongs to the next
-    command. Over ``max_size`` the rest is read and dropped, so the session stays in step and can
-    answer ``552 5.3.4``. Raises ``asyncio.IncompleteReadError`` when the client goes away mid-way.
+    command. Over ``max_size`` (or a header section over ``max_header_size``) the rest is read and
+    dropped, so the session stays in step and can answer ``552 5.3.4``. Raises
+    ``asyncio.IncompleteReadError`` when the client goes away mid-way.
     """
-    sink = MessageSink(spool, max_size=max_size, normalize_bare=normalize_bare, stuffed=True)
+    sink = MessageSink(
+        spool, max_size=max_size, normalize_bare=normalize_bare, stuffed=True, max_header_size=max_header_size
+    )
     line_start = True  # the DATA command line ended with CRLF
     held = b""  # a CR read at the end of the previous block, its LF not yet seen
     while True:
@@ -232,11 +277,12 @@ async def read_data(reader: asyncio.StreamReader, spool: Spool, *, max_size: int
         line_start = not held and block.endswith(LINE_START)
         if block:
             sink.emit(block, at_line_start)
+        del block  # not held while the next block is awaited: a session waiting for data keeps no block
     return sink.finish()
 
 
 async def _read_block(reader: asyncio.StreamReader, separator: bytes) -> bytes:
-    """Up to and including ``separator``, or at most about ``BLOCK`` bytes when it is not in sight.
+    """Up to and including ``separator``, or what the stream holds when it is not in sight.
 
     ``LimitOverrunError.consumed`` is where a separator could start at the earliest, so what is read
     here never cuts a separator in two.

@@ -52,6 +52,8 @@ def content_refusal(
     """A refusal of this copy that needs no disk: size, bare newlines, loops (RFC 5321 §6.3)."""
     if data.too_big:
         return replies.MESSAGE_TOO_BIG, f"message of more than {config.limits.max_message_size} bytes"
+    if data.header_too_big:
+        return replies.HEADER_TOO_BIG, "header section over the max_header_size limit"
     if data.bare_newlines and config.bare_newline == "reject":
         return replies.BARE_NEWLINE, f"{data.bare_newlines} bare CR or LF in data"
     if trail.hops > config.max_hops:

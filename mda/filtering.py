@@ -49,13 +49,18 @@ from mda.sieve import (
     Script,
     SieveEnvelope,
     SieveError,
+    SieveSettings,
     Vacation,
     VacationState,
     build_reply,
     compile_file,
     run,
 )
+from mda.sieve.budget import DEFAULT_WORK_LIMIT
 from mda.sieve.engine import MAX_SCRIPT_SIZE
+from mda.sieve.ext_duplicate import Seen
+from mda.sieve.ext_enotify import Notify, build_notification, is_automatic
+from mda.sieve.message import SieveMessage
 from mda.spool import Spool
 from mda.state import state_dir
 from mda.statestore import StateError, open_database
@@ -126,6 +131,10 @@ class Plan:
     redirects: list[tuple[str, Mailbox]] = field(default_factory=list)
     """(address, the mailbox whose script redirected): a failed send stores into that mailbox."""
     vacations: list[Vacation] = field(default_factory=list)
+    duplicates: list[Seen] = field(default_factory=list)
+    """IDs of ``duplicate`` tests (RFC 7352), recorded once the copies are committed."""
+    notifications: list[Notify] = field(default_factory=list)
+    """enotify (RFC 5435) mailto notifications, sent once the copies are committed."""
     errors: list[str] = field(default_factory=list)
     """Kinds of failures for the ``mda_sieve_errors_total`` counter: compile, runtime, redirect, vacation."""
     notes: list[str] = field(default_factory=list)
@@ -148,12 +157,13 @@ _NO_SCRIPT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP})
 """Errors that mean "no script file here" (what ``Path.is_file`` answers False for)."""
 
 
-def _compile_if_present(path: Path, mailbox: Mailbox) -> Script | None:
+def _compile_if_present(path: Path, mailbox: Mailbox, global_dir: Path | None = None) -> Script | None:
     """The compiled script, or None when no file is there: one ``open`` and ``fstat`` when cached.
 
     A system user's own script (``Mailbox.system_user``, a path inside their home) is read with their
     file-system identity and must be a regular file of theirs, with one link, reached without leaving
     the home; anything else is refused like a script that does not compile (README, "Local users").
+    Scripts it includes (RFC 6609) are looked for beside it and in ``global_dir``.
     """
     opener = None
     user = mailbox.system_user if path == mailbox.sieve else None
@@ -168,7 +178,7 @@ def _compile_if_present(path: Path, mailbox: Mailbox) -> Script | None:
         user = None
     try:
         with fs_identity(user):
-            return compile_file(path, opener=opener)
+            return compile_file(path, global_dir, opener=opener)
     except UnsafeUserFile as error:
         raise SieveError(str(path), 0, f"script refused: {error.why}") from None
     except OSError as error:
@@ -184,9 +194,10 @@ def compile_scripts(config: Config, mailbox: Mailbox) -> tuple[list[Path], list[
     the whole sequence; the files list then ends with the broken one)."""
     paths: list[Path] = []
     scripts: list[Script] = []
+    global_dir = _global_dir(config)
     for path in _candidates(config, mailbox):
         try:
-            script = _compile_if_present(path, mailbox)
+            script = _compile_if_present(path, mailbox, global_dir)
         except SieveError as error:
             return [*paths, path], [], error
         if script is not None:
@@ -259,6 +270,8 @@ def plan_recipient(
                 delimiter=config.recipient_delimiter,
                 vacation_state=vacation_state,
                 now=now,
+                settings=_settings(config),
+                work_limit=config.sieve.work_limit if config.sieve else DEFAULT_WORK_LIMIT,
             )
         except Exception as failure:  # an engine or state-file failure must not lose the message
             _log_error(queue_id, recipient, "runtime", paths[-1].as_posix(), 0, f"{type(failure).__name__}: {failure}")
@@ -271,6 +284,7 @@ def plan_recipient(
             _log_error(queue_id, recipient, "runtime", file, line, message)
             plan.errors.append("runtime")
             plan.notes.append(f"runtime error {text}; keep")
+        plan.duplicates.extend(outcome.duplicates)
         for state_failure in vacation_state.failures if vacation_state is not None else ():
             _log_state_error(queue_id, "read", state_failure)
             plan.errors.append("vacation")
@@ -287,9 +301,33 @@ def plan_recipient(
     return plan
 
 
+def _global_dir(config: Config) -> Path | None:
+    """``sieve.global_dir``: where ``include :global`` looks (RFC 6609)."""
+    settings = config.sieve.settings if config.sieve is not None else None
+    return settings.global_dir if settings is not None else None
+
+
+_settings_cache: dict[int, tuple[Config, SieveSettings]] = {}
+
+
+def _settings(config: Config) -> SieveSettings:
+    """The configured Sieve settings, with the ``environment`` items that come from the host name;
+    built once per configuration (a reload makes a new one)."""
+    cached = _settings_cache.get(id(config))
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    configured = config.sieve.settings if config.sieve is not None else None
+    base = configured if configured is not None else SieveSettings()
+    domain = config.hostname.partition(".")[2] or config.hostname
+    settings = replace(base, environment={"host": config.hostname, "domain": domain})
+    _settings_cache.clear()  # only the configuration in use is kept
+    _settings_cache[id(config)] = (config, settings)
+    return settings
+
+
 def _vacation_state(config: Config, scripts: Sequence[Script], *, create: bool = True) -> VacationState | None:
-    """The reply record, opened only for scripts that can reply."""
-    if not any("vacation" in s.extensions for s in scripts):
+    """The reply and duplicate record, opened only for scripts that use it."""
+    if not any("vacation" in s.extensions or "duplicate" in s.extensions for s in scripts):
         return None
     directory = state_dir(config)
     if not create and not config.state.shared and not (directory / VACATION_DB).is_file():
@@ -329,6 +367,12 @@ def _apply(config: Config, plan: Plan, mailbox: Mailbox, actions: Sequence[objec
         elif isinstance(action, Reject):
             rejected = reject_reply(action.reason)
             plan.notes.append(("ereject" if action.ereject else "reject") + f": {rejected.text}")
+        elif isinstance(action, Notify):
+            if config.submission is None:
+                plan.notes.append("no notification: no submission configured")
+            elif action.recipients:
+                plan.notifications.append(action)
+                plan.notes.append(f"notify {', '.join(action.recipients)}")
         elif isinstance(action, Vacation):
             if config.submission is None:
                 plan.notes.append(f"no vacation reply to {action.to}: no submission configured")
@@ -382,11 +426,18 @@ def send_after_commit(
     keep: Callable[[Mailbox], None],
     timeout: float = SUBMISSION_TIMEOUT,
 ) -> None:
-    """Send redirects (from the original sender) and vacation replies (from ``<>``, RFC 3834 §3.3).
+    """Record ``duplicate`` IDs, send redirects (from the original sender) and vacation replies (from
+    ``<>``, RFC 3834 §3.3).
 
     Runs after this recipient's copies are committed, in the delivery's worker thread. ``keep`` stores
     the message into a mailbox whose redirect failed (it raises if that store fails too).
     """
+    if plan.duplicates:
+        try:
+            _record_state(config).record_duplicates(recipient, plan.duplicates)
+        except Exception as error:  # the copies are stored: a lost record only means a later duplicate passes
+            _log_error(queue_id, recipient, "duplicate", "", 0, f"duplicate record: {error}")
+            plan.errors.append("duplicate")
     submission = config.submission
     if submission is None:
         return
@@ -402,9 +453,11 @@ def send_after_commit(
                     keep(mailbox)
                     plan.targets.append(Target(mailbox))
                 plan.notes.append(f"redirect to {address} failed; keep")
+    if plan.notifications:
+        _send_notifications(config, plan, queue_id, sender, recipient, header + source.shown(), timeout)
     for reply in plan.vacations:
         # Claim the record first: of several deliveries (several instances) only one sends the reply.
-        state = VacationState(open_database(config.state, state_dir(config), VACATION_DB))
+        state = _record_state(config)
         try:
             claimed = state.claim(reply)
         except StateError as error:  # no record, no reply: never two replies
@@ -426,15 +479,40 @@ def send_after_commit(
                 _log_state_error(queue_id, "release", str(release_error))
 
 
+def _record_state(config: Config) -> VacationState:
+    """The vacation and duplicate record where ``state:`` keeps it, for writing."""
+    return VacationState(open_database(config.state, state_dir(config), VACATION_DB))
+
+
+def _send_notifications(
+    config: Config, plan: Plan, queue_id: str, sender: str, recipient: str, message: bytes, timeout: float
+) -> None:
+    """enotify's mailto notifications from the null sender; none about an automatic message."""
+    submission = config.submission
+    assert submission is not None
+    seen = SieveMessage(message)
+    if is_automatic(seen):
+        plan.notes.append("no notification about an Auto-Submitted message (RFC 5436)")
+        return
+    for notify in plan.notifications:
+        data = build_notification(notify, message=seen, sender=sender, recipient=recipient, hostname=config.hostname)
+        try:
+            outbound.send(submission, "", list(notify.recipients), data, timeout=timeout)
+        except outbound.SubmissionError as error:
+            _log_error(queue_id, recipient, "notify", "", 0, f"notification to {', '.join(notify.recipients)}: {error}")
+            plan.errors.append("notify")
+
+
 def check_scripts(config: Config, mailboxes: Sequence[Mailbox]) -> list[tuple[Path, SieveError | None]]:
     """``mda sieve-check``: every script that would run for these mailboxes, compiled, with its error."""
     checked: dict[Path, SieveError | None] = {}
+    global_dir = _global_dir(config)
     for mailbox in mailboxes:
         for path in _candidates(config, mailbox):
             if path in checked:
                 continue
             try:
-                if _compile_if_present(path, mailbox) is not None:
+                if _compile_if_present(path, mailbox, global_dir) is not None:
                     checked[path] = None
             except SieveError as error:
                 checked[path] = error

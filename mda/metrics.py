@@ -291,7 +291,7 @@ def exposition_registry() -> CollectorRegistry:
 
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
         return registry
     return REGISTRY
 

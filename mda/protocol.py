@@ -31,7 +31,7 @@ from aiosmtpd.smtp import SMTP
 from mda import dsn, logs, replies
 from mda.addresses import AddressError, parse_path
 from mda.auth import Credentials, Throttle, decode_base64_text, decode_plain, verifier
-from mda.dataread import BLOCK, ChunkReader, DataResult, read_data
+from mda.dataread import BLOCK, STREAM_LIMIT, ChunkReader, DataResult, read_data
 from mda.delivery import Outcome, Transaction, deliver, failure_outcomes
 from mda.policy import Resolution
 from mda.replies import Reply
@@ -47,6 +47,9 @@ MAX_COMMAND_LINE = 2048
 """RFC 5321 §4.5.3.1.4 allows 512 octets plus what extensions add; accept 2048, refuse longer."""
 MAX_UNKNOWN_COMMANDS = 20
 """Unknown or malformed commands tolerated before the connection is closed (``421 4.7.0``)."""
+JUNK_COMMANDS = frozenset({"NOOP", "RSET", "VRFY", "HELP", "LHLO", "EHLO", "HELO"})
+"""Commands that move no mail; past ``junk_command_limit`` each counts as an error (Postfix's list, which
+also has ETRN; ``BDAT 0`` without LAST is counted by ``cmd_BDAT``)."""
 IDENT = "mda"
 MAX_BDAT_CHUNK = 2**40
 """A BDAT size with more digits than this is a syntax error rather than a reason to read forever."""
@@ -89,7 +92,7 @@ class _NoHooks:
 class MdaSession(SMTP):
     """One client connection on an LMTP or SMTP listener."""
 
-    line_length_limit = BLOCK
+    line_length_limit = STREAM_LIMIT
 
     def __dir__(self) -> list[str]:
         """Nothing for aiosmtpd's start-up reflection to find.
@@ -121,6 +124,13 @@ class MdaSession(SMTP):
         self.client_ip = ""
         self.authenticated: str | None = None
         self._delivering = False
+        self._hard_errors, self._junk_limit = listener.limits.error_limits(listener.config.protocol)
+        self._errors = 0
+        """Error replies (4xx/5xx to a command) since the session began or last delivered a message."""
+        self._junk = 0
+        self._write_blocked = False
+        self._released = False
+        self._linger: asyncio.TimerHandle | None = None
 
     # --- connection ------------------------------------------------------------------------------
 
@@ -129,11 +139,27 @@ class MdaSession(SMTP):
 
         The timer runs from the start of one command (or of DATA) and is not reset by partial input, so
         a client trickling one byte a second is timed out too. It is stopped while a delivery runs.
+        A client that stopped reading our replies (the transport paused writing) cannot be told anything
+        and a graceful close would wait for it forever: the connection is aborted, as Postfix and Dovecot
+        do on a write timeout.
         """
-        if self.transport is not None and not self._delivering:
-            with contextlib.suppress(Exception):
-                self._writer.write(f"{replies.TIMEOUT}\r\n".encode())
-            self.transport.close()
+        transport = self.transport
+        if transport is None or self._delivering:
+            return
+        if self._write_blocked:
+            _abort(transport)
+            return
+        with contextlib.suppress(Exception):
+            self._writer.write(f"{replies.TIMEOUT}\r\n".encode())
+        self._close()
+
+    def pause_writing(self) -> None:
+        self._write_blocked = True
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        self._write_blocked = False
+        super().resume_writing()
 
     def eof_received(self) -> bool | None:
         """The client closed its side: close ours. aiosmtpd only cancels the command loop here and keeps
@@ -144,9 +170,21 @@ class MdaSession(SMTP):
         return False
 
     def connection_lost(self, error: Exception | None) -> None:
-        self._drop_transaction()
-        self.ctx.session_closed(self)
+        if self._linger is not None:
+            self._linger.cancel()
+        self._release()
         super().connection_lost(error)
+
+    def _release(self) -> None:
+        """Free the session's connection slot, once, whichever way the session ends.
+
+        ``connection_lost`` does not come on every path (asyncio's TLS layer never reports it after a
+        failed STARTTLS handshake), so the end of the command loop releases the slot too.
+        """
+        self._drop_transaction()
+        if not self._released:
+            self._released = True
+            self.ctx.session_closed(self)
 
     @property
     def tls_active(self) -> bool:
@@ -165,8 +203,12 @@ class MdaSession(SMTP):
         return same[0] if len(same) == 1 else self.ctx.config
 
     async def reply(self, reply: Reply | str) -> None:
-        """Send one reply; text from clients was checked before it got here."""
-        self._writer.write(str(reply).encode("utf-8", "surrogateescape") + b"\r\n")
+        """Send one reply; text from clients was checked before it got here. A 4xx or 5xx counts as an
+        error of the session (``hard_error_limit``)."""
+        text = str(reply)
+        if text[:1] in ("4", "5"):
+            self._errors += 1
+        self._writer.write(text.encode("utf-8", "surrogateescape") + b"\r\n")
         await self._writer.drain()
 
     async def reply_lines(self, code: int, lines: Sequence[str]) -> None:
@@ -176,6 +218,14 @@ class MdaSession(SMTP):
         await self._writer.drain()
 
     async def _handle_client(self) -> None:
+        """The session, from greeting to close; however it ends, the connection goes and the slot is freed."""
+        try:
+            await self._serve()
+        finally:
+            self._close()
+            self._release()
+
+    async def _serve(self) -> None:
         peer = self.session.peer if self.session else None
         self.client_ip = peer[0] if isinstance(peer, tuple) and peer else ""
         if self.ctx.config.proxy_protocol and not await self._read_proxy_header():
@@ -189,6 +239,12 @@ class MdaSession(SMTP):
         await self.reply(f"220 {self.hostname} {'LMTP' if self.lmtp else 'ESMTP'} {IDENT} ready")
         unknown_left = MAX_UNKNOWN_COMMANDS
         while self.transport is not None and not self.transport.is_closing():
+            if self._hard_errors and self._errors >= self._hard_errors:
+                # Postfix smtpd_hard_error_limit: checked before reading the next command.
+                self.ctx.error_limit_reached(self, self._errors)
+                await self.reply(replies.TOO_MANY_ERRORS)
+                self._close()
+                return
             try:
                 line = await self._read_command()
             except (ConnectionError, asyncio.IncompleteReadError):
@@ -205,6 +261,8 @@ class MdaSession(SMTP):
                 verb, _, arg = line.partition(" ")
                 if verb.isascii() and verb.isalpha():
                     method = getattr(self, "cmd_" + verb.upper(), None)
+                    if method is not None and verb.upper() in JUNK_COMMANDS:
+                        self._count_junk()
                 refusal = replies.UNKNOWN_COMMAND
             if method is None:
                 unknown_left -= 1
@@ -224,6 +282,12 @@ class MdaSession(SMTP):
                 self.ctx.log_exception(self, error)
                 self._drop_transaction()
                 await self.reply(replies.LOCAL_ERROR)
+
+    def _count_junk(self) -> None:
+        """Postfix smtpd_junk_command_limit: past the limit, each command that moves no mail is an error."""
+        self._junk += 1
+        if self._junk_limit and self._junk > self._junk_limit:
+            self._errors += 1
 
     async def _read_proxy_header(self) -> bool:
         """PROXY protocol v1 or v2 (HAProxy's proxy-protocol.txt), before the greeting.
@@ -292,9 +356,25 @@ class MdaSession(SMTP):
             return None
         return raw.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
 
+    def say_goodbye(self, reply: Reply) -> None:
+        """Send ``reply`` and close without waiting for the client to read it: graceful shutdown must not
+        stall on a client that stopped reading (that one is dropped at once)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._write_blocked:
+            _abort(transport)
+            return
+        self._writer.write(f"{reply}\r\n".encode())
+        self._close()
+
     def _close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        """Close after what is buffered is sent; a client that does not read it within
+        ``command_timeout`` is cut off (``transport.close`` alone would wait for it forever)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+            self._linger = self.loop.call_later(self.ctx.limits.command_timeout, _abort, transport)
 
     # --- greeting --------------------------------------------------------------------------------
 
@@ -472,7 +552,8 @@ class MdaSession(SMTP):
     @staticmethod
     def _primary_domain(envelope: Envelope) -> str:
         """The domain ``RCPT TO:<Postmaster>`` means (RFC 5321 §4.5.1): the first one configured."""
-        return next(iter(envelope.context.config.domains))
+        domain: str = next(iter(envelope.context.config.domains))
+        return domain
 
     async def cmd_RCPT(self, arg: str) -> None:
         envelope = self.envelope_
@@ -562,8 +643,13 @@ class MdaSession(SMTP):
             await waiter
         except (ssl.SSLError, OSError, EOFError) as error:
             # The client gave up or spoke no TLS: nothing more can be said in plaintext (RFC 3207 §4.1).
+            # asyncio's TLS layer never calls connection_lost after a failed handshake: end the session here.
             self.ctx.log_exception(self, error)
-            self._close()
+            _abort(self._original_transport)
+            raise ConnectionAbortedError("TLS handshake failed") from error
+        if self.transport is None or self.transport.is_closing():
+            _abort(self._original_transport)  # closed during the handshake (timeout): the waiter got no error
+            raise ConnectionAbortedError("closed during the TLS handshake")
 
     async def cmd_AUTH(self, arg: str) -> None:
         """AUTH PLAIN (RFC 4616) and LOGIN, over TLS only (RFC 4954 §4: no plaintext passwords)."""
@@ -676,6 +762,7 @@ class MdaSession(SMTP):
                 spool,
                 max_size=self.ctx.limits.max_message_size,
                 normalize_bare=envelope.context.config.bare_newline == "normalize",
+                max_header_size=self.ctx.limits.max_header_size,
             )
             outcomes = await self._deliver(envelope, spool, data)
         finally:
@@ -702,6 +789,8 @@ class MdaSession(SMTP):
             await self.reply(replies.PARAM_SYNTAX.with_text("Syntax: BDAT <size> [LAST]"))
             return
         size, last = int(words[0]), len(words) == 2
+        if size == 0 and not last:
+            self._count_junk()
         envelope = self.envelope_
         self._reset_timeout(self.ctx.limits.data_timeout)
         if envelope is None or not envelope.recipients:
@@ -714,6 +803,7 @@ class MdaSession(SMTP):
                 Spool(self.ctx.spool_dir),
                 max_size=self.ctx.limits.max_message_size,
                 normalize_bare=envelope.context.config.bare_newline == "normalize",
+                max_header_size=self.ctx.limits.max_header_size,
             )
         self.busy = True
         try:
@@ -835,11 +925,24 @@ class MdaSession(SMTP):
         """The end of DATA or BDAT LAST: LMTP, exactly one reply per accepted RCPT, in order (RFC 2033
         §4.2), in one write; SMTP, the one shared reply. Then ``421 4.3.2`` and close when shutting down."""
         lines = [outcome.reply for outcome in outcomes] if self.lmtp else [outcomes[0].reply]
+        if any(line.is_success for line in lines):
+            # A delivered message starts the error and junk counts again (README, "Error limits").
+            self._errors = self._junk = 0
         self._writer.write("".join(f"{line}\r\n" for line in lines).encode("utf-8", "surrogateescape"))
         await self._writer.drain()
         if self.ctx.shutting_down:
             await self.reply(replies.SHUTTING_DOWN)
             self._close()
+
+
+def _abort(transport: asyncio.BaseTransport | None) -> None:
+    """Drop a connection at once, unsent data included (uvloop's transports are not ``asyncio.Transport``
+    subclasses, so the method is looked up rather than the type checked)."""
+    abort = getattr(transport, "abort", None)
+    if callable(abort):
+        abort()
+    elif transport is not None:
+        transport.close()
 
 
 def _clean_command(line: str) -> bool:

@@ -284,6 +284,9 @@ class ListenerContext:
     def delivered(self, session: MdaSession, txn: Transaction, data: DataResult, outcomes: Sequence[Outcome]) -> None:
         self.app.reporter.delivered(self.config, self.client_of(session), txn, data, outcomes)
 
+    def error_limit_reached(self, session: MdaSession, errors: int) -> None:
+        logs.event("error_limit", logging.WARNING, listener=self.config.label, client=session.client_ip, errors=errors)
+
     def log_exception(self, session: MdaSession, error: BaseException) -> None:
         logs.logger.error(
             "session_error",

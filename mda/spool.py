@@ -2,36 +2,95 @@
 
 Small messages stay in memory; larger ones move to an anonymous temporary file (``O_TMPFILE`` where the
 filesystem has it, so a crash leaves nothing behind to clean up). Memory stays bounded whatever the
-message size. The body is stored with LF line endings, as Maildir and mbox readers expect.
+message size and however many sessions are in DATA at once: one spool holds at most ``MEMORY_LIMIT``
+bytes in memory, and all spools of the process together at most what their ``MemoryBudget`` grants
+(``limits.spool_memory``); a spool that gets no more memory spills to its file. The body is stored with
+LF line endings, as Maildir and mbox readers expect.
 """
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 import tempfile
+import threading
 from pathlib import Path
+
+from mda.config import Limits
 
 MEMORY_LIMIT = 2 * 1024 * 1024
 """Above this many bytes the spool moves to a file. Most mail (and the 1 MiB benchmark cell) then never
 touches the disk twice, and 16 concurrent large messages hold at most 32 MiB of buffers — within the
 target of 64 MiB plus the largest message in flight."""
 
+SMALL_LIMIT = 64 * 1024
+"""Up to this many bytes the spool is an ordinary ``bytearray``; beyond, an anonymous ``mmap`` of
+``MEMORY_LIMIT`` bytes (pages are only backed once written). Unmapping gives the memory back to the
+system at once, where freed heap blocks of a few hundred sessions can stay resident for the life of the
+process; and most mail never pays for the two system calls."""
+
 HEADER_SCAN_LIMIT = 1024 * 1024
 """Loop and hop checks read at most this much of the header section (a 100k-line header is hostile)."""
+
+
+class MemoryBudget:
+    """Bytes that all in-memory spools of one process may hold together; what is left spills to files.
+
+    Sessions run on one event loop, but the lock keeps the count right whatever thread closes a spool.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._lock = threading.Lock()
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    def reserve(self, size: int) -> bool:
+        """Take ``size`` bytes if they fit under the limit."""
+        with self._lock:
+            if self._used + size > self.limit:
+                return False
+            self._used += size
+            return True
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self._used -= size
+
+
+PROCESS_BUDGET = MemoryBudget(Limits().spool_memory)
+"""Shared by every spool of this process that is not given a budget of its own; ``mda serve`` sets its
+limit from ``limits.spool_memory`` at start and on reload."""
 
 
 class Spool:
     """An append-only byte buffer that spills to an unnamed file, then is read by every store."""
 
-    def __init__(self, directory: Path | None = None, memory_limit: int = MEMORY_LIMIT) -> None:
+    def __init__(
+        self,
+        directory: Path | None = None,
+        memory_limit: int = MEMORY_LIMIT,
+        budget: MemoryBudget | None = None,
+    ) -> None:
         self._directory = str(directory) if directory else tempfile.gettempdir()
         self._memory_limit = memory_limit
+        self._budget = PROCESS_BUDGET if budget is None else budget
+        self._reserved = 0
+        """Bytes of the budget this spool holds: its size while in memory, 0 once spilled or closed."""
         self._buffer = bytearray()
+        self._mapped: mmap.mmap | None = None
         self._fd: int | None = None
         self._size = 0
         self._newlines = 0
-        self._head = bytearray()
-        self._head_done = False
+        self._head_end: int | None = None
+        """Length of the header section once known (its final LF included; 0 when the message starts
+        with an empty line), or ``HEADER_SCAN_LIMIT`` when no empty line comes that early."""
+        self._last_lf = False
+        """Whether the bytes written so far end with LF (an empty line may start in the next write)."""
 
     @property
     def size(self) -> int:
@@ -47,45 +106,101 @@ class Spool:
         return self._fd is None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append bytes; spill to a file once past the memory limit."""
+        """Append bytes; spill to a file once past the memory limit or when the budget is spent."""
         if not data:
             return
         if isinstance(data, memoryview):
             data = data.tobytes()
-        if not self._head_done:
-            self._collect_head(bytes(data))
-        self._size += len(data)
+        if self._head_end is None:
+            self._find_head_end(data)
+        start = self._size
+        end = start + len(data)
+        self._size = end
         self._newlines += data.count(b"\n")
+        if self._fd is None and end <= self._memory_limit and self._budget.reserve(len(data)):
+            self._reserved += len(data)
+            if self._keep(start, end, data):
+                return
         if self._fd is None:
-            self._buffer += data
-            if len(self._buffer) > self._memory_limit:
-                self._spill()
-        else:
-            write_all(self._fd, data)
+            self._spill(start)
+        assert self._fd is not None
+        write_all(self._fd, data)
 
-    def _collect_head(self, data: bytes) -> None:
-        room = HEADER_SCAN_LIMIT - len(self._head)
-        self._head += data[:room]
-        if b"\n\n" in self._head or len(self._head) >= HEADER_SCAN_LIMIT or self._head.startswith(b"\n"):
-            self._head_done = True
+    def _keep(self, start: int, end: int, data: bytes | bytearray) -> bool:
+        """Store ``data`` in memory; False when no mapping can be had (the caller spills instead)."""
+        if self._mapped is not None:
+            self._mapped[start:end] = data
+        elif end <= SMALL_LIMIT or self._memory_limit <= SMALL_LIMIT:
+            self._buffer += data
+        else:
+            try:
+                self._mapped = mmap.mmap(-1, self._memory_limit)
+            except OSError:
+                return False
+            self._mapped[:start] = self._buffer
+            self._mapped[start:end] = data
+            self._buffer = bytearray()
+        return True
+
+    def _find_head_end(self, data: bytes | bytearray) -> None:
+        """Follow the header section across writes without keeping a copy of it."""
+        size = self._size
+        if data[:1] == b"\n" and (size == 0 or self._last_lf):
+            self._head_end = size
+            return
+        found = data.find(b"\n\n", 0, max(HEADER_SCAN_LIMIT - size, 0))
+        if found >= 0:
+            self._head_end = size + found + 1
+        elif size + len(data) >= HEADER_SCAN_LIMIT:
+            self._head_end = HEADER_SCAN_LIMIT
+        else:
+            self._last_lf = data[-1:] == b"\n"
 
     def header_section(self) -> bytes:
         """The header section (up to the first empty line), at most ``HEADER_SCAN_LIMIT`` bytes."""
-        head = bytes(self._head)
-        if head.startswith(b"\n"):
-            return b""
-        end = head.find(b"\n\n")
-        return head[: end + 1] if end >= 0 else head
+        end = self._size if self._head_end is None else self._head_end
+        return self._read(0, min(end, HEADER_SCAN_LIMIT))
 
-    def _spill(self) -> None:
-        self._fd = _anonymous_file(self._directory)
-        write_all(self._fd, self._buffer)
+    def _read(self, offset: int, count: int) -> bytes:
+        if self._fd is not None:
+            return os.pread(self._fd, count, offset)
+        if self._mapped is not None:
+            return self._mapped[offset : offset + count]
+        return bytes(self._buffer[offset : offset + count])
+
+    def _spill(self, size: int) -> None:
+        fd = _anonymous_file(self._directory)
+        try:
+            if self._mapped is not None:
+                with memoryview(self._mapped) as view:
+                    write_all(fd, view[:size])
+            else:
+                write_all(fd, self._buffer)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._drop_memory()
+
+    def _drop_memory(self) -> None:
+        """Unmap and give the bytes back to the budget (a view still held elsewhere delays the unmap)."""
+        if self._mapped is not None:
+            mapped, self._mapped = self._mapped, None
+            with contextlib.suppress(BufferError):  # a view still held: unmapped when it goes
+                mapped.close()
         self._buffer = bytearray()
+        if self._reserved:
+            self._budget.release(self._reserved)
+            self._reserved = 0
 
     def copy_to(self, fd: int) -> None:
         """Write the whole spool to ``fd`` at its current offset (kernel copy when spilled)."""
         if self._fd is None:
-            write_all(fd, self._buffer)
+            if self._mapped is not None:
+                with memoryview(self._mapped) as view:
+                    write_all(fd, view[: self._size])
+            else:
+                write_all(fd, self._buffer)
             return
         offset = 0
         while offset < self._size:
@@ -100,15 +215,13 @@ class Spool:
 
     def read_all(self) -> bytes:
         """The whole message; for tools and Sieve, never on the delivery hot path for large messages."""
-        if self._fd is None:
-            return bytes(self._buffer)
-        return os.pread(self._fd, self._size, 0)
+        return self._read(0, self._size)
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        self._buffer = bytearray()
+        self._drop_memory()
 
     def __enter__(self) -> Spool:
         return self
@@ -117,7 +230,7 @@ class Spool:
         self.close()
 
 
-def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+def write_all(fd: int, data: bytes | bytearray | memoryview | mmap.mmap) -> None:
     """``os.write`` until every byte is written (a write to a file may be short, e.g. on a full disk)."""
     view = memoryview(data)
     while view:
@@ -126,7 +239,23 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
 
 
 def _anonymous_file(directory: str) -> int:
-    """An unnamed file: ``O_TMPFILE`` needs no cleanup after a crash; else create and unlink at once."""
+    """An unnamed file in ``directory``, created (private) when missing: ``state_dir`` is made on first
+    use, and with ``spool_memory`` spent the first spill may come before anything else needs it. Where
+    the directory cannot be used the system's temporary directory takes the spool: the mail goes on."""
+    try:
+        return _unnamed_file(directory)
+    except FileNotFoundError:
+        with contextlib.suppress(OSError):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        with contextlib.suppress(OSError):
+            return _unnamed_file(directory)
+    except OSError:
+        pass
+    return _unnamed_file(tempfile.gettempdir())
+
+
+def _unnamed_file(directory: str) -> int:
+    """``O_TMPFILE`` needs no cleanup after a crash; else create and unlink at once."""
     flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
     if hasattr(os, "O_TMPFILE"):
         try:

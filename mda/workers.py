@@ -186,7 +186,7 @@ class Supervisor:
                 os.close(worker.ready_fd)
             from prometheus_client import multiprocess
 
-            multiprocess.mark_process_dead(pid)
+            multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # untyped in prometheus_client
             if self.stopping:
                 continue
             code = os.waitstatus_to_exitcode(status)

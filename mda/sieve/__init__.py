@@ -8,6 +8,8 @@ from .actions import Action, Discard, FileInto, Keep, Redirect, Reject, Vacation
 from .compiler import CAPABILITIES, Script
 from .engine import Outcome, SieveEnvelope, compile_file, compile_text, run
 from .errors import SieveError
+from .ext_enotify import Notify
+from .settings import HeaderSpec, ScoreTest, SieveSettings
 from .vacation import VacationState, build_reply
 
 __all__ = [
@@ -15,13 +17,17 @@ __all__ = [
     "Action",
     "Discard",
     "FileInto",
+    "HeaderSpec",
     "Keep",
+    "Notify",
     "Outcome",
     "Redirect",
     "Reject",
+    "ScoreTest",
     "Script",
     "SieveEnvelope",
     "SieveError",
+    "SieveSettings",
     "Vacation",
     "VacationState",
     "build_reply",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import SieveRuntimeError
+from .ext_enotify import Notify
 
 #: Pigeonhole's default ``sieve_max_redirects``.
 MAX_REDIRECTS = 4
@@ -77,7 +78,7 @@ class Vacation:
     in_reply_to: str | None = None
 
 
-Action = Keep | FileInto | Discard | Redirect | Reject | Vacation
+Action = Keep | FileInto | Discard | Redirect | Reject | Vacation | Notify
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,7 @@ class PendingVacation:
     addresses: tuple[str, ...]
     mime: bool
     handle: str
-    days: int
+    seconds: int  # the period asked for, before the limits of mda.sieve.vacation apply
     line: int
 
 
@@ -108,6 +109,7 @@ class ResultBuilder:
     count: int = 0
     #: Whether the script running now stored into the default mailbox with an explicit ``keep``.
     script_kept: bool = False
+    notifications: list[Notify] = field(default_factory=list)
 
     def begin_script(self) -> None:
         self.script_kept = False
@@ -194,12 +196,19 @@ class ResultBuilder:
             )
         self.vacation = action
 
+    def add_notify(self, action: Notify, file: str, line: int) -> None:
+        """enotify (RFC 5435): the same notification twice is sent once."""
+        self._count(file, line)
+        if action not in self.notifications:
+            self.notifications.append(action)
+
     def discard(self) -> None:
         self.discarded = True
         self.implicit_keep = False
 
     def final(self, implicit_flags: tuple[str, ...]) -> list[Action]:
-        """Actions in a stable order: stores, redirects, reject, discard; vacation is decided apart."""
+        """Actions in a stable order: stores, redirects, reject, discard, notifications; vacation is
+        decided apart."""
         actions: list[Action] = []
         stores = dict(self.stores)
         if self.implicit_keep:
@@ -219,6 +228,7 @@ class ResultBuilder:
             actions.append(self.reject)
         if self.discarded and not stores and not self.redirects:
             actions.append(Discard())
+        actions.extend(self.notifications)
         return actions
 
 

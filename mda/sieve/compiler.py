@@ -13,6 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import SieveError
+from .ext_encoded import EncodingError
+from .ext_encoded import decode as decode_encoded
+from .ext_enotify import check_method
+from .ext_include import valid_name as valid_script_name
+from .ext_match import EXTRA_COMPARATORS
+from .ext_match import check as check_match
 from .match import CASEMAP, COMPARATORS
 from .strings import Value, compile_string
 from .syntax import Argument, CommandNode, NumberArg, StringArg, TagArg, TestNode
@@ -33,8 +39,35 @@ CAPABILITIES = frozenset(
         "mailbox",
         "comparator-i;octet",
         "comparator-i;ascii-casemap",
+        "comparator-i;ascii-numeric",
+        "relational",
+        "regex",
+        "date",
+        "index",
+        "encoded-character",
+        "environment",
+        "ihave",
+        "vacation-seconds",
+        "spamtest",
+        "spamtestplus",
+        "virustest",
+        "include",
+        "duplicate",
+        "enotify",
+        "mime",
+        "foreverypart",
+        "extracttext",
     }
 )
+
+#: Deepest nesting of foreverypart loops.
+MAX_LOOP_NESTING = 8
+#: Capabilities that change how the whole script is read, so only a top-level ``require`` can bring them
+#: (Pigeonhole's ``ihave`` is false for them).
+STATIC_ONLY = frozenset({"variables", "encoded-character"})
+#: Capabilities another one brings along (spamtestplus extends spamtest, RFC 5235 §3.2; vacation-seconds
+#: extends vacation, as in Pigeonhole).
+IMPLIED = {"spamtestplus": ("spamtest",), "vacation-seconds": ("vacation",)}
 
 # Argument kinds of the table below.
 STRING, STRLIST, NUMBER = "string", "string-list", "number"
@@ -64,6 +97,9 @@ _MATCH = {
     "is": TagSpec("match"),
     "contains": TagSpec("match"),
     "matches": TagSpec("match"),
+    "value": TagSpec("match", STRING, "relational"),
+    "count": TagSpec("match", STRING, "relational"),
+    "regex": TagSpec("match", None, "regex"),
     "comparator": TagSpec("comparator", STRING),
 }
 _ADDRESS_PART = {
@@ -72,6 +108,24 @@ _ADDRESS_PART = {
     "domain": TagSpec("part"),
     "user": TagSpec("part", None, "subaddress"),
     "detail": TagSpec("part", None, "subaddress"),
+}
+_INDEX = {"index": TagSpec("index", NUMBER, "index"), "last": TagSpec("last", None, "index")}
+_ZONE = {"zone": TagSpec("zone", STRING)}
+_MIME_PARTS = {"mime": TagSpec("mime", None, "mime"), "anychild": TagSpec("anychild", None, "mime")}
+_MIME = {
+    **_MIME_PARTS,
+    "type": TagSpec("mimeopt", None, "mime"),
+    "subtype": TagSpec("mimeopt", None, "mime"),
+    "contenttype": TagSpec("mimeopt", None, "mime"),
+    "param": TagSpec("mimeopt", STRLIST, "mime"),
+}
+_SET_MODIFIERS = {
+    "lower": TagSpec("case"),
+    "upper": TagSpec("case"),
+    "lowerfirst": TagSpec("first"),
+    "upperfirst": TagSpec("first"),
+    "quotewildcard": TagSpec("quote"),
+    "length": TagSpec("length"),
 }
 _FLAGS = {"flags": TagSpec("flags", STRLIST, "imap4flags")}
 _COPY = {"copy": TagSpec("copy", None, "copy")}
@@ -89,6 +143,7 @@ COMMANDS: Mapping[str, Spec] = {
         (STRING,),
         {
             "days": TagSpec("days", NUMBER),
+            "seconds": TagSpec("days", NUMBER, "vacation-seconds"),
             "subject": TagSpec("subject", STRING),
             "from": TagSpec("from", STRING),
             "addresses": TagSpec("addresses", STRLIST),
@@ -98,18 +153,32 @@ COMMANDS: Mapping[str, Spec] = {
         "vacation",
     ),
     # RFC 5229 §4.1: modifiers of equal precedence exclude each other, hence the groups.
-    "set": Spec(
-        (STRING, STRING),
+    "set": Spec((STRING, STRING), _SET_MODIFIERS, "variables"),
+    "break": Spec((), {"name": TagSpec("name", STRING)}, "foreverypart"),
+    "extracttext": Spec((STRING,), {**_SET_MODIFIERS, "first": TagSpec("count", NUMBER)}, "extracttext"),
+    "error": Spec((STRING,), extension="ihave"),
+    "include": Spec(
+        (STRING,),
         {
-            "lower": TagSpec("case"),
-            "upper": TagSpec("case"),
-            "lowerfirst": TagSpec("first"),
-            "upperfirst": TagSpec("first"),
-            "quotewildcard": TagSpec("quote"),
-            "length": TagSpec("length"),
+            "personal": TagSpec("location"),
+            "global": TagSpec("location"),
+            "once": TagSpec("once"),
+            "optional": TagSpec("optional"),
         },
-        "variables",
+        "include",
     ),
+    "return": Spec(extension="include"),
+    "notify": Spec(
+        (STRING,),
+        {
+            "from": TagSpec("from", STRING),
+            "importance": TagSpec("importance", STRING),
+            "options": TagSpec("options", STRLIST),
+            "message": TagSpec("message", STRING),
+        },
+        "enotify",
+    ),
+    "global": Spec((STRLIST,), extension="include"),
     "setflag": Spec((STRING, STRLIST), extension="imap4flags", optional_first=True),
     "addflag": Spec((STRING, STRLIST), extension="imap4flags", optional_first=True),
     "removeflag": Spec((STRING, STRLIST), extension="imap4flags", optional_first=True),
@@ -121,10 +190,33 @@ TESTS: Mapping[str, Spec] = {
     "not": Spec(tests="one"),
     "allof": Spec(tests="list"),
     "anyof": Spec(tests="list"),
-    "exists": Spec((STRLIST,)),
+    "exists": Spec((STRLIST,), _MIME_PARTS),
     "size": Spec((), {"over": TagSpec("size", NUMBER), "under": TagSpec("size", NUMBER)}),
-    "header": Spec((STRLIST, STRLIST), _MATCH),
-    "address": Spec((STRLIST, STRLIST), {**_MATCH, **_ADDRESS_PART}),
+    "header": Spec((STRLIST, STRLIST), {**_MATCH, **_INDEX, **_MIME}),
+    "address": Spec((STRLIST, STRLIST), {**_MATCH, **_ADDRESS_PART, **_INDEX, **_MIME_PARTS}),
+    "date": Spec(
+        (STRING, STRING, STRLIST),
+        {**_MATCH, **_INDEX, **_ZONE, "originalzone": TagSpec("zone", None)},
+        "date",
+    ),
+    "currentdate": Spec((STRING, STRLIST), {**_MATCH, **_ZONE}, "date"),
+    "environment": Spec((STRING, STRLIST), _MATCH, "environment"),
+    "ihave": Spec((STRLIST,), extension="ihave"),
+    "spamtest": Spec((STRING,), {**_MATCH, "percent": TagSpec("percent", None, "spamtestplus")}, "spamtest"),
+    "virustest": Spec((STRING,), _MATCH, "virustest"),
+    "valid_notify_method": Spec((STRLIST,), extension="enotify"),
+    "notify_method_capability": Spec((STRING, STRING, STRLIST), _MATCH, "enotify"),
+    "duplicate": Spec(
+        (),
+        {
+            "handle": TagSpec("handle", STRING),
+            "header": TagSpec("id", STRING),
+            "uniqueid": TagSpec("id", STRING),
+            "seconds": TagSpec("seconds", NUMBER),
+            "last": TagSpec("last"),
+        },
+        "duplicate",
+    ),
     "envelope": Spec((STRLIST, STRLIST), {**_MATCH, **_ADDRESS_PART}, "envelope"),
     "hasflag": Spec((STRLIST, STRLIST), _MATCH, "imap4flags", optional_first=True),
     "string": Spec((STRLIST, STRLIST), _MATCH, "variables"),
@@ -156,6 +248,8 @@ class Test:
     tests: tuple[Test, ...]
     match_type: str = "is"
     comparator: str = CASEMAP
+    #: The relation of ``:value``/``:count`` (RFC 5231), e.g. ``"ge"``.
+    relation: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +295,8 @@ class _Compiler:
     def __init__(self, name: str) -> None:
         self.name = name
         self.extensions: set[str] = set()
+        #: Names of the enclosing foreverypart loops (None for an unnamed one).
+        self.loops: list[Any] = []
 
     def error(self, line: int, message: str) -> SieveError:
         return SieveError(self.name, line, message)
@@ -226,9 +322,26 @@ class _Compiler:
                 if not isinstance(previous, If) or previous.branches[-1].test is None:
                     raise self.error(cmd.line, f"{cmd.name} without a preceding if or elsif")
                 out[-1] = If(previous.line, (*previous.branches, self.branch(cmd)))
+            elif cmd.name == "foreverypart":
+                out.append(self.foreverypart(cmd))
             else:
                 out.append(self.command(cmd))
         return tuple(out)
+
+    def foreverypart(self, cmd: CommandNode) -> Command:
+        """RFC 5703 §3: a loop over MIME parts; its block travels in the command's tags."""
+        if cmd.block is None or cmd.tests:
+            raise self.error(cmd.line, "foreverypart needs a block and takes no test")
+        spec = Spec((), {"name": TagSpec("name", STRING)}, "foreverypart")
+        tags, _ = self.arguments(cmd.name, cmd.line, cmd.args, spec)
+        if len(self.loops) >= MAX_LOOP_NESTING:
+            raise self.error(cmd.line, f"foreverypart nested deeper than {MAX_LOOP_NESTING} levels")
+        self.loops.append(tags.get("name"))
+        try:
+            tags["block"] = self.block(cmd.block)
+        finally:
+            self.loops.pop()
+        return Command(cmd.name, cmd.line, tags, ())
 
     def require(self, cmd: CommandNode) -> None:
         if cmd.block is not None or cmd.tests or len(cmd.args) != 1 or not isinstance(cmd.args[0], StringArg):
@@ -237,6 +350,7 @@ class _Compiler:
             if capability not in CAPABILITIES:
                 raise self.error(cmd.line, f"unknown Sieve capability '{capability}'")
             self.extensions.add(capability)
+            self.extensions.update(IMPLIED.get(capability, ()))
 
     def branch(self, cmd: CommandNode) -> Branch:
         if cmd.block is None:
@@ -251,7 +365,21 @@ class _Compiler:
             if len(cmd.tests) != 1:
                 raise self.error(cmd.line, f"{cmd.name} needs exactly one test")
             test = self.test(cmd.tests[0])
+        if test is not None and test.name == "ihave":
+            return Branch(test, self.ihave_block(test, cmd.block))
         return Branch(test, self.block(cmd.block))
+
+    def ihave_block(self, test: Test, block: tuple[CommandNode, ...]) -> tuple[Node, ...]:
+        """RFC 5463 §4: a block guarded by ``ihave`` may use what it tests for; when mda lacks one of
+        those capabilities the block never runs and is not compiled (it may use unknown commands)."""
+        if not test.tags["known"]:
+            return ()
+        added = set(test.args[0]) - self.extensions
+        self.extensions.update(added)
+        try:
+            return self.block(block)
+        finally:
+            self.extensions.difference_update(added)
 
     def command(self, cmd: CommandNode) -> Command:
         spec = COMMANDS.get(cmd.name)
@@ -281,14 +409,21 @@ class _Compiler:
         # RFC 5228 §2.7.3 makes i;ascii-casemap the default comparator; Pigeonhole's ``string`` test
         # (RFC 5229 §5) compares with i;octet unless told otherwise, and so does mda.
         default_comparator = "i;octet" if node.name == "string" else CASEMAP
+        if node.name == "ihave":
+            # A capability named through a variable is unknown when compiling: the test is false.
+            known = CAPABILITIES - STATIC_ONLY
+            tags["known"] = all(isinstance(c, str) and c in known for c in args[0])
+        match = tags.get("match", "is")
+        match_type, relation = match if isinstance(match, tuple) else (match, None)
         test = Test(
             node.name,
             node.line,
             tags,
             args,
             tuple(self.test(t) for t in node.tests),
-            match_type=tags.get("match", "is"),
+            match_type=match_type,
             comparator=tags.get("comparator", default_comparator),
+            relation=relation,
         )
         self.check_test(test)
         return test
@@ -318,7 +453,11 @@ class _Compiler:
             if i >= len(raw):
                 raise self.error(tag.line, f"':{tag.name}' needs a {tspec.kind} argument")
             value = self.value(raw[i], tspec.kind, f"':{tag.name}'")
-            tags[tspec.group] = (tag.name, value) if tspec.group in ("size", "transform") else value
+            tags[tspec.group] = (
+                (tag.name, value)
+                if tspec.group in ("size", "transform", "match", "zone", "days", "id", "mimeopt")
+                else value
+            )
             i += 1
         positional = raw[i:]
         kinds = spec.positional
@@ -344,11 +483,17 @@ class _Compiler:
             return arg.value
         if not isinstance(arg, StringArg):
             raise self.error(arg.line, f"{what} expects a {kind}")
+        texts = arg.values
+        if "encoded-character" in self.extensions:
+            try:
+                texts = tuple(decode_encoded(t) for t in texts)
+            except EncodingError as exc:
+                raise self.error(arg.line, str(exc)) from None
         if kind == STRING:
-            if arg.is_list and len(arg.values) != 1:
+            if arg.is_list and len(texts) != 1:
                 raise self.error(arg.line, f"{what} expects a single string, not a list")
-            return compile_string(arg.values[0], variables)
-        return tuple(compile_string(v, variables) for v in arg.values)
+            return compile_string(texts[0], variables)
+        return tuple(compile_string(v, variables) for v in texts)
 
     def check_command(self, cmd: Command) -> None:
         if cmd.name == "redirect" and isinstance(cmd.args[0], str) and not _ADDR_SPEC.fullmatch(cmd.args[0]):
@@ -359,13 +504,41 @@ class _Compiler:
                 raise self.error(cmd.line, f"invalid variable name '{target}' (RFC 5229 §4)")
         if cmd.name in ("setflag", "addflag", "removeflag") and cmd.tags["variable_given"]:
             self.require_variables(cmd.line, cmd.args[0])
+        if cmd.name == "include" and isinstance(cmd.args[0], str) and not valid_script_name(cmd.args[0]):
+            raise self.error(cmd.line, f"invalid script name '{cmd.args[0]}'")
+        if cmd.name in ("break", "extracttext") and not self.loops:
+            raise self.error(cmd.line, f"{cmd.name} outside a foreverypart loop (RFC 5703)")
+        if cmd.name == "break" and "name" in cmd.tags and cmd.tags["name"] not in self.loops:
+            raise self.error(cmd.line, f"break names no enclosing loop '{cmd.tags['name']}'")
+        if cmd.name == "extracttext":
+            self.require_variables(cmd.line, cmd.args[0], "extracttext")
+        if cmd.name == "notify" and isinstance(cmd.args[0], str):
+            problem = check_method(cmd.args[0])
+            if problem is not None:
+                raise self.error(cmd.line, problem)
+        if cmd.name == "global":
+            for name in cmd.args[0]:
+                self.require_variables(cmd.line, name, "global")
         if cmd.name == "fileinto" and cmd.args[0] == "":
             raise self.error(cmd.line, "fileinto needs a non-empty folder name")
 
     def check_test(self, test: Test) -> None:
         comparator = test.tags.get("comparator")
-        if comparator is not None and comparator not in COMPARATORS:
+        if comparator is not None and comparator not in COMPARATORS | EXTRA_COMPARATORS:
             raise self.error(test.line, f"unknown comparator '{comparator}'")
+        if comparator in EXTRA_COMPARATORS and f"comparator-{comparator}" not in self.extensions:
+            raise self.error(test.line, f"comparator '{comparator}' needs require \"comparator-{comparator}\"")
+        if "match" in test.tags or comparator is not None:
+            keys = test.args[-1] if test.args else ()
+            problem = check_match(test.match_type, test.relation, test.comparator, keys)
+            if problem is not None:
+                raise self.error(test.line, problem)
+        if ("anychild" in test.tags or "mimeopt" in test.tags) and "mime" not in test.tags:
+            raise self.error(test.line, "':anychild', ':type', ':subtype', ':contenttype' and ':param' need ':mime'")
+        if "last" in test.tags and "index" not in test.tags and test.name != "duplicate":
+            raise self.error(test.line, "':last' needs ':index' (RFC 5260 §6)")
+        if test.tags.get("index", 1) < 1:
+            raise self.error(test.line, "':index' must be 1 or more")
         if test.name == "envelope":
             for part in test.args[0]:
                 if isinstance(part, str) and part.lower() not in ("from", "to"):
@@ -374,9 +547,9 @@ class _Compiler:
             for name in test.args[0]:
                 self.require_variables(test.line, name)
 
-    def require_variables(self, line: int, name: Value) -> None:
+    def require_variables(self, line: int, name: Value, what: str = "a flag variable name") -> None:
         if "variables" not in self.extensions:
-            raise self.error(line, 'a flag variable name needs require "variables"')
+            raise self.error(line, f'{what} needs require "variables"')
         if not isinstance(name, str) or not _VARIABLE_NAME.fullmatch(name):
             raise self.error(line, f"invalid variable name '{name}'")
 

@@ -12,12 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .actions import Action, Keep, ResultBuilder, Vacation
+from .budget import DEFAULT_WORK_LIMIT, Meter, WorkLimitExceeded
 from .compiler import Script, compile_commands
 from .errors import SieveError, SieveRuntimeError
+from .ext_duplicate import Seen
+from .ext_include import link
 from .interpreter import Context, execute, lower
 from .lexer import decode_script
 from .message import SieveMessage
 from .parser import parse
+from .settings import DEFAULT_SETTINGS, SieveSettings
 from .vacation import VacationState, decide
 
 #: Pigeonhole's default ``sieve_max_script_size`` (1 MiB).
@@ -46,6 +50,9 @@ class Outcome:
     errors: tuple[str, ...] = ()
     #: Why no vacation reply is sent although the script asked for one (for the log), else None.
     vacation_skipped: str | None = None
+    #: IDs the ``duplicate`` tests saw: the caller records them (``VacationState.record_duplicates``)
+    #: once the copies are committed.
+    duplicates: tuple[Seen, ...] = ()
 
     @property
     def vacation(self) -> Vacation | None:
@@ -59,18 +66,28 @@ def compile_text(text: str, name: str) -> Script:
     return lower(compile_commands(parse(text, name), name))
 
 
-_cache: dict[Path, tuple[tuple[int, int, int, int], Script]] = {}
+_cache: dict[Path, tuple[tuple[int, int, int, int], Script | SieveError]] = {}
 _cache_lock = threading.Lock()
 
 
-def compile_file(path: Path, *, opener: Callable[[Path], int] | None = None) -> Script:
+def compile_file(path: Path, global_dir: Path | None = None, *, opener: Callable[[Path], int] | None = None) -> Script:
+    """:func:`compile_cached`, then the scripts it includes (RFC 6609), looked up and compiled on every
+    call: ``:personal`` ones beside it, ``:global`` ones in ``global_dir``."""
+    script = compile_cached(path, opener=opener)
+    if "include" in script.extensions:  # the common script pays no path resolution
+        link(script, path.parent, global_dir, (path.resolve(),))
+    return script
+
+
+def compile_cached(path: Path, *, opener: Callable[[Path], int] | None = None) -> Script:
     """Compile a script file, reusing the result until the file (inode, mtime or size) changes.
 
     ``opener`` returns a read descriptor for ``path`` (the caller's checks, e.g. a user's home); by
     default the file is opened with ``O_NONBLOCK``, so a FIFO cannot hang the caller. Only a regular
     file of at most ``MAX_SCRIPT_SIZE`` bytes is read, and never more than that many bytes, whatever it
-    claims (``/dev/zero`` has size 0). A file that fails to compile is not cached, so every delivery
-    reports the error until it is fixed.
+    claims (``/dev/zero`` has size 0). A file that fails to compile raises its error on every delivery
+    until it is fixed; the error is cached like a script, so that a broken 1 MiB script is not parsed
+    again for every message.
     """
     name = str(path)
     fd = opener(path) if opener is not None else os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
@@ -84,7 +101,7 @@ def compile_file(path: Path, *, opener: Callable[[Path], int] | None = None) -> 
         with _cache_lock:
             cached = _cache.get(path)
         if cached is not None and cached[0] == key:
-            return cached[1]
+            return _result(cached[1])
         if info.st_size > MAX_SCRIPT_SIZE:
             raise SieveError(name, 1, f"script larger than {MAX_SCRIPT_SIZE} bytes")
         data = _read_at_most(fd, MAX_SCRIPT_SIZE + 1)
@@ -92,10 +109,21 @@ def compile_file(path: Path, *, opener: Callable[[Path], int] | None = None) -> 
         os.close(fd)
     if len(data) > MAX_SCRIPT_SIZE:
         raise SieveError(name, 1, f"script larger than {MAX_SCRIPT_SIZE} bytes")
-    script = compile_text(decode_script(data, name), name)
+    result: Script | SieveError
+    try:
+        result = compile_text(decode_script(data, name), name)
+    except SieveError as error:
+        result = error
     with _cache_lock:
-        _cache[path] = (key, script)
-    return script
+        _cache[path] = (key, result)
+    return _result(result)
+
+
+def _result(cached: Script | SieveError) -> Script:
+    """The script, or a fresh copy of its error (raising one object again would grow its traceback)."""
+    if isinstance(cached, SieveError):
+        raise SieveError(cached.file, cached.line, cached.message)
+    return cached
 
 
 def _read_at_most(fd: int, limit: int) -> bytes:
@@ -117,6 +145,8 @@ def run(
     delimiter: str = "+",
     vacation_state: VacationState | None = None,
     now: float | None = None,
+    work_limit: int = DEFAULT_WORK_LIMIT,
+    settings: SieveSettings = DEFAULT_SETTINGS,
 ) -> Outcome:
     """Run ``scripts`` (sieve_before…, the user's, sieve_after…) for one recipient.
 
@@ -125,12 +155,25 @@ def run(
     ``reject`` or ``discard`` in a before script means the user's script does not run.
 
     ``delimiter`` lists the subaddress separator characters (Dovecot's ``recipient_delimiter``).
-    ``vacation_state`` is only read here; the caller records a sent reply with
-    ``vacation_state.record(outcome.vacation)``.
+    ``settings`` are the site's (spamtest, environment, global scripts); ``now`` is the clock of
+    ``currentdate`` and of the vacation record. ``vacation_state`` is only read here; the caller records a
+    sent reply with ``vacation_state.record(outcome.vacation)``. ``work_limit`` bounds the work of all the
+    scripts together (:mod:`mda.sieve.budget`); spending it is a runtime error.
     """
     result = ResultBuilder()
-    msg = SieveMessage(message)
-    ctx = Context(msg, envelope.sender, envelope.recipient, envelope.original_recipient, delimiter, result)
+    msg = SieveMessage(message, Meter(work_limit))
+    ctx = Context(
+        msg,
+        envelope.sender,
+        envelope.recipient,
+        envelope.original_recipient,
+        delimiter,
+        result,
+        msg.meter,
+        now,
+        settings,
+        vacation_state,
+    )
     try:
         flags = execute(scripts, ctx)
     except SieveRuntimeError as exc:
@@ -139,17 +182,20 @@ def run(
     actions = result.final(flags)
     skipped: str | None = None
     if result.vacation is not None:
-        reply, why = decide(
-            result.vacation,
-            msg,
-            envelope.sender,
-            envelope.recipient,
-            envelope.original_recipient,
-            vacation_state,
-            time.time() if now is None else now,
-        )
+        try:
+            reply, why = decide(
+                result.vacation,
+                msg,
+                envelope.sender,
+                envelope.recipient,
+                envelope.original_recipient,
+                vacation_state,
+                time.time() if now is None else now,
+            )
+        except WorkLimitExceeded as exceeded:  # the address fields it checks are too costly to parse
+            reply, why = None, str(exceeded)
         if reply is not None:
             actions.append(reply)
         else:
             skipped = why
-    return Outcome(tuple(actions), (), skipped)
+    return Outcome(tuple(actions), (), skipped, tuple(ctx.duplicates))

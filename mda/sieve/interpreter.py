@@ -7,18 +7,32 @@ result between ``sieve_before`` scripts, the user's script and ``sieve_after`` s
 
 from __future__ import annotations
 
-import contextlib
+import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from email.message import Message as MimePart
+from pathlib import Path
 from typing import Any
 
+from . import ext_mime
 from .actions import FileInto, Keep, PendingVacation, Reject, ResultBuilder
+from .budget import Meter, WorkLimitExceeded
 from .compiler import Command, If, Node, Script, Test
 from .errors import SieveRuntimeError
+from .ext_date import test_currentdate, test_date
+from .ext_duplicate import Seen, test_duplicate
+from .ext_enotify import do_notify, test_notify_method_capability, test_valid_notify_method
+from .ext_environment import test_environment
+from .ext_include import IncludeState, Return, attach, do_global, do_include, do_return
+from .ext_index import select
+from .ext_match import is_extended, prepare, prepare_cached
+from .ext_regex import RegexError
+from .ext_spamtest import test_spamtest
 from .match import Keys, keys_for
-from .message import Address, SieveMessage, split_address
+from .message import Address, SieveMessage, parse_address_list, split_address
+from .settings import DEFAULT_SETTINGS, SieveSettings
 from .strings import Ref, Value
-from .vacation import DEFAULT_DAYS
+from .vacation import DEFAULT_DAYS, VacationState
 
 #: Pigeonhole's ``sieve_variables_max_variable_size``: longer values are cut (RFC 5229 §6 allows it).
 MAX_VARIABLE_SIZE = 4096
@@ -44,9 +58,30 @@ class Context:
     original_recipient: str | None
     delimiters: str
     result: ResultBuilder
+    meter: Meter
+    """The work units every script of this delivery spends together (:mod:`mda.sieve.budget`)."""
+    #: The clock of ``currentdate`` (seconds since the epoch); None reads the system clock.
+    now: float | None = None
+    settings: SieveSettings = DEFAULT_SETTINGS
+    #: The record of vacation replies and duplicate IDs (only read while scripts run).
+    state: VacationState | None = None
+    #: IDs the ``duplicate`` tests saw, recorded by the caller once the delivery is committed.
+    duplicates: list[Seen] = field(default_factory=list)
+
+    def now_or_clock(self) -> float:
+        return time.time() if self.now is None else self.now
 
 
 class _Run:
+    # include (RFC 6609), set by ext_include for scripts that use it (class defaults keep the common
+    # run free of the cost): the state shared along the chain, the nesting depth, where :personal
+    # scripts are (None: beside the top-level script).
+    include: IncludeState | None = None
+    depth = 0
+    personal_dir: Path | None = None
+    #: The MIME part a foreverypart loop is at (RFC 5703); None outside loops.
+    mime_part: MimePart | None = None
+
     def __init__(self, script: Script, ctx: Context) -> None:
         self.script = script
         self.ctx = ctx
@@ -54,19 +89,33 @@ class _Run:
         self.match_vars: list[str] = []
         self.flags: list[str] = []  # the imap4flags internal variable (RFC 5232 §3)
         self.plain = "variables" not in script.extensions
+        if "include" in script.extensions:
+            attach(self)
 
     def error(self, line: int, message: str) -> SieveRuntimeError:
         return SieveRuntimeError(self.script.name, line, message)
 
     # -- running -------------------------------------------------------------------------------
     def run(self) -> None:
-        with contextlib.suppress(_Stop):
-            for step in self.script.program:
+        program = self.script.program
+        step = None
+        try:
+            for step in program:
                 step(self)
+        except (_Stop, Return):
+            pass
+        except WorkLimitExceeded as exceeded:
+            # The line of the top-level command that was running: found only now, so that the loop
+            # above costs nothing more per command.
+            line = self.script.body[program.index(step)].line if step is not None else 0
+            raise self.error(line, str(exceeded)) from None
 
     # -- strings -------------------------------------------------------------------------------
     def expand(self, value: Value, line: int) -> str:
-        """Substitute variables (RFC 5229 §3); unknown names expand to the empty string."""
+        """Substitute variables (RFC 5229 §3); unknown names expand to the empty string.
+
+        Each expansion is charged to the run's work limit: a 1 MiB script of ``${a}`` references to
+        4 KiB values builds a gigabyte of strings."""
         if isinstance(value, str):
             return value
         out: list[str] = []
@@ -83,6 +132,7 @@ class _Run:
             if size > MAX_EXPANDED:
                 raise self.error(line, f"string longer than {MAX_EXPANDED} characters after expansion")
             out.append(text)
+        self.ctx.meter.spend(size)  # building the string: one unit per character
         return "".join(out)
 
     def expand_all(self, values: tuple[Value, ...], line: int) -> tuple[str, ...]:
@@ -95,6 +145,8 @@ class _Run:
     # -- matching ------------------------------------------------------------------------------
     def matches(self, test: Test, values: Iterable[str], keys: tuple[str, ...]) -> bool:
         """True if any value matches any key; a ``:matches`` hit sets the match variables (RFC 5229 §3.2)."""
+        if is_extended(test.match_type, test.comparator):
+            return self.matches_extended(test, values, keys)
         # A script's own constant keys are prepared once (keys_for caches them); keys built from
         # variables hold message text and are prepared for this comparison only, never cached.
         prepared = (
@@ -102,22 +154,49 @@ class _Run:
             if self.plain
             else Keys(keys, test.match_type, test.comparator)
         )
-        groups = prepared.first(values)
+        groups = prepared.first(values, self.ctx.meter)
         if groups is None:
             return False
         if test.match_type == "matches" and not self.plain:
             self.match_vars = [g[:MAX_VARIABLE_SIZE] for g in groups]
         return True
 
+    def matches_extended(self, test: Test, values: Iterable[str], keys: tuple[str, ...]) -> bool:
+        """:func:`matches` for the match types and comparators of :mod:`mda.sieve.ext_match`."""
+        try:
+            prepared = (
+                prepare_cached(keys, test.match_type, test.relation, test.comparator)
+                if self.plain
+                else prepare(keys, test.match_type, test.relation, test.comparator)
+            )
+        except RegexError as exc:  # a key built from variables
+            raise self.error(test.line, str(exc)) from None
+        groups = prepared.first(values, self.ctx.meter)
+        if groups is None:
+            return False
+        if test.match_type == "regex" and not self.plain:
+            self.match_vars = [g[:MAX_VARIABLE_SIZE] for g in groups]
+        return True
+
     # -- what header, address and envelope tests compare ------------------------------------------
     # The names are lower case: the compiler's constants are lowered once, expanded ones by test_compared.
     def header_values(self, test: Test, names: Iterable[str]) -> list[str]:
+        if "mime" in test.tags:
+            return ext_mime.header_values(self, test, list(names))
         message = self.ctx.message
+        if "index" in test.tags:
+            return [value for name in names for value in select(message.header_values(name), test.tags)]
         return [value for name in names for value in message.header_values(name)]
 
     def address_values(self, test: Test, names: Iterable[str]) -> list[str]:
+        if "mime" in test.tags:
+            return ext_mime.address_values(self, test, list(names))
         message = self.ctx.message
-        addresses = [address for name in names for address in message.addresses(name)]
+        if "index" in test.tags:  # the addresses of the one field occurrence :index names
+            fields = [f for name in names for f in select(message.headers.get(name, []), test.tags)]
+            addresses = parse_address_list(fields) if fields else []
+        else:
+            addresses = [address for name in names for address in message.addresses(name)]
         return [value for address in addresses if (value := self.address_part(test, address)) is not None]
 
     def envelope_values(self, test: Test, names: Iterable[str]) -> list[str]:
@@ -153,6 +232,8 @@ class _Run:
 
     # -- tests ---------------------------------------------------------------------------------
     def test_exists(self, test: Test) -> bool:
+        if "mime" in test.tags:
+            return ext_mime.exists(self, test, [n.lower() for n in self.expand_all(test.args[0], test.line)])
         headers = self.ctx.message.headers
         return all(name.lower() in headers for name in self.expand_all(test.args[0], test.line))
 
@@ -165,8 +246,11 @@ class _Run:
         """``header``, ``address`` and ``envelope``: the named fields' values against the keys."""
         names = [name.lower() for name in self.expand_all(test.args[0], test.line)]
         values = _VALUES[test.name](self, test, names)
-        # Most rules of a filter test a field this message does not have: no values, nothing to match.
-        return bool(values) and self.matches(test, values, self.expand_all(test.args[1], test.line))
+        # Most rules of a filter test a field this message does not have: no values, nothing to match
+        # (except for ``:count``, RFC 5231 §4.1: no values are a count of 0).
+        return (bool(values) or test.match_type == "count") and self.matches(
+            test, values, self.expand_all(test.args[1], test.line)
+        )
 
     def test_hasflag(self, test: Test) -> bool:
         keys = tuple(f for k in self.expand_all(test.args[-1], test.line) for f in k.split())
@@ -177,7 +261,10 @@ class _Run:
         return self.matches(test, flags, keys)
 
     def test_string(self, test: Test) -> bool:
-        return self.matches(test, self.expand_all(test.args[0], test.line), self.expand_all(test.args[1], test.line))
+        values = self.expand_all(test.args[0], test.line)
+        if test.match_type == "count":  # RFC 5229 §5: an empty string counts 0
+            values = tuple(v for v in values if v)
+        return self.matches(test, values, self.expand_all(test.args[1], test.line))
 
     def test_body(self, test: Test) -> bool:
         transform = test.tags.get("transform", "text")
@@ -186,7 +273,9 @@ class _Run:
             transform, content_types = transform
             types = tuple(self.expand_all(content_types, test.line))
         return self.matches(
-            test, self.ctx.message.body_parts(transform, types), self.expand_all(test.args[0], test.line)
+            test,
+            self.ctx.message.body_parts(transform, types),
+            self.expand_all(test.args[0], test.line),
         )
 
     # -- commands ------------------------------------------------------------------------------
@@ -246,10 +335,14 @@ class _Run:
             addresses=tuple(self.expand_all(tags.get("addresses", ()), cmd.line)),
             mime=mime,
             handle=handle,
-            days=int(tags.get("days", DEFAULT_DAYS)),
+            seconds=_period(tags.get("days")),
             line=cmd.line,
         )
         self.ctx.result.add_vacation(pending, self.script.name, cmd.line)
+
+    def do_error(self, cmd: Command) -> None:
+        """RFC 5463 §5: the script fails with the given message (the message is kept)."""
+        raise self.error(cmd.line, f"error command: {self.expand(cmd.args[0], cmd.line)}")
 
     def do_set(self, cmd: Command) -> None:
         name = str(cmd.args[0]).lower()
@@ -291,6 +384,13 @@ _COMMANDS: dict[str, Callable[[_Run, Command], None]] = {
     "setflag": _Run.do_flags,
     "addflag": _Run.do_flags,
     "removeflag": _Run.do_flags,
+    "error": _Run.do_error,
+    "include": do_include,
+    "return": do_return,
+    "global": do_global,
+    "notify": do_notify,
+    "break": ext_mime.do_break,
+    "extracttext": ext_mime.do_extracttext,
 }
 """Each command's method (the compiler admits no other name)."""
 
@@ -310,6 +410,14 @@ _TESTS: dict[str, Callable[[_Run, Test], bool]] = {
     "hasflag": _Run.test_hasflag,
     "string": _Run.test_string,
     "body": _Run.test_body,
+    "date": test_date,
+    "currentdate": test_currentdate,
+    "environment": test_environment,
+    "spamtest": test_spamtest,
+    "virustest": test_spamtest,
+    "duplicate": test_duplicate,
+    "valid_notify_method": test_valid_notify_method,
+    "notify_method_capability": test_notify_method_capability,
 }
 """The tests that read the message or the envelope; ``true``, ``false``, ``not``, ``allof`` and ``anyof``
 are closures of their own (``_check``)."""
@@ -351,13 +459,15 @@ def _step(node: Node, plain: bool) -> Step:
                     return
 
         return run_if
+    if node.name == "foreverypart":
+        return ext_mime.loop(node, _block(node.tags["block"], plain))
     command = _COMMANDS[node.name]
     return lambda run: command(run, node)
 
 
 def _check(test: Test, plain: bool) -> Check:
-    if test.name in ("true", "false"):
-        result = test.name == "true"
+    if test.name in ("true", "false", "ihave"):
+        result = test.name == "true" or bool(test.tags.get("known"))
         return lambda run: result
     if test.name in ("not", "allof", "anyof"):
         subs = tuple(_check(sub, plain) for sub in test.tests)
@@ -366,7 +476,13 @@ def _check(test: Test, plain: bool) -> Check:
         if test.name == "allof":
             return lambda run: all(check(run) for check in subs)
         return lambda run: any(check(run) for check in subs)
-    if plain and test.name in _VALUES:
+    if (
+        plain
+        and test.name in _VALUES
+        and not is_extended(test.match_type, test.comparator)
+        and "index" not in test.tags
+        and "mime" not in test.tags
+    ):
         return _constant_check(test)
     general = _TESTS[test.name]
     return lambda run: general(run, test)
@@ -389,16 +505,24 @@ def _constant_check(test: Test) -> Check:
                 values = run.ctx.message.header_values(name)
             else:
                 values = [address[index] for address in run.ctx.message.addresses(name)]
-            return bool(values) and first(values) is not None
+            return bool(values) and first(values, run.ctx.meter) is not None
 
         return check_field
     values_of = _VALUES[test.name]
 
     def check(run: _Run) -> bool:
         values = values_of(run, test, names)
-        return bool(values) and first(values) is not None
+        return bool(values) and first(values, run.ctx.meter) is not None
 
     return check
+
+
+def _period(days: tuple[str, int] | None) -> int:
+    """Seconds between replies: ``:days`` (RFC 5230 §4.1, default 7) or ``:seconds`` (RFC 6131)."""
+    if days is None:
+        return DEFAULT_DAYS * 86400
+    tag, value = days
+    return int(value) * (86400 if tag == "days" else 1)
 
 
 def _add_flags(current: list[str], given: Iterable[str]) -> list[str]:
@@ -436,12 +560,14 @@ def execute(scripts: Iterable[Script], ctx: Context) -> tuple[str, ...]:
 
     As in Pigeonhole's multiscript execution, the next script only runs while the message is still
     kept (implicitly or by an explicit ``keep``) after the previous one; ``stop`` ends only its own
-    script.
+    script. The imap4flags internal variable carries over from one script to the next, as in Pigeonhole
+    (a ``sieve_before`` script's ``addflag "$Junk"`` is seen by the user's ``hasflag``).
     """
     flags: tuple[str, ...] = ()
     for script in scripts:
         ctx.result.begin_script()
         run = _Run(script, ctx)
+        run.flags = list(flags)
         run.run()
         flags = tuple(run.flags)
         if not ctx.result.still_kept():

@@ -118,6 +118,7 @@ def tokenize(text: str, name: str) -> list[Token]:
 
 _QUOTED_BODY = re.compile(r'(?:[^"\\]|\\.)*"', re.DOTALL)
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+_BARE_LF = re.compile(r"(?<!\r)\n")
 
 
 def _quoted(text: str, pos: int, name: str, line: int) -> tuple[str, int]:
@@ -128,7 +129,10 @@ def _quoted(text: str, pos: int, name: str, line: int) -> tuple[str, int]:
         raise SieveError(name, line, "unterminated string")
     if m.end() - pos > MAX_STRING:
         raise SieveError(name, line, f"string longer than {MAX_STRING} characters")
-    return _ESCAPE.sub(r"\1", m.group()[:-1]), m.end()
+    value = _ESCAPE.sub(r"\1", m.group()[:-1])
+    if "\n" in value:  # a line break inside a quoted string is CRLF, as in Pigeonhole (and text: strings)
+        value = _BARE_LF.sub("\r\n", value)
+    return value, m.end()
 
 
 def _multiline(text: str, pos: int, name: str, line: int) -> tuple[str, int]:

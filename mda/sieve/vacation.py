@@ -11,12 +11,14 @@ from __future__ import annotations
 import email.utils
 import re
 import time
+from collections.abc import Sequence
 from email.header import Header
 from pathlib import Path
 
 from mda.statestore import Database, SqliteFile, StateError
 
 from .actions import PendingVacation, Vacation
+from .ext_duplicate import Seen
 from .message import SieveMessage, split_address
 
 #: Pigeonhole's defaults ``sieve_vacation_min_period = 1d`` and ``sieve_vacation_max_period = 60d``.
@@ -38,14 +40,16 @@ _CRLF_OR_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 class VacationState:
-    """Which senders were answered, per ``(recipient, sender, handle)``: a table in the ``state:`` store
-    (a SQLite file in ``state_dir``, or PostgreSQL shared by several instances).
+    """Which senders were answered, per ``(recipient, sender, handle)``, and which IDs the ``duplicate``
+    extension (RFC 7352) saw, per recipient: tables in the ``state:`` store (a SQLite file in
+    ``state_dir``, or PostgreSQL shared by several instances).
 
     ``replied_recently`` only reads. The sender of a reply first :meth:`claims <claim>` it, atomically, so
     that of several deliveries (on several instances) only one sends it; it :meth:`releases <release>`
     the claim when the reply could not be sent, so that a failed reply does not suppress the next one.
     A store that fails means no reply (never two): ``replied_recently`` then answers True and the reason
-    is kept in ``failures`` for the caller's log.
+    is kept in ``failures`` for the caller's log; ``duplicate_seen`` answers False (the message is
+    handled as new, never dropped).
     """
 
     def __init__(self, store: Path | Database, *, read_only: bool = False) -> None:
@@ -62,6 +66,25 @@ class VacationState:
             self.failures.append(str(error))
             return True
         return bool(rows) and rows[0][0] > now
+
+    def duplicate_seen(self, recipient: str, key: str, now: float) -> bool:
+        try:
+            self.db.prepare(SCHEMA)
+            _, rows = self.db.run(_DUPLICATE_READ, {"recipient": recipient.lower(), "key_hash": key})
+        except StateError as error:
+            self.failures.append(str(error))
+            return False
+        return bool(rows) and rows[0][0] > now
+
+    def record_duplicates(self, recipient: str, seen: Sequence[Seen], now: float | None = None) -> None:
+        """Remember the IDs a delivery's ``duplicate`` tests saw; an ID already recorded keeps its expiry
+        unless the test had ``:last``. Expired entries are pruned on the way. Raises StateError."""
+        when = time.time() if now is None else now
+        self.db.prepare(SCHEMA)
+        self.db.run("DELETE FROM mda_sieve_duplicates WHERE expires <= :now", {"now": when})
+        for item in seen:
+            statement = _DUPLICATE_REFRESH if item.refresh else _DUPLICATE_KEEP
+            self.db.run(statement, {"recipient": recipient.lower(), "key_hash": item.key, "expires": item.expires})
 
     def claim(self, reply: Vacation, now: float | None = None) -> float | None:
         """Record ``reply`` as sent unless another delivery did within its period; returns the record's
@@ -89,7 +112,16 @@ class VacationState:
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS mda_vacation (recipient TEXT NOT NULL, sender TEXT NOT NULL,"
     " handle TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL, PRIMARY KEY (recipient, sender, handle))",
+    "CREATE TABLE IF NOT EXISTS mda_sieve_duplicates (recipient TEXT NOT NULL, key_hash TEXT NOT NULL,"
+    " expires DOUBLE PRECISION NOT NULL, PRIMARY KEY (recipient, key_hash))",
 )
+_DUPLICATE_READ = "SELECT expires FROM mda_sieve_duplicates WHERE recipient = :recipient AND key_hash = :key_hash"
+_DUPLICATE_INSERT = (
+    "INSERT INTO mda_sieve_duplicates (recipient, key_hash, expires) VALUES (:recipient, :key_hash, :expires)"
+    " ON CONFLICT (recipient, key_hash) DO "
+)
+_DUPLICATE_REFRESH = _DUPLICATE_INSERT + "UPDATE SET expires = excluded.expires"
+_DUPLICATE_KEEP = _DUPLICATE_INSERT + "NOTHING"
 _READ = "SELECT expires FROM mda_vacation WHERE recipient = :recipient AND sender = :sender AND handle = :handle"
 _CLAIM = (
     "INSERT INTO mda_vacation (recipient, sender, handle, expires) VALUES (:recipient, :sender, :handle, :expires)"
@@ -154,7 +186,7 @@ def decide(
     why, found = skip_reason(pending, message, sender, recipients)
     if why is not None:
         return None, why
-    period = min(max(pending.days * 86400, MIN_PERIOD), MAX_PERIOD)
+    period = min(max(pending.seconds, MIN_PERIOD), MAX_PERIOD)
     if state is not None and state.replied_recently(recipient, sender, pending.handle, now):
         return None, "already answered in this period (RFC 5230 §4.2)"
     subjects = message.header_values("subject")

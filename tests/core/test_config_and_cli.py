@@ -66,6 +66,16 @@ def test_check_config_accepts_the_issue_example(tmp_path):
             3,
             "storage.path",
         ),
+        (
+            "listeners: [{protocol: smtp, bind: '127.0.0.1:0', limits: {hard_error_limit: -1}}]\ndomains: [a.test]\n",
+            1,
+            "listeners[0].limits.hard_error_limit",
+        ),
+        (
+            "listeners: [{protocol: lmtp, bind: '127.0.0.1:0'}]\ndomains: [a.test]\nlimits: {max_header_size: 100}\n",
+            3,
+            "limits.max_header_size",
+        ),
         ("listeners: [{protocol: lmtp, bind: '127.0.0.1:0'}]\ndomains: [a.test]\nmax_hops: 1\nmax_hops: 2\n", 4, ""),
         ("listeners: [\n", 2, ""),
     ],

@@ -148,7 +148,13 @@ def full_config(tmp_path: Path, tls: tuple[Path, Path]) -> dict[str, Any]:
                 "bind": "[::1]:0",
                 "tls": {"cert": str(tls[0]), "key": str(tls[1]), "mode": "implicit"},
                 "auth": {"required": True, "users_file": "credentials"},
-                "limits": {"max_message_size": "1M", "command_timeout": "90s"},
+                "limits": {
+                    "max_message_size": "1M",
+                    "command_timeout": "90s",
+                    "max_header_size": "50K",
+                    "hard_error_limit": 5,
+                    "junk_command_limit": 0,
+                },
             },
         ],
         domains={
@@ -230,6 +236,9 @@ def test_print_output_is_a_configuration_that_prints_the_same(
         assert document["users_file"] == str(tmp_path / "users.yaml")
         assert "dave@example.test" not in document["users"]
         assert document["domains"]["other.test"]["owner"] == "nobody"
+        smtp_limits = document["listeners"][2]["limits"]
+        assert (smtp_limits["max_header_size"], smtp_limits["hard_error_limit"]) == (50 * 1024, 5)
+        assert smtp_limits["junk_command_limit"] == 0 and "hard_error_limit" not in document["limits"]
     if which == "state":
         assert document["state"]["password_file"] == str(tmp_path / "pg.pass")
         assert document["state"]["pool_size"] == 2

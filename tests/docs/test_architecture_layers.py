@@ -23,11 +23,13 @@ LEAVES = {
     "spool",
     "trace",
     "units",
-    "yamlsource",
     "userdb.settings",
     "statestore.settings",
+    "yamlsource",
 }
-"""Modules (besides ``mda.storage``) that import only other leaves and storage's own modules."""
+"""Modules (besides ``mda.storage``) that import only other leaves and storage's own modules.
+``userdb.settings`` and ``statestore.settings`` are the configuration schemas of ``userdb:`` and ``state:``,
+read by ``config``: part of that layer."""
 
 
 def _module_name(path: Path) -> str:

@@ -21,8 +21,8 @@ import yaml
 from tests.conftest import basic_config
 from tests.mdaproc import RunningServer, start_server
 from tests.ops.helpers import deliver, stored_files
-from tests.waiting import wait_for
 from tests.ops.test_workers import _worker_pids
+from tests.waiting import wait_for
 
 SERVICE_USER = "vmail"
 

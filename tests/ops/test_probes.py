@@ -14,8 +14,8 @@ from mda.probes import REQUEST_TIMEOUT, STALE_AFTER, is_alive
 from tests.conftest import basic_config
 from tests.mdaproc import RunningServer
 from tests.ops.helpers import fetch, metrics_url, scrape, value
-from tests.waiting import wait_for
 from tests.ops.test_workers import _worker_pids
+from tests.waiting import wait_for
 
 HALF_SENT = 600
 

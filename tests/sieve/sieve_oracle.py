@@ -1,5 +1,7 @@
 """Pigeonhole's ``sieve-test`` as an oracle, and the shared action vocabulary both sides are put in.
 
+A script either side refuses to compile is the answer ``["compile-error"]``.
+
 ``sieve-test`` refuses to run mail processes as root, so it runs as an unprivileged system user in a
 temporary directory that user owns (it writes a compiled ``.svbin`` beside the script).
 """
@@ -10,16 +12,20 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mda.sieve import Discard, FileInto, Keep, Outcome, Redirect, Reject, SieveEnvelope, Vacation
+from mda.sieve import Discard, FileInto, Keep, Notify, Outcome, Redirect, Reject, SieveEnvelope, Vacation
 
 ORACLE_USER = "mdatest"
+#: The local time zone of both sides (RFC 5260 date tests without ``:zone`` use it).
+ORACLE_TZ = "UTC"
 # Every run of sieve-test that got as far as running the script prints one of these (the dry-run action
 # list, the executed result). Output without either is a failure of the oracle itself.
-RESULT_MARKERS = ("Performed actions:", "final result:")
+RESULT_MARKERS = ("Performed actions:", "final result:", "failed to compile sieve script")
+#: What both sides answer for a script they refuse to compile (an unknown or misused extension).
+COMPILE_ERROR = "compile-error"
 
 
 def normalise_outcome(outcome: Outcome) -> list[str]:
@@ -40,6 +46,10 @@ def normalise_outcome(outcome: Outcome) -> list[str]:
                 out.append("discard")
             case Vacation():
                 out.append("vacation")
+            case Notify(recipients=recipients, importance=importance):
+                out.append(f"notify importance={importance}" + "".join(f" {r.lower()}" for r in recipients))
+    # duplicate (RFC 7352): Pigeonhole lists the IDs to track among the actions.
+    out.extend("track duplicate" + (" :last" if seen.refresh else "") for seen in outcome.duplicates)
     if outcome.errors:
         out.append("error")
     return sorted(out)
@@ -88,10 +98,18 @@ def normalise_pigeonhole(printed: str) -> tuple[list[str], list[str], bool]:
                     actions.append("reject " + item.removeprefix("reject message with reason: "))
                 elif item == "discard":
                     actions.append("discard")
+                elif item.startswith("send notification with method"):
+                    actions.append("notify")
+                elif item.startswith(("track duplicate", "track last duplicate")):
+                    actions.append("track duplicate" + (" :last" if item.startswith("track last") else ""))
                 elif item.startswith("send vacation message"):
                     vacation = True
                 else:
                     actions.append(f"unknown {item}")
+            elif text.startswith("=> importance") and actions and actions[-1].startswith("notify"):
+                actions[-1] += " importance=" + text.partition(":")[2].strip()
+            elif text.startswith(("+ To: ", "+ Cc: ")) and actions and actions[-1].startswith("notify"):
+                actions[-1] += " " + text[2:].partition(":")[2].strip().lower()
             elif text.startswith("+ add IMAP flags: ") and actions:
                 flags = text.removeprefix("+ add IMAP flags: ").lower().split()
                 actions[-1] += " flags=" + " ".join(sorted(flags))
@@ -132,7 +150,7 @@ class Pigeonhole:
         for path in self.workdir.rglob("*"):
             os.chown(path, self.uid, self.gid)
         proc = subprocess.run(
-            ["runuser", "-u", ORACLE_USER, "--", "env", f"HOME={home}", self.sieve_test, *args],
+            ["runuser", "-u", ORACLE_USER, "--", "env", f"HOME={home}", f"TZ={ORACLE_TZ}", self.sieve_test, *args],
             capture_output=True,
             text=True,
             timeout=60,
@@ -146,8 +164,17 @@ class Pigeonhole:
             raise AssertionError(f"sieve-test gave no result (exit {proc.returncode}): {args}\n{printed}")
         return printed
 
-    def actions(self, scripts: Sequence[Path], message: Path, envelope: SieveEnvelope) -> list[str]:
-        """The normalised actions Pigeonhole takes for ``scripts`` (before scripts first, user's last)."""
+    def actions(
+        self,
+        scripts: Sequence[Path],
+        message: Path,
+        envelope: SieveEnvelope,
+        options: Mapping[str, str] | None = None,
+        includes: Path | None = None,
+    ) -> list[str]:
+        """The normalised actions Pigeonhole takes for ``scripts`` (before scripts first, user's last);
+        ``options`` are Pigeonhole settings (``sieve_spamtest_status_header``…) given with ``-o``;
+        ``includes`` holds ``personal/`` and ``global/`` scripts for ``include`` (RFC 6609)."""
         copies = []
         for i, script in enumerate(scripts):
             copy = self.workdir / f"s{i}_{script.name}"
@@ -166,11 +193,23 @@ class Pigeonhole:
             "-a",
             envelope.original_recipient or envelope.recipient,
         ]
+        # Extensions Pigeonhole ships disabled; mda offers them.
+        # Sieve settings are plugin settings for sieve-test's -o.
+        common += ["-o", "plugin/sieve_extensions=+vacation-seconds +spamtest +spamtestplus +virustest"]
+        for key, value in (options or {}).items():
+            common += ["-o", f"plugin/{key}={value}"]
+        if includes is not None and "include" in scripts[-1].read_text():
+            for kind in ("personal", "global"):
+                shutil.copytree(includes / kind, self.workdir / kind, dirs_exist_ok=True)
+            common += ["-o", f"plugin/sieve=file:{self.workdir / 'personal'}"]
+            common += ["-o", f"plugin/sieve_global={self.workdir / 'global'}"]
         for before in copies[:-1]:
             # sieve-test 0.5.19 prepends the working directory to an absolute -s path: pass it relative.
             common += ["-s", before.name]
         home = self.workdir / "home"
         printed = self._run([*common, str(copies[-1]), str(eml)], home)
+        if "failed to compile sieve script" in printed:
+            return [COMPILE_ERROR]
         if "Fatal" in printed and "final result" not in printed:
             raise AssertionError(f"sieve-test failed:\n{printed}")
         actions, folders, vacation = normalise_pigeonhole(printed)

@@ -1,0 +1,2 @@
+require ["ihave","fileinto"];
+if anyof (ihave "x-frobnicate", true) { fileinto "any"; }

@@ -1,0 +1,3 @@
+require ["fileinto", "include"];
+if not header :contains "subject" "[list]" { return; }
+fileinto "Lists";

@@ -1,0 +1,2 @@
+require ["include","imap4flags"];
+include "flagger";

@@ -1,0 +1,3 @@
+require ["include","fileinto","variables"];
+include "setwho";
+fileinto "ns-${global.who}";

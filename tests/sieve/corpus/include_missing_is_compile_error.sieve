@@ -1,0 +1,2 @@
+require ["include","fileinto"];
+include "does_not_exist";

@@ -1,0 +1,2 @@
+require ["mime"];
+if header :anychild "subject" "x" { stop; }

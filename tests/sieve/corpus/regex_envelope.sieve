@@ -1,0 +1,2 @@
+require ["fileinto","regex","envelope"];
+if envelope :regex :all "to" "^alice@.*\\.test$" { fileinto "env"; }

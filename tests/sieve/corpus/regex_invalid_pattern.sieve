@@ -1,0 +1,2 @@
+require ["fileinto","regex"];
+if header :regex "subject" "Cheap(" { fileinto "x"; }

@@ -1,0 +1,2 @@
+require ["fileinto"];
+if header :regex "subject" "Cheap" { fileinto "x"; }

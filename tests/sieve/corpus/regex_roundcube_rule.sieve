@@ -1,0 +1,7 @@
+require ["fileinto","regex"];
+# rule:[regex from]
+if header :regex "from" "bob@example\\.(org|com)"
+{
+	fileinto "Bob";
+	stop;
+}

@@ -1,0 +1,2 @@
+require ["fileinto","regex","variables"];
+if header :regex "subject" "^Re: \\[([a-z]+)\\] (.*)$" { fileinto "lists.${1}"; }

@@ -1,0 +1,2 @@
+require ["spamtest","fileinto"];
+if spamtest :percent "50" { fileinto "x"; }
