@@ -162,10 +162,10 @@ def suppress_duplicates(work: Work, *, lmtp: bool) -> Work:
         msgid = message_id(spool.header_section()) if config.duplicate_window > 0 else None
         if msgid is None:
             return work(config, txn, spool, data)
-        log = DuplicateLog(open_database(config.state, state_dir(config), DB_NAME), config.duplicate_window)
         status: dict[str, str] = {}
         claimed: list[str] = []
         try:
+            log = DuplicateLog(open_database(config.state, state_dir(config), DB_NAME), config.duplicate_window)
             for resolution in txn.recipients:
                 if resolution.key not in status:
                     status[resolution.key] = log.claim(msgid, resolution.key)
@@ -173,7 +173,8 @@ def suppress_duplicates(work: Work, *, lmtp: bool) -> Work:
                         claimed.append(resolution.key)
         except StateError as error:  # deliver without suppression: at worst a duplicate, never a loss
             _log_failure(txn, "claim", error)
-            _release(log, txn, msgid, claimed)
+            if claimed:
+                _release(log, txn, msgid, claimed)
             return work(config, txn, spool, data)
         fresh = [r for r in txn.recipients if status[r.key] == CLAIMED]
         try:

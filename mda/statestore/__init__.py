@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mda.statestore.settings import StateSettings
-from mda.userdb.sql import postgres_pool, scrub
+from mda.userdb.sql import MissingDriver, postgres_pool, scrub
 
 Rows = tuple[list[str], list[tuple[Any, ...]]]
 SQLITE_BUSY_TIMEOUT = 10.0
@@ -134,7 +134,8 @@ _shared_lock = threading.Lock()
 
 def open_database(settings: StateSettings, directory: Path, file_name: str, *, read_only: bool = False) -> Database:
     """The database for one kind of record: ``file_name`` in ``directory`` (SQLite), or the shared
-    PostgreSQL pool of this process (one per ``state:`` setting; a forked worker opens its own)."""
+    PostgreSQL pool of this process (one per ``state:`` setting; a forked worker opens its own).
+    Raises StateError when the password file cannot be read or psycopg is missing."""
     if not settings.shared:
         return SqliteFile(directory / file_name, read_only=read_only)
     key = (os.getpid(), settings)
@@ -145,6 +146,8 @@ def open_database(settings: StateSettings, directory: Path, file_name: str, *, r
                 database = _shared[key] = Postgres(settings)
             except OSError as error:  # the password file
                 raise StateError(f"{settings.label}: password_file: {error}") from None
+            except MissingDriver as error:
+                raise StateError(str(error)) from None
         return database
 
 
