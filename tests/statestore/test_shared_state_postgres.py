@@ -5,6 +5,8 @@ never bounces (the message is delivered and the failure logged)."""
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -200,3 +202,42 @@ def test_a_store_that_is_down_never_bounces(
     assert _send(server, _message("up@remote.test")) == (250, "2.0.0")
     assert _send(server, _message("up@remote.test")) == (250, "2.0.0")
     assert _copies(root, "up@remote.test") == 1
+
+
+def test_a_delivery_killed_between_claim_and_commit_does_not_suppress_the_retry(
+    pg: PostgresServer, tmp_path: Path, start_mda: Callable[..., RunningServer]
+) -> None:
+    """``kill -9`` while the delivery waits on its vacation reply (after the claim, before the record's
+    commit): the pending record stays, owned by a dead process, and the MX's retry through a new
+    instance is delivered (a second copy, never a loss)."""
+    root = tmp_path / "mail"
+    write_script(root, VACATION_SCRIPT)
+    stalled = socket.socket()
+    stalled.bind(("127.0.0.1", 0))
+    stalled.listen(1)  # accepts the TCP connection, never says a word: the reply waits
+    port = stalled.getsockname()[1]
+    config = _config(pg, tmp_path, root, submission={"host": "127.0.0.1", "port": port})
+    server = start_mda(config)
+    writer = "killed@example.org"
+    client = Client(server.lmtp)
+    try:
+        client.cmd("LHLO client.test")
+        client.cmd(f"MAIL FROM:<{writer}>")
+        assert client.cmd(f"RCPT TO:<{ALICE}>").code == 250
+        assert client.cmd("DATA").code == 354
+        client.send(_message("killed@remote.test", writer) + b".\r\n")
+        stalled.settimeout(15)
+        waiting, _ = stalled.accept()  # the delivery is now between its claim and its commit
+        state = pg.sql("SELECT state FROM mda_duplicates WHERE message_id = '<killed@remote.test>'").strip()
+        assert state == "pending"
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(10)
+        waiting.close()
+    finally:
+        client.close()
+        stalled.close()
+    retry = start_mda({**config, "submission": {"host": "127.0.0.1", "port": 9}})
+    assert _send(retry, _message("killed@remote.test", writer), writer) == (250, "2.0.0")
+    assert _copies(root, "killed@remote.test") == 2
+    state = pg.sql("SELECT state FROM mda_duplicates WHERE message_id = '<killed@remote.test>'").strip()
+    assert state == "committed"
