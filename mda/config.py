@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from mda.statestore.settings import StateSettings, parse_state, state_document
 from mda.units import parse_duration, parse_size
 from mda.userdb.settings import UserdbSettings, parse_cache, parse_sources, source_document
 from mda.yamlsource import ConfigError, Document, PathKey, format_path, load_file, load_text
@@ -292,6 +293,7 @@ class Config:
     shutdown_timeout: float = 30.0
     user: str | None = None
     state_dir: Path | None = None
+    state: StateSettings = field(default_factory=StateSettings)
     submission: SubmissionConfig | None = None
     dsn_size_limit: int = 50_000
     """The most of the original message a success DSN returns (Postfix's ``bounce_size_limit``)."""
@@ -881,6 +883,7 @@ def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> C
         shutdown_timeout=top.get("shutdown_timeout", parse_duration, 30.0),
         user=top.get("user", _str, None),
         state_dir=top.get("state_dir", lambda v: base_dir / _str(v), None),
+        state=top.get("state", parse_state(base_dir), StateSettings()),
         submission=_submission(top.sub("submission")) if top.has("submission") else None,
         dsn_size_limit=top.get("dsn_size_limit", _dsn_size, 50_000),
         sieve=_sieve(top.sub("sieve"), base_dir) if top.has("sieve") else None,
@@ -1117,6 +1120,8 @@ def to_document(config: Config) -> dict[str, Any]:
         document["user"] = config.user
     if config.state_dir is not None:
         document["state_dir"] = str(config.state_dir)
+    if config.state.shared:
+        document["state"] = state_document(config.state)
     if config.submission is not None:
         submission = config.submission
         document["submission"] = (

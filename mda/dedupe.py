@@ -3,31 +3,79 @@
 An MX that loses the connection after sending the final dot but before reading the reply retries the
 whole message (RFC 5321 §4.5.4.1 accepts that duplicates may result). With ``duplicate_window`` set, a
 message whose ``Message-ID`` (RFC 5322 §3.6.4) was already stored for the same recipient within the
-window is acknowledged (``250``) and not stored again. The record lives in a SQLite file under
-``state_dir`` so it survives restarts and is shared by worker processes (SQLite locks the file).
+window is acknowledged (``250``) and not stored again.
 
-A message without a Message-ID is never suppressed: there is nothing safe to compare.
+A record is *claimed* before the copy is written (``pending``, with its owner) and *committed* once the
+copy is; only a committed record suppresses, so a record never causes a loss:
+
+- a delivery that fails releases its claim; one that dies (crash, ``kill -9``) leaves a pending record
+  that stops counting after ``PENDING_LEASE`` seconds, or at once when its owner was a process of this
+  host that no longer runs;
+- while another delivery holds a live claim, the recipient is answered ``451 4.3.0`` (the MX retries and
+  then finds the record committed, or released);
+- when the record store fails, the message is delivered anyway (at worst a duplicate) and the failure
+  is logged (``state_error``).
+
+The records live where ``state:`` says (mda/statestore): a SQLite file under ``state_dir``, or a
+PostgreSQL database shared by several instances. A message without a Message-ID is never suppressed:
+there is nothing safe to compare.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
+import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import replace
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
-from mda import replies
+from mda import logs, replies
 from mda.config import Config
 from mda.dataread import DataResult
 from mda.spool import Spool
 from mda.state import state_dir
+from mda.statestore import Database, StateError, open_database, owner_is_dead, owner_token
 from mda.trace import header_fields
 from mda.transaction import Outcome, Transaction
 
 DB_NAME = "duplicates.sqlite"
-BUSY_TIMEOUT = 10.0
+PENDING_LEASE = 120.0
+"""Seconds after which a pending claim no longer holds back another delivery of the same message (its
+owner is presumed dead). Longer than a delivery takes; shorter than an MX's first retry (Postfix: 300s)."""
+PRUNE_INTERVAL = 60.0
+BUSY = replies.Reply(451, "4.3.0", "The same message is being delivered by another session, try again later")
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS mda_duplicates (message_id TEXT NOT NULL, recipient TEXT NOT NULL,"
+    " state TEXT NOT NULL, owner TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,"
+    " PRIMARY KEY (message_id, recipient))",
+    "CREATE INDEX IF NOT EXISTS mda_duplicates_at ON mda_duplicates (at)",
+)
+_CLAIM = (
+    "INSERT INTO mda_duplicates (message_id, recipient, state, owner, at)"
+    " VALUES (:message_id, :recipient, 'pending', :owner, :now)"
+    " ON CONFLICT (message_id, recipient) DO UPDATE"
+    " SET state = 'pending', owner = excluded.owner, at = excluded.at"
+    " WHERE (mda_duplicates.state = 'committed' AND mda_duplicates.at < :expired)"
+    " OR (mda_duplicates.state = 'pending' AND mda_duplicates.at < :lease_expired)"
+    " RETURNING owner"
+)
+_READ = "SELECT state, owner FROM mda_duplicates WHERE message_id = :message_id AND recipient = :recipient"
+_TAKE_OVER = (
+    "UPDATE mda_duplicates SET owner = :owner, at = :now"
+    " WHERE message_id = :message_id AND recipient = :recipient AND state = 'pending' AND owner = :dead"
+    " RETURNING owner"
+)
+_COMMIT = (
+    "UPDATE mda_duplicates SET state = 'committed', at = :now"
+    " WHERE message_id = :message_id AND recipient = :recipient AND owner = :owner"
+)
+_RELEASE = (
+    "DELETE FROM mda_duplicates"
+    " WHERE message_id = :message_id AND recipient = :recipient AND owner = :owner AND state = 'pending'"
+)
+_PRUNE = "DELETE FROM mda_duplicates WHERE at < :expired"
+
+CLAIMED, DUPLICATE, HELD = "claimed", "duplicate", "held"
 
 
 def message_id(header_section: bytes) -> str | None:
@@ -39,63 +87,63 @@ def message_id(header_section: bytes) -> str | None:
     return text or None
 
 
+@dataclass
 class DuplicateLog:
-    """``(Message-ID, recipient)`` pairs seen within the window; one SQLite connection per transaction."""
+    """Claims and commits of ``(Message-ID, recipient)`` records in one database (``recipient`` is a
+    ``Resolution.key``: the address as the policy compares it)."""
 
-    def __init__(self, path: Path, window: float, clock: Callable[[], float] = time.time) -> None:
-        self.path = path
-        self.window = window
-        self.clock = clock
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS seen (message_id TEXT NOT NULL, recipient TEXT NOT NULL,"
-            " at REAL NOT NULL, PRIMARY KEY (message_id, recipient))"
-        )
+    db: Database
+    window: float
+    clock: Callable[[], float] = time.time
+    owner: str = field(default_factory=owner_token)
 
-    def close(self) -> None:
-        self.db.close()
-
-    def seen(self, msgid: str, recipient: str) -> bool:
-        """True when this pair was recorded less than ``window`` seconds ago (``recipient`` is a
-        ``Resolution.key``: the address as the policy compares it)."""
-        row = self.db.execute(
-            "SELECT at FROM seen WHERE message_id = ? AND recipient = ?", (msgid, recipient)
-        ).fetchone()
-        return row is not None and self.clock() - row[0] < self.window
-
-    def record(self, msgid: str, recipients: list[str]) -> None:
-        """Remember stored copies (after their ``commit``), and forget pairs older than the window."""
+    def claim(self, msgid: str, recipient: str) -> str:
+        """``CLAIMED`` (deliver, then :meth:`commit` or :meth:`release`), ``DUPLICATE`` (a committed copy
+        within the window) or ``HELD`` (another live delivery holds it). Raises :class:`StateError`."""
+        self.db.prepare(SCHEMA)
         now = self.clock()
-        with self.db:
-            self.db.executemany(
-                "INSERT OR REPLACE INTO seen (message_id, recipient, at) VALUES (?, ?, ?)",
-                [(msgid, r, now) for r in recipients],
-            )
-            self.db.execute("DELETE FROM seen WHERE at < ?", (now - self.window,))
+        key = {"message_id": msgid, "recipient": recipient, "owner": self.owner, "now": now}
+        for _ in range(3):  # the row may change between statements; each round is atomic on its own
+            _, rows = self.db.run(_CLAIM, {**key, "expired": now - self.window, "lease_expired": now - PENDING_LEASE})
+            if rows:
+                return CLAIMED
+            _, rows = self.db.run(_READ, key)
+            if not rows:
+                continue  # released meanwhile: claim again
+            state, holder = rows[0]
+            if state == "committed":
+                return DUPLICATE
+            if not owner_is_dead(holder):
+                return HELD
+            _, rows = self.db.run(_TAKE_OVER, {**key, "dead": holder})
+            if rows:
+                return CLAIMED
+        return HELD
+
+    def commit(self, msgid: str, recipient: str) -> None:
+        """The copy is stored: from now on the record suppresses."""
+        now = self.clock()
+        self.db.run(_COMMIT, {"message_id": msgid, "recipient": recipient, "owner": self.owner, "now": now})
+        self._prune(now)
+
+    def release(self, msgid: str, recipient: str) -> None:
+        """The copy was not stored: the next attempt must not be held back."""
+        self.db.run(_RELEASE, {"message_id": msgid, "recipient": recipient, "owner": self.owner})
+
+    def _prune(self, now: float) -> None:
+        database_pruned = _pruned.get(self.db.label, 0.0)
+        if now - database_pruned >= PRUNE_INTERVAL:
+            _pruned[self.db.label] = now
+            self.db.run(_PRUNE, {"expired": now - max(self.window, PENDING_LEASE)})
 
 
-@contextlib.contextmanager
-def duplicate_log(config: Config, header_section: bytes) -> Iterator[tuple[DuplicateLog, str] | None]:
-    """The log and the message's id when suppression is on and the message has an id; else None.
+_pruned: dict[str, float] = {}
 
-    A state file that cannot be opened turns suppression off for this message (storing a duplicate is
-    better than refusing mail); delivery logs nothing extra for it.
-    """
-    msgid = message_id(header_section) if config.duplicate_window > 0 else None
-    if msgid is None:
-        yield None
-        return
-    try:
-        log = DuplicateLog(state_dir(config) / DB_NAME, config.duplicate_window)
-    except (OSError, sqlite3.Error):
-        yield None
-        return
-    try:
-        yield log, msgid
-    finally:
-        log.close()
+
+def _log_failure(txn: Transaction, action: str, error: Exception) -> None:
+    logs.event(
+        "state_error", logging.WARNING, queue_id=txn.queue_id, record="duplicate", action=action, error=str(error)
+    )
 
 
 Work = Callable[[Config, Transaction, Spool, DataResult], list[Outcome]]
@@ -103,32 +151,75 @@ Work = Callable[[Config, Transaction, Spool, DataResult], list[Outcome]]
 
 def suppress_duplicates(work: Work, *, lmtp: bool) -> Work:
     """Wrap ``deliver_lmtp``/``deliver_smtp``: recipients already served this Message-ID are answered
-    ``250`` without a new copy; the others go through ``work``; successful copies are then recorded.
+    ``250`` without a new copy, those another session is delivering ``451 4.3.0``; the others go through
+    ``work`` and their records are then committed (stored) or released (not stored).
 
-    SMTP keeps its single reply (RFC 5321 §3.3): when some recipients still need delivery, every
-    recipient shares that delivery's reply.
+    SMTP keeps its single reply (RFC 5321 §3.3): a held recipient makes it ``451`` for all (the retry
+    finds the stored ones committed); otherwise every recipient shares the delivery's reply.
     """
 
     def run(config: Config, txn: Transaction, spool: Spool, data: DataResult) -> list[Outcome]:
-        if config.duplicate_window <= 0:
+        msgid = message_id(spool.header_section()) if config.duplicate_window > 0 else None
+        if msgid is None:
             return work(config, txn, spool, data)
-        with duplicate_log(config, spool.header_section()) as found:
-            if found is None:
-                return work(config, txn, spool, data)
-            log, msgid = found
-            fresh = [r for r in txn.recipients if not log.seen(msgid, r.key)]
-            outcomes = work(config, replace(txn, recipients=fresh), spool, data) if fresh else []
-            log.record(msgid, [o.resolution.key for o in outcomes if o.reply.is_success])
-            by_key = {o.resolution.key: o for o in outcomes}
-            shared = outcomes[0].reply if outcomes and not lmtp else None
-            merged = []
+        status: dict[str, str] = {}
+        claimed: list[str] = []
+        try:
+            log = DuplicateLog(open_database(config.state, state_dir(config), DB_NAME), config.duplicate_window)
             for resolution in txn.recipients:
-                outcome = by_key.get(resolution.key)
-                if outcome is None:
-                    text = f"<{resolution.address}> {txn.queue_id} Saved (duplicate, not stored again)"
-                    reply = shared or replies.DELIVERED.with_text(text if lmtp else f"{txn.queue_id} Saved")
-                    outcome = Outcome(resolution, reply, reason="duplicate Message-ID within duplicate_window")
-                merged.append(outcome)
-            return merged
+                if resolution.key not in status:
+                    status[resolution.key] = log.claim(msgid, resolution.key)
+                    if status[resolution.key] == CLAIMED:
+                        claimed.append(resolution.key)
+        except StateError as error:  # deliver without suppression: at worst a duplicate, never a loss
+            _log_failure(txn, "claim", error)
+            if claimed:
+                _release(log, txn, msgid, claimed)
+            return work(config, txn, spool, data)
+        fresh = [r for r in txn.recipients if status[r.key] == CLAIMED]
+        try:
+            outcomes = work(config, replace(txn, recipients=fresh), spool, data) if fresh else []
+        except BaseException:
+            _release(log, txn, msgid, claimed)
+            raise
+        stored = {o.resolution.key for o in outcomes if o.reply.is_success}
+        for key in claimed:
+            try:
+                if key in stored:
+                    log.commit(msgid, key)
+                else:
+                    log.release(msgid, key)
+            except StateError as error:  # a pending record stops counting after its lease
+                _log_failure(txn, "commit" if key in stored else "release", error)
+        return _merge(txn, outcomes, status, lmtp=lmtp)
 
     return run
+
+
+def _release(log: DuplicateLog, txn: Transaction, msgid: str, keys: list[str]) -> None:
+    for key in keys:
+        try:
+            log.release(msgid, key)
+        except StateError as error:
+            _log_failure(txn, "release", error)
+
+
+def _merge(txn: Transaction, outcomes: list[Outcome], status: dict[str, str], *, lmtp: bool) -> list[Outcome]:
+    """One outcome per recipient in order: delivered ones as ``work`` answered, the others from their
+    record's status."""
+    by_key = {o.resolution.key: o for o in outcomes}
+    held = any(s == HELD for s in status.values())
+    shared = None if lmtp else (BUSY if held else outcomes[0].reply if outcomes else None)
+    merged = []
+    for resolution in txn.recipients:
+        outcome = by_key.get(resolution.key)
+        if not lmtp and shared is not None and outcome is not None:
+            outcome = replace(outcome, reply=shared)
+        if outcome is None and status.get(resolution.key) == HELD:
+            outcome = Outcome(resolution, shared or BUSY, reason="same Message-ID being delivered by another session")
+        if outcome is None:
+            text = f"<{resolution.address}> {txn.queue_id} Saved (duplicate, not stored again)"
+            reply = shared or replies.DELIVERED.with_text(text if lmtp else f"{txn.queue_id} Saved")
+            outcome = Outcome(resolution, reply, reason="duplicate Message-ID within duplicate_window")
+        merged.append(outcome)
+    return merged

@@ -63,6 +63,7 @@ from mda.sieve.ext_enotify import Notify, build_notification, is_automatic
 from mda.sieve.message import SieveMessage
 from mda.spool import Spool
 from mda.state import state_dir
+from mda.statestore import StateError, open_database
 from mda.storage.base import Mailbox
 from mda.storage.folders import folder_for_detail
 from mda.storage.userfs import UnsafeUserFile, fs_identity, open_beneath_home
@@ -205,6 +206,10 @@ def compile_scripts(config: Config, mailbox: Mailbox) -> tuple[list[Path], list[
     return paths, scripts, None
 
 
+def _log_state_error(queue_id: str, action: str, error: str) -> None:
+    logs.event("state_error", logging.WARNING, queue_id=queue_id, record="vacation", action=action, error=error)
+
+
 def _log_error(queue_id: str, recipient: str, kind: str, file: str, line: int, message: str) -> None:
     logs.event(
         "sieve_error",
@@ -257,12 +262,18 @@ def plan_recipient(
             continue
         envelope = SieveEnvelope(sender, recipient, original_recipient)
         try:
+            try:
+                vacation_state = _vacation_state(config, scripts, create=not dry_run)
+            except StateError as error:  # no record: no vacation reply, duplicate tests see nothing
+                _log_state_error(queue_id, "open", str(error))
+                plan.errors.append("vacation")
+                vacation_state = None
             outcome = run(
                 scripts,
                 header + source.shown(),
                 envelope,
                 delimiter=config.recipient_delimiter,
-                vacation_state=_vacation_state(config, scripts, create=not dry_run),
+                vacation_state=vacation_state,
                 now=now,
                 settings=_settings(config),
                 work_limit=config.sieve.work_limit if config.sieve else DEFAULT_WORK_LIMIT,
@@ -279,6 +290,9 @@ def plan_recipient(
             plan.errors.append("runtime")
             plan.notes.append(f"runtime error {text}; keep")
         plan.duplicates.extend(outcome.duplicates)
+        for state_failure in vacation_state.failures if vacation_state is not None else ():
+            _log_state_error(queue_id, "read", state_failure)
+            plan.errors.append("vacation")
         if outcome.vacation_skipped:
             plan.notes.append(f"no vacation reply: {outcome.vacation_skipped}")
         rejected = _apply(config, plan, mailbox, outcome.actions)
@@ -317,16 +331,13 @@ def _settings(config: Config) -> SieveSettings:
 
 
 def _vacation_state(config: Config, scripts: Sequence[Script], *, create: bool = True) -> VacationState | None:
-    """The reply and duplicate record, opened only for scripts that use it (it is a SQLite file)."""
+    """The reply and duplicate record, opened only for scripts that use it."""
     if not any("vacation" in s.extensions or "duplicate" in s.extensions for s in scripts):
         return None
     directory = state_dir(config)
-    if not create:
-        # A dry run (mda resolve --message) reads the record if there is one and creates nothing.
-        path = directory / VACATION_DB
-        return VacationState(path, read_only=True) if path.is_file() else None
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return VacationState(directory / VACATION_DB)
+    if not create and not config.state.shared and not (directory / VACATION_DB).is_file():
+        return None  # a dry run (mda resolve --message) reads the record if there is one, creates nothing
+    return VacationState(open_database(config.state, directory, VACATION_DB, read_only=not create))
 
 
 def _split_error(text: str) -> tuple[str, int, str]:
@@ -428,7 +439,7 @@ def send_after_commit(
     """
     if plan.duplicates:
         try:
-            VacationState(state_dir(config) / VACATION_DB).record_duplicates(recipient, plan.duplicates)
+            _record_state(config).record_duplicates(recipient, plan.duplicates)
         except Exception as error:  # the copies are stored: a lost record only means a later duplicate passes
             _log_error(queue_id, recipient, "duplicate", "", 0, f"duplicate record: {error}")
             plan.errors.append("duplicate")
@@ -450,17 +461,32 @@ def send_after_commit(
     if plan.notifications:
         _send_notifications(config, plan, queue_id, sender, recipient, header + source.shown(), timeout)
     for reply in plan.vacations:
+        # Claim the record first: of several deliveries (several instances) only one sends the reply.
+        try:
+            state = _record_state(config)
+            claimed = state.claim(reply)
+        except StateError as error:  # no record, no reply: never two replies
+            _log_state_error(queue_id, "claim", str(error))
+            plan.errors.append("vacation")
+            plan.notes.append(f"no vacation reply to {reply.to}: reply record unavailable")
+            continue
+        if claimed is None:
+            plan.notes.append(f"no vacation reply to {reply.to}: already answered (RFC 5230 §4.2)")
+            continue
         try:
             outbound.send(submission, "", [reply.to], build_reply(reply, hostname=config.hostname), timeout=timeout)
         except outbound.SubmissionError as error:
             _log_error(queue_id, recipient, "vacation", "", 0, f"vacation reply to {reply.to}: {error}")
             plan.errors.append("vacation")
-            continue
-        try:
-            VacationState(state_dir(config) / VACATION_DB).record(reply)
-        except Exception as error:  # a reply already went out: a lost record only means one more reply
-            _log_error(queue_id, recipient, "vacation", "", 0, f"vacation record: {error}")
-            plan.errors.append("vacation")
+            try:
+                state.release(reply, claimed)
+            except StateError as release_error:  # the claim expires with its period
+                _log_state_error(queue_id, "release", str(release_error))
+
+
+def _record_state(config: Config) -> VacationState:
+    """The vacation and duplicate record where ``state:`` keeps it, for writing."""
+    return VacationState(open_database(config.state, state_dir(config), VACATION_DB))
 
 
 def _send_notifications(

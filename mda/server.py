@@ -48,8 +48,7 @@ class State:
 
     config: Config
     policy: Policy
-    _resolutions: dict[tuple[Address, bool], Resolution] = field(default_factory=dict, compare=False)
-    _cache_started: list[float] = field(default_factory=lambda: [time.monotonic()], compare=False)
+    _resolutions: dict[tuple[Address, bool], tuple[float, Resolution, int]] = field(default_factory=dict, compare=False)
 
     @classmethod
     def build(cls, config: Config, metrics: Metrics | None = None) -> State:
@@ -68,14 +67,16 @@ class State:
         userdb = self.policy.userdb
         if userdb is None:
             return self.resolve(address, smtputf8=smtputf8, size=size)
-        try:
-            with userdb.cached_only():
-                answer = self.policy.resolve(address, smtputf8=smtputf8)
-        except NotCached:
-            loop = asyncio.get_running_loop()
-            answer = await loop.run_in_executor(
-                userdb.resolver, functools.partial(self.policy.resolve, address, smtputf8=smtputf8)
-            )
+        answer = self._remembered(address, smtputf8)
+        if answer is None:
+            try:
+                with userdb.cached_only():
+                    answer = self._resolve_and_remember(address, smtputf8)
+            except NotCached:
+                loop = asyncio.get_running_loop()
+                answer = await loop.run_in_executor(
+                    userdb.resolver, functools.partial(self._resolve_and_remember, address, smtputf8)
+                )
         return check_capacity(self.config, answer, size)
 
     def close_later(self, delay: float) -> None:
@@ -85,16 +86,34 @@ class State:
             asyncio.get_running_loop().call_later(delay, userdb.close)
 
     def _policy_answer(self, address: Address, smtputf8: bool) -> Resolution:
-        if self.policy.userdb is not None:
-            return self.policy.resolve(address, smtputf8=smtputf8)  # the userdb cache has its own TTLs
+        return self._remembered(address, smtputf8) or self._resolve_and_remember(address, smtputf8)
+
+    def _remembered(self, address: Address, smtputf8: bool) -> Resolution | None:
+        """A policy answer reused: for ``RESOLUTION_CACHE_SECONDS`` at most, and when it was built from
+        ``userdb`` answers, no longer than the first of them stays in the userdb cache (so ``ttl: 0``
+        asks the database for every RCPT); a temporary failure is never reused."""
+        found = self._resolutions.get((address, smtputf8))
+        if found is None or found[0] <= time.monotonic():
+            return None
+        _, answer, answers_used = found
+        if answers_used and self.policy.userdb is not None:
+            self.policy.userdb.reused(answers_used)  # each counts as the cache hit it stands for
+        return answer
+
+    def _resolve_and_remember(self, address: Address, smtputf8: bool) -> Resolution:
         now = time.monotonic()
-        if now - self._cache_started[0] > RESOLUTION_CACHE_SECONDS or len(self._resolutions) > RESOLUTION_CACHE_SIZE:
-            self._resolutions.clear()
-            self._cache_started[0] = now
-        key = (address, smtputf8)
-        answer = self._resolutions.get(key)
-        if answer is None:
-            answer = self._resolutions[key] = self.policy.resolve(address, smtputf8=smtputf8)
+        userdb = self.policy.userdb
+        expiries: list[float] = []
+        if userdb is None:
+            answer = self.policy.resolve(address, smtputf8=smtputf8)
+        else:
+            with userdb.answers_used() as expiries:
+                answer = self.policy.resolve(address, smtputf8=smtputf8)
+        until = min([now + RESOLUTION_CACHE_SECONDS, *expiries])
+        if until > now and not answer.reply.is_temporary:
+            if len(self._resolutions) >= RESOLUTION_CACHE_SIZE:
+                self._resolutions.clear()
+            self._resolutions[(address, smtputf8)] = (until, answer, len(expiries))
         return answer
 
 

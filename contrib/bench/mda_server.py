@@ -48,11 +48,19 @@ class Mda:
     name = "mda"
 
     def __init__(
-        self, base: str, mail_root: str, workers: str = "1", python: str = sys.executable, repo: str = REPO
+        self,
+        base: str,
+        mail_root: str,
+        workers: str = "1",
+        python: str = sys.executable,
+        repo: str = REPO,
+        config: str | None = None,
     ) -> None:
-        """repo: the checkout whose `mda` package runs (default this one; another for an A/B of two trees)."""
+        """``repo``: the checkout whose ``mda`` package runs (default this one; another for an A/B of two
+        trees). ``config`` replaces the generated configuration (other benchmarks of mda alone)."""
         self.repo = repo
         self.base = base
+        self.config = config
         self.mail_root = mail_root
         self.workers = workers
         self.python = python
@@ -67,7 +75,7 @@ class Mda:
         os.makedirs(self.base, exist_ok=True)
         os.makedirs(self.mail_root, exist_ok=True)
         with open(self.conf, "w") as f:
-            f.write(CONFIG.format(mail_root=self.mail_root, workers=self.workers))
+            f.write(self.config or CONFIG.format(mail_root=self.mail_root, workers=self.workers))
         env = dict(os.environ)
         env["PYTHONPATH"] = self.repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         stderr = open(os.path.join(self.base, "mda.log"), "w")  # noqa: SIM115 - lives as long as the server

@@ -2,19 +2,20 @@
 
 The decision follows RFC 5230 §4.5 and RFC 3834 §2, with the checks Pigeonhole adds: never answer the
 null sender, system senders, automatic or bulk mail, mailing lists, or mail that does not name the
-recipient; answer a sender once per period and handle. The record is kept in SQLite so that it survives
-restarts and can be shared by several delivery processes.
+recipient; answer a sender once per period and handle. The record is kept in the ``state:`` store (mda/statestore)
+so that it survives restarts and is shared by worker processes and by several instances.
 """
 
 from __future__ import annotations
 
 import email.utils
 import re
-import sqlite3
 import time
 from collections.abc import Sequence
 from email.header import Header
 from pathlib import Path
+
+from mda.statestore import Database, SqliteFile, StateError
 
 from .actions import PendingVacation, Vacation
 from .ext_duplicate import Seen
@@ -39,69 +40,104 @@ _CRLF_OR_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 class VacationState:
-    """Which senders were answered, per ``(recipient, sender, handle)``, in a SQLite file.
+    """Which senders were answered, per ``(recipient, sender, handle)``, and which IDs the ``duplicate``
+    extension (RFC 7352) saw, per recipient: tables in the ``state:`` store (a SQLite file in
+    ``state_dir``, or PostgreSQL shared by several instances).
 
-    ``replied_recently`` only reads; ``record`` writes, and the caller calls it once the reply is sent,
-    so that a delivery that fails half-way does not suppress the next reply.
+    ``replied_recently`` only reads. The sender of a reply first :meth:`claims <claim>` it, atomically, so
+    that of several deliveries (on several instances) only one sends it; it :meth:`releases <release>`
+    the claim when the reply could not be sent, so that a failed reply does not suppress the next one.
+    A store that fails means no reply (never two): ``replied_recently`` then answers True and the reason
+    is kept in ``failures`` for the caller's log; ``duplicate_seen`` answers False (the message is
+    handled as new, never dropped).
     """
 
-    def __init__(self, path: Path, *, read_only: bool = False) -> None:
-        """``read_only`` (``mda resolve --message``) opens an existing file without creating or changing
-        anything (SQLite's ``mode=ro``); ``record`` then fails."""
-        self.path = path
-        self.read_only = read_only
-        if read_only:
-            return
-        with self._connect() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS replies (recipient TEXT NOT NULL, sender TEXT NOT NULL,"
-                " handle TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (recipient, sender, handle))"
-            )
-            # The duplicate extension's record (RFC 7352): an ID hash per recipient.
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS duplicates (recipient TEXT NOT NULL, key TEXT NOT NULL,"
-                " expires REAL NOT NULL, PRIMARY KEY (recipient, key))"
-            )
-
-    def _connect(self) -> sqlite3.Connection:
-        if self.read_only:
-            return sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", timeout=10, uri=True)
-        return sqlite3.connect(self.path, timeout=10)
+    def __init__(self, store: Path | Database, *, read_only: bool = False) -> None:
+        """``store`` is a database or a SQLite file; ``read_only`` (``mda resolve --message``) opens an
+        existing file without creating or changing anything (SQLite's ``mode=ro``); writes then fail."""
+        self.db = SqliteFile(store, read_only=read_only) if isinstance(store, Path) else store
+        self.failures: list[str] = []
 
     def replied_recently(self, recipient: str, sender: str, handle: str, now: float) -> bool:
-        with self._connect() as db:
-            row = db.execute(
-                "SELECT expires FROM replies WHERE recipient = ? AND sender = ? AND handle = ?",
-                (recipient.lower(), sender.lower(), handle),
-            ).fetchone()
-        return row is not None and row[0] > now
+        try:
+            self.db.prepare(SCHEMA)
+            _, rows = self.db.run(_READ, _key(recipient, sender, handle))
+        except StateError as error:
+            self.failures.append(str(error))
+            return True
+        return bool(rows) and rows[0][0] > now
 
     def duplicate_seen(self, recipient: str, key: str, now: float) -> bool:
-        with self._connect() as db:
-            row = db.execute(
-                "SELECT expires FROM duplicates WHERE recipient = ? AND key = ?", (recipient.lower(), key)
-            ).fetchone()
-        return row is not None and row[0] > now
+        try:
+            self.db.prepare(SCHEMA)
+            _, rows = self.db.run(_DUPLICATE_READ, {"recipient": recipient.lower(), "key_hash": key})
+        except StateError as error:
+            self.failures.append(str(error))
+            return False
+        return bool(rows) and rows[0][0] > now
 
     def record_duplicates(self, recipient: str, seen: Sequence[Seen], now: float | None = None) -> None:
         """Remember the IDs a delivery's ``duplicate`` tests saw; an ID already recorded keeps its expiry
-        unless the test had ``:last``. Expired entries are pruned on the way."""
+        unless the test had ``:last``. Expired entries are pruned on the way. Raises StateError."""
         when = time.time() if now is None else now
-        with self._connect() as db:
-            db.execute("DELETE FROM duplicates WHERE expires <= ?", (when,))
-            for item in seen:
-                verb = "INSERT OR REPLACE" if item.refresh else "INSERT OR IGNORE"
-                db.execute(f"{verb} INTO duplicates VALUES (?, ?, ?)", (recipient.lower(), item.key, item.expires))
+        self.db.prepare(SCHEMA)
+        self.db.run("DELETE FROM mda_sieve_duplicates WHERE expires <= :now", {"now": when})
+        for item in seen:
+            statement = _DUPLICATE_REFRESH if item.refresh else _DUPLICATE_KEEP
+            self.db.run(statement, {"recipient": recipient.lower(), "key_hash": item.key, "expires": item.expires})
 
-    def record(self, reply: Vacation, now: float | None = None) -> None:
-        """Remember that ``reply`` was sent; expired entries are pruned on the way."""
+    def claim(self, reply: Vacation, now: float | None = None) -> float | None:
+        """Record ``reply`` as sent unless another delivery did within its period; returns the record's
+        expiry (for :meth:`release`) when this caller won and must send, else None. Raises StateError."""
         when = time.time() if now is None else now
-        with self._connect() as db:
-            db.execute("DELETE FROM replies WHERE expires <= ?", (when,))
-            db.execute(
-                "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)",
-                (reply.recipient.lower(), reply.to.lower(), reply.handle, when + reply.period),
-            )
+        self.db.prepare(SCHEMA)
+        expires = when + reply.period
+        _, rows = self.db.run(
+            _CLAIM, {**_key(reply.recipient, reply.to, reply.handle), "expires": expires, "now": when}
+        )
+        if rows and when - _pruned.get(self.db.label, 0.0) >= PRUNE_INTERVAL:
+            _pruned[self.db.label] = when
+            self.db.run("DELETE FROM mda_vacation WHERE expires <= :now", {"now": when})
+        return expires if rows else None
+
+    def release(self, reply: Vacation, expires: float) -> None:
+        """Forget a claim whose reply was not sent (only this claim: same expiry)."""
+        self.db.run(_RELEASE, {**_key(reply.recipient, reply.to, reply.handle), "expires": expires})
+
+    def record(self, reply: Vacation, now: float | None = None) -> bool:
+        """Remember that ``reply`` was sent; False when it was already recorded within its period."""
+        return self.claim(reply, now) is not None
+
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS mda_vacation (recipient TEXT NOT NULL, sender TEXT NOT NULL,"
+    " handle TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL, PRIMARY KEY (recipient, sender, handle))",
+    "CREATE TABLE IF NOT EXISTS mda_sieve_duplicates (recipient TEXT NOT NULL, key_hash TEXT NOT NULL,"
+    " expires DOUBLE PRECISION NOT NULL, PRIMARY KEY (recipient, key_hash))",
+)
+_DUPLICATE_READ = "SELECT expires FROM mda_sieve_duplicates WHERE recipient = :recipient AND key_hash = :key_hash"
+_DUPLICATE_INSERT = (
+    "INSERT INTO mda_sieve_duplicates (recipient, key_hash, expires) VALUES (:recipient, :key_hash, :expires)"
+    " ON CONFLICT (recipient, key_hash) DO "
+)
+_DUPLICATE_REFRESH = _DUPLICATE_INSERT + "UPDATE SET expires = excluded.expires"
+_DUPLICATE_KEEP = _DUPLICATE_INSERT + "NOTHING"
+_READ = "SELECT expires FROM mda_vacation WHERE recipient = :recipient AND sender = :sender AND handle = :handle"
+_CLAIM = (
+    "INSERT INTO mda_vacation (recipient, sender, handle, expires) VALUES (:recipient, :sender, :handle, :expires)"
+    " ON CONFLICT (recipient, sender, handle) DO UPDATE SET expires = excluded.expires"
+    " WHERE mda_vacation.expires <= :now RETURNING expires"
+)
+_RELEASE = (
+    "DELETE FROM mda_vacation"
+    " WHERE recipient = :recipient AND sender = :sender AND handle = :handle AND expires = :expires"
+)
+PRUNE_INTERVAL = 60.0
+_pruned: dict[str, float] = {}
+
+
+def _key(recipient: str, sender: str, handle: str) -> dict[str, str]:
+    return {"recipient": recipient.lower(), "sender": sender.lower(), "handle": handle}
 
 
 def skip_reason(

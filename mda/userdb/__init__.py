@@ -57,6 +57,7 @@ class Observer(Protocol):
 
 
 _cached_only: contextvars.ContextVar[bool] = contextvars.ContextVar("userdb_cached_only", default=False)
+_expiries: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("userdb_expiries", default=None)
 
 
 def build_source(settings: SourceSettings) -> Source:
@@ -109,15 +110,36 @@ class Userdb:
         finally:
             _cached_only.reset(token)
 
+    @staticmethod
+    @contextlib.contextmanager
+    def answers_used() -> Iterator[list[float]]:
+        """Collects when each answer used within this block stops being valid (``time.monotonic``): a
+        result built from them may be reused until the earliest, never longer than the cache allows."""
+        expiries: list[float] = []
+        token = _expiries.set(expiries)
+        try:
+            yield expiries
+        finally:
+            _expiries.reset(token)
+
+    def reused(self, answers: int) -> None:
+        """A result built from ``answers`` cached answers was reused: count them as cache hits."""
+        if self.observer is not None:
+            for _ in range(answers):
+                self.observer.userdb_cache_result("hit")
+
     def lookup(self, key: LookupKey) -> Record | None:
         if not self._uses_detail:
             key = LookupKey(key.local, key.domain)
         cache_key = f"{key.address}\0{key.detail}"
-        hit, record = self.cache.get(cache_key)
-        if hit:
+        entry = self.cache.entry(cache_key)
+        expiries = _expiries.get()
+        if entry is not None:
             if self.observer is not None:
                 self.observer.userdb_cache_result("hit")
-            return record
+            if expiries is not None:
+                expiries.append(entry[0])
+            return entry[1]
         if _cached_only.get():
             raise NotCached
         if self.observer is not None:
@@ -127,7 +149,9 @@ class Userdb:
             record = self._ask(source, key)
             if record is not None:
                 break
-        self.cache.put(cache_key, record)
+        expires = self.cache.put(cache_key, record)
+        if expiries is not None:
+            expiries.append(expires)
         return record
 
     def _ask(self, source: Source, key: LookupKey) -> Record | None:

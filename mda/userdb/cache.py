@@ -25,24 +25,31 @@ class TtlCache(Generic[V]):
 
     def get(self, key: str) -> tuple[bool, V | None]:
         """(True, value) for a fresh entry (``None`` = known not to exist), else (False, None)."""
+        entry = self.entry(key)
+        return (False, None) if entry is None else (True, entry[1])
+
+    def entry(self, key: str) -> tuple[float, V | None] | None:
+        """``(expires, value)`` for a fresh entry (on this cache's clock), else None."""
         entry = self._entries.get(key)
         if entry is None:
-            return False, None
-        expires, value = entry
-        if self._clock() >= expires:
+            return None
+        if self._clock() >= entry[0]:
             with self._lock:
                 self._entries.pop(key, None)
-            return False, None
-        return True, value
+            return None
+        return entry
 
-    def put(self, key: str, value: V | None) -> None:
+    def put(self, key: str, value: V | None) -> float:
+        """Keep ``value``; returns when it expires (now, when it is not kept)."""
         ttl = self.ttl if value is not None else self.negative_ttl
         if ttl <= 0 or self.size == 0:
-            return
+            return self._clock()
         with self._lock:
             if len(self._entries) >= self.size:
                 now = self._clock()
                 self._entries = {k: e for k, e in self._entries.items() if e[0] > now}
                 if len(self._entries) >= self.size:
                     self._entries.clear()
-            self._entries[key] = (self._clock() + ttl, value)
+            expires = self._clock() + ttl
+            self._entries[key] = (expires, value)
+        return expires

@@ -15,7 +15,7 @@ import re
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import closing
 from typing import Any
 
@@ -44,7 +44,13 @@ class SqlSource:
         elif scheme in ("mysql", "mariadb"):
             self._backend = _mysql(settings, password)
         else:
-            self._backend = _postgres(settings, password)
+            self._backend = postgres_pool(
+                settings.url,
+                password,
+                settings.timeout,
+                settings.pool_size,
+                f"userdb item {settings.index + 1}: driver sql",
+            )
 
     def lookup(self, key: LookupKey) -> Record | None:
         parameters = key.parameters()
@@ -85,8 +91,13 @@ class SqlSource:
         self._backend.close()
 
     def _scrub(self, text: str) -> str:
-        text = " ".join(text.split())
-        return text.replace(self._secret, "***") if self._secret else text
+        return scrub(text, self._secret)
+
+
+def scrub(text: str, secret: str) -> str:
+    """A client's error message on one line, without the password it may quote."""
+    text = " ".join(text.split())
+    return text.replace(secret, "***") if secret else text
 
 
 def _names_itself(aliases: tuple[str, ...], key: LookupKey) -> bool:
@@ -94,7 +105,7 @@ def _names_itself(aliases: tuple[str, ...], key: LookupKey) -> bool:
 
 
 class _Backend:
-    def run(self, query: str, parameters: dict[str, str]) -> Rows:
+    def run(self, query: str, parameters: Mapping[str, Any]) -> Rows:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -121,7 +132,7 @@ class _Sqlite(_Backend):
                 self._all.append(connection)
         return connection
 
-    def run(self, query: str, parameters: dict[str, str]) -> Rows:
+    def run(self, query: str, parameters: Mapping[str, Any]) -> Rows:
         used = {name: parameters[name] for name in query_placeholders(query)}
         try:
             with closing(self._connection().execute(query, used)) as cursor:
@@ -158,17 +169,17 @@ class _Pool(_Backend):
     """
 
     def __init__(
-        self, settings: SourceSettings, connect: Callable[[], Any], stale: tuple[type[Exception], ...]
+        self, timeout: float, pool_size: int, connect: Callable[[], Any], stale: tuple[type[Exception], ...]
     ) -> None:
         self._connect = connect
         self._stale = stale
-        self._timeout = settings.timeout
-        self._slots = threading.BoundedSemaphore(settings.pool_size)
+        self._timeout = timeout
+        self._slots = threading.BoundedSemaphore(pool_size)
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         self._queries: dict[str, str] = {}
 
-    def run(self, query: str, parameters: dict[str, str]) -> Rows:
+    def run(self, query: str, parameters: Mapping[str, Any]) -> Rows:
         text = self._queries.get(query)
         if text is None:
             text = self._queries[query] = to_pyformat(query)
@@ -187,13 +198,13 @@ class _Pool(_Backend):
         finally:
             self._slots.release()
 
-    def _execute(self, connection: Any, text: str, used: dict[str, str]) -> Rows:
+    def _execute(self, connection: Any, text: str, used: dict[str, Any]) -> Rows:
         try:
             cursor = connection.cursor()
             try:
                 cursor.execute(text, used)
                 names = [str(column[0]).lower() for column in cursor.description or ()]
-                rows = [tuple(row) for row in cursor.fetchall()]
+                rows = [tuple(row) for row in cursor.fetchall()] if cursor.description is not None else []
             finally:
                 cursor.close()
         except BaseException:
@@ -212,23 +223,23 @@ class _Pool(_Backend):
                 connection.close()
 
 
-def _postgres(settings: SourceSettings, password: str | None) -> _Pool:
+def postgres_pool(url: str, password: str | None, timeout: float, pool_size: int, where: str) -> _Pool:
+    """A pool of autocommit psycopg connections: each statement is its own transaction, bounded by
+    ``timeout`` (connect and ``statement_timeout``). Used by the sql userdb source and by ``state:``;
+    ``where`` names the configuration key in the error when psycopg is missing."""
     try:
         import psycopg
     except ImportError:
-        raise MissingDriver(
-            f"userdb item {settings.index + 1}: driver sql with a postgresql url needs psycopg: "
-            "pip install 'mda[postgresql]'"
-        ) from None
+        raise MissingDriver(f"{where} with a postgresql url needs psycopg: pip install 'mda[postgresql]'") from None
     kwargs: dict[str, Any] = {
         "autocommit": True,
-        "connect_timeout": max(1, int(settings.timeout)),
-        "options": f"-c statement_timeout={int(settings.timeout * 1000)}",
+        "connect_timeout": max(1, int(timeout)),
+        "options": f"-c statement_timeout={int(timeout * 1000)}",
         "application_name": "mda",
     }
     if password is not None:
         kwargs["password"] = password
-    return _Pool(settings, lambda: psycopg.connect(settings.url, **kwargs), (psycopg.OperationalError,))
+    return _Pool(timeout, pool_size, lambda: psycopg.connect(url, **kwargs), (psycopg.OperationalError,))
 
 
 def _mysql(settings: SourceSettings, password: str | None) -> _Pool:
@@ -256,7 +267,7 @@ def _mysql(settings: SourceSettings, password: str | None) -> _Pool:
     if "unix_socket" in query:
         kwargs["unix_socket"] = query["unix_socket"][0]
     stale = (pymysql.err.OperationalError, pymysql.err.InterfaceError)
-    return _Pool(settings, lambda: pymysql.connect(**kwargs), stale)
+    return _Pool(settings.timeout, settings.pool_size, lambda: pymysql.connect(**kwargs), stale)
 
 
-__all__ = ["MissingDriver", "SqlSource", "to_pyformat"]
+__all__ = ["MissingDriver", "SqlSource", "postgres_pool", "scrub", "to_pyformat"]

@@ -196,7 +196,7 @@ def full_config(tmp_path: Path, tls: tuple[Path, Path]) -> dict[str, Any]:
     return config
 
 
-@pytest.mark.parametrize("which", ["default", "basic", "full", "submission-host", "passwd"])
+@pytest.mark.parametrize("which", ["default", "basic", "full", "submission-host", "passwd", "state"])
 def test_print_output_is_a_configuration_that_prints_the_same(
     tmp_path: Path, which: str, readable_tls: tuple[Path, Path]
 ) -> None:
@@ -211,6 +211,10 @@ def test_print_output_is_a_configuration_that_prints_the_same(
                 "example.test": {},
                 "local.test": {"passwd": True, "first_valid_uid": 2000, "last_valid_uid": 60000},
             },
+        ),
+        "state": basic_config(
+            tmp_path / "mail",
+            state={"url": "postgresql://mda@127.0.0.1:5432/mail", "password_file": "pg.pass", "pool_size": 2},
         ),
     }
     data = configs[which]
@@ -235,6 +239,9 @@ def test_print_output_is_a_configuration_that_prints_the_same(
         smtp_limits = document["listeners"][2]["limits"]
         assert (smtp_limits["max_header_size"], smtp_limits["hard_error_limit"]) == (50 * 1024, 5)
         assert smtp_limits["junk_command_limit"] == 0 and "hard_error_limit" not in document["limits"]
+    if which == "state":
+        assert document["state"]["password_file"] == str(tmp_path / "pg.pass")
+        assert document["state"]["pool_size"] == 2
     if which == "passwd":
         assert document["domains"]["local.test"]["first_valid_uid"] == 2000
         assert document["domains"]["local.test"]["last_valid_uid"] == 60000

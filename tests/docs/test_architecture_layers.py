@@ -24,10 +24,12 @@ LEAVES = {
     "trace",
     "units",
     "userdb.settings",
+    "statestore.settings",
     "yamlsource",
 }
 """Modules (besides ``mda.storage``) that import only other leaves and storage's own modules.
-``userdb.settings`` is the configuration schema of ``userdb:``, read by ``config``: part of that layer."""
+``userdb.settings`` and ``statestore.settings`` are the configuration schemas of ``userdb:`` and ``state:``,
+read by ``config``: part of that layer."""
 
 
 def _module_name(path: Path) -> str:

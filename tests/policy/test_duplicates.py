@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import smtplib
+import sqlite3
+import subprocess
+import sys
+import time
 
 from tests.clients import Client
 from tests.conftest import basic_config
@@ -57,3 +62,55 @@ def test_default_state_dir_is_under_the_storage_root(start_mda, tmp_path):
     server = start_mda(basic_config(tmp_path / "mail", duplicate_window="1h"))
     send(server, ["alice@example.test"])
     assert (tmp_path / "mail" / ".mda-state" / "duplicates.sqlite").exists()
+
+
+def test_only_a_committed_record_suppresses(start_mda, tmp_path):
+    """A pending record (claimed, copy not yet committed) never suppresses: one whose owner on this host
+    is dead, or older than the lease, lets the retry deliver; a live one of another delivery answers
+    451 4.3.0 (the MX retries); a committed one suppresses. SMTP shares the 451 with every recipient."""
+    state = tmp_path / "state"
+    server = start_mda(basic_config(tmp_path / "mail", duplicate_window="1d", state_dir=str(state)))
+    assert send(server, ["alice@example.test"], MESSAGE.replace(b"<m1@", b"<warmup@")) == [(250, "2.0.0")]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    now, host = time.time(), os.uname().nodename
+    with sqlite3.connect(state / "duplicates.sqlite") as db:
+        db.executemany(
+            "INSERT INTO mda_duplicates VALUES (?, 'alice@example.test', ?, ?, ?)",
+            [
+                ("<dead@remote.test>", "pending", f"{host}:{dead.pid}:x", now),
+                ("<old@remote.test>", "pending", "elsewhere:1:x", now - 3600),
+                ("<live@remote.test>", "pending", "elsewhere:1:x", now),
+                ("<done@remote.test>", "committed", "elsewhere:1:x", now),
+            ],
+        )
+    for name, reply in (
+        ("dead", (250, "2.0.0")),
+        ("old", (250, "2.0.0")),
+        ("live", (451, "4.3.0")),
+        ("done", (250, "2.0.0")),
+    ):
+        assert send(server, ["alice@example.test"], MESSAGE.replace(b"<m1@", f"<{name}@".encode())) == [reply]
+    assert count(tmp_path, "alice") == 3  # warmup, dead, old
+    live = MESSAGE.replace(b"<m1@", b"<live@")
+    with smtplib.SMTP(*server.smtp) as client:
+        try:
+            client.sendmail(SENDER, ["alice@example.test", "bob@example.test"], live)
+        except smtplib.SMTPDataError as error:
+            assert (error.smtp_code, error.smtp_error[:5]) == (451, b"4.3.0")
+        else:
+            raise AssertionError("a held recipient must defer the SMTP transaction")
+    assert (count(tmp_path, "alice"), count(tmp_path, "bob")) == (3, 1)
+
+
+def test_a_state_store_that_fails_delivers_and_logs(start_mda, tmp_path):
+    """``state_dir`` cannot be created (a file is in the way): suppression is off for the message, the
+    copy is stored (a duplicate at worst, never a bounce) and ``state_error`` is logged."""
+    (tmp_path / "blocker").write_text("not a directory")
+    server = start_mda(
+        basic_config(tmp_path / "mail", duplicate_window="1d", state_dir=str(tmp_path / "blocker" / "state"))
+    )
+    assert send(server, ["alice@example.test"]) == [(250, "2.0.0")]
+    assert send(server, ["alice@example.test"]) == [(250, "2.0.0")]
+    assert count(tmp_path, "alice") == 2
+    assert "record=duplicate" in server.wait_for_log("event=state_error")

@@ -1,0 +1,186 @@
+"""The databases behind duplicate suppression and vacation records (``state:``, README "Shared state").
+
+Both kinds of record are written with the same SQL on either backend, each statement its own atomic
+transaction (``INSERT … ON CONFLICT … RETURNING``), so two deliveries that race for one record learn
+which of them won without a lock held across the delivery:
+
+- :class:`SqliteFile`: a SQLite file in ``state_dir``, for one host. SQLite's locks rely on POSIX
+  advisory locks, which NFS implements poorly or not at all, so a file on a shared NFS volume can be
+  corrupted or lose its updates when instances on several hosts write it.
+- :class:`Postgres`: one PostgreSQL database that several instances share, through the connection pool
+  of the ``userdb`` sql driver (timeouts, password file, the missing-psycopg error).
+
+A caller names the tables it needs with :meth:`Database.prepare` (``CREATE … IF NOT EXISTS``, run once per
+database object), so operators may also create them beforehand.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from mda.statestore.settings import StateSettings
+from mda.userdb.sql import MissingDriver, postgres_pool, scrub
+
+Rows = tuple[list[str], list[tuple[Any, ...]]]
+SQLITE_BUSY_TIMEOUT = 10.0
+
+
+class StateError(Exception):
+    """The record store could not answer (server down, file unwritable, timeout)."""
+
+
+class Database:
+    """Runs one statement at a time with ``:name`` parameters; each statement commits on its own."""
+
+    label = ""
+
+    def __init__(self) -> None:
+        self._prepared: set[tuple[str, ...]] = set()
+        self._prepare_lock = threading.Lock()
+
+    def run(self, query: str, parameters: Mapping[str, Any]) -> Rows:
+        raise NotImplementedError
+
+    def prepare(self, schema: Sequence[str]) -> None:
+        """Run ``schema`` (idempotent ``CREATE … IF NOT EXISTS`` statements) once for this database."""
+        key = tuple(schema)
+        if key in self._prepared:
+            return
+        with self._prepare_lock:
+            if key in self._prepared:
+                return
+            for statement in schema:
+                try:
+                    self.run(statement, {})
+                except StateError:
+                    # Two instances creating the same table at once: PostgreSQL may fail one of them
+                    # (a unique violation in its catalog) although the table now exists. Once more.
+                    self.run(statement, {})
+            self._prepared.add(key)
+
+    def close(self) -> None:
+        pass
+
+
+class SqliteFile(Database):
+    """A SQLite file, opened per statement (cheap, fork-safe, and never held across a delivery).
+
+    ``read_only`` (``mda resolve --message``) opens an existing file with SQLite's ``mode=ro`` and
+    creates nothing; writes then fail.
+    """
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        super().__init__()
+        self.path = path
+        self.read_only = read_only
+        self.label = f"sqlite {path}"
+
+    def run(self, query: str, parameters: Mapping[str, Any]) -> Rows:
+        try:
+            if self.read_only:
+                uri = f"{self.path.absolute().as_uri()}?mode=ro"
+                db = sqlite3.connect(uri, timeout=SQLITE_BUSY_TIMEOUT, uri=True, isolation_level=None)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                db = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None)
+            try:
+                if not self.read_only:
+                    db.execute("PRAGMA journal_mode=WAL")
+                cursor = db.execute(query, dict(parameters))
+                names = [str(column[0]).lower() for column in cursor.description or ()]
+                rows = cursor.fetchall()
+                cursor.close()
+                return names, rows
+            finally:
+                db.close()
+        except (OSError, sqlite3.Error) as error:
+            raise StateError(f"{self.label}: {type(error).__name__}: {error}") from None
+
+    def prepare(self, schema: Sequence[str]) -> None:
+        if not self.read_only:
+            super().prepare(schema)
+
+
+class Postgres(Database):
+    """The shared database: a small pool of autocommit connections, opened on first use."""
+
+    def __init__(self, settings: StateSettings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.label = settings.label
+        password = settings.password_file.read_text().strip() if settings.password_file is not None else None
+        self._secret = password or urlsplit(settings.url).password or ""
+        self._pool = postgres_pool(settings.url, password, settings.timeout, settings.pool_size, "state")
+
+    def run(self, query: str, parameters: Mapping[str, Any]) -> Rows:
+        try:
+            return self._pool.run(query, parameters)
+        except Exception as error:  # every client failure is "could not answer"
+            raise StateError(scrub(f"{self.label}: {type(error).__name__}: {error}", self._secret)) from None
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+_shared: dict[tuple[int, StateSettings], Postgres] = {}
+_shared_lock = threading.Lock()
+
+
+def open_database(settings: StateSettings, directory: Path, file_name: str, *, read_only: bool = False) -> Database:
+    """The database for one kind of record: ``file_name`` in ``directory`` (SQLite), or the shared
+    PostgreSQL pool of this process (one per ``state:`` setting; a forked worker opens its own).
+    Raises StateError when the password file cannot be read or psycopg is missing."""
+    if not settings.shared:
+        return SqliteFile(directory / file_name, read_only=read_only)
+    key = (os.getpid(), settings)
+    with _shared_lock:
+        database = _shared.get(key)
+        if database is None:
+            try:
+                database = _shared[key] = Postgres(settings)
+            except OSError as error:  # the password file
+                raise StateError(f"{settings.label}: password_file: {error}") from None
+            except MissingDriver as error:
+                raise StateError(str(error)) from None
+        return database
+
+
+def owner_token() -> str:
+    """``host:pid:random``: who holds a pending claim; :func:`owner_is_dead` reads the first two parts."""
+    return f"{_HOST}:{os.getpid()}:{os.urandom(6).hex()}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True when ``owner`` names a process of this host that no longer runs. Another host's process is
+    never judged dead here (the lease covers it)."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != _HOST or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+_HOST = os.uname().nodename
+
+__all__ = [
+    "Database",
+    "Postgres",
+    "SqliteFile",
+    "StateError",
+    "StateSettings",
+    "open_database",
+    "owner_is_dead",
+    "owner_token",
+]
