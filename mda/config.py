@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from mda.sieve.budget import DEFAULT_WORK_LIMIT
 from mda.statestore.settings import StateSettings, parse_state, state_document
 from mda.units import parse_duration, parse_size
 from mda.userdb.settings import UserdbSettings, parse_cache, parse_sources, source_document
@@ -259,7 +260,7 @@ class SieveConfig:
     path: str | None = "{home}/active.sieve"
     before: tuple[Path, ...] = ()
     after: tuple[Path, ...] = ()
-    work_limit: int = 1 << 30
+    work_limit: int = DEFAULT_WORK_LIMIT
     """Work units one recipient's scripts may spend (about one per byte compared); beyond, a runtime
     error and the implicit keep (mda.sieve.budget)."""
     settings: SieveSettings | None = None

@@ -12,12 +12,10 @@ are stopped at the same place on every machine and under any load.
 
 from __future__ import annotations
 
-from mda.config import SieveConfig
-
-DEFAULT_WORK_LIMIT = SieveConfig.work_limit
-"""Units one recipient's scripts may spend (``sieve.work_limit``, declared in ``mda.config``): a thousand
-full scans of the largest text Sieve is shown (1 MiB), a fraction of a second of CPU; real filters
-spend a few thousand."""
+DEFAULT_WORK_LIMIT = 1 << 30
+"""Units one recipient's scripts may spend (the default of ``sieve.work_limit``, which ``mda.config``
+takes from here): a thousand full scans of the largest text Sieve is shown (1 MiB), a fraction of a
+second of CPU; real filters spend a few thousand."""
 
 FOLD_COST = 2
 """Units per character to fold a value for ``i;ascii-casemap`` (``str.translate`` is slower than a scan)."""

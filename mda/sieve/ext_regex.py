@@ -17,8 +17,6 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
-
 from .budget import Meter
 
 #: Work units (mda.sieve.budget) per character and key: RE2's automaton costs a few table steps a byte.
@@ -34,8 +32,19 @@ class RegexError(ValueError):
     """A key that is not a regular expression mda can run; the message says why, for the user."""
 
 
+def _re2() -> Any:
+    """The RE2 bindings (``google-re2``), imported when a pattern is first compiled: mda itself runs
+    without them (an interpreter that lacks them, e.g. for ``mda deliver``), and a script that uses
+    ``:regex`` there gets a compile error saying what is missing."""
+    try:
+        import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
+    except ImportError:
+        raise RegexError("the regex extension needs the google-re2 package (pip install google-re2)") from None
+    return re2
+
+
 def _options(casemap: bool) -> Any:
-    options = re2.Options()
+    options = _re2().Options()
     options.longest_match = True  # POSIX: leftmost-longest
     options.dot_nl = True  # regexec without REG_NEWLINE: '.' and [^a] match a line break
     options.case_sensitive = not casemap
@@ -86,6 +95,7 @@ def translate(pattern: str) -> str:
 @lru_cache(maxsize=1024)
 def compile_pattern(pattern: str, casemap: bool) -> Any:
     """Compile one key; raises :class:`RegexError` naming the problem."""
+    re2 = _re2()
     try:
         return re2.compile(translate(pattern), _options(casemap))
     except re2.error as exc:

@@ -14,7 +14,6 @@ from email.message import Message as MimePart
 from pathlib import Path
 from typing import Any
 
-from . import ext_mime
 from .actions import FileInto, Keep, PendingVacation, Reject, ResultBuilder
 from .budget import Meter, WorkLimitExceeded
 from .compiler import Command, If, Node, Script, Test
@@ -26,6 +25,9 @@ from .ext_environment import test_environment
 from .ext_include import IncludeState, Return, attach, do_global, do_include, do_return
 from .ext_index import select
 from .ext_match import is_extended, prepare, prepare_cached
+from .ext_mime import address_values, do_break, do_extracttext, header_values
+from .ext_mime import exists as mime_exists
+from .ext_mime import loop as mime_loop
 from .ext_regex import RegexError
 from .ext_spamtest import test_spamtest
 from .match import Keys, keys_for
@@ -182,7 +184,7 @@ class _Run:
     # The names are lower case: the compiler's constants are lowered once, expanded ones by test_compared.
     def header_values(self, test: Test, names: Iterable[str]) -> list[str]:
         if "mime" in test.tags:
-            return ext_mime.header_values(self, test, list(names))
+            return header_values(self, test, list(names))
         message = self.ctx.message
         if "index" in test.tags:
             return [value for name in names for value in select(message.header_values(name), test.tags)]
@@ -190,7 +192,7 @@ class _Run:
 
     def address_values(self, test: Test, names: Iterable[str]) -> list[str]:
         if "mime" in test.tags:
-            return ext_mime.address_values(self, test, list(names))
+            return address_values(self, test, list(names))
         message = self.ctx.message
         if "index" in test.tags:  # the addresses of the one field occurrence :index names
             fields = [f for name in names for f in select(message.headers.get(name, []), test.tags)]
@@ -233,7 +235,7 @@ class _Run:
     # -- tests ---------------------------------------------------------------------------------
     def test_exists(self, test: Test) -> bool:
         if "mime" in test.tags:
-            return ext_mime.exists(self, test, [n.lower() for n in self.expand_all(test.args[0], test.line)])
+            return mime_exists(self, test, [n.lower() for n in self.expand_all(test.args[0], test.line)])
         headers = self.ctx.message.headers
         return all(name.lower() in headers for name in self.expand_all(test.args[0], test.line))
 
@@ -389,8 +391,8 @@ _COMMANDS: dict[str, Callable[[_Run, Command], None]] = {
     "return": do_return,
     "global": do_global,
     "notify": do_notify,
-    "break": ext_mime.do_break,
-    "extracttext": ext_mime.do_extracttext,
+    "break": do_break,
+    "extracttext": do_extracttext,
 }
 """Each command's method (the compiler admits no other name)."""
 
@@ -460,7 +462,7 @@ def _step(node: Node, plain: bool) -> Step:
 
         return run_if
     if node.name == "foreverypart":
-        return ext_mime.loop(node, _block(node.tags["block"], plain))
+        return mime_loop(node, _block(node.tags["block"], plain))
     command = _COMMANDS[node.name]
     return lambda run: command(run, node)
 

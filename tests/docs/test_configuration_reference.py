@@ -49,11 +49,15 @@ FULL_CONFIG: dict[str, Any] = {
     "limits": {"max_recipients": 100},
     "metrics": {"bind": "127.0.0.1:0"},
     "submission": {"host": "127.0.0.1"},
-    "sieve": {"before": ["before.sieve"]},
+    "sieve": {
+        "before": ["before.sieve"],
+        "spamtest": {"status_header": "X-Spam-Score", "max_value": 10},
+        "virustest": {"status_header": "X-Virus: (.*)", "status_type": "text", "text_values": ["clean"]},
+    },
 }
 """One instance of every section; add one for each new section (see the module docstring)."""
 
-SAME_AS = {"listeners[].limits.": "limits."}
+SAME_AS = {"listeners[].limits.": "limits.", "sieve.virustest.": "sieve.spamtest."}
 """Sections documented once under another name: a listener's ``limits`` take the keys of ``limits``."""
 
 
