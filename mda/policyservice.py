@@ -115,6 +115,10 @@ class PolicyConnection:
     async def reply(self, reply: Reply) -> None:
         """Shutdown's goodbye: the policy protocol has no way to say it, closing the connection is all."""
 
+    def say_goodbye(self, reply: Reply) -> None:
+        """Graceful shutdown of an idle connection: nothing to say in this protocol, only close it."""
+        self._close()
+
     def _close(self) -> None:
         if self._writer is not None:
             self._writer.close()
