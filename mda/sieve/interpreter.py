@@ -21,6 +21,7 @@ from .compiler import Command, If, Node, Script, Test
 from .errors import SieveRuntimeError
 from .ext_date import test_currentdate, test_date
 from .ext_duplicate import Seen, test_duplicate
+from .ext_editheader import do_addheader, do_deleteheader
 from .ext_enotify import do_notify, test_notify_method_capability, test_valid_notify_method
 from .ext_environment import test_environment
 from .ext_include import IncludeState, Return, attach, do_global, do_include, do_return
@@ -391,6 +392,8 @@ _COMMANDS: dict[str, Callable[[_Run, Command], None]] = {
     "notify": do_notify,
     "break": ext_mime.do_break,
     "extracttext": ext_mime.do_extracttext,
+    "addheader": do_addheader,
+    "deleteheader": do_deleteheader,
 }
 """Each command's method (the compiler admits no other name)."""
 

@@ -23,6 +23,7 @@ _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(r"(\?=)[ \t\r\n]+(?==\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=)")
 _BOUNDARY = re.compile(rb"boundary[ \t]*=", re.IGNORECASE)
 """A multipart boundary parameter (RFC 2046 §5.1.1): how deep the MIME structure may nest at most."""
+_FIELD_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")
 _FIELD = re.compile(r"^([!-9;-~]+)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.MULTILINE)
 
 
@@ -95,6 +96,8 @@ class SieveMessage:
         self._addresses: dict[str, list[Address]] = {}
         self._headers: dict[str, list[str]] | None = None
         self._mime: MimePart | None = None
+        self.edited = False
+        """Whether editheader (RFC 5293) changed the header section: see :meth:`header_block`."""
 
     @property
     def size(self) -> int:
@@ -151,6 +154,66 @@ class SieveMessage:
             self.meter.spend(ADDRESS_PARSE_COST * sum(len(value) for value in values))
             cached = self._addresses[name] = parse_address_list(values)
         return cached
+
+    # -- editheader (RFC 5293, mda.sieve.ext_editheader) ---------------------------------------------
+    def _fields(self) -> tuple[list[bytes], bytes]:
+        """The header section as one byte string per field (continuation lines included), and the
+        rest of the message (the empty line and the body)."""
+        start, body = self._header_end()
+        lines = self.raw[:start].splitlines(keepends=True)
+        if not lines:  # no field: the message starts with the empty line
+            rest = self.raw
+        elif start < body:  # the last field's line end is outside raw[:start]
+            ending = b"\r\n" if self.raw[start : start + 1] == b"\r" else b"\n"
+            lines[-1] += ending
+            rest = self.raw[start + len(ending) :]
+        else:
+            rest = b""
+        fields: list[bytes] = []
+        for line in lines:
+            if fields and line[:1] in (b" ", b"\t"):
+                fields[-1] += line
+            else:
+                fields.append(line)
+        if fields and not fields[-1].endswith(b"\n"):
+            fields[-1] += b"\n"
+        return fields, rest
+
+    def _replace_header(self, fields: list[bytes], rest: bytes) -> None:
+        self.raw = b"".join(fields) + (rest or b"\n")
+        self.edited = True
+        self._headers = None
+        self._decoded = {}
+        self._addresses = {}
+        self._mime = None
+
+    def add_field(self, data: bytes, *, last: bool = False) -> None:
+        """Insert one whole field (with its line end) first, or last with ``:last``."""
+        fields, rest = self._fields()
+        if last:
+            fields.append(data)
+        else:
+            fields.insert(0, data)
+        self._replace_header(fields, rest)
+
+    def delete_fields(self, name: str, occurrences: frozenset[int]) -> None:
+        """Remove the given occurrences (0-based, in message order) of the field ``name``."""
+        fields, rest = self._fields()
+        kept: list[bytes] = []
+        seen = 0
+        for data in fields:
+            match = _FIELD_NAME.match(data)
+            if match is not None and match.group(1).decode("ascii").lower() == name:
+                seen += 1
+                if seen - 1 in occurrences:
+                    continue
+            kept.append(data)
+        self._replace_header(kept, rest)
+
+    def header_block(self) -> bytes:
+        """The header section as edited, up to and including the last field's line end (without the
+        empty line that ends it)."""
+        return b"".join(self._fields()[0])
 
     @property
     def body(self) -> bytes:
