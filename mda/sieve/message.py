@@ -16,7 +16,7 @@ import re
 from email.message import Message as MimePart
 from typing import NamedTuple
 
-from .budget import ADDRESS_PARSE_COST, MIME_LEVEL_COST, MIME_LINE_COST, Meter
+from .budget import ADDRESS_PARSE_COST, EDITED_HEADER_COST, MIME_LEVEL_COST, MIME_LINE_COST, Meter
 
 # RFC 2047 §2 encoded-word; linear whitespace between two encoded words is dropped (§6.2).
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
@@ -97,6 +97,10 @@ class SieveMessage:
         self._headers: dict[str, list[str]] | None = None
         self._mime: MimePart | None = None
         self.edited = False
+        self.edited_size = 0
+        """Bytes of the edited header section (what reading its fields again costs)."""
+        self._edits: tuple[list[bytes], bytes] | None = None
+        """The edited header section as fields, and the rest: kept so each edit does not split again."""
         """Whether editheader (RFC 5293) changed the header section: see :meth:`header_block`."""
 
     @property
@@ -127,6 +131,8 @@ class SieveMessage:
         field nor a continuation is skipped together with the continuation lines that follow it.
         """
         if self._headers is None:
+            if self.edited:
+                self.meter.spend(EDITED_HEADER_COST * self.edited_size)
             out: dict[str, list[str]] = {}
             text = self.raw[: self._header_end()[0]].decode("utf-8", errors="replace")
             for name, value in _FIELD.findall(text):
@@ -159,6 +165,8 @@ class SieveMessage:
     def _fields(self) -> tuple[list[bytes], bytes]:
         """The header section as one byte string per field (continuation lines included), and the
         rest of the message (the empty line and the body)."""
+        if self._edits is not None:
+            return self._edits
         start, body = self._header_end()
         lines = self.raw[:start].splitlines(keepends=True)
         if not lines:  # no field: the message starts with the empty line
@@ -180,7 +188,13 @@ class SieveMessage:
         return fields, rest
 
     def _replace_header(self, fields: list[bytes], rest: bytes) -> None:
-        self.raw = b"".join(fields) + (rest or b"\n")
+        """Every edit rebuilds the header section, so each is charged its size: a script of many
+        thousand ``addheader`` commands is stopped by the work limit instead of growing quadratically."""
+        header = b"".join(fields)
+        self.meter.spend(len(header))
+        self.raw = header + (rest or b"\n")
+        self.edited_size = len(header)
+        self._edits = (fields, rest)
         self.edited = True
         self._headers = None
         self._decoded = {}
