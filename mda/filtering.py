@@ -173,18 +173,23 @@ _NO_SCRIPT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP})
 def _compile_if_present(path: Path, mailbox: Mailbox, global_dir: Path | None = None) -> Script | None:
     """The compiled script, or None when no file is there: one ``open`` and ``fstat`` when cached.
 
-    A system user's own script (``Mailbox.system_user``, a path inside their home) is read with their
-    file-system identity and must be a regular file of theirs, with one link, reached without leaving
-    the home; anything else is refused like a script that does not compile (README, "Local users").
-    Scripts it includes (RFC 6609) are looked for beside it and in ``global_dir``.
+    The user's own script (``Mailbox.sieve``) inside their home is reached only through symlinks that
+    stay inside the home (Dovecot ManageSieve's ``~/.dovecot.sieve`` -> ``sieve/NAME.sieve``) and must
+    be a regular file with one link. A system user's (``Mailbox.system_user``) is read with their
+    file-system identity and must be theirs; a virtual user's home is the directory above the mailbox,
+    the default ``{home}``. Anything else is refused like a script that does not compile (README,
+    "Local users" and "Sieve"). Scripts it includes (RFC 6609) are looked for beside it and in
+    ``global_dir``.
     """
     opener = None
     user = mailbox.system_user if path == mailbox.sieve else None
-    home = mailbox.root
-    if user is not None and home is not None and home in path.parents:
-        uid = user[0]
+    home = mailbox.root if user is not None else mailbox.path.parent
+    if path == mailbox.sieve and home is not None and home in path.parents:
+        uid = user[0] if user is not None else None
 
         def opener(script: Path) -> int:
+            if script.is_dir():  # a directory where the script may be is no script, as for every script
+                raise IsADirectoryError(errno.EISDIR, "is a directory", str(script))
             return open_beneath_home(home, script, uid, max_size=MAX_SCRIPT_SIZE)
 
     else:
