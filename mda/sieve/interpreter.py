@@ -482,7 +482,7 @@ def _check(test: Test, plain: bool) -> Check:
     if (
         plain
         and test.name in _VALUES
-        and not is_extended(test.match_type, test.comparator)
+        and test.match_type != "count"  # no values is a count of 0: test_compared handles it
         and "index" not in test.tags
         and "mime" not in test.tags
     ):
@@ -492,11 +492,14 @@ def _check(test: Test, plain: bool) -> Check:
 
 
 def _constant_check(test: Test) -> Check:
-    """``header``, ``address`` or ``envelope`` whose names and keys are constants (no variables): the
-    keys are prepared here, once, and the usual one-field ``header`` or ``address`` test reads the
-    message's cached values directly."""
+    """``header``, ``address`` or ``envelope`` whose names and keys are constants (no variables), with
+    any match type but ``:count``: the keys are prepared here, once, and the usual one-field ``header``
+    or ``address`` test reads the message's cached values directly."""
     names = tuple(name.lower() for name in test.args[0])
-    first = keys_for(test.args[1], test.match_type, test.comparator).first
+    if is_extended(test.match_type, test.comparator):  # :regex, :value, i;ascii-numeric (ext_match)
+        first = prepare_cached(test.args[1], test.match_type, test.relation, test.comparator).first
+    else:
+        first = keys_for(test.args[1], test.match_type, test.comparator).first
     part = test.tags.get("part", "all")
     if len(names) == 1 and (test.name == "header" or (test.name == "address" and part in _PLAIN_PARTS)):
         (name,) = names

@@ -13,10 +13,12 @@ SCRIPT = Path(__file__).resolve().parents[2] / "contrib" / "bench" / "sieve_over
 
 
 @pytest.mark.slow
-def test_sieve_overhead_benchmark_runs() -> None:
-    """One short pair: both servers deliver everything (the script compiles) and a ratio is printed."""
+@pytest.mark.parametrize("variant", ["typical", "extended"])
+def test_sieve_overhead_benchmark_runs(variant: str) -> None:
+    """One short pair: both servers deliver everything (the script compiles, no rule matches the
+    benchmark's messages) and a ratio is printed; ``extended`` uses :regex and :value rules."""
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--pairs", "1", "--messages", "200", "--concurrency", "16"],
+        [sys.executable, str(SCRIPT), "--pairs", "1", "--messages", "200", "--concurrency", "16", "--script", variant],
         capture_output=True,
         text=True,
         timeout=300,
