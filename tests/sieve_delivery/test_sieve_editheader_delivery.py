@@ -108,3 +108,18 @@ if header :is "subject" "bad name" { addheader "${name}" "x"; }
     for copy in copies:
         assert b"X-Spam-Flag: YES" in copy.read_bytes() and b"X-Big" not in copy.read_bytes()
     assert "addheader" in server.wait_for_log("field larger than")
+
+
+def test_mbox_copy_carries_the_edited_header(tmp_path: Path, start_mda: Callable[..., RunningServer]) -> None:
+    """The mbox store writes the edited header section and the unchanged, mboxrd-quoted body."""
+    root = tmp_path / "mail"
+    write_script(root, 'require "editheader";\ndeleteheader "X-Spam-Flag";\naddheader :last "X-Mbox" "yes";\n')
+    storage = {"format": "mbox", "path": f"{root}/{{domain}}/{{user}}/mbox", "fsync": True}
+    server = serve(start_mda, root, storage=storage)
+    body = b"First line\nFrom the body\n"
+    assert [r.code for r in deliver(server, [ALICE], edited_message(body))] == [250]
+    stored_bytes = (root / "example.test" / "alice" / "mbox").read_bytes()
+    head, _, rest = stored_bytes.partition(b"\n\n")
+    assert head.startswith(b"From sender@example.org ") and head.endswith(b"\nX-Mbox: yes")
+    assert b"X-Spam-Flag" not in head
+    assert rest == b"First line\n>From the body\n\n"
