@@ -20,7 +20,7 @@ from mda.dataread import DataResult
 from mda.dedupe import suppress_duplicates
 from mda.policy import Resolution
 from mda.replies import Reply, describe_error, reply_for_error
-from mda.spool import Spool
+from mda.spool import Spool, SpoolTail
 from mda.storage import stage
 from mda.storage.base import Mailbox, MessageCopy, StagedCopy, StoreResult
 from mda.storage.folders import NewFolderBudget
@@ -29,8 +29,9 @@ from mda.transaction import Outcome, Transaction
 
 __all__ = ["Outcome", "Transaction", "deliver", "deliver_transaction", "failure_outcomes"]
 
-CopyKey = tuple[tuple[str, str, str | None], str]
-"""One stored copy within a message: the mailbox's ``key`` and the Maildir flags; stored once."""
+CopyKey = tuple[tuple[str, str, str | None], str, bytes | None]
+"""One stored copy within a message: the mailbox's ``key``, the Maildir flags and the header section
+Sieve's editheader made (None: not edited); stored once."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,22 @@ def _stage(mailbox: Mailbox, copy: MessageCopy) -> StagedCopy:
     return stage(mailbox, copy)
 
 
+def _target_copy(copy: MessageCopy, target: filtering.Target) -> MessageCopy:
+    """The copy for one target: its flags, and Sieve's edited header section in front of the rest of
+    the spool when editheader changed it (the body is never rewritten)."""
+    if target.header is None:
+        return replace(copy, flags=target.flags)
+    spool = copy.body
+    assert isinstance(spool, Spool)
+    start = spool.header_length()
+    assert start is not None  # filtering only keeps edits whose header section end is known
+    return replace(copy, header=target.header, body=SpoolTail(spool, start), flags=target.flags)
+
+
+def _copy_key(target: filtering.Target) -> CopyKey:
+    return (target.mailbox.key, target.flags, target.header)
+
+
 def _send_after_commit(
     config: Config,
     txn: Transaction,
@@ -91,7 +108,7 @@ def _send_after_commit(
         recipient=recipient,
         header=copy.header,
         source=source,
-        keep=lambda mailbox: record(_stage(mailbox, copy).commit()),
+        keep=lambda target: record(_stage(target.mailbox, _target_copy(copy, target)).commit()),
     )
 
 
@@ -151,12 +168,12 @@ def _deliver_one(
             return outcome
     failure: Reply | None = None
     for target in _targets(resolution, plan, budget):
-        key = (target.mailbox.key, target.flags)
+        key = _copy_key(target)
         if key in done:
             outcome.results.append(done[key])
             continue
         try:
-            result = _stage(target.mailbox, replace(copy, flags=target.flags)).commit()
+            result = _stage(target.mailbox, _target_copy(copy, target)).commit()
         except Exception as error:  # every failure becomes this recipient's reply, never a crash
             failure = _worst(failure, reply_for_error(error))
             outcome.reason = describe_error(error)
@@ -241,11 +258,11 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
         for resolution in unique:
             copy = copies[resolution.key]
             for target in _targets(resolution, plans[resolution.key], budget):
-                key = (target.mailbox.key, target.flags)
+                key = _copy_key(target)
                 if key in seen:
                     continue
                 seen.add(key)
-                staged.append((resolution, target.mailbox, _stage(target.mailbox, replace(copy, flags=target.flags))))
+                staged.append((resolution, target.mailbox, _stage(target.mailbox, _target_copy(copy, target))))
     except Exception as error:
         for _, _, copy_staged in staged:
             copy_staged.abort()

@@ -113,6 +113,16 @@ class MessageSource:
     def whole(self) -> bytes:
         return self.spool.read_all()
 
+    def editable(self) -> bool:
+        """Whether a header section edited by Sieve can replace the spooled one: its end is known."""
+        return self.spool.header_length() is not None
+
+    def rest(self) -> bytes:
+        """What follows the spooled header section: the empty line and the body."""
+        start = self.spool.header_length()
+        assert start is not None
+        return self.spool.read_all()[start:]
+
 
 @dataclass(frozen=True)
 class Target:
@@ -120,6 +130,9 @@ class Target:
 
     mailbox: Mailbox
     flags: str = ""
+    header: bytes | None = None
+    """The whole header section as Sieve's editheader left it (trace fields included), stored in front
+    of the rest of the spooled message instead of the trace block; None: not edited."""
 
 
 @dataclass
@@ -128,8 +141,9 @@ class Plan:
 
     targets: list[Target] = field(default_factory=list)
     reject: Reply | None = None
-    redirects: list[tuple[str, Mailbox]] = field(default_factory=list)
-    """(address, the mailbox whose script redirected): a failed send stores into that mailbox."""
+    redirects: list[tuple[str, Mailbox, bytes | None]] = field(default_factory=list)
+    """(address, the mailbox whose script redirected, its edited header section or None): a failed
+    send stores into that mailbox."""
     vacations: list[Vacation] = field(default_factory=list)
     duplicates: list[Seen] = field(default_factory=list)
     """IDs of ``duplicate`` tests (RFC 7352), recorded once the copies are committed."""
@@ -160,18 +174,23 @@ _NO_SCRIPT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP})
 def _compile_if_present(path: Path, mailbox: Mailbox, global_dir: Path | None = None) -> Script | None:
     """The compiled script, or None when no file is there: one ``open`` and ``fstat`` when cached.
 
-    A system user's own script (``Mailbox.system_user``, a path inside their home) is read with their
-    file-system identity and must be a regular file of theirs, with one link, reached without leaving
-    the home; anything else is refused like a script that does not compile (README, "Local users").
-    Scripts it includes (RFC 6609) are looked for beside it and in ``global_dir``.
+    The user's own script (``Mailbox.sieve``) inside their home is reached only through symlinks that
+    stay inside the home (Dovecot ManageSieve's ``~/.dovecot.sieve`` -> ``sieve/NAME.sieve``) and must
+    be a regular file with one link. A system user's (``Mailbox.system_user``) is read with their
+    file-system identity and must be theirs; a virtual user's home is the directory above the mailbox,
+    the default ``{home}``. Anything else is refused like a script that does not compile (README,
+    "Local users" and "Sieve"). Scripts it includes (RFC 6609) are looked for beside it and in
+    ``global_dir``.
     """
     opener = None
     user = mailbox.system_user if path == mailbox.sieve else None
-    home = mailbox.root
-    if user is not None and home is not None and home in path.parents:
-        uid = user[0]
+    home = mailbox.root if user is not None else mailbox.path.parent
+    if path == mailbox.sieve and home is not None and home in path.parents:
+        uid = user[0] if user is not None else None
 
         def opener(script: Path) -> int:
+            if script.is_dir():  # a directory where the script may be is no script, as for every script
+                raise IsADirectoryError(errno.EISDIR, "is a directory", str(script))
             return open_beneath_home(home, script, uid, max_size=MAX_SCRIPT_SIZE)
 
     else:
@@ -295,7 +314,10 @@ def plan_recipient(
             plan.errors.append("vacation")
         if outcome.vacation_skipped:
             plan.notes.append(f"no vacation reply: {outcome.vacation_skipped}")
-        rejected = _apply(config, plan, mailbox, outcome.actions)
+        edited = outcome.header if outcome.header is not None and source.editable() else None
+        if outcome.header is not None and edited is None:
+            plan.notes.append("header edits not stored: header section too large")
+        rejected = _apply(config, plan, mailbox, outcome.actions, edited)
         if rejected is not None:
             rejects.append(rejected)
     if not found:
@@ -348,16 +370,19 @@ def _split_error(text: str) -> tuple[str, int, str]:
     return match.group(1), int(match.group(2)), match.group(3)
 
 
-def _apply(config: Config, plan: Plan, mailbox: Mailbox, actions: Sequence[object]) -> Reply | None:
-    """Turn one mailbox's actions into targets, sends and notes; returns its reject reply, if any."""
+def _apply(
+    config: Config, plan: Plan, mailbox: Mailbox, actions: Sequence[object], header: bytes | None = None
+) -> Reply | None:
+    """Turn one mailbox's actions into targets, sends and notes; returns its reject reply, if any.
+    ``header`` is the edited header section (editheader), for its stores and redirects."""
     rejected: Reply | None = None
     for action in actions:
         if isinstance(action, Keep):
-            plan.targets.append(Target(mailbox, maildir_flags(action.flags)))
+            plan.targets.append(Target(mailbox, maildir_flags(action.flags), header))
             plan.notes.append("keep" + (f" flags {' '.join(action.flags)}" if action.flags else ""))
         elif isinstance(action, FileInto):
             target, note = _fileinto(mailbox, action)
-            plan.targets.append(target)
+            plan.targets.append(replace(target, header=header))
             plan.notes.append(note)
         elif isinstance(action, Discard):
             plan.notes.append("discard")
@@ -367,7 +392,7 @@ def _apply(config: Config, plan: Plan, mailbox: Mailbox, actions: Sequence[objec
                 plan.notes.append(f"redirect to {action.address} impossible without submission; keep")
                 plan.targets.append(Target(mailbox))
             else:
-                plan.redirects.append((action.address, mailbox))
+                plan.redirects.append((action.address, mailbox, header))
                 plan.notes.append(f"redirect to {action.address}" + (" (copy)" if action.copy else ""))
         elif isinstance(action, Reject):
             rejected = reject_reply(action.reason)
@@ -414,7 +439,7 @@ def _merge_targets(plan: Plan) -> None:
         if previous is not None:
             flags = "".join(sorted(set(previous.flags) | set(target.flags)))
             create = previous.mailbox.create_folder or target.mailbox.create_folder
-            target = Target(replace(previous.mailbox, create_folder=create), flags)
+            target = Target(replace(previous.mailbox, create_folder=create), flags, previous.header)
         merged[target.mailbox.key] = target
     plan.targets = list(merged.values())
 
@@ -428,7 +453,7 @@ def send_after_commit(
     recipient: str,
     header: bytes,
     source: MessageSource,
-    keep: Callable[[Mailbox], None],
+    keep: Callable[[Target], None],
     timeout: float = SUBMISSION_TIMEOUT,
 ) -> None:
     """Record ``duplicate`` IDs, send redirects (from the original sender) and vacation replies (from
@@ -447,16 +472,16 @@ def send_after_commit(
     if submission is None:
         return
     if plan.redirects:
-        message = header + source.whole()
-        for address, mailbox in plan.redirects:
+        for address, mailbox, edited in plan.redirects:
+            message = header + source.whole() if edited is None else edited + source.rest()
             try:
                 outbound.send(submission, sender, [address], message, timeout=timeout)
             except outbound.SubmissionError as error:
                 _log_error(queue_id, recipient, "redirect", "", 0, f"redirect to {address}: {error}")
                 plan.errors.append("redirect")
                 if not any(t.mailbox.key == mailbox.key for t in plan.targets):
-                    keep(mailbox)
-                    plan.targets.append(Target(mailbox))
+                    keep(Target(mailbox, header=edited))
+                    plan.targets.append(Target(mailbox, header=edited))
                 plan.notes.append(f"redirect to {address} failed; keep")
     if plan.notifications:
         _send_notifications(config, plan, queue_id, sender, recipient, header + source.shown(), timeout)

@@ -217,6 +217,29 @@ class Spool:
         """The whole message; for tools and Sieve, never on the delivery hot path for large messages."""
         return self._read(0, self._size)
 
+    def header_length(self) -> int | None:
+        """Bytes of the header section (its last field's line end included), or None when no empty
+        line ends it within ``HEADER_SCAN_LIMIT`` bytes while the message is longer."""
+        if self._head_end is None:
+            return self._size
+        return None if self._head_end >= HEADER_SCAN_LIMIT else self._head_end
+
+    def copy_range_to(self, fd: int, start: int) -> None:
+        """Write the spool from ``start`` to its end to ``fd`` (kernel copy when spilled)."""
+        if self._fd is None:
+            write_all(fd, self._read(start, self._size - start))
+            return
+        offset = start
+        while offset < self._size:
+            count = min(self._size - offset, 1 << 30)
+            try:
+                sent = os.copy_file_range(self._fd, fd, count, offset)
+            except OSError:
+                sent = os.sendfile(fd, self._fd, offset, count)
+            if sent <= 0:
+                raise OSError("short copy from spool")
+            offset += sent
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -228,6 +251,24 @@ class Spool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SpoolTail:
+    """The spool from ``start`` on, read as a :class:`Spool` is by the stores: a copy whose header
+    section was edited (Sieve editheader) stores its own header in front of this unchanged rest."""
+
+    def __init__(self, spool: Spool, start: int) -> None:
+        self.spool = spool
+        self.start = start
+        self.size = spool.size - start
+        self.newlines = spool.newlines - spool._read(0, start).count(b"\n")
+        self.in_memory = spool.in_memory
+
+    def copy_to(self, fd: int) -> None:
+        self.spool.copy_range_to(fd, self.start)
+
+    def read_all(self) -> bytes:
+        return self.spool._read(self.start, self.size)
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview | mmap.mmap) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import SieveError
+from .ext_editheader import FIELD_NAME
 from .ext_encoded import EncodingError
 from .ext_encoded import decode as decode_encoded
 from .ext_enotify import check_method
@@ -57,6 +58,7 @@ CAPABILITIES = frozenset(
         "mime",
         "foreverypart",
         "extracttext",
+        "editheader",
     }
 )
 
@@ -90,6 +92,8 @@ class Spec:
     extension: str | None = None
     #: The first positional argument may be left out (imap4flags' optional variable name).
     optional_first: bool = False
+    #: The last positional argument may be left out (deleteheader's value patterns).
+    optional_last: bool = False
     tests: str = "none"  # "none", "one" or "list"
 
 
@@ -179,6 +183,15 @@ COMMANDS: Mapping[str, Spec] = {
         "enotify",
     ),
     "global": Spec((STRLIST,), extension="include"),
+    "addheader": Spec((STRING, STRING), {"last": TagSpec("last")}, "editheader"),
+    # RFC 5293 §5: the value patterns may be left out (optional_last), then every occurrence goes.
+    # RFC 5293 §5 defines its own :index and :last: no require "index".
+    "deleteheader": Spec(
+        (STRING, STRLIST),
+        {**_MATCH, "index": TagSpec("index", NUMBER), "last": TagSpec("last")},
+        "editheader",
+        optional_last=True,
+    ),
     "setflag": Spec((STRING, STRLIST), extension="imap4flags", optional_first=True),
     "addflag": Spec((STRING, STRLIST), extension="imap4flags", optional_first=True),
     "removeflag": Spec((STRING, STRLIST), extension="imap4flags", optional_first=True),
@@ -390,9 +403,30 @@ class _Compiler:
         if cmd.tests:
             raise self.error(cmd.line, f"command '{cmd.name}' takes no test")
         tags, args = self.arguments(cmd.name, cmd.line, cmd.args, spec)
+        if cmd.name == "deleteheader":
+            self.value_patterns(cmd.line, tags, args)
         command = Command(cmd.name, cmd.line, tags, args)
         self.check_command(command)
         return command
+
+    def value_patterns(self, line: int, tags: dict[str, Any], args: tuple[Any, ...]) -> None:
+        """deleteheader (RFC 5293 §5): its match type and comparator apply to the value patterns, so
+        they are checked and resolved as a ``header`` test's are, into ``tags["test"]``."""
+        if "last" in tags and "index" not in tags:
+            raise self.error(line, "':last' needs ':index' (RFC 5260 §6)")
+        if tags.get("index", 1) < 1:
+            raise self.error(line, "':index' must be 1 or more")
+        if isinstance(args[0], str) and not FIELD_NAME.fullmatch(args[0]):
+            raise self.error(line, f"deleteheader: invalid field name '{args[0]}'")
+        if len(args) < 2:
+            if "match" in tags or "comparator" in tags:
+                raise self.error(line, "deleteheader: a match type or comparator needs value patterns")
+            return
+        match = tags.get("match", "is")
+        match_type, relation = match if isinstance(match, tuple) else (match, None)
+        test = Test("header", line, {}, args, (), match_type, tags.get("comparator", CASEMAP), relation)
+        self.check_test(replace(test, tags={k: v for k, v in tags.items() if k in ("match", "comparator")}))
+        tags["test"] = test
 
     def test(self, node: TestNode) -> Test:
         spec = TESTS.get(node.name)
@@ -467,6 +501,8 @@ class _Compiler:
             tags["variable_given"] = False
         elif spec.optional_first:
             tags["variable_given"] = True
+        if spec.optional_last and len(positional) == len(kinds) - 1:
+            kinds = kinds[:-1]
         if len(positional) != len(kinds):
             if any(isinstance(a, TagArg) for a in positional):
                 raise self.error(line, f"tagged arguments of '{name}' must come before the others")
@@ -496,6 +532,8 @@ class _Compiler:
         return tuple(compile_string(v, variables) for v in texts)
 
     def check_command(self, cmd: Command) -> None:
+        if cmd.name == "addheader" and isinstance(cmd.args[0], str) and not FIELD_NAME.fullmatch(cmd.args[0]):
+            raise self.error(cmd.line, f"addheader: invalid field name '{cmd.args[0]}'")
         if cmd.name == "redirect" and isinstance(cmd.args[0], str) and not _ADDR_SPEC.fullmatch(cmd.args[0]):
             raise self.error(cmd.line, f"redirect address '{cmd.args[0]}' is invalid")
         if cmd.name == "set":

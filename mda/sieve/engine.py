@@ -53,6 +53,9 @@ class Outcome:
     #: IDs the ``duplicate`` tests saw: the caller records them (``VacationState.record_duplicates``)
     #: once the copies are committed.
     duplicates: tuple[Seen, ...] = ()
+    #: The header section as editheader (RFC 5293) left it, for stored copies and redirects (the body
+    #: is unchanged); None when no script edited it, or after a runtime error.
+    header: bytes | None = None
 
     @property
     def vacation(self) -> Vacation | None:
@@ -198,4 +201,5 @@ def run(
             actions.append(reply)
         else:
             skipped = why
-    return Outcome(tuple(actions), (), skipped, tuple(ctx.duplicates))
+    header = msg.header_block() if msg.edited else None
+    return Outcome(tuple(actions), (), skipped, tuple(ctx.duplicates), header)

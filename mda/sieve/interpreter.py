@@ -20,6 +20,7 @@ from .compiler import Command, If, Node, Script, Test
 from .errors import SieveRuntimeError
 from .ext_date import test_currentdate, test_date
 from .ext_duplicate import Seen, test_duplicate
+from .ext_editheader import do_addheader, do_deleteheader
 from .ext_enotify import do_notify, test_notify_method_capability, test_valid_notify_method
 from .ext_environment import test_environment
 from .ext_include import IncludeState, Return, attach, do_global, do_include, do_return
@@ -393,6 +394,8 @@ _COMMANDS: dict[str, Callable[[_Run, Command], None]] = {
     "notify": do_notify,
     "break": do_break,
     "extracttext": do_extracttext,
+    "addheader": do_addheader,
+    "deleteheader": do_deleteheader,
 }
 """Each command's method (the compiler admits no other name)."""
 
@@ -481,7 +484,7 @@ def _check(test: Test, plain: bool) -> Check:
     if (
         plain
         and test.name in _VALUES
-        and not is_extended(test.match_type, test.comparator)
+        and test.match_type != "count"  # no values is a count of 0: test_compared handles it
         and "index" not in test.tags
         and "mime" not in test.tags
     ):
@@ -491,11 +494,14 @@ def _check(test: Test, plain: bool) -> Check:
 
 
 def _constant_check(test: Test) -> Check:
-    """``header``, ``address`` or ``envelope`` whose names and keys are constants (no variables): the
-    keys are prepared here, once, and the usual one-field ``header`` or ``address`` test reads the
-    message's cached values directly."""
+    """``header``, ``address`` or ``envelope`` whose names and keys are constants (no variables), with
+    any match type but ``:count``: the keys are prepared here, once, and the usual one-field ``header``
+    or ``address`` test reads the message's cached values directly."""
     names = tuple(name.lower() for name in test.args[0])
-    first = keys_for(test.args[1], test.match_type, test.comparator).first
+    if is_extended(test.match_type, test.comparator):  # :regex, :value, i;ascii-numeric (ext_match)
+        first = prepare_cached(test.args[1], test.match_type, test.relation, test.comparator).first
+    else:
+        first = keys_for(test.args[1], test.match_type, test.comparator).first
     part = test.tags.get("part", "all")
     if len(names) == 1 and (test.name == "header" or (test.name == "address" and part in _PLAIN_PARTS)):
         (name,) = names

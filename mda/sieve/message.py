@@ -16,13 +16,14 @@ import re
 from email.message import Message as MimePart
 from typing import NamedTuple
 
-from .budget import ADDRESS_PARSE_COST, MIME_LEVEL_COST, MIME_LINE_COST, Meter
+from .budget import ADDRESS_PARSE_COST, EDITED_HEADER_COST, MIME_LEVEL_COST, MIME_LINE_COST, Meter
 
 # RFC 2047 §2 encoded-word; linear whitespace between two encoded words is dropped (§6.2).
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(r"(\?=)[ \t\r\n]+(?==\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=)")
 _BOUNDARY = re.compile(rb"boundary[ \t]*=", re.IGNORECASE)
 """A multipart boundary parameter (RFC 2046 §5.1.1): how deep the MIME structure may nest at most."""
+_FIELD_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")
 _FIELD = re.compile(r"^([!-9;-~]+)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.MULTILINE)
 
 
@@ -95,6 +96,12 @@ class SieveMessage:
         self._addresses: dict[str, list[Address]] = {}
         self._headers: dict[str, list[str]] | None = None
         self._mime: MimePart | None = None
+        self.edited = False
+        self.edited_size = 0
+        """Bytes of the edited header section (what reading its fields again costs)."""
+        self._edits: tuple[list[bytes], bytes] | None = None
+        """The edited header section as fields, and the rest: kept so each edit does not split again."""
+        """Whether editheader (RFC 5293) changed the header section: see :meth:`header_block`."""
 
     @property
     def size(self) -> int:
@@ -124,6 +131,8 @@ class SieveMessage:
         field nor a continuation is skipped together with the continuation lines that follow it.
         """
         if self._headers is None:
+            if self.edited:
+                self.meter.spend(EDITED_HEADER_COST * self.edited_size)
             out: dict[str, list[str]] = {}
             text = self.raw[: self._header_end()[0]].decode("utf-8", errors="replace")
             for name, value in _FIELD.findall(text):
@@ -151,6 +160,74 @@ class SieveMessage:
             self.meter.spend(ADDRESS_PARSE_COST * sum(len(value) for value in values))
             cached = self._addresses[name] = parse_address_list(values)
         return cached
+
+    # -- editheader (RFC 5293, mda.sieve.ext_editheader) ---------------------------------------------
+    def _fields(self) -> tuple[list[bytes], bytes]:
+        """The header section as one byte string per field (continuation lines included), and the
+        rest of the message (the empty line and the body)."""
+        if self._edits is not None:
+            return self._edits
+        start, body = self._header_end()
+        lines = self.raw[:start].splitlines(keepends=True)
+        if not lines:  # no field: the message starts with the empty line
+            rest = self.raw
+        elif start < body:  # the last field's line end is outside raw[:start]
+            ending = b"\r\n" if self.raw[start : start + 1] == b"\r" else b"\n"
+            lines[-1] += ending
+            rest = self.raw[start + len(ending) :]
+        else:
+            rest = b""
+        fields: list[bytes] = []
+        for line in lines:
+            if fields and line[:1] in (b" ", b"\t"):
+                fields[-1] += line
+            else:
+                fields.append(line)
+        if fields and not fields[-1].endswith(b"\n"):
+            fields[-1] += b"\n"
+        return fields, rest
+
+    def _replace_header(self, fields: list[bytes], rest: bytes) -> None:
+        """Every edit rebuilds the header section, so each is charged its size: a script of many
+        thousand ``addheader`` commands is stopped by the work limit instead of growing quadratically."""
+        header = b"".join(fields)
+        self.meter.spend(len(header))
+        self.raw = header + (rest or b"\n")
+        self.edited_size = len(header)
+        self._edits = (fields, rest)
+        self.edited = True
+        self._headers = None
+        self._decoded = {}
+        self._addresses = {}
+        self._mime = None
+
+    def add_field(self, data: bytes, *, last: bool = False) -> None:
+        """Insert one whole field (with its line end) first, or last with ``:last``."""
+        fields, rest = self._fields()
+        if last:
+            fields.append(data)
+        else:
+            fields.insert(0, data)
+        self._replace_header(fields, rest)
+
+    def delete_fields(self, name: str, occurrences: frozenset[int]) -> None:
+        """Remove the given occurrences (0-based, in message order) of the field ``name``."""
+        fields, rest = self._fields()
+        kept: list[bytes] = []
+        seen = 0
+        for data in fields:
+            match = _FIELD_NAME.match(data)
+            if match is not None and match.group(1).decode("ascii").lower() == name:
+                seen += 1
+                if seen - 1 in occurrences:
+                    continue
+            kept.append(data)
+        self._replace_header(kept, rest)
+
+    def header_block(self) -> bytes:
+        """The header section as edited, up to and including the last field's line end (without the
+        empty line that ends it)."""
+        return b"".join(self._fields()[0])
 
     @property
     def body(self) -> bytes:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from mda.spool import Spool
+from mda.spool import Spool, SpoolTail
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,11 @@ class Mailbox:
 
 @dataclass(frozen=True)
 class MessageCopy:
-    """One recipient's copy: its own trace header block in front of the shared body."""
+    """One recipient's copy: its own trace header block in front of the shared body (or, when Sieve
+    edited the header section, the whole edited header in front of the rest of the spool)."""
 
     header: bytes
-    body: Spool
+    body: Spool | SpoolTail
     envelope_sender: str = ""
     flags: str = ""
     """Maildir flag letters (imap4flags); a flagged copy goes to ``cur/`` with ``:2,FLAGS``."""

@@ -23,6 +23,7 @@ from mda.storage.base import Mailbox, MessageCopy, StoreResult
 from mda.storage.folders import count_folders
 from mda.storage.fsutil import fsync_directory_shared, open_below, split_below
 from mda.storage.quota import MaildirCharge, charge_maildir
+from mda.storage.subscriptions import subscribe
 from mda.storage.userfs import open_mailbox_root
 
 STALE_TMP_SECONDS = 36 * 3600
@@ -235,6 +236,7 @@ class MaildirStore:
         ``max_folders`` folders: the name comes from the sender, who must not fill the disk's inode table
         or the user's folder list (README, "Folders"). Counted only when a folder is missing.
         """
+        assert mailbox.folder is not None
         name = f".{mailbox.folder}"
         try:
             folder_fd = open_below(maildir_fd, [name], create=False, owner=mailbox.owner)
@@ -247,6 +249,10 @@ class MaildirStore:
                 folder_fd = open_below(maildir_fd, [name], create=True, owner=mailbox.owner)
             except FileNotFoundError:
                 return None
+            # Dovecot's lda_mailbox_autosubscribe: the new folder shows in clients that list subscribed
+            # folders only. A file that cannot be written costs the subscription, never the message.
+            with contextlib.suppress(OSError):
+                subscribe(maildir_fd, mailbox.folder, mailbox.owner, fsync=mailbox.fsync)
         try:
             try:
                 marker = os.open(

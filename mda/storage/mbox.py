@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mda.replies import LOCAL_ERROR, MAILBOX_BUSY, DeliveryError
-from mda.spool import Spool, write_all
+from mda.spool import Spool, SpoolTail, write_all
 from mda.storage.base import Mailbox, MessageCopy, StoreResult
 from mda.storage.dotlock import create_dotlock, remove_dotlock
 from mda.storage.fsutil import open_below, split_below
@@ -96,7 +96,7 @@ class MboxrdQuoter:
         return rest
 
 
-def _chunks(body: Spool) -> Iterator[bytes]:
+def _chunks(body: Spool | SpoolTail) -> Iterator[bytes]:
     """The spooled body in chunks; a spilled body is read through a private temporary copy."""
     if body.in_memory:
         data = body.read_all()

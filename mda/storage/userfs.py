@@ -77,15 +77,16 @@ def fs_identity(user: tuple[int, int] | None) -> Iterator[None]:
         _set_fs_ids(*previous)
 
 
-def open_home(home: Path, uid: int) -> int:
-    """The user's home directory, which must exist and belong to ``uid``: mda never creates a home.
+def open_home(home: Path, uid: int | None) -> int:
+    """The user's home directory, which must exist and belong to ``uid`` (any owner for None, a
+    virtual user's home): mda never creates a home.
 
-    The home comes from the passwd database (trusted, it may be a symlink such as ``/home``). Raises
-    ``FileNotFoundError`` or ``UnsafeUserFile``.
+    The home comes from the passwd database or the configuration (trusted, it may be a symlink such as
+    ``/home``). Raises ``FileNotFoundError`` or ``UnsafeUserFile``.
     """
     fd = os.open(home, DIR_FLAGS & ~os.O_NOFOLLOW)
     try:
-        if os.fstat(fd).st_uid != uid:
+        if uid is not None and os.fstat(fd).st_uid != uid:
             raise UnsafeUserFile(home, f"home directory not owned by uid {uid}")
     except BaseException:
         os.close(fd)
@@ -132,8 +133,9 @@ def open_user_file(
     return fd
 
 
-def open_beneath_home(home: Path, path: Path, uid: int, *, max_size: int) -> int:
-    """Open ``path`` for reading when it leads to a checked file inside ``home``.
+def open_beneath_home(home: Path, path: Path, uid: int | None, *, max_size: int) -> int:
+    """Open ``path`` for reading when it leads to a checked file inside ``home`` (owned by ``uid``,
+    unless None).
 
     Symlinks are followed while they stay inside the home (Dovecot's ``~/.dovecot.sieve`` ->
     ``sieve/x.sieve``); the resolved path is then opened again one component at a time with no symlink

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.peers import programs
-from tests.peers.programs import DOVEADM, DOVECOT, DOVECOT_IMAP, DOVECOT_POP3
+from tests.peers.programs import DOVEADM, DOVECOT, DOVECOT_IMAP, DOVECOT_MANAGESIEVE, DOVECOT_POP3
 
 MAIL_USER = "vmail"
 PASSWORD = "secret"
@@ -73,6 +73,9 @@ class Dovecot:
     uid: int
     gid: int
     users: list[DovecotUser] = field(default_factory=list)
+    sieve_port: int | None = None
+    """ManageSieve (RFC 5804) when started with ``managesieve=True``: scripts in ``~/sieve/``, the
+    active one linked as ``~/.dovecot.sieve``, as Dovecot's Pigeonhole keeps them."""
 
     def imap(self, user: str) -> imaplib.IMAP4:
         client = imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=10)
@@ -119,6 +122,21 @@ class Dovecot:
         deadline = time.monotonic() + 10
         while pid_file.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+def _managesieve_config(port: int) -> str:
+    return f"""\
+protocols = $protocols sieve
+plugin {{
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+}}
+service managesieve-login {{
+  inet_listener sieve {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+}}
+"""
 
 
 def _config(directory: Path, users_file: Path, imap_port: int, pop3_port: int, uid: int, gid: int) -> str:
@@ -179,18 +197,27 @@ service pop3-login {{
 """
 
 
-def start_dovecot(directory: Path, users: Sequence[DovecotUser], *, uid: int, gid: int) -> Dovecot:
-    """Write the configuration and users file under ``directory``, start Dovecot, wait for IMAP."""
+def start_dovecot(
+    directory: Path, users: Sequence[DovecotUser], *, uid: int, gid: int, managesieve: bool = False
+) -> Dovecot:
+    """Write the configuration and users file under ``directory``, start Dovecot, wait for IMAP (and
+    ManageSieve, with ``managesieve``)."""
     users_file = directory / "users"
     users_file.write_text(
         "".join(f"{u.name}:{{PLAIN}}{PASSWORD}:{uid}:{gid}::{u.home}::userdb_mail={u.mail}\n" for u in users)
     )
     imap_port, pop3_port = free_port(), free_port()
     config = directory / "dovecot.conf"
-    config.write_text(_config(directory, users_file, imap_port, pop3_port, uid, gid))
+    text = _config(directory, users_file, imap_port, pop3_port, uid, gid)
+    sieve_port = None
+    if managesieve:
+        programs.require(DOVECOT_MANAGESIEVE)
+        sieve_port = free_port()
+        text += _managesieve_config(sieve_port)
+    config.write_text(text)
     for sub in ("run", "state"):
         (directory / sub).mkdir(exist_ok=True)
-    instance = Dovecot(directory, config, imap_port, pop3_port, uid, gid, list(users))
+    instance = Dovecot(directory, config, imap_port, pop3_port, uid, gid, list(users), sieve_port)
     # The daemon inherits our descriptors: a pipe here would keep run() waiting for ever.
     with (directory / "start.log").open("wb") as start_log:
         result = subprocess.run(
@@ -200,15 +227,17 @@ def start_dovecot(directory: Path, users: Sequence[DovecotUser], *, uid: int, gi
         start_output = (directory / "start.log").read_text(errors="replace")
         raise AssertionError(f"dovecot did not start: {start_output}\n{instance.log()}")
     deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", imap_port), timeout=1):
-                return instance
-        except OSError:
-            if time.monotonic() > deadline:
-                instance.stop()
-                raise AssertionError(f"dovecot not listening on {imap_port}\n{instance.log()}") from None
-            time.sleep(0.05)
+    for port in (imap_port,) if sieve_port is None else (imap_port, sieve_port):
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    instance.stop()
+                    raise AssertionError(f"dovecot not listening on {port}\n{instance.log()}") from None
+                time.sleep(0.05)
+    return instance
 
 
 @dataclass
@@ -218,7 +247,8 @@ class DovecotSetup:
     directory: Path
     mail_root: Path
     owner: tuple[int, int]
-    start: Callable[[Sequence[DovecotUser]], Dovecot]
+    start: Callable[..., Dovecot]
+    """``start(users, managesieve=False)``."""
 
 
 @pytest.fixture
@@ -236,8 +266,8 @@ def dovecot_factory() -> Iterator[DovecotSetup]:
     os.chown(mail_root, uid, gid)
     started: list[Dovecot] = []
 
-    def start(users: Sequence[DovecotUser]) -> Dovecot:
-        instance = start_dovecot(directory, users, uid=uid, gid=gid)
+    def start(users: Sequence[DovecotUser], *, managesieve: bool = False) -> Dovecot:
+        instance = start_dovecot(directory, users, uid=uid, gid=gid, managesieve=managesieve)
         started.append(instance)
         return instance
 

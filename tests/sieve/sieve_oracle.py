@@ -195,7 +195,7 @@ class Pigeonhole:
         ]
         # Extensions Pigeonhole ships disabled; mda offers them.
         # Sieve settings are plugin settings for sieve-test's -o.
-        common += ["-o", "plugin/sieve_extensions=+vacation-seconds +spamtest +spamtestplus +virustest"]
+        common += ["-o", "plugin/sieve_extensions=+vacation-seconds +spamtest +spamtestplus +virustest +editheader"]
         for key, value in (options or {}).items():
             common += ["-o", f"plugin/{key}={value}"]
         if includes is not None and "include" in scripts[-1].read_text():

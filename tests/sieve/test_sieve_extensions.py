@@ -435,3 +435,41 @@ def test_regex_and_relational_spend_the_work_limit() -> None:
         outcome = run([compile_text(script, "t.sieve")], message, ENVELOPE, work_limit=5_000)
         assert outcome.actions == (Keep(),) and "work limit" in outcome.errors[0], outcome
         assert run([compile_text(script, "t.sieve")], message, ENVELOPE).errors == ()
+
+
+# -- editheader ----------------------------------------------------------------------------------
+
+
+def test_editheader_edits_are_seen_by_later_scripts_and_returned() -> None:
+    """A sieve_before script's edit is what the user's script tests; the outcome carries the section."""
+    before = compile_text('require "editheader";\naddheader "X-Spam" "yes";\ndeleteheader "X-Old";\n', "b")
+    user = compile_text('require "fileinto";\nif header :is "X-Spam" "yes" { fileinto "Junk"; }\n', "u")
+    outcome = run([before, user], b"X-Old: 1\nSubject: s\n\nbody\n", ENVELOPE)
+    assert outcome.actions == (FileInto("Junk"),)
+    assert outcome.header == b"X-Spam: yes\nSubject: s\n"
+    assert run([user], b"Subject: s\n\nbody\n", ENVELOPE).header is None
+
+
+def test_editheader_folds_long_values_and_encodes_non_ascii() -> None:
+    script = 'require "editheader";\naddheader "X-Long" "' + "word " * 30 + '";\naddheader "X-Cafe" "café\nnext";\n'
+    header = run([compile_text(script, "t")], b"A: 1\n\nb\n", ENVELOPE).header
+    assert header is not None
+    lines = header.decode("ascii").split("\n")
+    assert lines[0] == "X-Cafe: =?utf-8?q?caf=C3=A9_next?=" and all(len(line) <= 78 for line in lines)
+    assert lines[1].startswith("X-Long: word") and lines[2].startswith("\tword")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        'addheader "X-A" "yyyyyyyyyyyyyyyyyyyy";\n',
+        'addheader "X-A" "y"; deleteheader "X-B";\n',
+        'addheader "X-A" "y"; if header :is "X-B" "1" { stop; }\n',
+    ],
+)
+def test_editheader_loops_spend_the_work_limit(body: str) -> None:
+    """Each edit rebuilds the header section and each later read splits it again: a long script of
+    edits is stopped by the work limit (the message kept unedited), not left to grow quadratically."""
+    script = compile_text('require "editheader";\n' + body * (200_000 // len(body)), "t.sieve")
+    outcome = run([script], b"A: 1\n\nbody\n", ENVELOPE, work_limit=50_000_000)
+    assert outcome.actions == (Keep(),) and "work limit" in outcome.errors[0] and outcome.header is None

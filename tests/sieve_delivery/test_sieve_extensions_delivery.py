@@ -102,7 +102,7 @@ def test_spamtest_settings_are_printed(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("script", "line", "fragment"),
     [
-        ('require ["fileinto", "editheader"];\n', 1, "unknown Sieve capability 'editheader'"),
+        ('require ["fileinto", "vnd.dovecot.debug"];\n', 1, "unknown Sieve capability 'vnd.dovecot.debug'"),
         ('require "fileinto";\n\nrequire "x-unheard-of";\n', 3, "unknown Sieve capability 'x-unheard-of'"),
         ('require "regex";\nif header :regex "subject" "(ab)\\\\1" { stop; }\n', 2, "backreference '\\1'"),
         ('require "relational";\nif header :value "more" "x" "1" { stop; }\n', 2, "invalid relation 'more'"),
