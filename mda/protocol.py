@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 MAX_COMMAND_LINE = 2048
 """RFC 5321 §4.5.3.1.4 allows 512 octets plus what extensions add; accept 2048, refuse longer."""
+ERROR_LIMIT_DRAIN = 1024 * 1024
+"""Input read (and dropped) after the error limit's ``421``, at most for two seconds: a pipelined burst of
+commands, so that closing does not reset the connection before the client has read its replies."""
 MAX_UNKNOWN_COMMANDS = 20
 """Unknown or malformed commands tolerated before the connection is closed (``421 4.7.0``)."""
 JUNK_COMMANDS = frozenset({"NOOP", "RSET", "VRFY", "HELP", "LHLO", "EHLO", "HELO"})
@@ -243,6 +246,9 @@ class MdaSession(SMTP):
                 # Postfix smtpd_hard_error_limit: checked before reading the next command.
                 self.ctx.error_limit_reached(self, self._errors)
                 await self.reply(replies.TOO_MANY_ERRORS)
+                # A pipelining client is still sending: closing on its unread commands would reset the
+                # connection and lose replies already written (the refusals and this 421).
+                await self._drain_before_close(most=ERROR_LIMIT_DRAIN)
                 self._close()
                 return
             try:
@@ -268,6 +274,7 @@ class MdaSession(SMTP):
                 unknown_left -= 1
                 if unknown_left <= 0:
                     await self.reply(replies.TOO_MANY_UNKNOWN)
+                    await self._drain_before_close(most=ERROR_LIMIT_DRAIN)
                     self._close()
                     return
                 await self.reply(refusal)
@@ -321,7 +328,7 @@ class MdaSession(SMTP):
         self._reset_timeout()
         return True
 
-    async def _drain_before_close(self, seconds: float = 2.0, most: int = 65536) -> None:
+    async def _drain_before_close(self, seconds: float = 2.0, most: int = BLOCK) -> None:
         """Send FIN and read what the peer already sent (up to ``most`` bytes, ``seconds``) before closing.
 
         Closing a socket with unread input makes the kernel send RST, which can destroy the refusal still
