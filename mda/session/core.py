@@ -369,6 +369,8 @@ class SessionCore:
                     return
                 line = self._take_line()
                 if line is None:
+                    if self.phase is Phase.SKIP_LINE:
+                        continue  # its end may be buffered already
                     return
                 if phase is Phase.COMMAND:
                     self._command(line, now)
@@ -401,7 +403,7 @@ class SessionCore:
         end = buffer.find(b"\n", pos, pos + MAX_COMMAND_LINE)
         if end < 0:
             if len(buffer) - pos >= MAX_COMMAND_LINE:
-                self._buffer, self._pos = b"", 0
+                self._pos = pos + MAX_COMMAND_LINE  # its end may be buffered already
                 self.phase = Phase.SKIP_LINE
                 self._auth_user = ""
             return None

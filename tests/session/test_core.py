@@ -204,6 +204,7 @@ def test_long_lines_and_bad_bytes(tmp_path):
     driver = Driver(tmp_path)
     assert driver.feed(b"NOOP " + b"x" * 5000) == b""  # not answered before its end arrives
     assert driver.feed(b"x" * 5000 + b"\r\nNOOP\r\n") == b"500 5.5.2 Line too long\r\n250 2.0.0 OK\r\n"
+    assert driver.feed(b"NOOP " + b"y" * 5000 + b"\r\nNOOP\r\n") == b"500 5.5.2 Line too long\r\n250 2.0.0 OK\r\n"
     assert driver.feed(b"NO\x00OP\r\n") == b"500 5.5.2 Invalid characters in command\r\n"
     assert driver.feed(b"\xff\xfe\r\n") == b"500 5.5.2 Invalid characters in command\r\n"
 
