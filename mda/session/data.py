@@ -6,11 +6,11 @@ DATA (RFC 5321 §4.5.2, §4.1.1.4) ends at exactly CRLF ``.`` CRLF; a line that 
 when configured, stored with LF. BDAT (RFC 3030) carries exactly the announced octets, not stuffed.
 
 The cost does not depend on the content. Each piece received is searched once for the whole marker
-(``bytes.find``); what precedes it is converted over the whole span with ``bytes`` methods (one
-``replace`` for the line ends, a count and two searches for bare newlines and stuffed dots), never line by
-line. Only the bytes that could begin a marker split across two pieces (at most ``CR LF . CR``) are held
-back and put in front of the next piece, so the input may be cut anywhere and the stored bytes are the
-same.
+(``bytes.find`` of CRLF ``.``, which also finds the stuffed lines); what precedes it is converted over the
+whole span with ``bytes`` methods (one ``replace`` for the line ends, a count and a ``memchr`` for bare
+newlines), never line by line. Only the bytes that could begin a marker split across two pieces (at
+most ``CR LF . CR``) are held back and put in front of the next piece, so the input may be cut anywhere
+and the stored bytes are the same.
 """
 
 from __future__ import annotations
@@ -39,27 +39,23 @@ class MessageSink:
         self.result = DataResult()
         self.failed: BaseException | None = None
 
-    def convert(self, span: bytes, *, stuffed: bool, at_line_start: bool) -> None:
-        """Decode one span of wire bytes that does not end inside a CRLF (or a CRLF ``.``)."""
-        if stuffed and at_line_start and span[:1] == b".":
-            span = span[1:]
+    def convert(self, span: bytes) -> None:
+        """Store one unstuffed span of wire bytes that does not end inside a CRLF."""
         line_feeds = span.count(b"\n")
         out = span.replace(b"\r\n", b"\n")
         bare_lf = line_feeds - (len(span) - len(out))
-        if stuffed:
-            if bare_lf:
-                # Only a line after CRLF is stuffed: a dot after a bare LF stays (rare, hostile input).
-                out = _unstuff(span).replace(b"\r\n", b"\n")
-            elif b"\n." in out:
-                out = out.replace(b"\n.", b"\n")
         bare_cr = out.count(b"\r") if b"\r" in out else 0
         if bare_lf or bare_cr:
             self.result.bare_newlines += bare_lf + bare_cr
             if self.normalize_bare:
                 out = out.replace(b"\r", b"\n")
-        self._store(self.header.feed(out) if self.header.in_header else out)
+                line_feeds += bare_cr
+        if self.header.in_header:
+            self._store(self.header.feed(out))  # the filter may drop lines: the spool counts them
+        else:
+            self._store(out, line_feeds)
 
-    def _store(self, stored: bytes) -> None:
+    def _store(self, stored: bytes, newlines: int | None = None) -> None:
         result = self.result
         result.size += len(stored)
         if self.header.too_big:
@@ -68,7 +64,7 @@ class MessageSink:
             result.too_big = True
         elif stored and self.failed is None:
             try:
-                self.spool.write(stored)
+                self.spool.write(stored, newlines)
             except OSError as error:
                 self.failed = error
 
@@ -79,9 +75,28 @@ class MessageSink:
         return self.result
 
 
-def _unstuff(span: bytes) -> bytes:
-    """Remove the dot after each CRLF (the span's first line was handled by the caller)."""
-    return span.replace(b"\r\n.", b"\r\n") if b"\r\n." in span else span
+_DENSE = 256
+"""Stuffed lines in one piece past which one ``replace`` pass is cheaper than cutting at each."""
+_LINE_DOT = b"\r\n."
+
+
+def _scan(piece: bytes) -> tuple[int, list[int] | None]:
+    """Where the end marker starts in ``piece`` (-1 when absent) and the stuffed dots before it.
+
+    One search for CRLF ``.`` finds both: the marker is the one followed by CRLF. Stuffed lines are rare
+    in real mail, so their dots are listed and cut out with one join; past ``_DENSE`` of them the list
+    is None and the caller unstuffs with one ``replace`` instead, so the cost stays bounded either way.
+    """
+    cuts: list[int] = []
+    found = piece.find(_LINE_DOT)
+    while found >= 0:
+        if piece.startswith(b"\r\n", found + 3):
+            return found, cuts
+        if len(cuts) == _DENSE:
+            return piece.find(END_MARKER, found), None
+        cuts.append(found + 2)
+        found = piece.find(_LINE_DOT, found + 3)
+    return -1, cuts
 
 
 class DotDecoder:
@@ -98,27 +113,45 @@ class DotDecoder:
         (the marker included): the rest belongs to the next command."""
         held = self._held
         piece = held + data if held else data
+        skip = 0
         if self._line_start:
             if piece.startswith(DOT_LINE):
                 return len(DOT_LINE) - len(held)
             if DOT_LINE.startswith(piece):
                 self._held = piece  # "." or ".\r": wait for the next byte
                 return None
-        end = piece.find(END_MARKER)
+            skip = 1 if piece[:1] == b"." else 0  # the first line's stuffing
+        end, cuts = _scan(piece)
         if end >= 0:
-            self._emit(piece[: end + 2])
+            self._emit(piece, skip, cuts, end + 2)
             return end + len(END_MARKER) - len(held)
         keep = 0
         if piece.endswith(b"\r") or piece.endswith(b"\r\n") or piece.endswith(b"\r\n."):
             keep = next(len(tail) for tail in _HELD if piece.endswith(tail))
-        self._held = piece[len(piece) - keep :] if keep else b""
-        if len(piece) > keep:
-            self._emit(piece[: len(piece) - keep] if keep else piece)
+        stop = len(piece) - keep
+        self._held = piece[stop:] if keep else b""
+        if cuts:
+            cuts = [cut for cut in cuts if cut < stop]
+        if stop > skip:
+            self._emit(piece, skip, cuts, stop)
+            self._line_start = False
         return None
 
-    def _emit(self, span: bytes) -> None:
-        self.sink.convert(span, stuffed=True, at_line_start=self._line_start)
-        self._line_start = False
+    def _emit(self, piece: bytes, skip: int, cuts: list[int] | None, stop: int) -> None:
+        """Store ``piece[skip:stop]`` without the stuffed dots at ``cuts`` (all of them when None)."""
+        if cuts is None:
+            span = piece[skip:stop].replace(_LINE_DOT, b"\r\n")
+        elif cuts:
+            parts = []
+            start = skip
+            for cut in cuts:
+                parts.append(piece[start:cut])
+                start = cut + 1
+            parts.append(piece[start:stop])
+            span = b"".join(parts)
+        else:
+            span = piece if skip == 0 and stop == len(piece) else piece[skip:stop]
+        self.sink.convert(span)
 
     def finish(self) -> DataResult:
         return self.sink.finish()
@@ -143,10 +176,10 @@ class ChunkDecoder:
         else:
             self._held = b""
         if piece:
-            self.sink.convert(piece, stuffed=False, at_line_start=False)
+            self.sink.convert(piece)
 
     def finish(self) -> DataResult:
         if self._held:
-            self.sink.convert(self._held, stuffed=False, at_line_start=False)
+            self.sink.convert(self._held)
             self._held = b""
         return self.sink.finish()
