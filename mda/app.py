@@ -31,9 +31,9 @@ from mda.metrics import Metrics, build_metrics, exposition_with, oldest_heartbea
 from mda.metrics import preload as preload_metrics
 from mda.policyservice import protocol_factory as policy_protocol
 from mda.probes import HEARTBEAT_INTERVAL, MetricsServer, is_alive
-from mda.protocol import MdaSession
 from mda.reload import ConfigWatcher
 from mda.server import ListenerContext, Reporter, State
+from mda.session.transport import Session
 from mda.space import mail_roots
 from mda.spool import PROCESS_BUDGET
 from mda.tls import available as tls_available
@@ -154,7 +154,7 @@ class Application:
         owned = True
         # RFC 8314 implicit TLS: the handshake comes first; the certificate is re-read per handshake.
         tls = listener_tls_context(config.tls) if config.tls is not None and config.tls.mode == "implicit" else None
-        factory = policy_protocol(context) if config.protocol == "policy" else lambda: MdaSession(context)
+        factory = policy_protocol(context) if config.protocol == "policy" else lambda: Session(context)
         if key in self.inherited:
             sock = self.inherited.pop(key)
             owned = False  # the supervisor owns the socket file and its lock
@@ -350,7 +350,7 @@ class Application:
         for listener in self.listeners:
             listener.close()
         for session in self._sessions():
-            if not session.busy and session.envelope_ is None:
+            if not session.busy and not session.in_transaction:
                 _say_goodbye(session)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.state.config.shutdown_timeout
@@ -366,12 +366,12 @@ class Application:
         await asyncio.get_running_loop().run_in_executor(None, self.storage_pool.shutdown, True)
         logs.event("stopped")
 
-    def _sessions(self) -> list[MdaSession]:
+    def _sessions(self) -> list[Session]:
         listeners = [*self.listeners, *self.retired]
         return [session for listener in listeners for session in list(listener.context.sessions)]
 
 
-def _say_goodbye(session: MdaSession) -> None:
+def _say_goodbye(session: Session) -> None:
     with contextlib.suppress(Exception):
         session.say_goodbye(replies.SHUTTING_DOWN)
 

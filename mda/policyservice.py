@@ -99,7 +99,7 @@ class PolicyConnection:
         self.ctx = context
         self.client_ip = ""
         self.busy = False
-        self.envelope_ = None
+        self.in_transaction = False
         self._writer: asyncio.StreamWriter | None = None
 
     @property

@@ -33,7 +33,7 @@ from mda.space import check_capacity
 from mda.userdb import NotCached
 
 if TYPE_CHECKING:
-    from mda.protocol import MdaSession
+    from mda.session.transport import Session
 
 
 RESOLUTION_CACHE_SECONDS = 30.0
@@ -204,9 +204,9 @@ class ListenerContext:
     def __init__(self, listener: ListenerConfig, app: ListenerHost) -> None:
         self.config = listener
         self.app = app
-        self.sessions: set[MdaSession] = set()
+        self.sessions: set[Session] = set()
         self.per_client: Counter[str] = Counter()
-        self._labels: dict[MdaSession, str] = {}
+        self._labels: dict[Session, str] = {}
 
     @property
     def state(self) -> State:
@@ -228,7 +228,17 @@ class ListenerContext:
     def shutting_down(self) -> bool:
         return self.app.shutting_down
 
-    def client_of(self, session: MdaSession) -> str:
+    def current_listener(self) -> ListenerConfig:
+        """This listener's entry in the current configuration (so a reload's new cert paths count)."""
+        same = [
+            listener
+            for listener in self.state.config.listeners
+            if listener.bind == self.config.bind and listener.protocol == self.config.protocol
+        ]
+        # Several listeners on port 0 share one bind text: then only the listener's own entry is certain.
+        return same[0] if len(same) == 1 else self.config
+
+    def client_of(self, session: Session) -> str:
         """The client as logged: its IP address, or for a UNIX socket the peer's process and user
         (``unix:pid=123,uid=106``, from ``SO_PEERCRED``; ``unix:PATH`` when the kernel does not say)."""
         if session.client_ip or not self.config.bind.is_unix:
@@ -247,7 +257,7 @@ class ListenerContext:
             self._labels[session] = label
         return label
 
-    def admit(self, session: MdaSession) -> Reply | None:
+    def admit(self, session: Session) -> Reply | None:
         """Refuse a client outside ``allow`` (``554 5.7.1``) or over a connection limit (``421 4.7.0``)."""
         client = session.client_ip
         label = self.client_of(session)
@@ -267,7 +277,7 @@ class ListenerContext:
         self.app.reporter.session_opened(self.config, label)
         return None
 
-    def session_closed(self, session: MdaSession) -> None:
+    def session_closed(self, session: Session) -> None:
         label = self._labels.pop(session, session.client_ip)
         if session in self.sessions:
             self.sessions.discard(session)
@@ -277,17 +287,17 @@ class ListenerContext:
             self.app.reporter.session_closed(self.config, label)
         self.app.session_finished()
 
-    def recipient_checked(self, session: MdaSession, sender: str, resolution: Resolution) -> None:
+    def recipient_checked(self, session: Session, sender: str, resolution: Resolution) -> None:
         if not resolution.accepted:
             self.app.reporter.recipient_refused(self.config, self.client_of(session), sender, resolution)
 
-    def delivered(self, session: MdaSession, txn: Transaction, data: DataResult, outcomes: Sequence[Outcome]) -> None:
+    def delivered(self, session: Session, txn: Transaction, data: DataResult, outcomes: Sequence[Outcome]) -> None:
         self.app.reporter.delivered(self.config, self.client_of(session), txn, data, outcomes)
 
-    def error_limit_reached(self, session: MdaSession, errors: int) -> None:
+    def error_limit_reached(self, session: Session, errors: int) -> None:
         logs.event("error_limit", logging.WARNING, listener=self.config.label, client=session.client_ip, errors=errors)
 
-    def log_exception(self, session: MdaSession, error: BaseException) -> None:
+    def log_exception(self, session: Session, error: BaseException) -> None:
         logs.logger.error(
             "session_error",
             exc_info=error,

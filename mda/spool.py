@@ -105,8 +105,10 @@ class Spool:
     def in_memory(self) -> bool:
         return self._fd is None
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append bytes; spill to a file once past the memory limit or when the budget is spent."""
+    def write(self, data: bytes | bytearray | memoryview, newlines: int | None = None) -> None:
+        """Append bytes; spill to a file once past the memory limit or when the budget is spent.
+
+        ``newlines``: the LF count of ``data`` when the caller has it already (saves a pass over it)."""
         if not data:
             return
         if isinstance(data, memoryview):
@@ -116,7 +118,7 @@ class Spool:
         start = self._size
         end = start + len(data)
         self._size = end
-        self._newlines += data.count(b"\n")
+        self._newlines += data.count(b"\n") if newlines is None else newlines
         if self._fd is None and end <= self._memory_limit and self._budget.reserve(len(data)):
             self._reserved += len(data)
             if self._keep(start, end, data):

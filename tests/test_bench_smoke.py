@@ -254,11 +254,10 @@ def test_quick_benchmark_runs_and_every_message_arrives(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", corpus.DATA_KINDS)
 def test_corpus_wire_reads_back_as_the_message(kind: str) -> None:
-    """Each content kind is a parseable message whose DATA payload mda's reader turns back into it."""
-    import asyncio
+    """Each content kind is a parseable message whose DATA payload mda's decoder turns back into it."""
     import email
 
-    from mda.dataread import read_data
+    from mda.session.data import DotDecoder, MessageSink
     from mda.spool import Spool
 
     message = corpus.message(kind, 100 * 1024)
@@ -268,16 +267,14 @@ def test_corpus_wire_reads_back_as_the_message(kind: str) -> None:
     if kind in ("attachment", "multipart"):
         assert parsed.is_multipart() and any(p.get_filename() == "report.pdf" for p in parsed.walk())
 
-    async def read() -> tuple[bytes, int]:
-        reader = asyncio.StreamReader(limit=64 * 1024)
-        reader.feed_data(corpus.wire(kind, 100 * 1024) + b"QUIT\r\n")
-        reader.feed_eof()
-        with Spool() as spool:
-            result = await read_data(reader, spool, max_size=10**9, normalize_bare=kind == "bare-lf")
-            assert await reader.read() == b"QUIT\r\n"
-            return spool.read_all(), result.bare_newlines
-
-    stored, bare = asyncio.run(read())
+    wire = corpus.wire(kind, 100 * 1024) + b"QUIT\r\n"
+    with Spool() as spool:
+        sink = MessageSink(spool, max_size=10**9, normalize_bare=kind == "bare-lf", max_header_size=None)
+        decoder = DotDecoder(sink)
+        used = decoder.feed(wire)
+        assert used is not None and wire[used:] == b"QUIT\r\n"
+        bare = decoder.finish().bare_newlines
+        stored = spool.read_all()
     assert stored == message
     assert (bare > 0) == (kind == "bare-lf")
 

@@ -1,10 +1,10 @@
 """In-process DATA throughput per content kind, as a ratio to one ``bytes.replace`` pass.
 
-The DATA reader turns wire bytes (CRLF, dot-stuffed, ending at CRLF ``.`` CRLF) into stored bytes (LF,
-unstuffed). Its cost should not depend on what the message says. This runs mda's reader
-(``mda.dataread.read_data``) on a real ``asyncio.StreamReader`` fed in 64 KiB pieces, each consumed
-before the next arrives as from a socket, for every kind in ``corpus.DATA_KINDS``, and compares each with one
-``wire.replace(b"\\r\\n", b"\\n")`` over the same bytes in the same run: the floor any reader pays.
+The DATA decoder turns wire bytes (CRLF, dot-stuffed, ending at CRLF ``.`` CRLF) into stored bytes (LF,
+unstuffed). Its cost should not depend on what the message says. This runs mda's decoder
+(``mda.session.data.DotDecoder``, into a real ``Spool``) fed in 64 KiB pieces as a socket delivers them,
+for every kind in ``corpus.DATA_KINDS``, and compares each with one ``wire.replace(b"\\r\\n", b"\\n")``
+over the same bytes in the same run: the floor any decoder pays.
 
     python contrib/bench/dataspeed.py [--size 1M] [--reps 7]
 
@@ -16,7 +16,6 @@ the replace pass, and their ratio. The last lines give the slowest kind's ratio 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import time
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from corpus import DATA_KINDS, wire  # the harness's own modules, beside this file
 
-from mda.dataread import read_data
+from mda.session.data import DotDecoder, MessageSink
 from mda.spool import Spool
 
 PIECE = 64 * 1024
@@ -39,28 +38,22 @@ def parse_size(text: str) -> int:
     return int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
 
 
-async def _read_once(payload: bytes, normalize: bool) -> float:
-    """Feed the reader a piece at a time, letting it consume each before the next arrives, as a socket
-    does (a transport pauses reading when the stream's buffer is full)."""
-    reader = asyncio.StreamReader(limit=PIECE)
+def _read_once(payload: bytes, normalize: bool) -> float:
+    """Feed the decoder a piece at a time, as the session does with what a socket read returns."""
     pieces = [payload[start : start + PIECE] for start in range(0, len(payload), PIECE)]
-
-    async def feed() -> None:
-        for piece in pieces:
-            reader.feed_data(piece)
-            await asyncio.sleep(0)
-        reader.feed_eof()
-
     with Spool(memory_limit=len(payload) * 2) as spool:
         began = time.process_time()
-        feeder = asyncio.ensure_future(feed())
-        await read_data(reader, spool, max_size=len(payload) * 2, normalize_bare=normalize)
-        await feeder
+        sink = MessageSink(spool, max_size=len(payload) * 2, normalize_bare=normalize, max_header_size=None)
+        decoder = DotDecoder(sink)
+        for piece in pieces:
+            if decoder.feed(piece) is not None:
+                break
+        decoder.finish()
         return time.process_time() - began
 
 
 def reader_seconds(payload: bytes, normalize: bool, reps: int) -> float:
-    return min(asyncio.run(_read_once(payload, normalize)) for _ in range(reps))
+    return min(_read_once(payload, normalize) for _ in range(reps))
 
 
 def replace_seconds(payload: bytes, reps: int) -> float:

@@ -1,8 +1,8 @@
-"""The streaming DATA reader on hand-made wire input: end marker, unstuffing, bare newlines, limits."""
+"""The DATA and BDAT decoders on hand-made wire input: end marker, unstuffing, bare newlines, limits, and the
+same result however the input is cut."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 
@@ -10,21 +10,40 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from mda.dataread import DataResult, HeaderFilter, read_data
+from mda.dataread import DataResult, HeaderFilter
+from mda.session.data import ChunkDecoder, DotDecoder, MessageSink
 from mda.spool import Spool
 from tests.clients import dot_stuff
 
 
-def read(wire: bytes, *, max_size: int = 10**9, normalize: bool = False) -> tuple[bytes, DataResult, bytes]:
-    async def run() -> tuple[bytes, DataResult, bytes]:
-        reader = asyncio.StreamReader(limit=64 * 1024)
-        reader.feed_data(wire)
-        reader.feed_eof()
-        with Spool(memory_limit=1000) as spool:
-            result = await read_data(reader, spool, max_size=max_size, normalize_bare=normalize)
-            return spool.read_all(), result, await reader.read()
+def read(
+    wire: bytes, *, max_size: int = 10**9, normalize: bool = False, piece: int | None = None
+) -> tuple[bytes, DataResult, bytes]:
+    """Decode DATA from ``wire`` fed in pieces of ``piece`` bytes (all at once by default): the stored
+    bytes, the result, and what follows the end marker."""
+    with Spool(memory_limit=1000) as spool:
+        decoder = DotDecoder(MessageSink(spool, max_size=max_size, normalize_bare=normalize, max_header_size=None))
+        step = piece or max(len(wire), 1)
+        rest = b""
+        for start in range(0, len(wire), step):
+            chunk = wire[start : start + step]
+            used = decoder.feed(chunk)
+            if used is not None:
+                rest = chunk[used:] + wire[start + step :]
+                break
+        else:
+            raise AssertionError("no end marker")
+        result = decoder.finish()
+        return spool.read_all(), result, rest
 
-    return asyncio.run(run())
+
+def read_chunks(chunks: list[bytes], *, normalize: bool = False) -> tuple[bytes, DataResult]:
+    with Spool(memory_limit=1000) as spool:
+        decoder = ChunkDecoder(MessageSink(spool, max_size=10**9, normalize_bare=normalize, max_header_size=None))
+        for chunk in chunks:
+            decoder.feed(chunk)
+        result = decoder.finish()
+        return spool.read_all(), result
 
 
 @pytest.mark.parametrize(
@@ -104,24 +123,45 @@ def test_end_marker_needs_crlf_dot_crlf(wire, stored, bare, rest):
     ],
 )
 def test_any_split_of_the_wire_gives_the_same_result(wire, piece):
+    assert read(wire, piece=piece) == read(wire)
+
+
+@given(
+    lines=st.lists(
+        st.sampled_from([b"", b".", b"..", b"a.", b".x", b"\r", b"\n", b"\r.", b"x\n.", b"y" * 30]), max_size=30
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=10),
+)
+def test_any_cut_of_hostile_lines_gives_the_same_result(lines, cuts):
+    """Bare CR and LF, dots and empty lines anywhere; cutting the wire at any bytes changes nothing."""
+    wire = b"".join(line + b"\r\n" for line in lines) + b".\r\nNEXT"
     whole = read(wire)
+    bounds = [0, *sorted(cut for cut in cuts if cut < len(wire)), len(wire)]
+    with Spool(memory_limit=1000) as spool:
+        decoder = DotDecoder(MessageSink(spool, max_size=10**9, normalize_bare=False, max_header_size=None))
+        rest = None
+        for start, end in itertools.pairwise(bounds):
+            used = decoder.feed(wire[start:end])
+            if used is not None:
+                rest = wire[start + used :]
+                break
+        assert (spool.read_all(), decoder.finish(), rest) == whole
 
-    async def run() -> tuple[bytes, DataResult, bytes]:
-        reader = asyncio.StreamReader(limit=64 * 1024)
 
-        async def feed() -> None:
-            for start in range(0, len(wire), piece):
-                reader.feed_data(wire[start : start + piece])
-                await asyncio.sleep(0)
-            reader.feed_eof()
-
-        feeder = asyncio.ensure_future(feed())
-        with Spool(memory_limit=1000) as spool:
-            result = await read_data(reader, spool, max_size=10**9, normalize_bare=False)
-            await feeder
-            return spool.read_all(), result, await reader.read()
-
-    assert asyncio.run(run()) == whole
+@pytest.mark.parametrize(
+    ("chunks", "stored", "bare"),
+    [
+        ([b"a\r\nb\r\n"], b"a\nb\n", 0),
+        ([b"a\r", b"\nb\r\n"], b"a\nb\n", 0),
+        ([b"a\r", b"", b"\n"], b"a\n", 0),
+        ([b"a\r", b"b"], b"a\rb", 1),
+        ([b".x\r\n..\r\n"], b".x\n..\n", 0),  # BDAT is not dot-stuffed
+        ([b"a\nb\r"], b"a\nb\r", 2),
+    ],
+)
+def test_bdat_chunks_join_crlf_across_chunks(chunks, stored, bare):
+    got, result = read_chunks(chunks)
+    assert (got, result.bare_newlines) == (stored, bare)
 
 
 @given(

@@ -1,0 +1,116 @@
+"""The asyncio transport in-process, on asyncio's own loop and on uvloop, through real sockets.
+
+The server side is the real ``Session`` with a real ``ListenerContext``, policy and mbox delivery; the
+client is a plain asyncio stream. An mbox dot-lock held by the test keeps a delivery waiting, which shows
+that the session stops reading the socket while its delivery is pending and starts again after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+import yaml
+
+from mda.config import load
+from mda.server import ListenerContext, Reporter, State
+from mda.session.transport import Session
+from tests.conftest import basic_config
+
+
+class App:
+    """The application side a listener needs (``server.ListenerHost``)."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.executor = ThreadPoolExecutor(max_workers=4)
+        self.spool_dir: Path | None = None
+        self.reporter = Reporter()
+        self.shutting_down = False
+        self.contexts: list[ListenerContext] = []
+
+    def open_sessions(self) -> int:
+        return sum(len(context.sessions) for context in self.contexts)
+
+    def session_finished(self) -> None:
+        pass
+
+
+def run(loop_kind: str, main: Callable[[], Awaitable[None]]) -> None:
+    if loop_kind == "uvloop":
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+async def serve(tmp_path: Path, **settings: Any) -> tuple[App, ListenerContext, asyncio.Server]:
+    document = basic_config(
+        tmp_path,
+        listeners=[{"protocol": "lmtp", "bind": "127.0.0.1:0"}],
+        storage={"format": "mbox", "path": f"{tmp_path}/{{user}}.mbox", "fsync": False, "lock_timeout": "20s"},
+        **settings,
+    )
+    path = tmp_path / "mda.yaml"
+    path.write_text(yaml.safe_dump(document))
+    config = load(path)
+    app = App(State.build(config))
+    context = ListenerContext(config.listeners[0], app)
+    app.contexts.append(context)
+    server = await asyncio.get_running_loop().create_server(lambda: Session(context), "127.0.0.1", 0)
+    return app, context, server
+
+
+async def reply_lines(reader: asyncio.StreamReader, count: int) -> list[str]:
+    lines: list[str] = []
+    while len(lines) < count:
+        line = (await asyncio.wait_for(reader.readline(), 20)).decode().rstrip("\r\n")
+        if line[3:4] != "-":
+            lines.append(line)
+    return lines
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_reading_pauses_while_a_delivery_is_pending(tmp_path, loop_kind):
+    async def main() -> None:
+        app, context, server = await serve(tmp_path)
+        port = server.sockets[0].getsockname()[1]
+        lock = tmp_path / "alice.mbox.lock"
+        lock.write_text("held by the test\n")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert (await reply_lines(reader, 1))[0].startswith("220 ")
+        writer.write(
+            b"LHLO c\r\nMAIL FROM:<s@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+            b"Subject: one\r\n\r\nbody\r\n.\r\nMAIL FROM:<>\r\n"
+        )
+        assert [line[:3] for line in await reply_lines(reader, 4)] == ["250", "250", "250", "354"]
+        (session,) = context.sessions
+        assert session.transport is not None
+        # The delivery waits for the lock: the socket is not read meanwhile (the MAIL behind it waits).
+        await _until(lambda: session.transport is not None and not session.transport.is_reading())
+        assert session.busy
+        lock.unlink()
+        delivered, sender = await reply_lines(reader, 2)
+        assert (delivered[:9], sender) == ("250 2.0.0", "250 2.1.0 Sender OK")
+        await _until(lambda: session.transport is not None and session.transport.is_reading())
+        writer.write(b"QUIT\r\n")
+        assert (await reply_lines(reader, 1))[0] == "221 2.0.0 Bye"
+        assert b"Subject: one\n\nbody\n" in (tmp_path / "alice.mbox").read_bytes()
+        writer.close()
+        await _until(lambda: not context.sessions)
+        server.close()
+        app.executor.shutdown()
+
+    run(loop_kind, main)
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 20) -> None:
+    """Wait for ``condition``, looking after every turn of the loop."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
