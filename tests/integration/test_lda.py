@@ -7,8 +7,11 @@ starting with the enhanced status code, 75 for a bad configuration.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -165,27 +168,40 @@ def test_bad_configuration_is_a_temporary_failure(tmp_path: Path) -> None:
     assert result.stdout.decode().startswith("4.3.5 alice@example.test: ")
 
 
+@pytest.fixture
+def readable_dir() -> Iterator[Path]:
+    """A directory every user can traverse (pytest's own directories are root's alone, 0700)."""
+    directory = Path(tempfile.mkdtemp(prefix="mda-lda-"))
+    directory.chmod(0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.mark.root
-def test_unwritable_mail_root_is_a_temporary_failure(tmp_path: Path) -> None:
-    """Run as an unprivileged user (as Postfix's mailbox_command does) against a root-owned tree."""
-    root = tmp_path / "mail"
+def test_unwritable_mail_root_is_a_temporary_failure(readable_dir: Path) -> None:
+    """Run as an unprivileged user (as Postfix's mailbox_command does) against a root-owned tree: the
+    configuration and the package are readable by that user, only the mail root is not writable."""
+    root = readable_dir / "mail"
     root.mkdir(mode=0o755)
-    tmp_path.chmod(0o755)
     config = lda_config(root)
-    (tmp_path / "mda.yaml").write_text(yaml.safe_dump(config))
-    (tmp_path / "mda.yaml").chmod(0o644)
-    python, extra_env = user_python(tmp_path, "nobody")
+    (readable_dir / "mda.yaml").write_text(yaml.safe_dump(config))
+    (readable_dir / "mda.yaml").chmod(0o644)
+    python, extra_env = user_python(readable_dir, "nobody")
     result = subprocess.run(
-        [python, "-m", "mda", "deliver", "--config", str(tmp_path / "mda.yaml"), "alice@example.test"],
+        [python, "-m", "mda", "deliver", "--config", str(readable_dir / "mda.yaml"), "alice@example.test"],
         input=MESSAGE,
         capture_output=True,
         env={**os.environ, **extra_env},
         user="nobody",
+        cwd="/",  # not the checkout: the package must come from PYTHONPATH
         timeout=30,
         check=False,
     )
     assert result.returncode == EX_TEMPFAIL, result
-    assert result.stdout.decode().startswith("4.")
+    assert result.stdout.decode().startswith("4."), result
+    assert "Permission denied" in result.stderr.decode() or "ermission" in result.stdout.decode(), result
 
 
 @pytest.mark.parametrize(
