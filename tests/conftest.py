@@ -8,6 +8,8 @@ pass by skipping them.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,18 @@ def start_mda(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A directory every user can traverse, for what an unprivileged process must read (pytest's own
+    temporary directories are private to root, 0700); removed afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="mda-public-"))
+    directory.chmod(0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def basic_config(root: Path, **overrides: Any) -> dict[str, Any]:

@@ -9,14 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.certificates import self_signed
 from tests.clients import Client
 from tests.conftest import basic_config
 from tests.ops.helpers import deliver
@@ -115,25 +114,11 @@ def test_a_reload_to_no_listeners_is_refused(start_mda, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def readable_tls(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """A certificate and key that ``user: nobody`` can read (check-config loads them as that user):
-    pytest's own directories are root's alone, so these live in a traversable directory of their own."""
-    directory = Path(tempfile.mkdtemp(prefix="mda-tls-"))
-    directory.chmod(0o755)
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=mx.example.test"),
-            *("-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
+def readable_tls(public_dir: Path) -> tuple[Path, Path]:
+    """A certificate and key that ``user: nobody`` can read (check-config loads them as that user)."""
+    cert, key = self_signed(public_dir / "cert.pem", public_dir / "key.pem")
     key.chmod(0o644)
-    try:
-        yield cert, key
-    finally:
-        shutil.rmtree(directory)
+    return cert, key
 
 
 def full_config(tmp_path: Path, tls: tuple[Path, Path]) -> dict[str, Any]:

@@ -7,11 +7,8 @@ starting with the enhanced status code, 75 for a bad configuration.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -168,29 +165,18 @@ def test_bad_configuration_is_a_temporary_failure(tmp_path: Path) -> None:
     assert result.stdout.decode().startswith("4.3.5 alice@example.test: ")
 
 
-@pytest.fixture
-def readable_dir() -> Iterator[Path]:
-    """A directory every user can traverse (pytest's own directories are root's alone, 0700)."""
-    directory = Path(tempfile.mkdtemp(prefix="mda-lda-"))
-    directory.chmod(0o755)
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 @pytest.mark.root
-def test_unwritable_mail_root_is_a_temporary_failure(readable_dir: Path) -> None:
+def test_unwritable_mail_root_is_a_temporary_failure(public_dir: Path) -> None:
     """Run as an unprivileged user (as Postfix's mailbox_command does) against a root-owned tree: the
     configuration and the package are readable by that user, only the mail root is not writable."""
-    root = readable_dir / "mail"
+    root = public_dir / "mail"
     root.mkdir(mode=0o755)
     config = lda_config(root)
-    (readable_dir / "mda.yaml").write_text(yaml.safe_dump(config))
-    (readable_dir / "mda.yaml").chmod(0o644)
-    python, extra_env = user_python(readable_dir, "nobody")
+    (public_dir / "mda.yaml").write_text(yaml.safe_dump(config))
+    (public_dir / "mda.yaml").chmod(0o644)
+    python, extra_env = user_python(public_dir, "nobody")
     result = subprocess.run(
-        [python, "-m", "mda", "deliver", "--config", str(readable_dir / "mda.yaml"), "alice@example.test"],
+        [python, "-m", "mda", "deliver", "--config", str(public_dir / "mda.yaml"), "alice@example.test"],
         input=MESSAGE,
         capture_output=True,
         env={**os.environ, **extra_env},

@@ -9,11 +9,8 @@ root. Otherwise ``serve`` used to start and then fail (``Operation not permitted
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +21,6 @@ from tests.conftest import basic_config
 from tests.peers.postfix import user_python
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture
-def public_dir() -> Iterator[Path]:
-    """A directory ``nobody`` can traverse (pytest's own temporary folders are private to root)."""
-    directory = Path(tempfile.mkdtemp(prefix="mda-priv-"))
-    directory.chmod(0o755)
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def write_config(directory: Path, config: dict[str, Any]) -> Path:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ssl
-import subprocess
 from pathlib import Path
 
 import bcrypt
 import pytest
+
+from tests.certificates import self_signed
 
 PASSWORD = "s3cret pass"
 
@@ -16,28 +17,7 @@ PASSWORD = "s3cret pass"
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for mx.example.test made with the openssl CLI (cert, key)."""
     directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=mx.example.test",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return self_signed(directory / "cert.pem", directory / "key.pem")
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.certificates import self_signed
 from tests.clients import Client
 from tests.conftest import basic_config
 from tests.peers import programs
@@ -313,26 +314,7 @@ def test_certificate_is_reread_when_it_changes(start_mda, tmp_path, certificate)
             return client.sock.getpeercert(binary_form=True)
 
     first = served_certificate()
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=renewed.test",
-            "-keyout",
-            str(live_key),
-            "-out",
-            str(live_cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    self_signed(live_cert, live_key, "renewed.test")
     assert served_certificate() != first
     assert ssl.DER_cert_to_PEM_cert(served_certificate()) == live_cert.read_text()
 
@@ -341,14 +323,7 @@ def _new_certificate(cert: Path, key: Path, name: str) -> None:
     """Write a fresh self-signed pair elsewhere, then move it into place (as certbot's renewal does)."""
     staging = cert.parent / f"staging-{name}"
     staging.mkdir()
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}"),
-            *("-keyout", str(staging / "key"), "-out", str(staging / "cert")),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    self_signed(staging / "cert", staging / "key", name)
     (staging / "key").rename(key)
     (staging / "cert").rename(cert)
     staging.rmdir()
