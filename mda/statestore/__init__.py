@@ -16,6 +16,7 @@ database object), so operators may also create them beforehand.
 
 from __future__ import annotations
 
+import abc
 import os
 import sqlite3
 import threading
@@ -35,7 +36,7 @@ class StateError(Exception):
     """The record store could not answer (server down, file unwritable, timeout)."""
 
 
-class Database:
+class Database(abc.ABC):
     """Runs one statement at a time with ``:name`` parameters; each statement commits on its own."""
 
     label = ""
@@ -44,8 +45,9 @@ class Database:
         self._prepared: set[tuple[str, ...]] = set()
         self._prepare_lock = threading.Lock()
 
+    @abc.abstractmethod
     def run(self, query: str, parameters: Mapping[str, Any]) -> Rows:
-        raise NotImplementedError
+        """The column names and rows of one statement, committed on its own."""
 
     def prepare(self, schema: Sequence[str]) -> None:
         """Run ``schema`` (idempotent ``CREATE … IF NOT EXISTS`` statements) once for this database."""
@@ -64,8 +66,8 @@ class Database:
                     self.run(statement, {})
             self._prepared.add(key)
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027  (optional: only backends holding connections override it)
+        """Nothing to release by default (a file per call); a pool closes its connections."""
 
 
 class SqliteFile(Database):

@@ -10,6 +10,7 @@ parameters by the database client, never formatted into the text, so no address 
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import re
 import sqlite3
@@ -104,12 +105,13 @@ def _names_itself(aliases: tuple[str, ...], key: LookupKey) -> bool:
     return any(target.lower() == key.address.lower() for target in aliases)
 
 
-class _Backend:
+class _Backend(abc.ABC):
+    @abc.abstractmethod
     def run(self, query: str, parameters: Mapping[str, Any]) -> Rows:
-        raise NotImplementedError
+        """The column names and rows of ``query`` with its ``:name`` placeholders bound to ``parameters``."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027  (optional: only backends holding connections override it)
+        """Nothing to release by default; a pool closes its connections."""
 
 
 class _Sqlite(_Backend):
