@@ -192,10 +192,9 @@ class _Pool(_Backend):
             with self._lock:
                 connection = self._idle.pop() if self._idle else None
             if connection is not None:
-                try:
+                # A stale connection (the server restarted) is dropped by _execute: then once more, afresh.
+                with contextlib.suppress(*self._stale):
                     return self._execute(connection, text, used)
-                except self._stale:
-                    pass  # dropped by _execute; the server may have restarted: once more, afresh
             return self._execute(self._connect(), text, used)
         finally:
             self._slots.release()
