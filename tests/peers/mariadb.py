@@ -13,14 +13,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from tests.peers import programs
 from tests.peers.dovecot import free_port
+from tests.peers.private import private_server
 
 MARIADBD = programs.Program("mariadbd", "mariadb-server")
 INSTALL_DB = programs.Program("mariadb-install-db", "mariadb-server")
@@ -104,13 +103,5 @@ class MariaDB:
         self.process = None
 
 
-@contextmanager
-def mariadb_server() -> Iterator[MariaDB]:
-    directory = Path(tempfile.mkdtemp(prefix="mda-mariadb-"))
-    server = MariaDB(directory)
-    try:
-        server.init()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+def mariadb_server() -> AbstractContextManager[MariaDB]:
+    return private_server(MariaDB, "mda-mariadb-")

@@ -13,13 +13,12 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 
 from tests.peers import programs
 from tests.peers.dovecot import free_port
+from tests.peers.private import private_server
 
 PASSWORD = "pg-s3cret-password"
 
@@ -118,14 +117,6 @@ class PostgresServer:
         self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop", check=False)
 
 
-@contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server() -> AbstractContextManager[PostgresServer]:
     """A fresh cluster with role ``mda`` (password ``PASSWORD``) owning database ``mail``."""
-    directory = Path(tempfile.mkdtemp(prefix="mda-pg-"))
-    server = PostgresServer(directory)
-    try:
-        server.init()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    return private_server(PostgresServer, "mda-pg-")

@@ -9,18 +9,16 @@ database back.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from tests.peers import programs
 from tests.peers.dovecot import free_port
+from tests.peers.private import private_server
 
 SLAPD = programs.Program("slapd", "slapd", "slapd slapd/no_configuration boolean true\n")
 SLAPADD = programs.Program("slapadd", "slapd", "slapd slapd/no_configuration boolean true\n")
@@ -132,13 +130,5 @@ class Slapd:
         pid_file.unlink(missing_ok=True)
 
 
-@contextmanager
-def slapd_server() -> Iterator[Slapd]:
-    directory = Path(tempfile.mkdtemp(prefix="mda-slapd-"))
-    server = Slapd(directory)
-    try:
-        server.init()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+def slapd_server() -> AbstractContextManager[Slapd]:
+    return private_server(Slapd, "mda-slapd-")
