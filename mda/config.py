@@ -339,6 +339,11 @@ def setting(
     return field(default=default, metadata=metadata)
 
 
+def _default(cls: Any, name: str) -> Any:
+    """The declared default of field ``name`` of dataclass ``cls`` (also when ``cls`` has ``__slots__``)."""
+    return next(f.default for f in fields(cls) if f.name == name)
+
+
 def key_fields(cls: Any) -> tuple[dataclasses.Field[Any], ...]:
     """The fields of dataclass ``cls`` (or of an instance) that are configuration keys, in order."""
     return tuple(f for f in fields(cls) if "parse" in f.metadata)
@@ -835,7 +840,7 @@ def _score_test(section: _Section, top: int) -> ScoreTest:
     try:
         test = ScoreTest(
             status_header=section.convert("status_header", header),
-            status_type=section.get("status_type", _str, "score"),
+            status_type=section.get("status_type", _str, _default(ScoreTest, "status_type")),
             max_header=section.get("max_header", header, None),
             max_value=section.get("max_value", decimal, None),
             text_values=section.get("text_values", texts, ()),
