@@ -27,6 +27,7 @@ from mda import logs, replies, sdnotify
 from mda.binding import Identity, bind_tcp, bind_unix, drop_privileges, resolve_identity, service_identity
 from mda.config import BindAddress, Config, ListenerConfig, watched_files
 from mda.config import load_for_serve as load_config
+from mda.enums import Protocol, TlsMode
 from mda.metrics import Metrics, build_metrics, exposition_with, oldest_heartbeat
 from mda.metrics import preload as preload_metrics
 from mda.policyservice import protocol_factory as policy_protocol
@@ -153,8 +154,10 @@ class Application:
         lock_fd = None
         owned = True
         # RFC 8314 implicit TLS: the handshake comes first; the certificate is re-read per handshake.
-        tls = listener_tls_context(config.tls) if config.tls is not None and config.tls.mode == "implicit" else None
-        factory = policy_protocol(context) if config.protocol == "policy" else lambda: Session(context)
+        tls = (
+            listener_tls_context(config.tls) if config.tls is not None and config.tls.mode == TlsMode.IMPLICIT else None
+        )
+        factory = policy_protocol(context) if config.protocol == Protocol.POLICY else lambda: Session(context)
         if key in self.inherited:
             sock = self.inherited.pop(key)
             owned = False  # the supervisor owns the socket file and its lock

@@ -1,23 +1,30 @@
 """The configuration: YAML in, frozen dataclasses out, every key and default declared once.
 
-The reference is ``docs/configuration.md`` (tests/docs checks it). Unknown keys are errors naming file, line and
-key, because a typo in a mail server's configuration must never pass silently. Nothing here is read
-again at delivery time: a loaded ``Config`` is immutable and a reload builds a new one.
+Each key is a dataclass field declared with ``setting()``: its type, its default and the converter that
+validates it, in one line. ``build`` walks the fields (``_read``) and ``check-config --print`` walks them
+back (``_document``); nothing else repeats a key's name or default. Enumerated values are the ``StrEnum``
+types of ``mda.enums``. The reference is ``docs/configuration.md`` (tests/docs checks it). Unknown keys
+are errors naming file, line and key, because a typo in a mail server's configuration must never pass
+silently. Nothing here is read again at delivery time: a loaded ``Config`` is immutable and a reload
+builds a new one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import os
 import re
 import socket
 import string
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from mda.enums import BareNewline, LogFormat, LogLevel, Protocol, StorageFormat, TlsMode
 from mda.sieve.budget import DEFAULT_WORK_LIMIT
 from mda.statestore.settings import StateSettings, parse_state, state_document
 from mda.units import parse_duration, parse_size
@@ -28,17 +35,10 @@ if TYPE_CHECKING:
     from mda.sieve.settings import HeaderSpec, ScoreTest, SieveSettings
 
 T = TypeVar("T")
+E = TypeVar("E", bound=StrEnum)
+D = TypeVar("D")
 
-STORAGE_FORMATS = ("maildir", "mbox")
-PROTOCOLS = ("lmtp", "smtp", "policy")
-"""``policy``: Postfix's policy delegation protocol (``check_policy_service``, mda/policyservice.py)."""
-TLS_MODES = ("starttls", "implicit")
-BARE_NEWLINE_MODES = ("reject", "normalize")
-LOG_FORMATS = ("text", "json")
-LOG_LEVELS = ("debug", "info", "warning", "error")
 TEMPLATE_FIELDS = ("user", "domain", "detail", "home")
-DEFAULT_FIRST_VALID_UID = 1000
-"""Below it are system accounts (Debian's and Fedora's ``UID_MIN``); Dovecot's own default is 500."""
 MAX_UID = 2**32 - 2
 
 DEFAULT_CONFIG_YAML = """\
@@ -68,38 +68,63 @@ MIN_HEADER_SIZE = 1024
 """A header section limit below this would refuse ordinary mail (a few ``Received`` fields)."""
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Per-session limits; each listener may override any of them."""
+# --- value converters: what one value in the file may be --------------------------------------------
+# Each takes the YAML value and returns the parsed one, or raises ValueError with a message for the
+# operator; the loader prefixes it with file, line and key.
 
-    max_message_size: int = 50 * 1024 * 1024
-    max_recipients: int = 1000
-    max_connections: int = 1000
-    max_connections_per_client: int = 100
-    command_timeout: float = 300.0  # RFC 5321 §4.5.3.2.7: at least 5 minutes per command
-    data_timeout: float = 600.0
-    spool_memory: int = 64 * 1024 * 1024
-    """Process-wide, top level only: bytes all DATA spools of one process may hold in memory together;
-    beyond, spools spill to files. With the default, 1000 sessions in DATA stay within 256 MiB RSS."""
-    max_header_size: int = 100 * 1024
-    """Postfix's ``header_size_limit`` (102400): a larger header section is refused with ``552 5.3.4``."""
-    hard_error_limit: int | None = None
-    """Error replies allowed in a session that has not delivered a message; None: the protocol's default
-    (``error_limits``); 0: no limit."""
-    junk_command_limit: int | None = None
-    """NOOP, RSET, VRFY, HELP, LHLO/EHLO/HELO and ``BDAT 0`` allowed before each counts as an error."""
 
-    def error_limits(self, protocol: str) -> tuple[int, int]:
-        """``(hard_error_limit, junk_command_limit)`` for a listener of ``protocol`` (0: no limit).
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(type(value), repr(value))
 
-        SMTP takes Postfix's ``smtpd_hard_error_limit`` (20) and ``smtpd_junk_command_limit`` (100). An LMTP
-        client is an MTA handing over mail it already accepted: one transaction may legitimately carry
-        ``max_recipients`` refused RCPTs, so LMTP adds ``max_recipients`` to both.
-        """
-        extra = self.max_recipients if protocol == "lmtp" else 0
-        hard = SMTP_HARD_ERROR_LIMIT + extra if self.hard_error_limit is None else self.hard_error_limit
-        junk = SMTP_JUNK_COMMAND_LIMIT + extra if self.junk_command_limit is None else self.junk_command_limit
-        return hard, junk
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    if any(ord(c) < 32 for c in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+def _int(minimum: int, maximum: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected a whole number, got {value!r}")
+        if not minimum <= value <= maximum:
+            raise ValueError(f"must be between {minimum} and {maximum}")
+        return value
+
+    return convert
+
+
+def _choice(options: type[E]) -> Callable[[Any], E]:
+    """The member of ``options`` the value names; any other value is refused, listing the allowed ones."""
+
+    def convert(value: Any) -> E:
+        for member in options:
+            if value == member.value:
+                return member
+        raise ValueError(f"must be one of {', '.join(options)}; got {value!r}")
+
+    return convert
+
+
+def _alternatives(options: type[StrEnum]) -> str:
+    """``a, b or c``: the values of ``options`` for a message."""
+    *rest, last = list(options)
+    return f"{', '.join(rest)} or {last}" if rest else last
+
+
+def _hostname(value: Any) -> str:
+    text = _str(value)
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", text):
+        raise ValueError(f"not a valid host name: {text!r}")
+    return text
 
 
 @dataclass(frozen=True)
@@ -120,33 +145,279 @@ class BindAddress:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+def parse_bind(value: Any) -> BindAddress:
+    """``HOST:PORT``, ``[IPV6]:PORT`` or ``unix:/path`` (docs/configuration.md, ``listeners[].bind``)."""
+    text = _str(value) if not isinstance(value, int) else str(value)
+    if text.startswith("unix:"):
+        path = text[len("unix:") :]
+        if not path.startswith("/") and not path.startswith("."):
+            raise ValueError("a UNIX socket path must be absolute or start with ./")
+        return BindAddress(path=path)
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
+    if not match:
+        raise ValueError(f"expected HOST:PORT, [IPV6]:PORT or unix:/path, got {text!r}")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range")
+    return BindAddress(host=host, port=port)
+
+
+def _socket_mode(value: Any) -> int:
+    text = str(value) if isinstance(value, str) else None
+    if text is None or not re.fullmatch(r"0?[0-7]{3}", text):
+        raise ValueError(f'expected an octal mode in quotes like "0660", got {value!r}')
+    return int(text, 8)
+
+
+def _octal(mode: int) -> str:
+    return f"{mode:04o}"
+
+
+def _networks(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    if not isinstance(value, list):
+        raise ValueError('expected a list of networks like [127.0.0.0/8, "::1"]')
+    networks = []
+    for item in value:
+        try:
+            networks.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            raise ValueError(f"not a network: {item!r}") from None
+    return tuple(networks)
+
+
+def _str_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (_str(value),)
+    if not isinstance(value, list) or not value:
+        raise ValueError("expected a string or a non-empty list of strings")
+    return tuple(_str(item) for item in value)
+
+
+def _file(base_dir: Path) -> Callable[[Any], Path]:
+    """A file name, relative to the configuration file's directory."""
+    return lambda value: base_dir / _str(value)
+
+
+def _files(base_dir: Path) -> Callable[[Any], tuple[Path, ...]]:
+    """One file name or a list of them (empty allowed), each relative to the configuration file's directory."""
+
+    def convert(value: Any) -> tuple[Path, ...]:
+        if value in (None, []):
+            return ()
+        return tuple(base_dir / name for name in _str_list(value))
+
+    return convert
+
+
+@dataclass(frozen=True)
+class Reserve:
+    """``free_space_reserve``, parsed once: a share of the filesystem's blocks and inodes (``1%``), or a
+    number of bytes (``500M``) and no inodes."""
+
+    text: str
+    fraction: float | None = None
+    size: int = 0
+
+    @classmethod
+    def parse(cls, value: Any) -> Reserve:
+        text = str(value).strip()
+        if not text.endswith("%"):
+            try:
+                return cls(text, size=parse_size(text))
+            except ValueError:
+                raise ValueError(f"expected a percentage like 1% or a size like 500M, got {value!r}") from None
+        try:
+            number = float(text[:-1])
+        except ValueError:
+            raise ValueError(f"expected a percentage like 1% or a size like 500M, got {value!r}") from None
+        if not 0 <= number < 100:
+            raise ValueError("a percentage must be between 0% and 100%")
+        return cls(text, fraction=number / 100)
+
+    def of(self, total: int) -> int:
+        """The bytes to keep free on a filesystem of ``total`` bytes."""
+        return int(total * self.fraction) if self.fraction is not None else self.size
+
+    def inodes_of(self, total: int) -> int:
+        """The inodes to keep free out of ``total``; a reserve given as a size keeps none."""
+        return int(total * self.fraction) if self.fraction is not None else 0
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _template(value: Any) -> str:
+    text = _str(value)
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+    except ValueError as error:
+        raise ValueError(f"bad path template: {error}") from None
+    unknown = names - set(TEMPLATE_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown template field {{{sorted(unknown)[0]}}}; known: {', '.join(TEMPLATE_FIELDS)}")
+    return text
+
+
+def _header_size(value: Any) -> int:
+    size = parse_size(value)
+    if size < MIN_HEADER_SIZE:
+        raise ValueError(f"must be at least {MIN_HEADER_SIZE} bytes")
+    return size
+
+
+def _dsn_size(value: Any) -> int:
+    size = parse_size(value)
+    if size < 1024:
+        raise ValueError("must be at least 1K: a report's own parts need room")
+    return size
+
+
+def _positive_size(value: Any) -> int:
+    size = parse_size(value)
+    if size <= 0:
+        raise ValueError("must be more than 0")
+    return size
+
+
+def _workers(value: Any) -> int:
+    if value == "auto":
+        return os.cpu_count() or 1
+    return _int(1, 256)(value)
+
+
+def _delimiter(value: Any) -> str:
+    text = "" if value == "" else _str(value)
+    if any(c.isalnum() or c in "@." for c in text):
+        raise ValueError("delimiters must not be letters, digits, '@' or '.'")
+    return text
+
+
+def _duration_text(seconds: float) -> str | float:
+    return f"{int(seconds)}s" if seconds == int(seconds) else seconds
+
+
+_count = _int(0, 2**62)
+_many = _int(1, 1_000_000)
+_limit = _int(0, 1_000_000)
+_uid = _int(0, MAX_UID)
+
+
+# --- declaring a key ---------------------------------------------------------------------------------
+
+
+def setting(
+    default: Any = MISSING,
+    parse: Callable[[Any], Any] | None = None,
+    *,
+    in_dir: Callable[[Path], Callable[[Any], Any]] | None = None,
+    show: Callable[[Any], Any] | None = None,
+    hint: str = "",
+    needs: str = "",
+    process: bool = False,
+    user_only: bool = False,
+) -> Any:
+    """A dataclass field that is a configuration key of the same name: its default and its converter.
+
+    ``in_dir``: the converter needs the configuration file's directory (file names are relative to it).
+    ``show``: how ``check-config --print`` writes the value back (default: ``_plain``). No ``default``:
+    the key is required, and ``hint`` says what it takes. ``needs``: the key applies only when that
+    boolean key of the same section is true. ``process`` (``limits``): top level only. ``user_only``
+    (``MailboxSettings``): a user's setting that a domain may not set.
+    """
+    if (parse is None) == (in_dir is None):
+        raise TypeError("a setting needs exactly one of parse and in_dir")
+    metadata = {
+        "parse": parse,
+        "in_dir": in_dir,
+        "show": show,
+        "hint": hint,
+        "needs": needs,
+        "process": process,
+        "user_only": user_only,
+    }
+    return field(default=default, metadata=metadata)
+
+
+def _default(cls: Any, name: str) -> Any:
+    """The declared default of field ``name`` of dataclass ``cls`` (also when ``cls`` has ``__slots__``)."""
+    return next(f.default for f in fields(cls) if f.name == name)
+
+
+def key_fields(cls: Any) -> tuple[dataclasses.Field[Any], ...]:
+    """The fields of dataclass ``cls`` (or of an instance) that are configuration keys, in order."""
+    return tuple(f for f in fields(cls) if "parse" in f.metadata)
+
+
+# --- the configuration -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-session limits; each listener may override any of them."""
+
+    max_message_size: int = setting(50 * 1024 * 1024, parse_size)
+    max_recipients: int = setting(1000, _many)
+    max_connections: int = setting(1000, _many)
+    max_connections_per_client: int = setting(100, _many)
+    command_timeout: float = setting(300.0, parse_duration, show=_duration_text)
+    """RFC 5321 §4.5.3.2.7: at least 5 minutes per command."""
+    data_timeout: float = setting(600.0, parse_duration, show=_duration_text)
+    max_header_size: int = setting(100 * 1024, _header_size)
+    """Postfix's ``header_size_limit`` (102400): a larger header section is refused with ``552 5.3.4``."""
+    hard_error_limit: int | None = setting(None, _limit)
+    """Error replies allowed in a session that has not delivered a message; None: the protocol's default
+    (``error_limits``); 0: no limit."""
+    junk_command_limit: int | None = setting(None, _limit)
+    """NOOP, RSET, VRFY, HELP, LHLO/EHLO/HELO and ``BDAT 0`` allowed before each counts as an error."""
+    spool_memory: int = setting(64 * 1024 * 1024, parse_size, process=True)
+    """Process-wide, top level only: bytes all DATA spools of one process may hold in memory together;
+    beyond, spools spill to files. With the default, 1000 sessions in DATA stay within 256 MiB RSS."""
+
+    def error_limits(self, protocol: Protocol) -> tuple[int, int]:
+        """``(hard_error_limit, junk_command_limit)`` for a listener of ``protocol`` (0: no limit).
+
+        SMTP takes Postfix's ``smtpd_hard_error_limit`` (20) and ``smtpd_junk_command_limit`` (100). An LMTP
+        client is an MTA handing over mail it already accepted: one transaction may legitimately carry
+        ``max_recipients`` refused RCPTs, so LMTP adds ``max_recipients`` to both.
+        """
+        extra = self.max_recipients if protocol == Protocol.LMTP else 0
+        hard = SMTP_HARD_ERROR_LIMIT + extra if self.hard_error_limit is None else self.hard_error_limit
+        junk = SMTP_JUNK_COMMAND_LIMIT + extra if self.junk_command_limit is None else self.junk_command_limit
+        return hard, junk
+
+
+PROCESS_LIMITS = tuple(f.name for f in key_fields(Limits) if f.metadata["process"])
+"""Keys of ``limits`` that concern the whole process, not a session: not allowed per listener."""
+
+
 @dataclass(frozen=True)
 class TlsSettings:
-    cert: Path
-    key: Path
-    mode: str = "starttls"
+    cert: Path = setting(in_dir=_file)
+    key: Path = setting(in_dir=_file)
+    mode: TlsMode = setting(TlsMode.STARTTLS, _choice(TlsMode))
 
 
 @dataclass(frozen=True)
 class AuthSettings:
-    required: bool = False
-    users_file: Path | None = None
+    required: bool = setting(False, _bool)
+    users_file: Path | None = setting(None, in_dir=_file)
 
 
 @dataclass(frozen=True)
 class ListenerConfig:
-    protocol: str
-    bind: BindAddress
-    socket_mode: int | None = None
-    socket_owner: str | None = None
-    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    protocol: Protocol = setting(parse=_choice(Protocol), hint=_alternatives(Protocol))
+    bind: BindAddress = setting(parse=parse_bind, hint="HOST:PORT, [IPV6]:PORT or unix:/path")
+    socket_mode: int | None = setting(None, _socket_mode, show=_octal)
+    socket_owner: str | None = setting(None, _str)
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = setting((), _networks)
     tls: TlsSettings | None = None
-    require_tls: bool = False
+    require_tls: bool = setting(False, _bool)
     auth: AuthSettings | None = None
-    proxy_protocol: bool = False
-    proxy_trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    proxy_protocol: bool = setting(False, _bool)
+    proxy_trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = setting((), _networks)
     """Peers allowed to send a PROXY header; empty trusts no one (README, "Protocol")."""
-    success_dsn: bool = True
+    success_dsn: bool = setting(True, _bool)
     """False: ``DSN`` is not announced and no "delivered" report is sent from this listener."""
     limits: Limits = field(default_factory=Limits)
 
@@ -178,17 +449,20 @@ def _contains(networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network],
     return any(address in network for network in networks)
 
 
+_storage_format = _choice(StorageFormat)
+
+
 @dataclass(frozen=True)
 class MailboxSettings:
     """Settings a user, a domain or the global storage section may set; ``None`` means inherit."""
 
-    path: str | None = None
-    format: str | None = None
-    quota: int | None = None
-    quota_messages: int | None = None
-    sieve: str | None = None
-    owner: str | None = None
-    create_folders: bool | None = None
+    path: str | None = setting(None, _template)
+    format: StorageFormat | None = setting(None, _storage_format)
+    quota: int | None = setting(None, parse_size)
+    quota_messages: int | None = setting(None, _count)
+    sieve: str | None = setting(None, _template, user_only=True)
+    owner: str | None = setting(None, _str)
+    create_folders: bool | None = setting(None, _bool)
 
     def over(self, fallback: MailboxSettings) -> MailboxSettings:
         """These settings with every unset value taken from ``fallback``."""
@@ -200,103 +474,103 @@ class MailboxSettings:
         )
 
 
+_USER_ONLY = tuple(f.name for f in key_fields(MailboxSettings) if f.metadata["user_only"])
+"""Mailbox settings a domain may not set (a Sieve script is one user's)."""
+
+
 @dataclass(frozen=True)
 class DomainConfig:
     name: str
-    any_user: bool = False
-    passwd: bool = False
-    first_valid_uid: int = DEFAULT_FIRST_VALID_UID
-    """``passwd`` domains: system users below this uid (daemons, ``www-data``) are not recipients."""
-    last_valid_uid: int | None = None
+    any_user: bool = setting(False, _bool)
+    passwd: bool = setting(False, _bool)
+    first_valid_uid: int = setting(1000, _uid, needs="passwd")
+    """``passwd`` domains: system users below this uid (daemons, ``www-data``) are not recipients. Debian's
+    and Fedora's ``UID_MIN``; Dovecot's own default is 500."""
+    last_valid_uid: int | None = setting(None, _uid, needs="passwd")
     """``passwd`` domains: nor above this uid (None: no upper bound)."""
     mailbox: MailboxSettings = field(default_factory=MailboxSettings)
 
 
 @dataclass(frozen=True)
 class StorageConfig:
-    format: str = "maildir"
-    path: str = "/var/vmail/{domain}/{user}/Maildir"
-    fsync: bool = True
-    owner: str | None = None
-    create_folders: bool = False
-    max_folders: int = 100
+    format: StorageFormat = setting(StorageFormat.MAILDIR, _storage_format)
+    path: str = setting("/var/vmail/{domain}/{user}/Maildir", _template)
+    fsync: bool = setting(True, _bool)
+    owner: str | None = setting(None, _str)
+    create_folders: bool = setting(False, _bool)
+    max_folders: int = setting(100, _limit)
     """With ``create_folders``: no folder is created in a Maildir that already has this many (INBOX instead)."""
-    max_new_folders: int = 5
+    max_new_folders: int = setting(5, _limit)
     """With ``create_folders``: at most this many folders created for one message (the rest: INBOX)."""
-    lock_timeout: float = 30.0
-    quota_full_tempfail: bool = False
-    quota: int | None = None
-    quota_messages: int | None = None
+    lock_timeout: float = setting(30.0, parse_duration, show=_duration_text)
+    quota_full_tempfail: bool = setting(False, _bool)
+    quota: int | None = setting(None, parse_size)
+    quota_messages: int | None = setting(None, _count)
 
     @property
     def mailbox(self) -> MailboxSettings:
-        """The global defaults as the last fallback of per-user settings."""
-        return MailboxSettings(
-            path=self.path,
-            format=self.format,
-            quota=self.quota,
-            quota_messages=self.quota_messages,
-            owner=self.owner,
-            create_folders=self.create_folders,
-        )
+        """The global defaults as the last fallback of per-user settings: the keys both sections have."""
+        shared = {f.name for f in fields(self)}
+        return MailboxSettings(**{f.name: getattr(self, f.name) for f in fields(MailboxSettings) if f.name in shared})
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    bind: BindAddress
+    bind: BindAddress = setting(parse=parse_bind, hint="HOST:PORT")
 
 
 @dataclass(frozen=True)
 class SubmissionConfig:
     """Outbound path for Sieve redirect/vacation and DSNs: SMTP host:port, or a sendmail command."""
 
-    host: str | None = None
-    port: int = 25
-    sendmail: tuple[str, ...] = ()
+    host: str | None = setting(None, _str)
+    port: int = setting(25, _int(1, 65535))
+    sendmail: tuple[str, ...] = setting((), _str_list)
 
 
 @dataclass(frozen=True)
 class SieveConfig:
-    path: str | None = "{home}/active.sieve"
-    before: tuple[Path, ...] = ()
-    after: tuple[Path, ...] = ()
-    work_limit: int = DEFAULT_WORK_LIMIT
+    path: str | None = setting("{home}/active.sieve", _template)
+    before: tuple[Path, ...] = setting((), in_dir=_files)
+    after: tuple[Path, ...] = setting((), in_dir=_files)
+    work_limit: int = setting(DEFAULT_WORK_LIMIT, _positive_size)
     """Work units one recipient's scripts may spend (about one per byte compared); beyond, a runtime
     error and the implicit keep (mda.sieve.budget)."""
     settings: SieveSettings | None = None
     """spamtest/virustest sources and the include :global directory (mda.sieve.settings); None: none."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """One complete, validated configuration. Immutable: a reload builds a new one and swaps it in."""
 
-    hostname: str
+    hostname: str = setting("", _hostname)
+    """Empty in the declaration only: ``build`` fills in the machine's name (``_default_hostname``)."""
     listeners: tuple[ListenerConfig, ...]
     domains: Mapping[str, DomainConfig]
     storage: StorageConfig
     users: Mapping[str, MailboxSettings]
     aliases: Mapping[str, tuple[str, ...]]
-    users_file: Path | None = None
+    users_file: Path | None = setting(None, in_dir=_file)
     file_users: frozenset[str] = frozenset()
     """The addresses of ``users`` that come from ``users_file`` (``check-config --print`` leaves them there)."""
-    recipient_delimiter: str = "+"
-    case_sensitive_local_part: bool = False
-    max_hops: int = 50
-    duplicate_window: float = 0.0
-    free_space_reserve: str = "1%"
-    bare_newline: str = "reject"
+    recipient_delimiter: str = setting("+", _delimiter)
+    case_sensitive_local_part: bool = setting(False, _bool)
+    max_hops: int = setting(50, _int(1, 1000))
+    duplicate_window: float = setting(0.0, parse_duration, show=_duration_text)
+    free_space_reserve: Reserve = setting(Reserve.parse("1%"), Reserve.parse)
+    bare_newline: BareNewline = setting(BareNewline.REJECT, _choice(BareNewline))
     limits: Limits = field(default_factory=Limits)
     metrics: MetricsConfig | None = None
-    log_format: str = "text"
-    log_level: str = "info"
-    workers: int = 1
-    shutdown_timeout: float = 30.0
-    user: str | None = None
-    state_dir: Path | None = None
-    state: StateSettings = field(default_factory=StateSettings)
+    log_format: LogFormat = setting(LogFormat.TEXT, _choice(LogFormat))
+    log_level: LogLevel = setting(LogLevel.INFO, _choice(LogLevel))
+    workers: int = setting(1, _workers)
+    shutdown_timeout: float = setting(30.0, parse_duration, show=_duration_text)
+    user: str | None = setting(None, _str)
+    state_dir: Path | None = setting(None, in_dir=_file)
+    state: StateSettings = setting(StateSettings(), in_dir=parse_state, show=state_document)
     submission: SubmissionConfig | None = None
-    dsn_size_limit: int = 50_000
+    dsn_size_limit: int = setting(50_000, _dsn_size)
     """The most of the original message a success DSN returns (Postfix's ``bounce_size_limit``)."""
     sieve: SieveConfig | None = None
     userdb: UserdbSettings = field(default_factory=UserdbSettings)
@@ -305,7 +579,7 @@ class Config:
     digest: str = ""
 
 
-# --- parsing helpers ------------------------------------------------------------------------------
+# --- reading sections ------------------------------------------------------------------------------------
 
 
 class _Section:
@@ -351,170 +625,46 @@ class _Section:
                 raise self.doc.error((*self.path, key), "unknown key")
 
 
-def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(type(value), repr(value))
+def _read(
+    section: _Section,
+    cls: type[D],
+    *,
+    base: D | None = None,
+    base_dir: Path | None = None,
+    skip: Collection[str] = (),
+    **given: Any,
+) -> D:
+    """A ``cls`` from ``section``: every key field (``setting``) read with its converter, in declaration
+    order; an absent key takes the field's default, or ``base``'s value. ``given`` fills the fields that
+    are not keys of this mapping (sub-sections, names); ``skip`` leaves keys out (they are then unknown).
+    Required keys are checked first, so a missing one is named before any bad value."""
+    wanted = [f for f in key_fields(cls) if f.name not in skip and f.name not in given]
+    for f in wanted:
+        if f.default is MISSING and not section.has(f.name):
+            hint = f.metadata["hint"]
+            raise section.doc.error(section.path, f"{f.name}: required" + (f" ({hint})" if hint else ""))
+    values: dict[str, Any] = {}
+    for f in wanted:
+        needs = f.metadata["needs"]
+        if needs and section.has(f.name) and not values[needs]:
+            raise section.doc.error((*section.path, f.name), f"{f.name} needs {needs}: true")
+        convert = f.metadata["parse"]
+        if convert is None:
+            assert base_dir is not None, f"{cls.__name__}.{f.name} names a file: pass base_dir"
+            convert = f.metadata["in_dir"](base_dir)
+        values[f.name] = section.get(f.name, convert, f.default if base is None else getattr(base, f.name))
+    return cls(**values, **given)
 
 
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return value
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a non-empty string, got {value!r}")
-    if any(ord(c) < 32 for c in value):
-        raise ValueError("control characters are not allowed")
-    return value
-
-
-def _int(minimum: int, maximum: int) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected a whole number, got {value!r}")
-        if not minimum <= value <= maximum:
-            raise ValueError(f"must be between {minimum} and {maximum}")
-        return value
-
-    return convert
-
-
-def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        if value not in options:
-            raise ValueError(f"must be one of {', '.join(options)}; got {value!r}")
-        return str(value)
-
-    return convert
-
-
-def _hostname(value: Any) -> str:
-    text = _str(value)
-    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", text):
-        raise ValueError(f"not a valid host name: {text!r}")
-    return text
-
-
-def parse_bind(value: Any) -> BindAddress:
-    """``HOST:PORT``, ``[IPV6]:PORT`` or ``unix:/path`` (docs/configuration.md, ``listeners[].bind``)."""
-    text = _str(value) if not isinstance(value, int) else str(value)
-    if text.startswith("unix:"):
-        path = text[len("unix:") :]
-        if not path.startswith("/") and not path.startswith("."):
-            raise ValueError("a UNIX socket path must be absolute or start with ./")
-        return BindAddress(path=path)
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
-    if not match:
-        raise ValueError(f"expected HOST:PORT, [IPV6]:PORT or unix:/path, got {text!r}")
-    host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4))
-    if port > 65535:
-        raise ValueError(f"port {port} is out of range")
-    return BindAddress(host=host, port=port)
-
-
-def _socket_mode(value: Any) -> int:
-    text = str(value) if isinstance(value, str) else None
-    if text is None or not re.fullmatch(r"0?[0-7]{3}", text):
-        raise ValueError(f'expected an octal mode in quotes like "0660", got {value!r}')
-    return int(text, 8)
-
-
-def _networks(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    if not isinstance(value, list):
-        raise ValueError('expected a list of networks like [127.0.0.0/8, "::1"]')
-    networks = []
-    for item in value:
-        try:
-            networks.append(ipaddress.ip_network(str(item), strict=False))
-        except ValueError:
-            raise ValueError(f"not a network: {item!r}") from None
-    return tuple(networks)
-
-
-def _str_list(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (_str(value),)
-    if not isinstance(value, list) or not value:
-        raise ValueError("expected a string or a non-empty list of strings")
-    return tuple(_str(item) for item in value)
-
-
-def _reserve(value: Any) -> str:
-    text = str(value).strip()
-    if text.endswith("%"):
-        number = float(text[:-1])
-        if not 0 <= number < 100:
-            raise ValueError("a percentage must be between 0% and 100%")
-        return text
-    parse_size(text)
-    return text
-
-
-def _template(value: Any) -> str:
-    text = _str(value)
-    try:
-        names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
-    except ValueError as error:
-        raise ValueError(f"bad path template: {error}") from None
-    unknown = names - set(TEMPLATE_FIELDS)
-    if unknown:
-        raise ValueError(f"unknown template field {{{sorted(unknown)[0]}}}; known: {', '.join(TEMPLATE_FIELDS)}")
-    return text
-
-
-def _header_size(value: Any) -> int:
-    size = parse_size(value)
-    if size < MIN_HEADER_SIZE:
-        raise ValueError(f"must be at least {MIN_HEADER_SIZE} bytes")
-    return size
-
-
-PROCESS_LIMITS = ("spool_memory",)
-"""Keys of ``limits`` that concern the whole process, not a session: not allowed per listener."""
-
-
-def _limits(section: _Section, base: Limits, *, listener: bool = False) -> Limits:
+def _limits(section: _Section, base: Limits | None = None, *, listener: bool = False) -> Limits:
     for key in PROCESS_LIMITS:
         if listener and section.has(key):
             raise section.doc.error(
                 (*section.path, key), "applies to the whole process: set it under the top-level limits"
             )
-    limits = Limits(
-        max_message_size=section.get("max_message_size", parse_size, base.max_message_size),
-        max_recipients=section.get("max_recipients", _int(1, 1_000_000), base.max_recipients),
-        max_connections=section.get("max_connections", _int(1, 1_000_000), base.max_connections),
-        max_connections_per_client=section.get(
-            "max_connections_per_client", _int(1, 1_000_000), base.max_connections_per_client
-        ),
-        command_timeout=section.get("command_timeout", parse_duration, base.command_timeout),
-        data_timeout=section.get("data_timeout", parse_duration, base.data_timeout),
-        spool_memory=section.get("spool_memory", parse_size, base.spool_memory),
-        max_header_size=section.get("max_header_size", _header_size, base.max_header_size),
-        hard_error_limit=section.get("hard_error_limit", _int(0, 1_000_000), base.hard_error_limit),
-        junk_command_limit=section.get("junk_command_limit", _int(0, 1_000_000), base.junk_command_limit),
-    )
+    limits = _read(section, Limits, base=base)
     section.finish()
     return limits
-
-
-def _mailbox_settings(section: _Section, *, allow: tuple[str, ...]) -> MailboxSettings:
-    converters: dict[str, Callable[[Any], Any]] = {
-        "path": _template,
-        "format": _choice(STORAGE_FORMATS),
-        "quota": parse_size,
-        "quota_messages": _int(0, 2**62),
-        "sieve": _template,
-        "owner": _str,
-        "create_folders": _bool,
-    }
-    values = {key: section.get(key, converters[key], None) for key in allow}
-    return MailboxSettings(**values)
-
-
-_USER_KEYS = ("path", "format", "quota", "quota_messages", "sieve", "owner", "create_folders")
-_DOMAIN_MAILBOX_KEYS = ("path", "format", "quota", "quota_messages", "owner", "create_folders")
 
 
 def _address_key(doc: Document, path: PathKey, value: Any, *, allow_catch_all: bool = False) -> str:
@@ -548,7 +698,7 @@ def _users(
         if domain not in domains:
             raise doc.error(key_path, f"domain {domain} is not listed under domains")
         sub = section.sub(str(raw))
-        users[address] = _mailbox_settings(sub, allow=_USER_KEYS)
+        users[address] = _read(sub, MailboxSettings)
         sub.finish()
     return users
 
@@ -579,22 +729,10 @@ def _domains(doc: Document, section: _Section) -> dict[str, DomainConfig]:
         if ascii_name in domains:
             raise doc.error(entry_path, f"domain {name} appears twice")
         sub = _Section(doc, entry_path, settings)
-        passwd = sub.get("passwd", _bool, False)
-        for key in ("first_valid_uid", "last_valid_uid"):
-            if sub.has(key) and not passwd:
-                raise doc.error((*entry_path, key), f"{key} needs passwd: true")
-        first_uid = sub.get("first_valid_uid", _int(0, MAX_UID), DEFAULT_FIRST_VALID_UID)
-        last_uid = sub.get("last_valid_uid", _int(0, MAX_UID), None)
-        if last_uid is not None and last_uid < first_uid:
+        domain = _read(sub, DomainConfig, name=ascii_name)
+        if domain.last_valid_uid is not None and domain.last_valid_uid < domain.first_valid_uid:
             raise doc.error((*entry_path, "last_valid_uid"), "last_valid_uid is below first_valid_uid")
-        domains[ascii_name] = DomainConfig(
-            name=ascii_name,
-            any_user=sub.get("any_user", _bool, False),
-            passwd=passwd,
-            first_valid_uid=first_uid,
-            last_valid_uid=last_uid,
-            mailbox=_mailbox_settings(sub, allow=_DOMAIN_MAILBOX_KEYS),
-        )
+        domains[ascii_name] = replace(domain, mailbox=_read(sub, MailboxSettings, skip=_USER_ONLY))
         sub.finish()
     if not domains:
         raise doc.error(path, "at least one domain is required")
@@ -625,49 +763,19 @@ def _aliases(doc: Document, value: Any, raw_keys: dict[str, str]) -> dict[str, t
 
 def _listener(doc: Document, path: PathKey, value: Any, base_limits: Limits, base_dir: Path) -> ListenerConfig:
     section = _Section(doc, path, value)
-    if not section.has("protocol"):
-        raise doc.error(path, "protocol: required (lmtp, smtp or policy)")
-    if not section.has("bind"):
-        raise doc.error(path, "bind: required (HOST:PORT, [IPV6]:PORT or unix:/path)")
-    protocol = section.convert("protocol", _choice(PROTOCOLS))
-    bind = section.convert("bind", parse_bind)
-    tls: TlsSettings | None = None
+    listener = _read(section, ListenerConfig, limits=base_limits)
+    tls = auth = None
     if section.has("tls"):
         tls_section = section.sub("tls")
-        for required in ("cert", "key"):
-            if not tls_section.has(required):
-                raise doc.error((*path, "tls"), f"{required}: required")
-        tls = TlsSettings(
-            cert=base_dir / tls_section.convert("cert", _str),
-            key=base_dir / tls_section.convert("key", _str),
-            mode=tls_section.get("mode", _choice(TLS_MODES), "starttls"),
-        )
+        tls = _read(tls_section, TlsSettings, base_dir=base_dir)
         tls_section.finish()
-    auth: AuthSettings | None = None
     if section.has("auth"):
         auth_section = section.sub("auth")
-        users_file = auth_section.get("users_file", _str, None)
-        auth = AuthSettings(
-            required=auth_section.get("required", _bool, False),
-            users_file=base_dir / users_file if users_file else None,
-        )
+        auth = _read(auth_section, AuthSettings, base_dir=base_dir)
         auth_section.finish()
-    listener = ListenerConfig(
-        protocol=protocol,
-        bind=bind,
-        socket_mode=section.get("socket_mode", _socket_mode, None),
-        socket_owner=section.get("socket_owner", _str, None),
-        allow=section.get("allow", _networks, ()),
-        tls=tls,
-        require_tls=section.get("require_tls", _bool, False),
-        auth=auth,
-        proxy_protocol=section.get("proxy_protocol", _bool, False),
-        proxy_trusted=section.get("proxy_trusted", _networks, ()),
-        success_dsn=section.get("success_dsn", _bool, True),
-        limits=_limits(section.sub("limits"), base_limits, listener=True),
-    )
+    listener = replace(listener, tls=tls, auth=auth, limits=_limits(section.sub("limits"), base_limits, listener=True))
     section.finish()
-    if not bind.is_unix and (listener.socket_mode is not None or listener.socket_owner):
+    if not listener.bind.is_unix and (listener.socket_mode is not None or listener.socket_owner):
         raise doc.error(path, "socket_mode and socket_owner apply to UNIX sockets only")
     if listener.require_tls and tls is None:
         raise doc.error((*path, "require_tls"), "needs a tls section")
@@ -675,9 +783,9 @@ def _listener(doc: Document, path: PathKey, value: Any, base_limits: Limits, bas
         raise doc.error((*path, "auth"), "AUTH is offered only over TLS: add a tls section")
     if listener.proxy_trusted and not listener.proxy_protocol:
         raise doc.error((*path, "proxy_trusted"), "applies only with proxy_protocol: true")
-    if listener.proxy_protocol and bind.is_unix:
+    if listener.proxy_protocol and listener.bind.is_unix:
         raise doc.error((*path, "proxy_protocol"), "applies to TCP listeners only (proxy_trusted lists addresses)")
-    if protocol == "policy":
+    if listener.protocol == Protocol.POLICY:
         # Postfix's policy client speaks plain name=value lines: no TLS, AUTH or PROXY header.
         for key, value in (("tls", tls), ("auth", auth), ("proxy_protocol", listener.proxy_protocol)):
             if value:
@@ -686,29 +794,15 @@ def _listener(doc: Document, path: PathKey, value: Any, base_limits: Limits, bas
 
 
 def _submission(section: _Section) -> SubmissionConfig:
-    no_command: tuple[str, ...] = ()
-    sendmail = section.get("sendmail", _str_list, no_command)
-    host = section.get("host", _str, None)
-    port = section.get("port", _int(1, 65535), 25)
+    submission = _read(section, SubmissionConfig)
     section.finish()
-    if bool(sendmail) == bool(host):
+    if bool(submission.sendmail) == bool(submission.host):
         raise section.doc.error(section.path, "give either host (and port) or sendmail")
-    return SubmissionConfig(host=host, port=port, sendmail=sendmail)
+    return submission
 
 
 def _sieve(section: _Section, base_dir: Path) -> SieveConfig:
-    def scripts(value: Any) -> tuple[Path, ...]:
-        if value in (None, []):
-            return ()
-        return tuple(base_dir / p for p in _str_list(value))
-
-    sieve = SieveConfig(
-        path=section.get("path", _template, "{home}/active.sieve"),
-        before=section.get("before", scripts, ()),
-        after=section.get("after", scripts, ()),
-        work_limit=section.get("work_limit", _positive_size, SieveConfig.work_limit),
-        settings=_sieve_settings(section, base_dir),
-    )
+    sieve = _read(section, SieveConfig, base_dir=base_dir, settings=_sieve_settings(section, base_dir))
     section.finish()
     return sieve
 
@@ -719,7 +813,7 @@ def _sieve_settings(section: _Section, base_dir: Path) -> SieveSettings:
     return SieveSettings(
         spamtest=_score_test(section.sub("spamtest"), 10) if section.has("spamtest") else None,
         virustest=_score_test(section.sub("virustest"), 5) if section.has("virustest") else None,
-        global_dir=section.get("global_dir", lambda v: base_dir / _str(v), None),
+        global_dir=section.get("global_dir", _file(base_dir), None),
     )
 
 
@@ -746,7 +840,7 @@ def _score_test(section: _Section, top: int) -> ScoreTest:
     try:
         test = ScoreTest(
             status_header=section.convert("status_header", header),
-            status_type=section.get("status_type", _str, "score"),
+            status_type=section.get("status_type", _str, _default(ScoreTest, "status_type")),
             max_header=section.get("max_header", header, None),
             max_value=section.get("max_value", decimal, None),
             text_values=section.get("text_values", texts, ()),
@@ -755,26 +849,6 @@ def _score_test(section: _Section, top: int) -> ScoreTest:
         raise section.doc.error(section.path, str(error)) from None
     section.finish()
     return test
-
-
-def _dsn_size(value: Any) -> int:
-    size = parse_size(value)
-    if size < 1024:
-        raise ValueError("must be at least 1K: a report's own parts need room")
-    return size
-
-
-def _positive_size(value: Any) -> int:
-    size = parse_size(value)
-    if size <= 0:
-        raise ValueError("must be more than 0")
-    return size
-
-
-def _workers(value: Any) -> int:
-    if value == "auto":
-        return os.cpu_count() or 1
-    return _int(1, 256)(value)
 
 
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
@@ -796,23 +870,11 @@ def _default_hostname() -> str:
 
 
 def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> Config:
-    """Turn a loaded document into a ``Config``; every key and its default is declared here."""
+    """Turn a loaded document into a ``Config``: the sections first, then every top-level key."""
     top = _Section(doc, (), doc.data)
-    limits = _limits(top.sub("limits"), Limits())
+    limits = _limits(top.sub("limits"))
     storage_section = top.sub("storage")
-    storage = StorageConfig(
-        format=storage_section.get("format", _choice(STORAGE_FORMATS), "maildir"),
-        path=storage_section.get("path", _template, StorageConfig.path),
-        fsync=storage_section.get("fsync", _bool, True),
-        owner=storage_section.get("owner", _str, None),
-        create_folders=storage_section.get("create_folders", _bool, False),
-        max_folders=storage_section.get("max_folders", _int(0, 1_000_000), StorageConfig.max_folders),
-        max_new_folders=storage_section.get("max_new_folders", _int(0, 1_000_000), StorageConfig.max_new_folders),
-        lock_timeout=storage_section.get("lock_timeout", parse_duration, 30.0),
-        quota_full_tempfail=storage_section.get("quota_full_tempfail", _bool, False),
-        quota=storage_section.get("quota", parse_size, None),
-        quota_messages=storage_section.get("quota_messages", _int(0, 2**62), None),
-    )
+    storage = _read(storage_section, StorageConfig)
     storage_section.finish()
 
     raw_listeners = top.values.get("listeners")
@@ -828,8 +890,6 @@ def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> C
             raise doc.error(("listeners", i, "bind"), f"{listener.bind} is used by two listeners")
         seen_binds.add(listener.bind)
 
-    users_file_name = top.get("users_file", _str, None)
-    users_file = base_dir / users_file_name if users_file_name else None
     domains = _domains(doc, top)
     user_origins: _Origins = {}
     users = _users(doc, ("users",), top.values.get("users"), domains, user_origins)
@@ -847,52 +907,36 @@ def build(doc: Document, base_dir: Path, users_doc: Document | None = None) -> C
     metrics = None
     if top.has("metrics") and top.values["metrics"] is not None:
         metrics_section = top.sub("metrics")
-        if not metrics_section.has("bind"):
-            raise doc.error(("metrics",), "bind: required (HOST:PORT)")
-        metrics = MetricsConfig(bind=metrics_section.convert("bind", parse_bind))
+        metrics = _read(metrics_section, MetricsConfig)
         metrics_section.finish()
         if metrics.bind.is_unix:
             raise doc.error(("metrics", "bind"), "metrics are served over TCP only")
     else:
         top.used.add("metrics")
 
-    delimiter = top.get("recipient_delimiter", lambda v: "" if v == "" else _str(v), "+")
-    if any(c.isalnum() or c in "@." for c in delimiter):
-        raise doc.error(("recipient_delimiter",), "delimiters must not be letters, digits, '@' or '.'")
-
     alias_keys: dict[str, str] = {}
-    config = Config(
-        hostname=top.get("hostname", _hostname, None) or _default_hostname(),
+    default_userdb = UserdbSettings()
+    config = _read(
+        top,
+        Config,
+        base_dir=base_dir,
         listeners=listeners,
         domains=domains,
         storage=storage,
         users=users,
         aliases=_aliases(doc, top.values.get("aliases"), alias_keys),
-        users_file=users_file,
         file_users=frozenset(file_users),
-        recipient_delimiter=delimiter,
-        case_sensitive_local_part=top.get("case_sensitive_local_part", _bool, False),
-        max_hops=top.get("max_hops", _int(1, 1000), 50),
-        duplicate_window=top.get("duplicate_window", parse_duration, 0.0),
-        free_space_reserve=top.get("free_space_reserve", _reserve, "1%"),
-        bare_newline=top.get("bare_newline", _choice(BARE_NEWLINE_MODES), "reject"),
         limits=limits,
         metrics=metrics,
-        log_format=top.get("log_format", _choice(LOG_FORMATS), "text"),
-        log_level=top.get("log_level", _choice(LOG_LEVELS), "info"),
-        workers=top.get("workers", _workers, 1),
-        shutdown_timeout=top.get("shutdown_timeout", parse_duration, 30.0),
-        user=top.get("user", _str, None),
-        state_dir=top.get("state_dir", lambda v: base_dir / _str(v), None),
-        state=top.get("state", parse_state(base_dir), StateSettings()),
         submission=_submission(top.sub("submission")) if top.has("submission") else None,
-        dsn_size_limit=top.get("dsn_size_limit", _dsn_size, 50_000),
         sieve=_sieve(top.sub("sieve"), base_dir) if top.has("sieve") else None,
         userdb=UserdbSettings(
-            sources=top.get("userdb", parse_sources(base_dir), ()),
-            cache=top.get("userdb_cache", parse_cache, UserdbSettings().cache),
+            sources=top.get("userdb", parse_sources(base_dir), default_userdb.sources),
+            cache=top.get("userdb_cache", parse_cache, default_userdb.cache),
         ),
     )
+    if not config.hostname:
+        config = replace(config, hostname=_default_hostname())
     top.used.update({"aliases", "submission", "sieve"})
     top.finish()
     if not config.case_sensitive_local_part:
@@ -1008,50 +1052,42 @@ def watched_files(config: Config) -> Iterator[Path]:
         yield config.users_file
 
 
-def _duration_text(seconds: float) -> str | float:
-    return f"{int(seconds)}s" if seconds == int(seconds) else seconds
+# --- writing it back (check-config --print) --------------------------------------------------------------
 
 
-def _limits_document(limits: Limits, *, process: bool = False) -> dict[str, Any]:
-    """A ``limits`` mapping; ``process``: the top-level one, with the keys of ``PROCESS_LIMITS``."""
-    document: dict[str, Any] = {
-        "max_message_size": limits.max_message_size,
-        "max_recipients": limits.max_recipients,
-        "max_connections": limits.max_connections,
-        "max_connections_per_client": limits.max_connections_per_client,
-        "command_timeout": _duration_text(limits.command_timeout),
-        "data_timeout": _duration_text(limits.data_timeout),
-        "max_header_size": limits.max_header_size,
-        # Unset error limits follow the listener's protocol (Limits.error_limits): printed only when set.
-        **({"hard_error_limit": limits.hard_error_limit} if limits.hard_error_limit is not None else {}),
-        **({"junk_command_limit": limits.junk_command_limit} if limits.junk_command_limit is not None else {}),
-    }
-    if process:
-        document["spool_memory"] = limits.spool_memory
+def _plain(value: Any) -> Any:
+    """A parsed value as a configuration file writes it."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, bool | int | float | str):
+        return value
+    if dataclasses.is_dataclass(value) and key_fields(value):
+        return _document(value)
+    return str(value)  # Path, BindAddress, networks, Reserve
+
+
+def _document(settings: Any, *, skip: Collection[str] = ()) -> dict[str, Any]:
+    """The keys of ``settings`` in the names ``_read`` reads, each written by its ``show`` (or ``_plain``).
+    Unset (None) and empty values are left out, and so are keys whose ``needs`` is false."""
+    document: dict[str, Any] = {}
+    for f in key_fields(settings):
+        value = getattr(settings, f.name)
+        needs = f.metadata["needs"]
+        if f.name in skip or value is None or value == () or (needs and not getattr(settings, needs)):
+            continue
+        document[f.name] = (f.metadata["show"] or _plain)(value)
     return document
 
 
-def _mailbox_document(settings: MailboxSettings) -> dict[str, Any]:
-    return {f.name: getattr(settings, f.name) for f in fields(settings) if getattr(settings, f.name) is not None}
-
-
 def _listener_document(listener: ListenerConfig) -> dict[str, Any]:
-    plain: dict[str, Any] = {"protocol": listener.protocol, "bind": str(listener.bind)}
-    if listener.socket_mode is not None:
-        plain["socket_mode"] = f"{listener.socket_mode:04o}"
-    if listener.socket_owner is not None:
-        plain["socket_owner"] = listener.socket_owner
-    if listener.allow:
-        plain["allow"] = [str(network) for network in listener.allow]
+    plain = _document(listener)
     if listener.tls is not None:
-        plain["tls"] = {"cert": str(listener.tls.cert), "key": str(listener.tls.key), "mode": listener.tls.mode}
-    plain["require_tls"] = listener.require_tls
+        plain["tls"] = _document(listener.tls)
     if listener.auth is not None:
-        plain["auth"] = {"required": listener.auth.required}
-        if listener.auth.users_file is not None:
-            plain["auth"]["users_file"] = str(listener.auth.users_file)
-    plain["proxy_protocol"] = listener.proxy_protocol
-    plain["limits"] = _limits_document(listener.limits)
+        plain["auth"] = _document(listener.auth)
+    plain["limits"] = _document(listener.limits, skip=PROCESS_LIMITS)
     return plain
 
 
@@ -1060,35 +1096,15 @@ def to_document(config: Config) -> dict[str, Any]:
     its value, defaults included, in the names ``build`` reads, so the output loads back to the same
     configuration (and prints the same again). Relative file names come out absolute; users that come
     from ``users_file`` stay there."""
-    storage = config.storage
     document: dict[str, Any] = {
         "hostname": config.hostname,
         "listeners": [_listener_document(listener) for listener in config.listeners],
         "domains": {
-            name: {
-                "any_user": domain.any_user,
-                "passwd": domain.passwd,
-                **({"first_valid_uid": domain.first_valid_uid} if domain.passwd else {}),
-                **({"last_valid_uid": domain.last_valid_uid} if domain.last_valid_uid is not None else {}),
-                **_mailbox_document(domain.mailbox),
-            }
-            for name, domain in config.domains.items()
+            name: {**_document(domain), **_document(domain.mailbox)} for name, domain in config.domains.items()
         },
-        "storage": {
-            "format": storage.format,
-            "path": storage.path,
-            "fsync": storage.fsync,
-            **({"owner": storage.owner} if storage.owner is not None else {}),
-            "create_folders": storage.create_folders,
-            "max_folders": storage.max_folders,
-            "max_new_folders": storage.max_new_folders,
-            "lock_timeout": _duration_text(storage.lock_timeout),
-            "quota_full_tempfail": storage.quota_full_tempfail,
-            **({"quota": storage.quota} if storage.quota is not None else {}),
-            **({"quota_messages": storage.quota_messages} if storage.quota_messages is not None else {}),
-        },
+        "storage": _document(config.storage),
         "users": {
-            address: _mailbox_document(settings)
+            address: _document(settings)
             for address, settings in config.users.items()
             if address not in config.file_users
         },
@@ -1096,33 +1112,10 @@ def to_document(config: Config) -> dict[str, Any]:
     if config.users_file is not None:
         document["users_file"] = str(config.users_file)
     document["aliases"] = {source: list(targets) for source, targets in config.aliases.items()}
-    document.update(
-        {
-            "recipient_delimiter": config.recipient_delimiter,
-            "case_sensitive_local_part": config.case_sensitive_local_part,
-            "max_hops": config.max_hops,
-            "duplicate_window": _duration_text(config.duplicate_window),
-            "free_space_reserve": config.free_space_reserve,
-            "bare_newline": config.bare_newline,
-            "limits": _limits_document(config.limits, process=True),
-        }
-    )
+    document.update(_document(config, skip=("hostname", "users_file")))
+    document["limits"] = _document(config.limits)
     if config.metrics is not None:
-        document["metrics"] = {"bind": str(config.metrics.bind)}
-    document.update(
-        {
-            "log_format": config.log_format,
-            "log_level": config.log_level,
-            "workers": config.workers,
-            "shutdown_timeout": _duration_text(config.shutdown_timeout),
-        }
-    )
-    if config.user is not None:
-        document["user"] = config.user
-    if config.state_dir is not None:
-        document["state_dir"] = str(config.state_dir)
-    if config.state.shared:
-        document["state"] = state_document(config.state)
+        document["metrics"] = _document(config.metrics)
     if config.submission is not None:
         submission = config.submission
         document["submission"] = (
@@ -1139,12 +1132,7 @@ def to_document(config: Config) -> dict[str, Any]:
             "size": cache.size,
         }
     if config.sieve is not None:
-        document["sieve"] = {
-            **({"path": config.sieve.path} if config.sieve.path is not None else {}),
-            "before": [str(path) for path in config.sieve.before],
-            "after": [str(path) for path in config.sieve.after],
-            "work_limit": config.sieve.work_limit,
-        }
+        document["sieve"] = _document(config.sieve)
         settings = config.sieve.settings
         if settings is not None and settings.global_dir is not None:
             document["sieve"]["global_dir"] = str(settings.global_dir)

@@ -18,6 +18,7 @@ from mda import filtering, replies
 from mda.config import Config
 from mda.dataread import DataResult
 from mda.dedupe import suppress_duplicates
+from mda.enums import BareNewline
 from mda.policy import Resolution
 from mda.replies import Reply, describe_error, reply_for_error
 from mda.spool import Spool, SpoolTail
@@ -55,7 +56,7 @@ def content_refusal(
         return replies.MESSAGE_TOO_BIG, f"message of more than {config.limits.max_message_size} bytes"
     if data.header_too_big:
         return replies.HEADER_TOO_BIG, "header section over the max_header_size limit"
-    if data.bare_newlines and config.bare_newline == "reject":
+    if data.bare_newlines and config.bare_newline == BareNewline.REJECT:
         return replies.BARE_NEWLINE, f"{data.bare_newlines} bare CR or LF in data"
     if trail.hops > config.max_hops:
         return replies.TOO_MANY_HOPS, f"{trail.hops} Received fields, limit {config.max_hops}"

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from mda import logs, outbound
 from mda.config import Config
+from mda.enums import StorageFormat
 from mda.replies import Reply
 from mda.sieve import (
     Discard,
@@ -418,7 +419,7 @@ def _fileinto(mailbox: Mailbox, action: FileInto) -> tuple[Target, str]:
     inbox = Target(replace(mailbox, folder=None), flags)
     if action.folder.upper() == "INBOX":
         return inbox, "fileinto INBOX"
-    if mailbox.format != "maildir":
+    if mailbox.format != StorageFormat.MAILDIR:
         return inbox, f"fileinto {action.folder!r}: folders need Maildir; INBOX"
     folder = folder_for_detail(action.folder)
     if folder is None:

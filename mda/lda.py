@@ -35,6 +35,7 @@ from mda.addresses import AddressError, parse_mailbox, parse_path
 from mda.config import Config, load
 from mda.dataread import DataResult, HeaderFilter
 from mda.delivery import Outcome, Transaction, deliver_transaction, failure_outcomes
+from mda.enums import BareNewline
 from mda.policy import Policy, Resolution
 from mda.replies import Reply
 from mda.spool import Spool
@@ -202,7 +203,7 @@ class LocalReader:
 def read_message(stream: BinaryIO, spool: Spool, config: Config) -> DataResult:
     """Read the whole of ``stream`` into ``spool`` (bounded memory: the spool spills to a file)."""
     reader = LocalReader(
-        spool, max_size=config.limits.max_message_size, normalize_bare=config.bare_newline == "normalize"
+        spool, max_size=config.limits.max_message_size, normalize_bare=config.bare_newline == BareNewline.NORMALIZE
     )
     while True:
         block = stream.read(READ_BLOCK)

@@ -16,6 +16,8 @@ import re
 import sys
 from typing import Any, TextIO
 
+from mda.enums import LogFormat, LogLevel
+
 LOGGER_NAME = "mda"
 logger = logging.getLogger(LOGGER_NAME)
 _context: dict[str, Any] = {}
@@ -68,12 +70,12 @@ _writer: logging.handlers.QueueListener | None = None
 _stream: logging.Handler | None = None
 
 
-def setup(log_format: str, level: str, stream: TextIO | None = None) -> None:
+def setup(log_format: LogFormat, level: LogLevel, stream: TextIO | None = None) -> None:
     """Send mda's log lines to standard error (or ``stream``) in the configured format (again on reload)."""
     global _stream
     flush()
     _stream = logging.StreamHandler(stream or sys.stderr)
-    _stream.setFormatter(_EventFormatter(json_lines=log_format == "json"))
+    _stream.setFormatter(_EventFormatter(json_lines=log_format == LogFormat.JSON))
     _start_writer()
     logger.setLevel(level.upper())
     logger.propagate = False

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mda import __version__
+from mda.enums import StorageFormat
 from mda.space import existing_ancestor
 
 if TYPE_CHECKING:
@@ -57,7 +58,6 @@ SIEVE_ERROR_KINDS = ("compile", "runtime", "redirect", "vacation")
 """``kind`` of ``mda_sieve_errors_total`` (mda/filtering.py): a script failed, or a send it asked for."""
 CONNECTION_REFUSAL_REASONS = ("not_allowed", "max_connections", "max_connections_per_client")
 """``reason`` of ``mda_connections_refused_total`` (mda/server.py)."""
-STORAGE_FORMATS = ("maildir", "mbox")
 USERDB_DRIVERS = ("passwd-file", "sql", "dovecot", "ldap")
 """``driver`` of the ``mda_userdb_*`` metrics (mda/userdb/settings.py ``DRIVERS``)."""
 USERDB_RESULTS = ("hit", "miss", "error")
@@ -191,7 +191,7 @@ class Metrics:
 
     def _initialise_known_labels(self) -> None:
         """Create at 0 every series whose labels are known before the first event (``FIRST_OUTCOMES``)."""
-        for storage_format in STORAGE_FORMATS:
+        for storage_format in StorageFormat:
             for result, enhanced in FIRST_OUTCOMES:
                 self.deliveries.labels(result, enhanced, storage_format)
         for enhanced, reason in RCPT_REASONS.items():

@@ -22,6 +22,7 @@ from pathlib import Path
 from mda import replies
 from mda.addresses import Address, AddressError, fold_local, parse_mailbox, split_detail
 from mda.config import Config, DomainConfig, MailboxSettings
+from mda.enums import StorageFormat
 from mda.replies import Reply
 from mda.storage.base import Mailbox
 from mda.storage.folders import folder_for_detail
@@ -328,7 +329,7 @@ class Policy:
             home = str(path.parent)
         else:
             path = render_template(settings.path, values, home=home or None)
-        folder = folder_for_detail(detail) if detail and settings.format == "maildir" else None
+        folder = folder_for_detail(detail) if detail and settings.format == StorageFormat.MAILDIR else None
         sieve_template = settings.sieve or (self.config.sieve.path if self.config.sieve else None)
         sieve = render_template(sieve_template, values, home=home or None) if sieve_template else None
         mailbox = Mailbox(

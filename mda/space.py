@@ -15,11 +15,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mda import replies
-from mda.config import Config
+from mda.config import Config, Reserve
 from mda.policy import Resolution, template_root
 from mda.replies import DeliveryError, Reply
 from mda.storage.quota import check_quota_before_data
-from mda.units import parse_size
 
 INODES_PER_MESSAGE = 4
 """A first delivery may create the Maildir root, ``tmp``, ``new`` and ``cur``, then the message itself:
@@ -108,7 +107,7 @@ def mail_roots(config: Config) -> tuple[Path, ...]:
     return tuple(dict.fromkeys(roots))
 
 
-def check_space(path: Path, size: int | None, reserve: str) -> SpaceCheck:
+def check_space(path: Path, size: int | None, reserve: Reserve) -> SpaceCheck:
     """``statvfs`` the filesystem that holds (or will hold) ``path``; ``size`` is the SIZE parameter or 0.
 
     Counts blocks available to unprivileged users (``f_bavail``) even when running as root: the blocks
@@ -121,23 +120,15 @@ def check_space(path: Path, size: int | None, reserve: str) -> SpaceCheck:
     return check
 
 
-def _space_check(path: Path, size: int | None, reserve: str, *, fresh: bool) -> tuple[SpaceCheck, bool]:
+def _space_check(path: Path, size: int | None, reserve: Reserve, *, fresh: bool) -> tuple[SpaceCheck, bool]:
     directory, stat, cached = _statvfs(path, fresh=fresh)
     total_bytes = stat.f_blocks * stat.f_frsize
-    text = reserve.strip()
-    if text.endswith("%"):
-        fraction = float(text[:-1]) / 100
-        reserve_bytes = int(total_bytes * fraction)
-        reserve_inodes = int(stat.f_files * fraction)
-    else:
-        reserve_bytes = parse_size(text)
-        reserve_inodes = 0
     check = SpaceCheck(
         directory=directory,
         free_bytes=stat.f_bavail * stat.f_frsize,
-        reserve_bytes=reserve_bytes,
+        reserve_bytes=reserve.of(total_bytes),
         free_inodes=stat.f_favail if stat.f_files else None,
-        reserve_inodes=reserve_inodes,
+        reserve_inodes=reserve.inodes_of(stat.f_files),
         size=size or 0,
     )
     return check, cached

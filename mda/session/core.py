@@ -27,6 +27,7 @@ from mda import dsn, replies
 from mda.addresses import Address, AddressError, parse_path
 from mda.auth import decode_base64_text, decode_plain
 from mda.dataread import DataResult
+from mda.enums import BareNewline, TlsMode
 from mda.replies import Reply
 from mda.session import proxy
 from mda.session.data import ChunkDecoder, DotDecoder, MessageSink
@@ -661,7 +662,7 @@ class SessionCore:
         if self.tls_active:
             self._reply(replies.TLS_ALREADY)
             return
-        if listener.tls is None or listener.tls.mode != "starttls":
+        if listener.tls is None or listener.tls.mode != TlsMode.STARTTLS:
             self._reply(replies.UNKNOWN_COMMAND)
             return
         if self.envelope is not None:
@@ -771,7 +772,7 @@ class SessionCore:
         return MessageSink(
             self.host.open_spool(),
             max_size=limits.max_message_size,
-            normalize_bare=envelope.context.config.bare_newline == "normalize",
+            normalize_bare=envelope.context.config.bare_newline == BareNewline.NORMALIZE,
             max_header_size=limits.max_header_size,
         )
 

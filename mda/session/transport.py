@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from mda import dsn, logs
 from mda.auth import Credentials, Throttle, verifier
 from mda.delivery import Outcome, Transaction, deliver, failure_outcomes
+from mda.enums import Protocol, TlsMode
 from mda.replies import Reply
 from mda.session import core
 from mda.session.notify import success_report
@@ -51,7 +52,7 @@ class Session(asyncio.Protocol):
 
     def __init__(self, listener: ListenerContext) -> None:
         self.ctx = listener
-        self.lmtp = listener.config.protocol == "lmtp"
+        self.lmtp = listener.config.protocol == Protocol.LMTP
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
         self.core: core.SessionCore | None = None
@@ -85,7 +86,7 @@ class Session(asyncio.Protocol):
         return self.ctx.current_listener()
 
     def starttls_offered(self, listener: ListenerConfig) -> bool:
-        return listener.tls is not None and listener.tls.mode == "starttls" and tls_available(listener.tls)
+        return listener.tls is not None and listener.tls.mode == TlsMode.STARTTLS and tls_available(listener.tls)
 
     def tls_context(self, listener: ListenerConfig) -> ssl.SSLContext:
         assert listener.tls is not None

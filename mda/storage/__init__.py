@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mda.enums import StorageFormat
 from mda.storage.base import Mailbox, MessageCopy, StagedCopy, Store, StoreResult
 from mda.storage.maildir import MaildirStore
 from mda.storage.mbox import MboxStore
 from mda.storage.userfs import fs_identity
 
-_STORES: dict[str, Store] = {"maildir": MaildirStore(), "mbox": MboxStore()}
+_STORES: dict[StorageFormat, Store] = {StorageFormat.MAILDIR: MaildirStore(), StorageFormat.MBOX: MboxStore()}
 
 
-def store_for(storage_format: str) -> Store:
+def store_for(storage_format: StorageFormat) -> Store:
     """The store for ``maildir`` or ``mbox`` (the config loader allows no other value)."""
     return _STORES[storage_format]
 

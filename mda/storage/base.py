@@ -23,14 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from mda.config import StorageConfig
+from mda.enums import StorageFormat
 from mda.spool import Spool, SpoolTail
 
 
 @dataclass(frozen=True)
 class Mailbox:
-    """Where one recipient's copy goes, fully resolved by policy (no template left)."""
+    """Where one recipient's copy goes, fully resolved by policy (no template left). Settings that come
+    from ``storage:`` default to its declared defaults (``mda.config.StorageConfig``)."""
 
-    format: str
+    format: StorageFormat
     path: Path
     folder: str | None = None
     """Maildir++ folder name as stored on disk without the leading dot (already encoded), or None."""
@@ -40,11 +43,11 @@ class Mailbox:
     Maildir++ folders; the copy goes to INBOX instead. None: no cap."""
     quota_bytes: int | None = None
     quota_messages: int | None = None
-    quota_full_tempfail: bool = False
+    quota_full_tempfail: bool = StorageConfig.quota_full_tempfail
     owner: tuple[int, int] | None = None
     """(uid, gid) given to what mda creates when it runs as root; None leaves ownership alone."""
-    fsync: bool = True
-    lock_timeout: float = 30.0
+    fsync: bool = StorageConfig.fsync
+    lock_timeout: float = StorageConfig.lock_timeout
     root: Path | None = None
     """The fixed directory above the variable part of the path template (never created above it)."""
     sieve: Path | None = None
@@ -55,7 +58,7 @@ class Mailbox:
     work on this mailbox runs with their file-system identity (``mda.storage.userfs``)."""
 
     @property
-    def key(self) -> tuple[str, str, str | None]:
+    def key(self) -> tuple[StorageFormat, str, str | None]:
         """Identity for de-duplication: two recipients that land in the same place get one copy."""
         return (self.format, str(self.path), self.folder)
 

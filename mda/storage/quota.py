@@ -24,6 +24,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from mda.enums import StorageFormat
 from mda.replies import MAILBOX_FULL, MAILBOX_FULL_TEMPORARY, DeliveryError, Reply
 from mda.storage.base import Mailbox
 from mda.storage.dotlock import create_dotlock
@@ -335,7 +336,7 @@ def _check_quota(mailbox: Mailbox, limit: QuotaLimit, incoming: int, read_only: 
     except (FileNotFoundError, NotADirectoryError):
         return full_reply(mailbox) if Usage().exceeds(limit, incoming) else None
     try:
-        if mailbox.format == "mbox":
+        if mailbox.format == StorageFormat.MBOX:
             used = os.stat(mailbox.path.name, dir_fd=fd, follow_symlinks=False).st_size
             over = bool(limit.bytes and used + incoming > limit.bytes)
         else:
@@ -355,7 +356,7 @@ def _open_existing(mailbox: Mailbox) -> int:
     missing mailbox, and delivery then refuses it with its own reply."""
     root = mailbox.root or mailbox.path.parent
     parts = split_below(root, mailbox.path)
-    if mailbox.format == "mbox":
+    if mailbox.format == StorageFormat.MBOX:
         parts = parts[:-1]
     root_fd = open_home(root, mailbox.system_user[0]) if mailbox.system_user else os.open(root, DIR_FLAGS)
     try:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mda.enums import StorageFormat
 from mda.units import parse_size
 
 
@@ -55,7 +56,7 @@ class UserRow:
 
     path: str | None = None
     """An absolute path (not a template)."""
-    format: str | None = None
+    format: StorageFormat | None = None
     quota: int | None = None
     quota_messages: int | None = None
     owner: str | None = None
@@ -152,23 +153,23 @@ def parse_quota_rule(rule: str) -> tuple[int | None, int | None]:
     return storage, messages
 
 
-def parse_mail_location(value: str, home: str | None) -> tuple[str, str]:
+def parse_mail_location(value: str, home: str | None) -> tuple[StorageFormat, str]:
     """(format, path) from Dovecot's ``mail`` field: ``maildir:~/Maildir``, ``mbox:%h/mail/inbox``.
 
     Options after the path (``:LAYOUT=fs``, ``:INBOX=…``) are Dovecot's and ignored here.
     """
     kind, colon, rest = value.partition(":")
     kind = kind.strip().lower()
-    if not colon or kind not in ("maildir", "mbox"):
+    if not colon or kind not in list(StorageFormat):
         raise ValueError(f"only maildir: and mbox: mail locations are understood, got {value!r}")
     path = rest.split(":", 1)[0]
     if mbox_inbox := re.search(r":INBOX=([^:]+)", rest):
-        path = mbox_inbox.group(1) if kind == "mbox" else path
+        path = mbox_inbox.group(1) if kind == StorageFormat.MBOX else path
     if path.startswith("~") or "%h" in path:
         if home is None:
             raise ValueError(f"mail location {value!r} uses the home directory, and the row has none")
         path = home + path[1:] if path.startswith("~") else path.replace("%h", home)
-    return kind, path
+    return StorageFormat(kind), path
 
 
 def _absolute(text: str, base: Path | None, what: str) -> str:
@@ -201,9 +202,9 @@ def record_from_row(
             values["path"] = _absolute(str(fields["path"]).rstrip("/") or "/", path_base, "path")
         if "format" in fields:
             kind = str(fields["format"]).strip().lower()
-            if kind not in ("maildir", "mbox"):
+            if kind not in list(StorageFormat):
                 raise ValueError(f"format must be maildir or mbox, got {kind!r}")
-            values["format"] = kind
+            values["format"] = StorageFormat(kind)
         if "quota_rule" in fields:
             values["quota"], values["quota_messages"] = parse_quota_rule(str(fields["quota_rule"]))
         if "quota" in fields:

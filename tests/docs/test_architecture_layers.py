@@ -18,6 +18,7 @@ LEAVES = {
     "addresses",
     "aliases",
     "config",
+    "enums",
     "logs",
     "replies",
     "spool",

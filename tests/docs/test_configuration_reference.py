@@ -9,12 +9,17 @@ mapping, e.g. a new per-listener block) is read only when present: add one insta
 
 The reference names each key in the first column of a table row, as a dotted path in backquotes:
 ``storage.max_folders``, ``listeners[].tls.cert``, ``domains.DOMAIN.passwd``, ``users.ADDRESS.quota``.
+Its type and default columns are checked against each key's declaration (``mda.config.setting``): the
+first backquoted value of the default column, read with the key's own converter, is the declared default,
+and an enumerated key's type column names every value its ``StrEnum`` allows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,7 @@ import pytest
 import yaml
 
 from mda import config as config_module
+from mda import enums
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "configuration.md"
@@ -104,11 +110,18 @@ def _leaves(keys: set[str]) -> set[str]:
     return {key for key in keys if not any(other.startswith((key + ".", key + "[")) for other in keys)}
 
 
-def _documented() -> Iterator[str]:
+def _rows() -> Iterator[tuple[str, str, str]]:
+    """(key, type, default) of each table row that documents a key."""
     for line in REFERENCE.read_text().splitlines():
         match = re.match(r"\|\s*`([^`]+)`\s*\|", line)
         if match:
-            yield match.group(1)
+            cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+            yield match.group(1), cells[1], cells[2]
+
+
+def _documented() -> Iterator[str]:
+    for key, _, _ in _rows():
+        yield key
 
 
 def _as_documented(key: str) -> str:
@@ -140,3 +153,93 @@ def test_the_recording_sees_nested_sections(tmp_path: Path) -> None:
         "users.ADDRESS.quota",
     ):
         assert key in keys, sorted(keys)
+
+
+SECTIONS: dict[str, tuple[type[Any], ...]] = {
+    "": (config_module.Config,),
+    "limits.": (config_module.Limits,),
+    "listeners[].": (config_module.ListenerConfig,),
+    "listeners[].tls.": (config_module.TlsSettings,),
+    "listeners[].auth.": (config_module.AuthSettings,),
+    "domains.DOMAIN.": (config_module.DomainConfig, config_module.MailboxSettings),
+    "users.ADDRESS.": (config_module.MailboxSettings,),
+    "storage.": (config_module.StorageConfig,),
+    "metrics.": (config_module.MetricsConfig,),
+    "submission.": (config_module.SubmissionConfig,),
+    "sieve.": (config_module.SieveConfig,),
+}
+"""The dataclass that declares the keys of each documented section."""
+
+NOT_A_VALUE = {"hostname": "the machine's name, filled in at load when the key is absent"}
+"""Keys whose declared default is a placeholder, documented in words."""
+
+
+def _declarations() -> dict[str, dataclasses.Field[Any]]:
+    """Every declared key by its documented name."""
+    declared: dict[str, dataclasses.Field[Any]] = {}
+    for prefix, classes in SECTIONS.items():
+        for cls in classes:
+            for field in config_module.key_fields(cls):
+                declared.setdefault(prefix + field.name, field)
+    return declared
+
+
+def _converter(field: dataclasses.Field[Any], directory: Path) -> Any:
+    return field.metadata["parse"] or field.metadata["in_dir"](directory)
+
+
+def _first_value(cell: str) -> Any:
+    """The first backquoted value of a cell, as YAML reads it (or as text when it is no YAML)."""
+    match = re.search(r"`([^`]*)`", cell)
+    if match is None:
+        return None
+    try:
+        return yaml.safe_load(match.group(1))
+    except yaml.YAMLError:
+        return match.group(1)
+
+
+def test_the_reference_defaults_are_the_declared_ones(tmp_path: Path) -> None:
+    declared = _declarations()
+    wrong: list[str] = []
+    compared = 0
+    for key, _, default_cell in _rows():
+        field = declared.get(key)
+        if field is None or field.default in (None, (), dataclasses.MISSING) or key in NOT_A_VALUE:
+            continue
+        written = _first_value(default_cell)
+        try:
+            documented = _converter(field, tmp_path)(written)
+        except (TypeError, ValueError) as error:
+            wrong.append(f"{key}: the default column {default_cell!r} is not a value ({error})")
+            continue
+        compared += 1
+        if documented != field.default:
+            wrong.append(f"{key}: documented {default_cell}, declared {field.default!r}")
+    assert not wrong, "\n".join(wrong)
+    assert compared >= 35
+
+
+def _enum_of(field: dataclasses.Field[Any]) -> type[StrEnum] | None:
+    annotation = str(field.type)
+    candidates = [getattr(enums, name) for name in dir(enums) if not name.startswith("_")]
+    kinds = [
+        kind for kind in candidates if isinstance(kind, type) and issubclass(kind, StrEnum) and kind is not StrEnum
+    ]
+    return next((kind for kind in kinds if re.search(rf"\b{kind.__name__}\b", annotation)), None)
+
+
+def test_the_reference_names_every_value_of_an_enumerated_key() -> None:
+    declared = _declarations()
+    missing: list[str] = []
+    enumerated = 0
+    for key, type_cell, _ in _rows():
+        field = declared.get(key)
+        kind = _enum_of(field) if field is not None else None
+        if kind is None:
+            continue
+        enumerated += 1
+        named = set(re.findall(r"`([^`]*)`", type_cell))
+        missing += [f"{key}: {member.value}" for member in kind if member.value not in named]
+    assert not missing, f"values a key accepts but its type column does not name: {missing}"
+    assert enumerated >= 7
