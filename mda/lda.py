@@ -58,7 +58,6 @@ LOCAL_HOST = "localhost"
 BAD_CONFIGURATION = Reply(451, "4.3.5", "mda configuration cannot be loaded")
 """RFC 3463 X.3.5: system incorrectly configured; temporary so the MTA keeps the mail queued."""
 READ_FAILED = Reply(451, "4.3.0", "cannot read the message from standard input")
-BAD_SENDER = Reply(501, "5.1.7", "Bad sender address syntax")
 
 
 @dataclass(frozen=True)
@@ -249,7 +248,8 @@ def run(
     try:
         parsed_sender, _ = parse_path(sender) if sender not in ("", "<>") else (None, "")
     except AddressError:
-        return _finish([RecipientStatus(r, BAD_SENDER, f"sender {sender!r}") for r in recipients], stdout)
+        statuses = [RecipientStatus(r, replies.BAD_SENDER_SYNTAX, f"sender {sender!r}") for r in recipients]
+        return _finish(statuses, stdout)
     sender_text = str(parsed_sender) if parsed_sender else ""
 
     accepted, refused = resolve_recipients(Policy(config), recipients)
