@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from mda import __version__
+from mda import __version__, logs
 from mda.addresses import AddressError, parse_mailbox
 from mda.config import NO_LISTENERS, Config, load, load_for_serve, to_document
 from mda.lda import EX_TEMPFAIL
@@ -163,7 +163,13 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     print(f"  normalised: local part {address.local!r} ({case}), domain {address.domain}")
     if not address.is_ascii:
         print("  non-ASCII address: needs SMTPUTF8 in MAIL FROM (assumed here)")
-    resolution = Policy(config).resolve(address, smtputf8=True)
+    logs.setup(config.log_format, config.log_level)  # a source that cannot answer logs why, in full
+    try:
+        policy = Policy(config)
+    except OSError as error:  # a source's password file (the message names the source and the file)
+        print(f"mda resolve: {error.strerror or error}", file=sys.stderr)
+        return EXIT_USAGE
+    resolution = policy.resolve(address, smtputf8=True)
     resolution = check_capacity(config, resolution, args.size, explain=True, read_only=True)
     for step in resolution.steps:
         print(f"  {step}")

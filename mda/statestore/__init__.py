@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mda.statestore.settings import StateSettings
+from mda.userdb.settings import read_password_file
 from mda.userdb.sql import MissingDriver, postgres_pool, scrub
 
 Rows = tuple[list[str], list[tuple[Any, ...]]]
@@ -116,7 +117,7 @@ class Postgres(Database):
         super().__init__()
         self.settings = settings
         self.label = settings.label
-        password = settings.password_file.read_text().strip() if settings.password_file is not None else None
+        password = read_password_file(settings.password_file, settings.label)
         self._secret = password or urlsplit(settings.url).password or ""
         self._pool = postgres_pool(settings.url, password, settings.timeout, settings.pool_size, "state")
 
@@ -146,8 +147,8 @@ def open_database(settings: StateSettings, directory: Path, file_name: str, *, r
         if database is None:
             try:
                 database = _shared[key] = Postgres(settings)
-            except OSError as error:  # the password file
-                raise StateError(f"{settings.label}: password_file: {error}") from None
+            except OSError as error:  # the password file, named in the message
+                raise StateError(error.strerror or str(error)) from None
             except MissingDriver as error:
                 raise StateError(str(error)) from None
         return database

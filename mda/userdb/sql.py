@@ -21,7 +21,7 @@ from contextlib import closing
 from typing import Any
 
 from mda.userdb.record import GarbageRow, LookupKey, Record, UserdbError, record_from_row, split_goto
-from mda.userdb.settings import SourceSettings, query_placeholders
+from mda.userdb.settings import SourceSettings, query_placeholders, read_password_file
 
 Rows = tuple[list[str], list[tuple[Any, ...]]]
 
@@ -36,7 +36,7 @@ class SqlSource:
     def __init__(self, settings: SourceSettings) -> None:
         self.settings = settings
         self.label = settings.label
-        password = settings.password_file.read_text().strip() if settings.password_file is not None else None
+        password = read_password_file(settings.password_file, f"userdb {self.label}")
         self._secret = password or urllib.parse.urlsplit(settings.url).password or ""
         scheme = settings.url.partition("://")[0]
         self._backend: _Backend
