@@ -154,6 +154,39 @@ def open_database(settings: StateSettings, directory: Path, file_name: str, *, r
         return database
 
 
+def check(settings: StateSettings, directory: Path) -> tuple[str, str | None]:
+    """``(label, problem or None)`` for ``mda check-config --connect``, creating nothing: PostgreSQL must
+    answer ``SELECT 1`` on a connection of its own; for SQLite, every record file in ``directory`` must
+    open (read-only) as a database, and ``directory``, or the nearest ancestor mda would create it in,
+    must be a writable directory."""
+    if settings.shared:
+        try:
+            database = Postgres(settings)
+        except (OSError, MissingDriver) as error:  # the password file (named), psycopg
+            return settings.label, str(error.strerror if isinstance(error, OSError) else error)
+        try:
+            database.run("SELECT 1", {})
+        except StateError as error:
+            return settings.label, str(error).removeprefix(f"{settings.label}: ")
+        finally:
+            database.close()
+        return settings.label, None
+    label = f"sqlite {directory}"
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return label, f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return label, f"{existing} is not writable by uid {os.geteuid()}"
+    for path in sorted(directory.glob("*.sqlite")) if existing == directory else []:
+        try:
+            SqliteFile(path, read_only=True).run("SELECT count(*) FROM sqlite_master", {})
+        except StateError as error:
+            return label, str(error).removeprefix(f"{label}/")
+    return label, None
+
+
 def owner_token() -> str:
     """``host:pid:random``: who holds a pending claim; :func:`owner_is_dead` reads the first two parts."""
     return f"{_HOST}:{os.getpid()}:{os.urandom(6).hex()}"
@@ -183,6 +216,7 @@ __all__ = [
     "SqliteFile",
     "StateError",
     "StateSettings",
+    "check",
     "open_database",
     "owner_is_dead",
     "owner_token",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.clients import Client
 from tests.conftest import basic_config
@@ -241,3 +242,19 @@ def test_a_delivery_killed_between_claim_and_commit_does_not_suppress_the_retry(
     assert _copies(root, "killed@remote.test") == 2
     state = pg.sql("SELECT state FROM mda_duplicates WHERE message_id = '<killed@remote.test>'").strip()
     assert state == "committed"
+
+
+def test_check_config_connect_reaches_the_store(pg: PostgresServer, tmp_path: Path) -> None:
+    """``check-config --connect`` opens ``state:`` with its password file, as the server will."""
+    path = tmp_path / "mda.yaml"
+    path.write_text(yaml.safe_dump(_config(pg, tmp_path, tmp_path / "mail")))
+    result = subprocess.run(
+        [sys.executable, "-m", "mda", "check-config", "--config", str(path), "--connect"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result
+    assert f"state postgresql {pg.url}: ok\n" in result.stdout
+    assert PASSWORD not in result.stdout + result.stderr
