@@ -20,6 +20,7 @@ import abc
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -131,17 +132,20 @@ class Postgres(Database):
         self._pool.close()
 
 
-_shared: dict[tuple[int, StateSettings], Postgres] = {}
+_shared: dict[tuple[int, int], Postgres] = {}
+"""The pool of each ``state:`` setting in use, by process and setting *object*: every configuration load
+(start, reload) has its own, so a reload connects anew with what it read (the password file included)."""
 _shared_lock = threading.Lock()
 
 
 def open_database(settings: StateSettings, directory: Path, file_name: str, *, read_only: bool = False) -> Database:
-    """The database for one kind of record: ``file_name`` in ``directory`` (SQLite), or the shared
-    PostgreSQL pool of this process (one per ``state:`` setting; a forked worker opens its own).
-    Raises StateError when the password file cannot be read or psycopg is missing."""
+    """The database for one kind of record: ``file_name`` in ``directory`` (SQLite), or the PostgreSQL
+    pool of this process for this configuration (a forked worker opens its own), until
+    :func:`close_databases`. Raises StateError when the password file cannot be read or psycopg is
+    missing."""
     if not settings.shared:
         return SqliteFile(directory / file_name, read_only=read_only)
-    key = (os.getpid(), settings)
+    key = (os.getpid(), id(settings))
     with _shared_lock:
         database = _shared.get(key)
         if database is None:
@@ -151,7 +155,28 @@ def open_database(settings: StateSettings, directory: Path, file_name: str, *, r
                 raise StateError(error.strerror or str(error)) from None
             except MissingDriver as error:
                 raise StateError(str(error)) from None
+            weakref.finalize(settings, _forget, key)  # the key stays unique while ``settings`` lives
         return database
+
+
+def close_databases(settings: StateSettings) -> None:
+    """Close the pool of a configuration a reload has replaced. A transaction that still holds that
+    configuration gets the closed pool, which answers on a connection it does not keep."""
+    with _shared_lock:
+        database = _shared.get((os.getpid(), id(settings)))
+    if database is not None:
+        database.close()
+
+
+def _forget(key: tuple[int, int]) -> None:
+    """Drop the pool of a configuration that no longer exists (only in the process that opened it: a
+    forked child's copy of a connection belongs to its parent)."""
+    if key[0] != os.getpid():
+        return
+    with _shared_lock:
+        database = _shared.pop(key, None)
+    if database is not None:
+        database.close()
 
 
 def check(settings: StateSettings, directory: Path) -> tuple[str, str | None]:
@@ -217,6 +242,7 @@ __all__ = [
     "StateError",
     "StateSettings",
     "check",
+    "close_databases",
     "open_database",
     "owner_is_dead",
     "owner_token",

@@ -167,7 +167,8 @@ class _Pool(_Backend):
     look-up at once with the client's reason ("Connection refused"), not after a wait for a background
     connector. An idle connection that fails (the server restarted since) is dropped and the query
     retried once on a new one: a restarted server is used again without restarting mda. A connection
-    that raised anything is never reused.
+    that raised anything is never reused. A closed pool still answers a late caller (a transaction that
+    took a configuration a reload has replaced), on a connection it closes afterwards.
     """
 
     def __init__(
@@ -180,6 +181,7 @@ class _Pool(_Backend):
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         self._queries: dict[str, str] = {}
+        self._closed = False
 
     def run(self, query: str, parameters: Mapping[str, Any]) -> Rows:
         text = self._queries.get(query)
@@ -213,12 +215,16 @@ class _Pool(_Backend):
                 connection.close()
             raise
         with self._lock:
-            self._idle.append(connection)
+            if not self._closed:
+                self._idle.append(connection)
+                return names, rows
+        with contextlib.suppress(Exception):
+            connection.close()
         return names, rows
 
     def close(self) -> None:
         with self._lock:
-            idle, self._idle = self._idle, []
+            idle, self._idle, self._closed = self._idle, [], True
         for connection in idle:
             with contextlib.suppress(Exception):
                 connection.close()
