@@ -1,4 +1,5 @@
-"""A reload that moves the records (``state_dir``, ``state:``) takes effect for the next message."""
+"""A reload that moves the SQLite records (``state_dir``) takes effect for the next message (PostgreSQL:
+test_shared_state_postgres.py)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,8 @@ def test_a_reload_that_changes_state_dir_uses_the_new_records(start_mda, tmp_pat
     assert send(server, ["alice@example.test"]) == [(250, "2.0.0")]
     assert len(maildir_messages(maildir)) == 2
     assert (second / "duplicates.sqlite").is_file()
+    server.config_path.write_text(yaml.safe_dump(config))  # back to the first records: stored there already
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: value(scrape(server), "mda_config_reloads_total", result="success") >= 2)
+    assert send(server, ["alice@example.test"]) == [(250, "2.0.0")]
+    assert len(maildir_messages(maildir)) == 2
