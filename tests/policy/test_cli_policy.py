@@ -173,5 +173,8 @@ def test_resolve_names_the_user_and_the_source_that_could_not_answer(tmp_path):
     result = mda("resolve", "--config", str(write(tmp_path / "sql.yaml", config)), "carl@example.test")
     assert result.returncode == 2, result
     assert "Traceback" not in result.stderr
-    message = f"mda resolve: userdb sql sqlite:///{tmp_path}/users.db: password_file {password}: No such file"
-    assert result.stderr.startswith(message), result.stderr
+    message = f"userdb sql sqlite:///{tmp_path}/users.db: password_file {password}: No such file"
+    assert result.stderr.startswith(f"mda resolve: {message}"), result.stderr
+    checked = mda("check-config", "--config", str(tmp_path / "sql.yaml"), "--connect")
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr, checked
+    assert message in checked.stdout, checked
