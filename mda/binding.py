@@ -25,10 +25,23 @@ import pwd
 import secrets
 import socket
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 from mda.config import BindAddress, Config
+from mda.identity import Identity, resolve_identity
+
+__all__ = [
+    "BACKLOG",
+    "AddressInUse",
+    "Identity",
+    "SocketInUse",
+    "UnsafeSocketPath",
+    "bind_tcp",
+    "bind_unix",
+    "drop_privileges",
+    "resolve_identity",
+    "service_identity",
+]
 
 BACKLOG = 1024
 
@@ -43,33 +56,6 @@ class SocketInUse(OSError):
 
 class UnsafeSocketPath(OSError):
     """The socket's directory or lock file could let another user redirect what root creates."""
-
-
-@dataclass(frozen=True)
-class Identity:
-    """A user and group resolved once, before anything is bound (a later look-up could see other data)."""
-
-    name: str
-    uid: int
-    gid: int
-
-
-class UnknownIdentity(LookupError):
-    """A configured user or group does not exist."""
-
-
-def resolve_identity(spec: str) -> Identity:
-    """``user`` or ``user:group`` → ids."""
-    name, _, group = spec.partition(":")
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        raise UnknownIdentity(f"unknown user {name!r}") from None
-    try:
-        gid = grp.getgrnam(group).gr_gid if group else entry.pw_gid
-    except KeyError:
-        raise UnknownIdentity(f"unknown group {group!r}") from None
-    return Identity(name, entry.pw_uid, gid)
 
 
 def service_identity(config: Config) -> Identity | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from mda import __version__
+from mda import __version__, logs
 from mda.addresses import AddressError, parse_mailbox
 from mda.config import NO_LISTENERS, Config, load, load_for_serve, to_document
 from mda.lda import EX_TEMPFAIL
@@ -76,8 +76,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"{args.config or '<default>'}: ok")
     if not config.listeners:
         print(f"{args.config or '<default>'}: note: no listeners: {NO_LISTENERS}", file=sys.stderr)
-    if args.connect and not _connect_userdb(config):
-        return EXIT_CONFIG
+    if args.connect:
+        userdb_answers, state_opens = _connect_userdb(config), _connect_state(config)
+        if not (userdb_answers and state_opens):
+            return EXIT_CONFIG
     if args.against is not None:
         old = _load_or_report(args.against)
         if old is None:
@@ -91,7 +93,11 @@ def _connect_userdb(config: Config) -> bool:
     """Ask each ``userdb`` source once (``check-config --connect``); False when one cannot answer."""
     from mda.userdb import Userdb
 
-    userdb = Userdb(config.userdb)
+    try:
+        userdb = Userdb(config.userdb)
+    except OSError as error:  # a source's password file (the message names the source and the file)
+        print(f"{error.strerror or error}")
+        return False
     try:
         results = userdb.check()
     finally:
@@ -99,6 +105,16 @@ def _connect_userdb(config: Config) -> bool:
     for label, problem in results:
         print(f"userdb {label}: {problem or 'ok'}")
     return all(problem is None for _, problem in results)
+
+
+def _connect_state(config: Config) -> bool:
+    """Open the ``state:`` store once (``check-config --connect``), creating nothing; False when it fails."""
+    from mda.state import state_dir
+    from mda.statestore import check
+
+    label, problem = check(config.state, state_dir(config))
+    print(f"state {label}: {problem or 'ok'}")
+    return problem is None
 
 
 def _start_problems(config: Config) -> list[str]:
@@ -163,7 +179,13 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     print(f"  normalised: local part {address.local!r} ({case}), domain {address.domain}")
     if not address.is_ascii:
         print("  non-ASCII address: needs SMTPUTF8 in MAIL FROM (assumed here)")
-    resolution = Policy(config).resolve(address, smtputf8=True)
+    logs.setup(config.log_format, config.log_level)  # a source that cannot answer logs why, in full
+    try:
+        policy = Policy(config)
+    except OSError as error:  # a source's password file (the message names the source and the file)
+        print(f"mda resolve: {error.strerror or error}", file=sys.stderr)
+        return EXIT_USAGE
+    resolution = policy.resolve(address, smtputf8=True)
     resolution = check_capacity(config, resolution, args.size, explain=True, read_only=True)
     for step in resolution.steps:
         print(f"  {step}")
@@ -226,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", parents=[with_config], help="validate a configuration")
     check.add_argument("--print", action="store_true", help="print the effective configuration")
     check.add_argument("--against", type=Path, metavar="OLD", help="list addresses whose destination changes")
-    check.add_argument("--connect", action="store_true", help="ask each userdb source once")
+    check.add_argument("--connect", action="store_true", help="ask each userdb source and the state store once")
     check.set_defaults(func=cmd_check_config)
 
     resolve = commands.add_parser("resolve", parents=[with_config], help="explain where an address is delivered")

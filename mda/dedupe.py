@@ -218,8 +218,8 @@ def _merge(txn: Transaction, outcomes: list[Outcome], status: dict[str, str], *,
         if outcome is None and status.get(resolution.key) == HELD:
             outcome = Outcome(resolution, shared or BUSY, reason="same Message-ID being delivered by another session")
         if outcome is None:
-            text = f"<{resolution.address}> {txn.queue_id} Saved (duplicate, not stored again)"
-            reply = shared or replies.DELIVERED.with_text(text if lmtp else f"{txn.queue_id} Saved")
+            recipient, note = (resolution.address, "(duplicate, not stored again)") if lmtp else (None, "")
+            reply = shared or replies.saved(txn.queue_id, recipient, note)
             outcome = Outcome(resolution, reply, reason="duplicate Message-ID within duplicate_window")
         merged.append(outcome)
     return merged

@@ -212,7 +212,7 @@ def deliver_lmtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
         else:
             outcome = _deliver_one(config, txn, resolution, spool, done, source, budget)
         if outcome.reply.is_success:
-            outcome.reply = outcome.reply.with_text(f"<{resolution.address}> {txn.queue_id} Saved")
+            outcome.reply = replies.saved(txn.queue_id, resolution.address)
         by_key[key] = outcome
         outcomes.append(outcome)
     return outcomes
@@ -294,7 +294,7 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
         except Exception as error:  # the fallback keep of a failed redirect failed: retry, never lose
             return _all(txn, replies.LOCAL_ERROR, describe_error(error))
         reasons[recipient] = plan.summary
-    reply = replies.DELIVERED.with_text(f"{txn.queue_id} Saved")
+    reply = replies.saved(txn.queue_id)
     return [Outcome(r, reply, results.get(r.key, []), reasons.get(r.key, ""), errors_of(r)) for r in txn.recipients]
 
 

@@ -58,7 +58,6 @@ LOCAL_HOST = "localhost"
 BAD_CONFIGURATION = Reply(451, "4.3.5", "mda configuration cannot be loaded")
 """RFC 3463 X.3.5: system incorrectly configured; temporary so the MTA keeps the mail queued."""
 READ_FAILED = Reply(451, "4.3.0", "cannot read the message from standard input")
-BAD_SENDER = Reply(501, "5.1.7", "Bad sender address syntax")
 
 
 @dataclass(frozen=True)
@@ -113,12 +112,12 @@ class LocalReader:
 
     MTA_TRACE = (b"return-path:", b"x-original-to:", b"delivered-to:")
 
-    def __init__(self, spool: Spool, *, max_size: int, normalize_bare: bool) -> None:
+    def __init__(self, spool: Spool, *, max_size: int, normalize_bare: bool, max_header_size: int) -> None:
         self.spool = spool
         self.max_size = max_size
         self.normalize_bare = normalize_bare
         self.result = DataResult()
-        self._filter = HeaderFilter()
+        self._filter = HeaderFilter(max_header_size)
         self._leading = True
         """Still inside the first line or the MTA's leading trace block: work line by line."""
         self._first_line = True
@@ -191,19 +190,24 @@ class LocalReader:
         self._count_and_write(self._filter.feed(data))
 
     def _count_and_write(self, stored: bytes) -> None:
-        if not stored:
-            return
-        self.result.size += len(stored)
-        if self.result.size > self.max_size:
-            self.result.too_big = True
-        else:
+        result = self.result
+        result.size += len(stored)
+        if self._filter.too_big:
+            result.header_too_big = True  # refused as the server refuses it: the rest is read and dropped
+        elif result.size > self.max_size:
+            result.too_big = True
+        elif stored:
             self.spool.write(stored)
 
 
 def read_message(stream: BinaryIO, spool: Spool, config: Config) -> DataResult:
     """Read the whole of ``stream`` into ``spool`` (bounded memory: the spool spills to a file)."""
+    limits = config.limits
     reader = LocalReader(
-        spool, max_size=config.limits.max_message_size, normalize_bare=config.bare_newline == BareNewline.NORMALIZE
+        spool,
+        max_size=limits.max_message_size,
+        normalize_bare=config.bare_newline == BareNewline.NORMALIZE,
+        max_header_size=limits.max_header_size,
     )
     while True:
         block = stream.read(READ_BLOCK)
@@ -249,7 +253,8 @@ def run(
     try:
         parsed_sender, _ = parse_path(sender) if sender not in ("", "<>") else (None, "")
     except AddressError:
-        return _finish([RecipientStatus(r, BAD_SENDER, f"sender {sender!r}") for r in recipients], stdout)
+        statuses = [RecipientStatus(r, replies.BAD_SENDER_SYNTAX, f"sender {sender!r}") for r in recipients]
+        return _finish(statuses, stdout)
     sender_text = str(parsed_sender) if parsed_sender else ""
 
     accepted, refused = resolve_recipients(Policy(config), recipients)

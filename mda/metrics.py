@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from mda import __version__
 from mda.enums import StorageFormat
+from mda.replies import result_of
 from mda.space import existing_ancestor
 
 if TYPE_CHECKING:
@@ -68,13 +69,6 @@ FIRST_OUTCOMES = (("delivered", "2.0.0"), ("tempfail", "4.3.0"), ("permfail", "5
 A series that appears with its first increment is invisible to ``increase()`` and ``rate()`` (there is
 no earlier sample to compare with), and an absent one makes ``== 0`` alerts silent: every label value
 known in advance is therefore created at 0 when the process starts (see contrib/prometheus)."""
-
-
-def result_of(code: int) -> str:
-    """``delivered``/``tempfail``/``permfail`` from a reply code (RFC 5321 §4.2.1)."""
-    if code < 400:
-        return "delivered"
-    return "tempfail" if code < 500 else "permfail"
 
 
 class Metrics:

@@ -10,7 +10,6 @@ recorded so ``mda resolve`` can explain a decision.
 
 from __future__ import annotations
 
-import grp
 import os
 import pwd
 import stat
@@ -23,6 +22,7 @@ from mda import replies
 from mda.addresses import Address, AddressError, fold_local, parse_mailbox, split_detail
 from mda.config import Config, DomainConfig, MailboxSettings
 from mda.enums import StorageFormat
+from mda.identity import UnknownIdentity, resolve_identity
 from mda.replies import Reply
 from mda.storage.base import Mailbox
 from mda.storage.folders import folder_for_detail
@@ -271,7 +271,7 @@ class Policy:
         owner = row.owner or (f"{row.uid}:{row.gid}" if row.uid is not None else None)
         try:
             self._owner(owner)
-        except (KeyError, ValueError):
+        except UnknownIdentity:
             raise UserdbError(f"{record.source}: owner {owner!r} is not a known user or group") from None
         settings = MailboxSettings(
             path=row.path.replace("{", "{{").replace("}", "}}") if row.path else None,
@@ -357,13 +357,6 @@ class Policy:
         if owner is None or not self._as_root:
             return None
         if owner not in self._owners:
-            user, _, group = owner.partition(":")
-            if user.isdigit() and group.isdigit():  # a userdb's uid and gid need no passwd entry
-                self._owners[owner] = (int(user), int(group))
-                return self._owners[owner]
-            entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-            gid = entry.pw_gid
-            if group:
-                gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-            self._owners[owner] = (entry.pw_uid, gid)
+            identity = resolve_identity(owner)
+            self._owners[owner] = (identity.uid, identity.gid)
         return self._owners[owner]

@@ -9,20 +9,9 @@ systemd unit's ``ExecStartPre``), and ``serve`` itself refuse such a combination
 from __future__ import annotations
 
 import os
-import pwd
 
 from mda.config import Config
-
-
-def _is_root_user(spec: str) -> bool:
-    """True when ``user:`` names root itself (``root``, ``0``, ``root:group``)."""
-    name = spec.partition(":")[0]
-    if name.isdigit():
-        return int(name) == 0
-    try:
-        return pwd.getpwnam(name).pw_uid == 0
-    except KeyError:
-        return False
+from mda.identity import names_root
 
 
 def problems(config: Config, euid: int | None = None) -> list[str]:
@@ -53,7 +42,7 @@ def problems(config: Config, euid: int | None = None) -> list[str]:
                 f"which needs mda serve to be started as root (it runs as uid {uid}); see README, "
                 '"System users (passwd: true)"'
             )
-        elif config.user and not _is_root_user(config.user):
+        elif config.user and not names_root(config.user):
             found.append(
                 f"domains: {name}: passwd: true needs mda to stay root, but user: {config.user} drops root "
                 'after binding; remove user: (README, "System users (passwd: true)")'

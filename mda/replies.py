@@ -11,6 +11,15 @@ import errno
 from dataclasses import dataclass
 
 
+def result_of(code: int) -> str:
+    """``delivered``, ``tempfail`` or ``permfail`` by the first digit of a reply code (RFC 5321 §4.2.1):
+    4yz is transient, 5yz permanent, and the positive ones (2yz, and 3yz, which never ends a delivery)
+    are not failures."""
+    if code >= 500:
+        return "permfail"
+    return "tempfail" if code >= 400 else "delivered"
+
+
 @dataclass(frozen=True)
 class Reply:
     """One SMTP/LMTP reply line: ``code enhanced text``."""
@@ -38,9 +47,7 @@ class Reply:
     @property
     def status(self) -> str:
         """``delivered``, ``tempfail`` or ``permfail``: the outcome word used in logs and metrics."""
-        if self.is_success:
-            return "delivered"
-        return "tempfail" if self.is_temporary else "permfail"
+        return result_of(self.code)
 
     def with_text(self, text: str) -> Reply:
         return Reply(self.code, self.enhanced, text)
@@ -125,6 +132,13 @@ MAILBOX_FULL_TEMPORARY = Reply(452, "4.2.2", "Mailbox full")
 DISK_FULL = Reply(452, "4.3.1", "Insufficient system storage")
 LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing")
 MAILBOX_BUSY = Reply(450, "4.2.0", "Mailbox busy, try again later")
+
+
+def saved(queue_id: str, recipient: str | None = None, note: str = "") -> Reply:
+    """``250 2.0.0 [<recipient>] QUEUEID Saved [note]``, the success of a delivery: LMTP names the recipient of
+    each reply, SMTP's single reply does not. MTAs log this text as the delivery status."""
+    words = [f"<{recipient}>" if recipient is not None else "", queue_id, "Saved", note]
+    return DELIVERED.with_text(" ".join(word for word in words if word))
 
 
 _ERRNO_REPLIES: dict[int, Reply] = {

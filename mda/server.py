@@ -30,6 +30,7 @@ from mda.metrics import Metrics
 from mda.policy import Policy, Resolution
 from mda.replies import Reply
 from mda.space import check_capacity
+from mda.statestore import close_databases
 from mda.userdb import NotCached
 
 if TYPE_CHECKING:
@@ -80,10 +81,12 @@ class State:
         return check_capacity(self.config, answer, size)
 
     def close_later(self, delay: float) -> None:
-        """Close this snapshot's userdb connections once transactions that took it have moved on."""
+        """Close this snapshot's userdb and ``state:`` connections once transactions that took it have moved on."""
+        loop = asyncio.get_running_loop()
+        loop.call_later(delay, close_databases, self.config.state)
         userdb = self.policy.userdb
         if userdb is not None:
-            asyncio.get_running_loop().call_later(delay, userdb.close)
+            loop.call_later(delay, userdb.close)
 
     def _policy_answer(self, address: Address, smtputf8: bool) -> Resolution:
         return self._remembered(address, smtputf8) or self._resolve_and_remember(address, smtputf8)

@@ -204,16 +204,7 @@ class Spool:
             else:
                 write_all(fd, self._buffer)
             return
-        offset = 0
-        while offset < self._size:
-            count = min(self._size - offset, 1 << 30)
-            try:
-                sent = os.copy_file_range(self._fd, fd, count, offset)
-            except OSError:
-                sent = os.sendfile(fd, self._fd, offset, count)
-            if sent <= 0:
-                raise OSError("short copy from spool")
-            offset += sent
+        self._kernel_copy(self._fd, fd, 0)
 
     def read_all(self) -> bytes:
         """The whole message; for tools and Sieve, never on the delivery hot path for large messages."""
@@ -231,13 +222,17 @@ class Spool:
         if self._fd is None:
             write_all(fd, self._read(start, self._size - start))
             return
+        self._kernel_copy(self._fd, fd, start)
+
+    def _kernel_copy(self, source: int, fd: int, start: int) -> None:
+        """Copy the spilled file from ``start`` to its end into ``fd`` without passing through Python."""
         offset = start
         while offset < self._size:
             count = min(self._size - offset, 1 << 30)
             try:
-                sent = os.copy_file_range(self._fd, fd, count, offset)
+                sent = os.copy_file_range(source, fd, count, offset)
             except OSError:
-                sent = os.sendfile(fd, self._fd, offset, count)
+                sent = os.sendfile(fd, source, offset, count)
             if sent <= 0:
                 raise OSError("short copy from spool")
             offset += sent

@@ -20,12 +20,14 @@ import abc
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from mda.statestore.settings import StateSettings
+from mda.userdb.settings import read_password_file
 from mda.userdb.sql import MissingDriver, postgres_pool, scrub
 
 Rows = tuple[list[str], list[tuple[Any, ...]]]
@@ -116,7 +118,7 @@ class Postgres(Database):
         super().__init__()
         self.settings = settings
         self.label = settings.label
-        password = settings.password_file.read_text().strip() if settings.password_file is not None else None
+        password = read_password_file(settings.password_file, settings.label)
         self._secret = password or urlsplit(settings.url).password or ""
         self._pool = postgres_pool(settings.url, password, settings.timeout, settings.pool_size, "state")
 
@@ -130,27 +132,84 @@ class Postgres(Database):
         self._pool.close()
 
 
-_shared: dict[tuple[int, StateSettings], Postgres] = {}
+_shared: dict[tuple[int, int], Postgres] = {}
+"""The pool of each ``state:`` setting in use, by process and setting *object*: every configuration load
+(start, reload) has its own, so a reload connects anew with what it read (the password file included)."""
 _shared_lock = threading.Lock()
 
 
 def open_database(settings: StateSettings, directory: Path, file_name: str, *, read_only: bool = False) -> Database:
-    """The database for one kind of record: ``file_name`` in ``directory`` (SQLite), or the shared
-    PostgreSQL pool of this process (one per ``state:`` setting; a forked worker opens its own).
-    Raises StateError when the password file cannot be read or psycopg is missing."""
+    """The database for one kind of record: ``file_name`` in ``directory`` (SQLite), or the PostgreSQL
+    pool of this process for this configuration (a forked worker opens its own), until
+    :func:`close_databases`. Raises StateError when the password file cannot be read or psycopg is
+    missing."""
     if not settings.shared:
         return SqliteFile(directory / file_name, read_only=read_only)
-    key = (os.getpid(), settings)
+    key = (os.getpid(), id(settings))
     with _shared_lock:
         database = _shared.get(key)
         if database is None:
             try:
                 database = _shared[key] = Postgres(settings)
-            except OSError as error:  # the password file
-                raise StateError(f"{settings.label}: password_file: {error}") from None
+            except OSError as error:  # the password file, named in the message
+                raise StateError(error.strerror or str(error)) from None
             except MissingDriver as error:
                 raise StateError(str(error)) from None
+            weakref.finalize(settings, _forget, key)  # the key stays unique while ``settings`` lives
         return database
+
+
+def close_databases(settings: StateSettings) -> None:
+    """Close the pool of a configuration a reload has replaced. A transaction that still holds that
+    configuration gets the closed pool, which answers on a connection it does not keep."""
+    with _shared_lock:
+        database = _shared.get((os.getpid(), id(settings)))
+    if database is not None:
+        database.close()
+
+
+def _forget(key: tuple[int, int]) -> None:
+    """Drop the pool of a configuration that no longer exists (only in the process that opened it: a
+    forked child's copy of a connection belongs to its parent)."""
+    if key[0] != os.getpid():
+        return
+    with _shared_lock:
+        database = _shared.pop(key, None)
+    if database is not None:
+        database.close()
+
+
+def check(settings: StateSettings, directory: Path) -> tuple[str, str | None]:
+    """``(label, problem or None)`` for ``mda check-config --connect``, creating nothing: PostgreSQL must
+    answer ``SELECT 1`` on a connection of its own; for SQLite, every record file in ``directory`` must
+    open (read-only) as a database, and ``directory``, or the nearest ancestor mda would create it in,
+    must be a writable directory."""
+    if settings.shared:
+        try:
+            database = Postgres(settings)
+        except (OSError, MissingDriver) as error:  # the password file (named), psycopg
+            return settings.label, str(error.strerror if isinstance(error, OSError) else error)
+        try:
+            database.run("SELECT 1", {})
+        except StateError as error:
+            return settings.label, str(error).removeprefix(f"{settings.label}: ")
+        finally:
+            database.close()
+        return settings.label, None
+    label = f"sqlite {directory}"
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return label, f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return label, f"{existing} is not writable by uid {os.geteuid()}"
+    for path in sorted(directory.glob("*.sqlite")) if existing == directory else []:
+        try:
+            SqliteFile(path, read_only=True).run("SELECT count(*) FROM sqlite_master", {})
+        except StateError as error:
+            return label, str(error).removeprefix(f"{label}/")
+    return label, None
 
 
 def owner_token() -> str:
@@ -182,6 +241,8 @@ __all__ = [
     "SqliteFile",
     "StateError",
     "StateSettings",
+    "check",
+    "close_databases",
     "open_database",
     "owner_is_dead",
     "owner_token",

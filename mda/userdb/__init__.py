@@ -182,7 +182,7 @@ class Userdb:
             recipient=key.address,
             reason=reason,
         )
-        raise UserdbError(reason)
+        raise UserdbError(f"{source.label}: {reason}")  # mda resolve shows which source failed
 
     def check(self) -> list[tuple[str, str | None]]:
         """Ask every source once: (label, problem or None), for ``mda check-config --connect``."""

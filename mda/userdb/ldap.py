@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from mda.userdb.record import GarbageRow, LookupKey, Record, UserdbError, record_from_row, split_goto
-from mda.userdb.settings import SourceSettings
+from mda.userdb.settings import SourceSettings, read_password_file
 
 _FILTER_PLACEHOLDER = re.compile(r"\{(address|local|domain|detail)\}")
 _RFC4515 = {"\\": "\\5c", "*": "\\2a", "(": "\\28", ")": "\\29", "\0": "\\00"}
@@ -47,7 +47,7 @@ class LdapSource:
         self._ldap3 = ldap3
         self.settings = settings
         self.label = settings.label
-        self._password = settings.password_file.read_text().strip() if settings.password_file is not None else None
+        self._password = read_password_file(settings.password_file, f"userdb {self.label}")
         self._server = ldap3.Server(settings.url, connect_timeout=max(1, int(settings.timeout)), get_info=ldap3.NONE)
         self._local = threading.local()
         self._attributes = sorted(

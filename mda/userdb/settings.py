@@ -70,6 +70,19 @@ class SourceSettings:
         return f"{self.driver} {redact_url(self.url)}"
 
 
+def read_password_file(path: Path | None, owner: str) -> str | None:
+    """The password in ``password_file`` (surrounding white space stripped), or None without one.
+
+    An unreadable file raises ``OSError`` whose ``strerror`` names ``owner`` (the source, or ``state:``)
+    and the file, so start-up, a reload and the commands say which setting to fix."""
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip()
+    except OSError as error:
+        raise OSError(error.errno, f"{owner}: password_file {path}: {error.strerror}") from None
+
+
 @dataclass(frozen=True)
 class CacheSettings:
     ttl: float = 60.0

@@ -21,7 +21,7 @@ from contextlib import closing
 from typing import Any
 
 from mda.userdb.record import GarbageRow, LookupKey, Record, UserdbError, record_from_row, split_goto
-from mda.userdb.settings import SourceSettings, query_placeholders
+from mda.userdb.settings import SourceSettings, query_placeholders, read_password_file
 
 Rows = tuple[list[str], list[tuple[Any, ...]]]
 
@@ -36,7 +36,7 @@ class SqlSource:
     def __init__(self, settings: SourceSettings) -> None:
         self.settings = settings
         self.label = settings.label
-        password = settings.password_file.read_text().strip() if settings.password_file is not None else None
+        password = read_password_file(settings.password_file, f"userdb {self.label}")
         self._secret = password or urllib.parse.urlsplit(settings.url).password or ""
         scheme = settings.url.partition("://")[0]
         self._backend: _Backend
@@ -167,7 +167,8 @@ class _Pool(_Backend):
     look-up at once with the client's reason ("Connection refused"), not after a wait for a background
     connector. An idle connection that fails (the server restarted since) is dropped and the query
     retried once on a new one: a restarted server is used again without restarting mda. A connection
-    that raised anything is never reused.
+    that raised anything is never reused. A closed pool still answers a late caller (a transaction that
+    took a configuration a reload has replaced), on a connection it closes afterwards.
     """
 
     def __init__(
@@ -180,6 +181,7 @@ class _Pool(_Backend):
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         self._queries: dict[str, str] = {}
+        self._closed = False
 
     def run(self, query: str, parameters: Mapping[str, Any]) -> Rows:
         text = self._queries.get(query)
@@ -213,12 +215,16 @@ class _Pool(_Backend):
                 connection.close()
             raise
         with self._lock:
-            self._idle.append(connection)
+            if not self._closed:
+                self._idle.append(connection)
+                return names, rows
+        with contextlib.suppress(Exception):
+            connection.close()
         return names, rows
 
     def close(self) -> None:
         with self._lock:
-            idle, self._idle = self._idle, []
+            idle, self._idle, self._closed = self._idle, [], True
         for connection in idle:
             with contextlib.suppress(Exception):
                 connection.close()

@@ -19,6 +19,7 @@ LEAVES = {
     "aliases",
     "config",
     "enums",
+    "identity",
     "logs",
     "replies",
     "spool",

@@ -20,6 +20,7 @@ from mda.lda import RecipientStatus as Status
 from mda.replies import (
     BARE_NEWLINE,
     DELIVERED,
+    HEADER_TOO_BIG,
     LOCAL_ERROR,
     LOOP_DETECTED,
     MAILBOX_FULL,
@@ -159,6 +160,31 @@ def test_mailbox_full_is_5_2_2_and_cantcreat(tmp_path: Path) -> None:
     assert result.stdout.decode().startswith("5.2.2 full@example.test: ")
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"".join(b"X-Filler-%04d: %s\r\n" % (n, b"y" * 40) for n in range(40)),  # many lines
+        b"X-Long: " + b"z" * 3000 + b"\r\n",  # one line longer than the limit
+        b"X-Unended: " + b"z" * 3000,  # a line that does not end before the limit
+    ],
+    ids=["many-lines", "long-line", "unended"],
+)
+def test_a_header_over_max_header_size_is_refused_as_the_server_refuses_it(tmp_path: Path, header: bytes) -> None:
+    """``limits.max_header_size`` holds for ``mda deliver`` as for DATA: ``5.3.4``, exit 65 (EX_DATAERR,
+    bad data: the MTA bounces it), nothing stored; the leading fields mda replaces do not count."""
+    root = tmp_path / "mail"
+    config = lda_config(root, limits={"max_header_size": "1K"})
+    mta_trace = b"From bob@elsewhere.test  Sat Nov 28 12:00:00 2026\nReturn-Path: <bob@elsewhere.test>\n"
+    result = run_lda(tmp_path, config, ["-f", "bob@elsewhere.test", "alice@example.test"], mta_trace + header + MESSAGE)
+    assert result.returncode == EX_DATAERR, result
+    assert result.stdout.decode() == f"{HEADER_TOO_BIG.enhanced} alice@example.test: {HEADER_TOO_BIG.text}\n"
+    assert messages(root / "example.test/alice/Maildir") == []
+    fits = b"".join(b"X-Filler-%04d: %s\r\n" % (n, b"y" * 40) for n in range(15))
+    result = run_lda(tmp_path, config, ["-f", "bob@elsewhere.test", "alice@example.test"], mta_trace + fits + MESSAGE)
+    assert result.returncode == EX_OK, result
+    assert len(messages(root / "example.test/alice/Maildir")) == 1
+
+
 def test_bad_configuration_is_a_temporary_failure(tmp_path: Path) -> None:
     result = run_lda(tmp_path, None, ["alice@example.test"], MESSAGE)
     assert result.returncode == EX_TEMPFAIL
@@ -202,6 +228,7 @@ def test_unwritable_mail_root_is_a_temporary_failure(public_dir: Path) -> None:
         (LOCAL_ERROR, EX_TEMPFAIL),
         (BARE_NEWLINE, EX_DATAERR),
         (LOOP_DETECTED, EX_DATAERR),
+        (HEADER_TOO_BIG, EX_DATAERR),
     ],
 )
 def test_exit_code_table(reply: object, code: int) -> None:

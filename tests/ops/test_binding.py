@@ -206,3 +206,24 @@ def test_a_directory_owned_by_the_socket_owner_is_accepted(service_dir: Path) ->
         assert os.lstat(run / "mda-lmtp").st_uid == nobody.pw_uid
     finally:
         server.stop()
+
+
+@pytest.mark.root
+def test_user_and_socket_owner_take_numeric_ids_as_a_mailbox_owner_does(service_dir: Path) -> None:
+    """``user:``, ``socket_owner`` and a mailbox ``owner`` share one parser: names or numeric ids."""
+    vmail, nogroup = pwd.getpwnam(SERVICE_USER), grp.getgrnam("nogroup")
+    run = service_dir / "run"
+    run.mkdir(mode=0o755)
+    config = _socket_config(service_dir, run / "lmtp.sock", socket_owner=f"{vmail.pw_uid}:{nogroup.gr_gid}")
+    config["user"] = str(vmail.pw_uid)
+    server = start_server(config, service_dir / "server")
+    try:
+        info = os.lstat(run / "lmtp.sock")
+        assert (info.st_uid, info.st_gid) == (vmail.pw_uid, nogroup.gr_gid)
+        wait_for(lambda: _uids(server.process.pid) == [vmail.pw_uid] * 4)  # dropped after the start-up lines
+        assert deliver(str(run / "lmtp.sock"), ["carol@example.test"]) == [250]
+    finally:
+        server.stop()
+    config["user"] = "no-such-user-here"
+    result = _serve_fails(config, service_dir / "refused")
+    assert result.returncode == 1 and "unknown user 'no-such-user-here'" in result.stderr

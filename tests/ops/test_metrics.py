@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from mda.metrics import Metrics, build_metrics, result_of
+from mda.metrics import Metrics, build_metrics
+from mda.replies import Reply, result_of
 from tests.clients import Client
 from tests.conftest import basic_config
 from tests.ops.helpers import deliver, fetch, metrics_url, scrape, value
@@ -35,10 +36,13 @@ def test_hot_path_children_are_cached() -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "result"), [(250, "delivered"), (451, "tempfail"), (452, "tempfail"), (550, "permfail")]
+    ("code", "result"),
+    [(250, "delivered"), (354, "delivered"), (451, "tempfail"), (452, "tempfail"), (550, "permfail")],
 )
 def test_result_of_reply_code(code: int, result: str) -> None:
+    """The metrics' ``result`` label and the logs' ``status`` field classify a code the same way."""
     assert result_of(code) == result
+    assert Reply(code, "", "text").status == result
 
 
 def test_quota_refusals_counted_at_rcpt_and_data() -> None:

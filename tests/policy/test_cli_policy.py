@@ -150,3 +150,31 @@ def test_check_config_against_lists_changed_and_unknown_addresses(tmp_path):
     assert f"changed new@example.test: 550 5.1.1 -> maildir:{tmp_path}/mail/example.test/alice/Maildir" in lines
     same = mda("check-config", "--config", str(new_path), "--against", str(new_path))
     assert same.stdout.splitlines()[1] == "no known address changes destination"
+
+
+def test_resolve_names_the_user_and_the_source_that_could_not_answer(tmp_path):
+    """A source that cannot answer: the reply is 451 4.3.0 (exit 1, as refused for now), the step names
+    the source, and standard error carries a full log line (recipient, driver, source, reason), never a
+    bare event name. A source that cannot even be opened is a bad configuration (exit 2), named."""
+    missing = tmp_path / "users.passwd"
+    config = basic_config(tmp_path / "mail", users={}, userdb=[{"driver": "passwd-file", "path": str(missing)}])
+    result = mda("resolve", "--config", str(write(tmp_path / "mda.yaml", config)), "carl@example.test")
+    assert result.returncode == 1, result
+    assert f"  userdb: could not answer: passwd-file {missing}: cannot read {missing}" in result.stdout
+    assert result.stdout.endswith("reply: 451 4.3.0 Temporary lookup failure, try again later\n")
+    [line] = result.stderr.splitlines()
+    assert line.startswith("level=warning event=userdb_error driver=passwd-file "), line
+    assert f'source="passwd-file {missing}" recipient=carl@example.test reason=' in line, line
+
+    password = tmp_path / "no-such-password"
+    sql = {"driver": "sql", "url": f"sqlite:///{tmp_path}/users.db", "password_file": str(password)}
+    sql["user_query"] = "SELECT 1 FROM users WHERE address = :address"
+    config = basic_config(tmp_path / "mail", users={}, userdb=[sql])
+    result = mda("resolve", "--config", str(write(tmp_path / "sql.yaml", config)), "carl@example.test")
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    message = f"userdb sql sqlite:///{tmp_path}/users.db: password_file {password}: No such file"
+    assert result.stderr.startswith(f"mda resolve: {message}"), result.stderr
+    checked = mda("check-config", "--config", str(tmp_path / "sql.yaml"), "--connect")
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr, checked
+    assert message in checked.stdout, checked

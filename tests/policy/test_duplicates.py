@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import os
+import re
 import smtplib
 import sqlite3
 import subprocess
 import sys
 import time
 
-from tests.clients import Client
+from tests.clients import Client, Reply
 from tests.conftest import basic_config
 from tests.policy.helpers import MESSAGE, SENDER, maildir_messages
 
 
-def send(server, recipients: list[str], message: bytes = MESSAGE) -> list[tuple[int, str]]:
+def _replies(server, recipients: list[str], message: bytes = MESSAGE) -> list[Reply]:
     with Client(server.lmtp) as client:
         client.cmd("LHLO client.test")
         client.cmd(f"MAIL FROM:<{SENDER}>")
         for recipient in recipients:
             assert client.cmd(f"RCPT TO:<{recipient}>").code == 250
-        return [(d.code, d.enhanced) for d in client.data(message, replies=len(recipients))]
+        return client.data(message, replies=len(recipients))
+
+
+def send(server, recipients: list[str], message: bytes = MESSAGE) -> list[tuple[int, str]]:
+    return [(d.code, d.enhanced) for d in _replies(server, recipients, message)]
 
 
 def count(tmp_path, user: str) -> int:
@@ -114,3 +119,20 @@ def test_a_state_store_that_fails_delivers_and_logs(start_mda, tmp_path):
     assert send(server, ["alice@example.test"]) == [(250, "2.0.0")]
     assert count(tmp_path, "alice") == 2
     assert "record=duplicate" in server.wait_for_log("event=state_error")
+
+
+def test_saved_replies_name_the_queue_id_and_in_lmtp_the_recipient(start_mda, tmp_path):
+    """The success text MTAs log (Postfix: ``status=sent (250 2.0.0 <alice@…> ID Saved)``), the same
+    whether the copy was stored now or earlier, and SMTP's single reply without a recipient."""
+    server = start_mda(basic_config(tmp_path / "mail", duplicate_window="1d", state_dir=str(tmp_path / "state")))
+    [stored] = [r.text for r in _replies(server, ["alice@example.test"])]
+    assert re.fullmatch(r"2\.0\.0 <alice@example\.test> [0-9A-Z]+ Saved", stored), stored
+    [again, fresh] = [r.text for r in _replies(server, ["alice@example.test", "bob@example.test"])]
+    assert re.fullmatch(r"2\.0\.0 <alice@example\.test> [0-9A-Z]+ Saved \(duplicate, not stored again\)", again), again
+    assert re.fullmatch(r"2\.0\.0 <bob@example\.test> [0-9A-Z]+ Saved", fresh), fresh
+    with smtplib.SMTP(*server.smtp) as client:
+        client.ehlo("client.test")
+        client.mail(SENDER)
+        client.rcpt("carol@example.test")
+        code, text = client.data(MESSAGE)
+    assert code == 250 and re.fullmatch(r"2\.0\.0 [0-9A-Z]+ Saved", text.decode()), text

@@ -16,13 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from mda.userdb.sql import postgres_pool
 from tests.clients import Client
 from tests.conftest import basic_config
 from tests.mdaproc import RunningServer
 from tests.peers.postgres import PASSWORD, PostgresServer, postgres_server
 from tests.sieve_delivery.conftest import Sink, smtp_sink
 from tests.sieve_delivery.test_sieve_delivery import VACATION_SCRIPT, maildir, stored, write_script
+from tests.waiting import wait_for
 
 __all__ = ["smtp_sink"]
 
@@ -241,3 +244,55 @@ def test_a_delivery_killed_between_claim_and_commit_does_not_suppress_the_retry(
     assert _copies(root, "killed@remote.test") == 2
     state = pg.sql("SELECT state FROM mda_duplicates WHERE message_id = '<killed@remote.test>'").strip()
     assert state == "committed"
+
+
+def test_check_config_connect_reaches_the_store(pg: PostgresServer, tmp_path: Path) -> None:
+    """``check-config --connect`` opens ``state:`` with its password file, as the server will."""
+    path = tmp_path / "mda.yaml"
+    path.write_text(yaml.safe_dump(_config(pg, tmp_path, tmp_path / "mail")))
+    result = subprocess.run(
+        [sys.executable, "-m", "mda", "check-config", "--config", str(path), "--connect"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result
+    assert f"state postgresql {pg.url}: ok\n" in result.stdout
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_a_reload_opens_the_store_again_with_the_new_password(
+    pg: PostgresServer, tmp_path: Path, start_mda: Callable[..., RunningServer]
+) -> None:
+    """A reload takes ``state:`` afresh, as it takes the userdb: the password file is read again and new
+    connections use it. (A pool kept across the reload logged in with the old password once its
+    connections were gone, and delivered without suppression.)"""
+    root = tmp_path / "mail"
+    config = _config(pg, tmp_path, root)
+    server = start_mda(config)
+    assert _send(server, _message("rotate@remote.test")) == (250, "2.0.0")
+    try:
+        pg.sql("ALTER ROLE mda PASSWORD 'rotated-password'", database="postgres")
+        (tmp_path / "state-password").write_text("rotated-password\n")
+        server.signal(signal.SIGHUP)
+        server.wait_for_log("event=reloaded")
+        assert _send(server, _message("rotate@remote.test")) == (250, "2.0.0")
+        pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'mda'", database="postgres")
+        assert _send(server, _message("rotate@remote.test")) == (250, "2.0.0")
+        assert _copies(root, "rotate@remote.test") == 1
+        assert "event=state_error" not in server.log()
+    finally:
+        pg.sql(f"ALTER ROLE mda PASSWORD '{PASSWORD}'", database="postgres")
+
+
+def test_a_closed_pool_still_answers_a_late_caller_and_keeps_no_connection(pg: PostgresServer) -> None:
+    """What a transaction that took a replaced configuration gets after the reload closed its pool."""
+    connections = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'mda'"
+    pool = postgres_pool(pg.url, PASSWORD, 3.0, 2, "state")
+    assert pool.run("SELECT 1 AS one", {}) == (["one"], [(1,)])
+    assert pg.sql(connections).strip() == "1"
+    pool.close()
+    wait_for(lambda: pg.sql(connections).strip() == "0")
+    assert pool.run("SELECT 2 AS two", {}) == (["two"], [(2,)])
+    wait_for(lambda: pg.sql(connections).strip() == "0")
