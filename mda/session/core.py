@@ -241,6 +241,7 @@ class SessionCore:
         self._auth_initial = ""
         self._auth_user = ""
         self._pending_rcpt: dsn.RecipientDsn | None = None
+        """The DSN parameters of the RCPT whose address is being resolved."""
         self._delivering = 0
         """Recipients of the message being delivered: the replies the client waits for."""
         self._proxy_protocol = proxy_protocol
@@ -297,12 +298,12 @@ class SessionCore:
     # --- answers to requests ----------------------------------------------------------------------
 
     def resolved(self, resolution: Resolution, now: float) -> list[Event]:
-        envelope, params = self.envelope, self._pending_rcpt
+        envelope, request = self.envelope, self._pending_rcpt
         self._pending_rcpt = None
-        if self.phase is Phase.WAITING and envelope is not None and params is not None:
+        if self.phase is Phase.WAITING and envelope is not None and request is not None:
             self.host.recipient_checked(envelope.sender, resolution)
             if resolution.accepted:
-                envelope.recipients.append(Recipient(resolution, params))
+                envelope.recipients.append(Recipient(resolution, request))
             self._reply(resolution.reply)
             self._resume(now)
         return self.take_events()
