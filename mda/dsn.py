@@ -26,7 +26,7 @@ MAX_ORCPT = 500
 """RFC 3461 §4.2: ORCPT is at most 500 characters."""
 NOTIFY_VALUES = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 DEFAULT_NOTIFY = frozenset({"FAILURE"})
-"""RFC 3461 §4.1 leaves the default to the server: failures only, as Postfix does."""
+"""RFC 3461 §4.1 leaves the default to the server: without ``NOTIFY``, no success report is sent."""
 
 _XTEXT = re.compile(r"^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*$")
 _ADDR_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
@@ -105,7 +105,7 @@ class RecipientDsn:
 
     notify: frozenset[str] = DEFAULT_NOTIFY
     original: OriginalRecipient | None = None
-    """``ORCPT``: the address the client was originally given for this recipient."""
+    """``ORCPT``: this recipient's address as the original sender gave it, before any forwarding."""
 
     @classmethod
     def parse(cls, params: Mapping[str, str]) -> RecipientDsn:
