@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 
 from mda import logs, replies
 from mda.config import Config
+from mda.contract import DeliveryContract
 from mda.dataread import DataResult
 from mda.spool import Spool
 from mda.state import state_dir
@@ -149,14 +150,15 @@ def _log_failure(txn: Transaction, action: str, error: Exception) -> None:
 Work = Callable[[Config, Transaction, Spool, DataResult], list[Outcome]]
 
 
-def suppress_duplicates(work: Work, *, lmtp: bool) -> Work:
-    """Wrap ``deliver_lmtp``/``deliver_smtp``: recipients already served this Message-ID are answered
-    ``250`` without a new copy, those another session is delivering ``451 4.3.0``; the others go through
-    ``work`` and their records are then committed (stored) or released (not stored).
+def suppress_duplicates(contract: DeliveryContract) -> Work:
+    """Wrap the contract's fan-out: recipients already served this Message-ID are answered ``250``
+    without a new copy, those another session is delivering ``451 4.3.0``; the others go through the
+    fan-out and their records are then committed (stored) or released (not stored).
 
-    SMTP keeps its single reply (RFC 5321 §3.3): a held recipient makes it ``451`` for all (the retry
-    finds the stored ones committed); otherwise every recipient shares the delivery's reply.
+    The outcomes are per recipient; the contract settles them (SMTP's single reply, RFC 5321 §3.3, is
+    then ``451`` for all when one recipient is held: the retry finds the stored ones committed).
     """
+    work = contract.fan_out
 
     def run(config: Config, txn: Transaction, spool: Spool, data: DataResult) -> list[Outcome]:
         msgid = message_id(spool.header_section()) if config.duplicate_window > 0 else None
@@ -191,7 +193,7 @@ def suppress_duplicates(work: Work, *, lmtp: bool) -> Work:
                     log.release(msgid, key)
             except StateError as error:  # a pending record stops counting after its lease
                 _log_failure(txn, "commit" if key in stored else "release", error)
-        return _merge(txn, outcomes, status, lmtp=lmtp)
+        return _merge(contract, txn, outcomes, status)
 
     return run
 
@@ -204,22 +206,20 @@ def _release(log: DuplicateLog, txn: Transaction, msgid: str, keys: list[str]) -
             _log_failure(txn, "release", error)
 
 
-def _merge(txn: Transaction, outcomes: list[Outcome], status: dict[str, str], *, lmtp: bool) -> list[Outcome]:
-    """One outcome per recipient in order: delivered ones as ``work`` answered, the others from their
+def _merge(
+    contract: DeliveryContract, txn: Transaction, outcomes: list[Outcome], status: dict[str, str]
+) -> list[Outcome]:
+    """One outcome per recipient in order: delivered ones as the fan-out answered, the others from their
     record's status."""
     by_key = {o.resolution.key: o for o in outcomes}
-    held = any(s == HELD for s in status.values())
-    shared = None if lmtp else (BUSY if held else outcomes[0].reply if outcomes else None)
     merged = []
-    for resolution in txn.recipients:
-        outcome = by_key.get(resolution.key)
-        if not lmtp and shared is not None and outcome is not None:
-            outcome = replace(outcome, reply=shared)
-        if outcome is None and status.get(resolution.key) == HELD:
-            outcome = Outcome(resolution, shared or BUSY, reason="same Message-ID being delivered by another session")
-        if outcome is None:
-            recipient, note = (resolution.address, "(duplicate, not stored again)") if lmtp else (None, "")
-            reply = shared or replies.saved(txn.queue_id, recipient, note)
-            outcome = Outcome(resolution, reply, reason="duplicate Message-ID within duplicate_window")
-        merged.append(outcome)
+    for recipient in txn.recipients:
+        outcome = by_key.get(recipient.key)
+        if outcome is not None:
+            merged.append(outcome if outcome.recipient is recipient else replace(outcome, recipient=recipient))
+        elif status.get(recipient.key) == HELD:
+            merged.append(Outcome(recipient, BUSY, reason="same Message-ID being delivered by another session"))
+        else:
+            reply = contract.saved(txn, recipient, "(duplicate, not stored again)")
+            merged.append(Outcome(recipient, reply, reason="duplicate Message-ID within duplicate_window"))
     return merged

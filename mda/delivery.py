@@ -3,8 +3,11 @@
 LMTP (RFC 2033 §4.2): one outcome per accepted RCPT, in order; each recipient stages and commits on
 its own, so one failing mailbox never fails the others. SMTP (RFC 5321 §3.3): one reply for all, so
 every copy is staged first and committed only when all are staged; otherwise every staged copy is
-undone and the single reply says why (docs/architecture.md). File work runs in a thread pool; the
-event loop only awaits it, shielded, so a client that hangs up cannot leave a half-done delivery.
+undone and the single reply says why (docs/architecture.md). ``LMTP`` and ``SMTP`` are the two
+``DeliveryContract``s (mda/contract.py) that pair each fan-out with its way of replying.
+
+File work runs in a thread pool; the event loop only awaits it, shielded, so a client that hangs up
+cannot leave a half-done delivery.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from dataclasses import dataclass, replace
 
 from mda import filtering, replies
 from mda.config import Config
+from mda.contract import DeliveryContract, PerRecipientReplies, SingleReply
 from mda.dataread import DataResult
 from mda.dedupe import suppress_duplicates
-from mda.enums import BareNewline
+from mda.enums import BareNewline, Protocol
 from mda.policy import Resolution
 from mda.replies import Reply, describe_error, reply_for_error
 from mda.spool import Spool, SpoolTail
@@ -26,9 +30,20 @@ from mda.storage import stage
 from mda.storage.base import Mailbox, MessageCopy, StagedCopy, StoreResult
 from mda.storage.folders import NewFolderBudget
 from mda.trace import count_received, delivered_to_addresses, trace_block
-from mda.transaction import Outcome, Transaction
+from mda.transaction import Outcome, Recipient, Transaction
 
-__all__ = ["Outcome", "Transaction", "deliver", "deliver_transaction", "failure_outcomes"]
+__all__ = [
+    "LMTP",
+    "SMTP",
+    "DeliveryContract",
+    "Outcome",
+    "Recipient",
+    "Transaction",
+    "contract_for",
+    "deliver",
+    "deliver_transaction",
+    "failure_outcomes",
+]
 
 CopyKey = tuple[tuple[str, str, str | None], str, bytes | None]
 """One stored copy within a message: the mailbox's ``key``, the Maildir flags and the header section
@@ -66,8 +81,9 @@ def content_refusal(
     return None
 
 
-def _copy_for(txn: Transaction, resolution: Resolution, spool: Spool) -> MessageCopy:
-    return MessageCopy(header=trace_block(txn.trace, resolution.address), body=spool, envelope_sender=txn.sender)
+def _copy_for(txn: Transaction, recipient: Recipient, spool: Spool) -> MessageCopy:
+    header = trace_block(txn.trace, recipient.address, recipient.original)
+    return MessageCopy(header=header, body=spool, envelope_sender=txn.sender)
 
 
 def _stage(mailbox: Mailbox, copy: MessageCopy) -> StagedCopy:
@@ -123,16 +139,16 @@ def _worst(first: Reply | None, second: Reply) -> Reply:
 
 
 def _sieve_plan(
-    config: Config, txn: Transaction, resolution: Resolution, header: bytes, source: filtering.MessageSource
+    config: Config, txn: Transaction, recipient: Recipient, header: bytes, source: filtering.MessageSource
 ) -> filtering.Plan | None:
     """This recipient's Sieve decisions (mda/filtering.py), or None when no script applies."""
     return filtering.plan_recipient(
         config,
         queue_id=txn.queue_id,
         sender=txn.sender,
-        recipient=resolution.address,
-        original_recipient=txn.trace.original_for(resolution.address),
-        mailboxes=resolution.mailboxes,
+        recipient=recipient.address,
+        original_recipient=recipient.original,
+        mailboxes=recipient.resolution.mailboxes,
         header=header,
         source=source,
     )
@@ -151,16 +167,16 @@ def _folder_budget(config: Config) -> NewFolderBudget:
 def _deliver_one(
     config: Config,
     txn: Transaction,
-    resolution: Resolution,
+    recipient: Recipient,
     spool: Spool,
     done: dict[CopyKey, StoreResult],
     source: filtering.MessageSource,
     budget: NewFolderBudget,
 ) -> Outcome:
     """Stage and commit every mailbox of one recipient (LMTP); ``done`` shares copies within the message."""
-    outcome = Outcome(resolution, replies.DELIVERED)
-    copy = _copy_for(txn, resolution, spool)
-    plan = _sieve_plan(config, txn, resolution, copy.header, source)
+    outcome = Outcome(recipient, LMTP.saved(txn, recipient))
+    copy = _copy_for(txn, recipient, spool)
+    plan = _sieve_plan(config, txn, recipient, copy.header, source)
     if plan is not None:
         outcome.sieve_errors = plan.errors
         outcome.reason = plan.summary
@@ -168,7 +184,7 @@ def _deliver_one(
             outcome.reply = plan.reject
             return outcome
     failure: Reply | None = None
-    for target in _targets(resolution, plan, budget):
+    for target in _targets(recipient.resolution, plan, budget):
         key = _copy_key(target)
         if key in done:
             outcome.results.append(done[key])
@@ -183,7 +199,7 @@ def _deliver_one(
         outcome.results.append(result)
     if plan is not None and failure is None:
         try:
-            _send_after_commit(config, txn, plan, resolution.address, copy, source, outcome.results.append)
+            _send_after_commit(config, txn, plan, recipient.address, copy, source, outcome.results.append)
             outcome.reason = plan.summary
         except Exception as error:  # the fallback keep of a failed redirect failed: retry, never lose
             failure = reply_for_error(error)
@@ -201,18 +217,16 @@ def deliver_lmtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
     done: dict[CopyKey, StoreResult] = {}
     source = filtering.MessageSource(spool)
     budget = _folder_budget(config)
-    for resolution in txn.recipients:
-        key = resolution.key
-        if key in by_key:
-            outcomes.append(by_key[key])
+    for recipient in txn.recipients:
+        key = recipient.key
+        if key in by_key:  # the same copies and reply; this RCPT's own DSN parameters
+            outcomes.append(replace(by_key[key], recipient=recipient))
             continue
-        refusal = content_refusal(config, resolution, data, trail)
+        refusal = content_refusal(config, recipient.resolution, data, trail)
         if refusal is not None:
-            outcome = Outcome(resolution, refusal[0], reason=refusal[1])
+            outcome = Outcome(recipient, refusal[0], reason=refusal[1])
         else:
-            outcome = _deliver_one(config, txn, resolution, spool, done, source, budget)
-        if outcome.reply.is_success:
-            outcome.reply = replies.saved(txn.queue_id, resolution.address)
+            outcome = _deliver_one(config, txn, recipient, spool, done, source, budget)
         by_key[key] = outcome
         outcomes.append(outcome)
     return outcomes
@@ -230,7 +244,7 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
     """
     trail = LoopTrail.of(spool.header_section())
     unique = list({r.key: r for r in txn.recipients}.values())
-    refusals = [(r, content_refusal(config, r, data, trail)) for r in unique]
+    refusals = [(r, content_refusal(config, r.resolution, data, trail)) for r in unique]
     failed = [(r, refusal) for r, refusal in refusals if refusal is not None]
     if failed:
         temporary = [refusal for _, refusal in failed if refusal[0].is_temporary]
@@ -243,27 +257,27 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
     copies = {r.key: _copy_for(txn, r, spool) for r in unique}
     plans = {r.key: _sieve_plan(config, txn, r, copies[r.key].header, source) for r in unique}
 
-    def errors_of(resolution: Resolution) -> list[str]:
-        plan = plans[resolution.key]
+    def errors_of(recipient: Recipient) -> list[str]:
+        plan = plans[recipient.key]
         return plan.errors if plan is not None else []
 
-    for resolution in unique:
-        plan = plans[resolution.key]
+    for recipient in unique:
+        plan = plans[recipient.key]
         if plan is not None and plan.reject is not None:
             return [Outcome(r, plan.reject, reason=plan.summary, sieve_errors=errors_of(r)) for r in txn.recipients]
 
-    staged: list[tuple[Resolution, Mailbox, StagedCopy]] = []
+    staged: list[tuple[Recipient, Mailbox, StagedCopy]] = []
     seen: set[CopyKey] = set()
     budget = _folder_budget(config)
     try:
-        for resolution in unique:
-            copy = copies[resolution.key]
-            for target in _targets(resolution, plans[resolution.key], budget):
+        for recipient in unique:
+            copy = copies[recipient.key]
+            for target in _targets(recipient.resolution, plans[recipient.key], budget):
                 key = _copy_key(target)
                 if key in seen:
                     continue
                 seen.add(key)
-                staged.append((resolution, target.mailbox, _stage(target.mailbox, _target_copy(copy, target))))
+                staged.append((recipient, target.mailbox, _stage(target.mailbox, _target_copy(copy, target))))
     except Exception as error:
         for _, _, copy_staged in staged:
             copy_staged.abort()
@@ -271,9 +285,9 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
 
     results: dict[str, list[StoreResult]] = {}
     failure: tuple[Reply, str] | None = None
-    for index, (resolution, _, copy_staged) in enumerate(staged):
+    for index, (recipient, _, copy_staged) in enumerate(staged):
         try:
-            results.setdefault(resolution.key, []).append(copy_staged.commit())
+            results.setdefault(recipient.key, []).append(copy_staged.commit())
         except Exception as error:
             # Copies already committed stay: a retry may duplicate them, but nothing is ever lost.
             for _, _, rest in staged[index + 1 :]:
@@ -283,31 +297,43 @@ def deliver_smtp(config: Config, txn: Transaction, spool: Spool, data: DataResul
     if failure is not None:
         return _all(txn, *failure)
     reasons: dict[str, str] = {}
-    for resolution in unique:
-        recipient = resolution.key
-        plan = plans[recipient]
+    for recipient in unique:
+        plan = plans[recipient.key]
         if plan is None:
             continue
         try:
-            record = results.setdefault(recipient, []).append
-            _send_after_commit(config, txn, plan, resolution.address, copies[recipient], source, record)
+            record = results.setdefault(recipient.key, []).append
+            _send_after_commit(config, txn, plan, recipient.address, copies[recipient.key], source, record)
         except Exception as error:  # the fallback keep of a failed redirect failed: retry, never lose
             return _all(txn, replies.LOCAL_ERROR, describe_error(error))
-        reasons[recipient] = plan.summary
-    reply = replies.saved(txn.queue_id)
-    return [Outcome(r, reply, results.get(r.key, []), reasons.get(r.key, ""), errors_of(r)) for r in txn.recipients]
+        reasons[recipient.key] = plan.summary
+    return [
+        Outcome(r, SMTP.saved(txn, r), results.get(r.key, []), reasons.get(r.key, ""), errors_of(r))
+        for r in txn.recipients
+    ]
+
+
+LMTP: DeliveryContract = PerRecipientReplies(Protocol.LMTP, deliver_lmtp)
+"""Each recipient stored and answered on its own (RFC 2033 §4.2); also ``mda deliver``'s contract."""
+SMTP: DeliveryContract = SingleReply(Protocol.SMTP, deliver_smtp)
+"""All copies or none, one reply for the transaction (RFC 5321 §3.3)."""
+_CONTRACTS = {contract.protocol: contract for contract in (LMTP, SMTP)}
+
+
+def contract_for(protocol: Protocol) -> DeliveryContract:
+    """The contract of a listener's ``protocol`` (LMTP or SMTP), chosen once per session."""
+    return _CONTRACTS[protocol]
 
 
 def deliver_transaction(
-    config: Config, txn: Transaction, spool: Spool, data: DataResult, *, lmtp: bool
+    config: Config, txn: Transaction, spool: Spool, data: DataResult, contract: DeliveryContract
 ) -> list[Outcome]:
     """Deliver one received transaction (blocking): the one path of the server and of ``mda deliver``.
 
-    Duplicate suppression (``duplicate_window``, mda/dedupe.py) first, then LMTP's per-recipient
-    delivery or SMTP's all-or-nothing one.
+    Duplicate suppression (``duplicate_window``, mda/dedupe.py) around the contract's fan-out, then the
+    outcomes as the contract answers them (in SMTP, one reply shared by all).
     """
-    work = suppress_duplicates(deliver_lmtp if lmtp else deliver_smtp, lmtp=lmtp)
-    return work(config, txn, spool, data)
+    return contract.settle(suppress_duplicates(contract)(config, txn, spool, data))
 
 
 async def deliver(
@@ -315,14 +341,14 @@ async def deliver(
     txn: Transaction,
     spool: Spool,
     data: DataResult,
+    contract: DeliveryContract,
     *,
-    lmtp: bool,
     executor: Executor | None,
 ) -> Sequence[Outcome]:
     """Run ``deliver_transaction`` off the event loop; it completes even if the awaiting session is
     cancelled."""
     loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(executor, lambda: deliver_transaction(config, txn, spool, data, lmtp=lmtp))
+    future = loop.run_in_executor(executor, lambda: deliver_transaction(config, txn, spool, data, contract))
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:

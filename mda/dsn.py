@@ -13,10 +13,11 @@ from __future__ import annotations
 import email.utils
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mda import outbound
+from mda.addresses import AddressError, parse_mailbox
 from mda.config import SubmissionConfig
 
 MAX_ENVID = 100
@@ -24,21 +25,30 @@ MAX_ENVID = 100
 MAX_ORCPT = 500
 """RFC 3461 §4.2: ORCPT is at most 500 characters."""
 NOTIFY_VALUES = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+DEFAULT_NOTIFY = frozenset({"FAILURE"})
+"""RFC 3461 §4.1 leaves the default to the server: without ``NOTIFY``, no success report is sent."""
 
 _XTEXT = re.compile(r"^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*$")
 _ADDR_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+_UNSAFE_IN_ORIGINAL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""Controls (C0 with CR and LF, DEL, C1) and the Unicode line separators: a decoded ORCPT address goes into an
+``X-Original-To`` field, Sieve's envelope and a report, so none of them may reach it (RFC 5322 §2.2)."""
 
 
 class DsnSyntaxError(ValueError):
     """A DSN parameter that breaks RFC 3461 syntax: answered ``501 5.5.4``."""
 
 
-def decode_xtext(text: str) -> str:
+def _xtext_octets(text: str) -> bytes:
     """RFC 3461 §4: ``+XX`` is the octet XX; every other character is itself (33-126, not ``+``/``=``)."""
     if not _XTEXT.match(text):
         raise DsnSyntaxError("not xtext")
-    raw = re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), text)
-    return raw.encode("latin-1").decode("utf-8", "replace")
+    return re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), text).encode("latin-1")
+
+
+def decode_xtext(text: str) -> str:
+    """The text an xtext stands for (octets that are not UTF-8 become U+FFFD)."""
+    return _xtext_octets(text).decode("utf-8", "replace")
 
 
 def encode_xtext(text: str) -> str:
@@ -59,14 +69,59 @@ def check_notify(value: str) -> frozenset[str]:
     return frozenset(items)
 
 
-def check_orcpt(value: str) -> tuple[str, str]:
-    """RFC 3461 §4.2: ``addr-type ; xtext``; returns (type, decoded address)."""
+@dataclass(frozen=True)
+class OriginalRecipient:
+    """A checked ``ORCPT``: its address type (``rfc822``...) and the decoded address."""
+
+    addr_type: str
+    address: str
+
+
+def check_orcpt(value: str) -> OriginalRecipient:
+    """RFC 3461 §4.2: ``addr-type ; xtext``, whose decoded address is UTF-8 without control characters
+    or line breaks and, for ``rfc822``, a ``local@domain`` mailbox (RFC 5321 §4.1.2)."""
     if len(value) > MAX_ORCPT:
         raise DsnSyntaxError("ORCPT too long")
     addr_type, semicolon, encoded = value.partition(";")
     if not semicolon or not _ADDR_TYPE.match(addr_type) or not encoded:
         raise DsnSyntaxError("ORCPT must be addr-type;xtext")
-    return addr_type, decode_xtext(encoded)
+    try:
+        address = _xtext_octets(encoded).decode("utf-8")
+    except UnicodeDecodeError:
+        raise DsnSyntaxError("ORCPT address is not UTF-8") from None
+    if _UNSAFE_IN_ORIGINAL.search(address):
+        raise DsnSyntaxError("control characters in ORCPT address")
+    if addr_type.lower() == "rfc822":
+        try:
+            parse_mailbox(address)
+        except AddressError:
+            raise DsnSyntaxError("ORCPT address must be local@domain") from None
+    return OriginalRecipient(addr_type, address)
+
+
+@dataclass(frozen=True)
+class RecipientDsn:
+    """The DSN parameters of one RCPT, checked once when it arrives and kept with its recipient."""
+
+    notify: frozenset[str] = DEFAULT_NOTIFY
+    original: OriginalRecipient | None = None
+    """``ORCPT``: this recipient's address as the original sender gave it, before any forwarding."""
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str]) -> RecipientDsn:
+        """``NOTIFY`` and ``ORCPT`` from the RCPT parameters; raises :class:`DsnSyntaxError`."""
+        notify = check_notify(params["NOTIFY"]) if "NOTIFY" in params else DEFAULT_NOTIFY
+        original = check_orcpt(params["ORCPT"]) if "ORCPT" in params else None
+        return cls(notify, original)
+
+    @property
+    def wants_success(self) -> bool:
+        """``NOTIFY=SUCCESS``: a "delivered" report is asked for (RFC 3461 §5.2.2)."""
+        return "SUCCESS" in self.notify
+
+
+NO_DSN = RecipientDsn()
+"""A recipient that came without DSN parameters (or from ``mda deliver``)."""
 
 
 def check_ret(value: str) -> str:
@@ -88,8 +143,7 @@ class DeliveredRecipient:
     """One recipient the success report covers."""
 
     address: str
-    original: str | None = None
-    original_type: str = "rfc822"
+    original: OriginalRecipient | None = None
 
 
 MAX_LINE = 998
@@ -155,8 +209,9 @@ def success_report(
     per_recipient = []
     for rcpt in recipients:
         lines = []
-        if rcpt.original:
-            lines.append(f"Original-Recipient: {rcpt.original_type}; {encode_xtext(rcpt.original)}")
+        if rcpt.original is not None:
+            original = rcpt.original
+            lines.append(f"Original-Recipient: {original.addr_type}; {encode_xtext(original.address)}")
         lines += [f"Final-Recipient: rfc822; {rcpt.address}", "Action: delivered", "Status: 2.0.0"]
         per_recipient.append("\r\n".join(lines) + "\r\n")
     envelope_lines = [f"Reporting-MTA: dns; {reporting_mta}"]

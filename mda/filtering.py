@@ -36,6 +36,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from mda import logs, outbound
 from mda.config import Config
@@ -304,11 +305,10 @@ def plan_recipient(
             plan.notes.append("internal error; keep")
             plan.targets.append(Target(mailbox))
             continue
-        for text in outcome.errors:
-            file, line, message = _split_error(text)
-            _log_error(queue_id, recipient, "runtime", file, line, message)
+        for fault in outcome.errors:
+            _log_error(queue_id, recipient, "runtime", fault.file, fault.line, fault.message)
             plan.errors.append("runtime")
-            plan.notes.append(f"runtime error {text}; keep")
+            plan.notes.append(f"runtime error {fault}; keep")
         plan.duplicates.extend(outcome.duplicates)
         for state_failure in vacation_state.failures if vacation_state is not None else ():
             _log_state_error(queue_id, "read", state_failure)
@@ -318,7 +318,7 @@ def plan_recipient(
         edited = outcome.header if outcome.header is not None and source.editable() else None
         if outcome.header is not None and edited is None:
             plan.notes.append("header edits not stored: header section too large")
-        rejected = _apply(config, plan, mailbox, outcome.actions, edited)
+        rejected = apply_actions(config, plan, mailbox, outcome.actions, edited)
         if rejected is not None:
             rejects.append(rejected)
     if not found:
@@ -363,53 +363,94 @@ def _vacation_state(config: Config, scripts: Sequence[Script], *, create: bool =
     return VacationState(open_database(config.state, directory, VACATION_DB, read_only=not create))
 
 
-def _split_error(text: str) -> tuple[str, int, str]:
-    """``FILE:LINE: message`` back into its parts (runtime errors reach us as text)."""
-    match = re.match(r"^(.*?):(\d+): (.*)$", text, re.DOTALL)
-    if match is None:
-        return "", 0, text
-    return match.group(1), int(match.group(2)), match.group(3)
+@dataclass(frozen=True)
+class _Applying:
+    """One mailbox's actions being turned into ``plan``: where they come from and what they store."""
+
+    config: Config
+    plan: Plan
+    mailbox: Mailbox
+    header: bytes | None
+    """The edited header section (editheader), for its stores and redirects."""
 
 
-def _apply(
+def _keep(at: _Applying, action: Keep) -> None:
+    at.plan.targets.append(Target(at.mailbox, maildir_flags(action.flags), at.header))
+    at.plan.notes.append("keep" + (f" flags {' '.join(action.flags)}" if action.flags else ""))
+
+
+def _file_into(at: _Applying, action: FileInto) -> None:
+    target, note = _fileinto(at.mailbox, action)
+    at.plan.targets.append(replace(target, header=at.header))
+    at.plan.notes.append(note)
+
+
+def _discard(at: _Applying, action: Discard) -> None:
+    at.plan.notes.append("discard")
+
+
+def _redirect(at: _Applying, action: Redirect) -> None:
+    if at.config.submission is None:
+        at.plan.errors.append("redirect")
+        at.plan.notes.append(f"redirect to {action.address} impossible without submission; keep")
+        at.plan.targets.append(Target(at.mailbox))
+    else:
+        at.plan.redirects.append((action.address, at.mailbox, at.header))
+        at.plan.notes.append(f"redirect to {action.address}" + (" (copy)" if action.copy else ""))
+
+
+def _reject(at: _Applying, action: Reject) -> Reply:
+    rejected = reject_reply(action.reason)
+    at.plan.notes.append(("ereject" if action.ereject else "reject") + f": {rejected.text}")
+    return rejected
+
+
+def _notify(at: _Applying, action: Notify) -> None:
+    if at.config.submission is None:
+        at.plan.notes.append("no notification: no submission configured")
+    elif action.recipients:
+        at.plan.notifications.append(action)
+        at.plan.notes.append(f"notify {', '.join(action.recipients)}")
+
+
+def _vacation(at: _Applying, action: Vacation) -> None:
+    if at.config.submission is None:
+        at.plan.notes.append(f"no vacation reply to {action.to}: no submission configured")
+    else:
+        at.plan.vacations.append(action)
+        at.plan.notes.append(f"vacation reply to {action.to}")
+
+
+ACTION_HANDLERS: dict[type[object], Callable[[_Applying, Any], Reply | None]] = {
+    Keep: _keep,
+    FileInto: _file_into,
+    Discard: _discard,
+    Redirect: _redirect,
+    Reject: _reject,
+    Notify: _notify,
+    Vacation: _vacation,
+}
+"""What each kind of Sieve action (``mda.sieve.Action``) becomes at delivery; a reject returns its reply."""
+
+
+class UnknownAction(TypeError):
+    """A Sieve action with no entry in ``ACTION_HANDLERS``: a programming error. Ignoring it could drop
+    mail (the action cancelled the implicit keep), so the delivery fails with ``451`` and is retried."""
+
+
+def apply_actions(
     config: Config, plan: Plan, mailbox: Mailbox, actions: Sequence[object], header: bytes | None = None
 ) -> Reply | None:
     """Turn one mailbox's actions into targets, sends and notes; returns its reject reply, if any.
-    ``header`` is the edited header section (editheader), for its stores and redirects."""
+    ``header`` is the edited header section (editheader), for its stores and redirects. Raises
+    :class:`UnknownAction` for an action it has no handler for."""
+    at = _Applying(config, plan, mailbox, header)
     rejected: Reply | None = None
     for action in actions:
-        if isinstance(action, Keep):
-            plan.targets.append(Target(mailbox, maildir_flags(action.flags), header))
-            plan.notes.append("keep" + (f" flags {' '.join(action.flags)}" if action.flags else ""))
-        elif isinstance(action, FileInto):
-            target, note = _fileinto(mailbox, action)
-            plan.targets.append(replace(target, header=header))
-            plan.notes.append(note)
-        elif isinstance(action, Discard):
-            plan.notes.append("discard")
-        elif isinstance(action, Redirect):
-            if config.submission is None:
-                plan.errors.append("redirect")
-                plan.notes.append(f"redirect to {action.address} impossible without submission; keep")
-                plan.targets.append(Target(mailbox))
-            else:
-                plan.redirects.append((action.address, mailbox, header))
-                plan.notes.append(f"redirect to {action.address}" + (" (copy)" if action.copy else ""))
-        elif isinstance(action, Reject):
-            rejected = reject_reply(action.reason)
-            plan.notes.append(("ereject" if action.ereject else "reject") + f": {rejected.text}")
-        elif isinstance(action, Notify):
-            if config.submission is None:
-                plan.notes.append("no notification: no submission configured")
-            elif action.recipients:
-                plan.notifications.append(action)
-                plan.notes.append(f"notify {', '.join(action.recipients)}")
-        elif isinstance(action, Vacation):
-            if config.submission is None:
-                plan.notes.append(f"no vacation reply to {action.to}: no submission configured")
-            else:
-                plan.vacations.append(action)
-                plan.notes.append(f"vacation reply to {action.to}")
+        handler = ACTION_HANDLERS.get(type(action))
+        if handler is None:
+            raise UnknownAction(f"no delivery handler for the Sieve action {type(action).__name__}")
+        rejected = handler(at, action) or rejected
     return rejected
 
 

@@ -3,7 +3,7 @@
 An MTA (Postfix's ``mailbox_command``, or ``pipe(8)``) runs ``mda deliver [-f SENDER] RECIPIENT...``
 with the message on standard input, as dovecot-lda and procmail are run. The same ``Policy`` resolves
 each recipient, the same trace block goes in front, and ``deliver_transaction`` (with LMTP's
-one outcome per recipient, and the server's duplicate suppression) stores it, so the result is byte for
+contract, one outcome per recipient, and the server's duplicate suppression) stores it, so the result is byte for
 byte what an LMTP delivery would have stored.
 
 What the MTA learns (README's command table, "A short tour"):
@@ -34,7 +34,7 @@ from mda import logs, replies
 from mda.addresses import AddressError, parse_mailbox, parse_path
 from mda.config import Config, load
 from mda.dataread import DataResult, HeaderFilter
-from mda.delivery import Outcome, Transaction, deliver_transaction, failure_outcomes
+from mda.delivery import LMTP, Outcome, Recipient, Transaction, deliver_transaction, failure_outcomes
 from mda.enums import BareNewline
 from mda.policy import Policy, Resolution
 from mda.replies import Reply
@@ -265,7 +265,7 @@ def run(
         txn = Transaction(
             queue_id=queue_id,
             sender=sender_text,
-            recipients=accepted,
+            recipients=[Recipient(resolution) for resolution in accepted],
             trace=TraceInfo(
                 sender=sender_text,
                 helo=LOCAL_HOST,
@@ -280,11 +280,11 @@ def run(
             try:
                 data = read_message(stdin, spool, config)
             except OSError as error:
-                outcomes = [Outcome(r, READ_FAILED, reason=str(error)) for r in accepted]
+                outcomes = [Outcome(r, READ_FAILED, reason=str(error)) for r in txn.recipients]
                 data = DataResult()
             else:
                 try:
-                    outcomes = deliver_transaction(config, txn, spool, data, lmtp=True)
+                    outcomes = deliver_transaction(config, txn, spool, data, LMTP)
                 except Exception as error:  # every failure becomes a status line, never a traceback
                     outcomes = failure_outcomes(txn, error)
         for outcome in outcomes:

@@ -56,15 +56,6 @@ class TraceInfo:
     protocol: str
     queue_id: str
     timestamp: float
-    original_to: tuple[tuple[str, str], ...] = ()
-    """(accepted recipient, decoded DSN ``ORCPT`` address) pairs, in RCPT order (RFC 3461 §4.2)."""
-
-    def original_for(self, recipient: str) -> str | None:
-        """The ``ORCPT`` address given with this recipient's RCPT, if any."""
-        for address, original in self.original_to:
-            if address == recipient:
-                return original
-        return None
 
 
 def client_literal(ip: str) -> str:
@@ -74,12 +65,12 @@ def client_literal(ip: str) -> str:
     return f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"
 
 
-def trace_block(info: TraceInfo, recipient: str) -> bytes:
+def trace_block(info: TraceInfo, recipient: str, original: str | None = None) -> bytes:
     """The header lines mda puts in front of one copy, LF line endings, UTF-8 (RFC 6532).
 
     Order, newest first as trace fields go (RFC 5322 §3.6.7): ``Return-Path``, ``Delivered-To``, then
-    ``X-Original-To`` (the RCPT's DSN ``ORCPT``, as Postfix's local delivery writes it) when one was given,
-    then ``Received``. Delivered-To and X-Original-To sit together because readers (Sieve, Dovecot,
+    ``X-Original-To`` (``original``: the RCPT's DSN ``ORCPT``, as Postfix's local delivery writes it)
+    when one was given, then ``Received``. Delivered-To and X-Original-To sit together because readers (Sieve, Dovecot,
     procmail recipes) look for the pair.
     """
     moment = datetime.datetime.fromtimestamp(info.timestamp, datetime.UTC)
@@ -90,7 +81,6 @@ def trace_block(info: TraceInfo, recipient: str) -> bytes:
         f"\tby {info.hostname} with {info.protocol} id {info.queue_id}\n"
         f"\tfor <{rcpt}>; {date}\n"
     )
-    original = info.original_for(recipient)
     original_line = f"X-Original-To: {header_safe(original)[:MAX_ORIGINAL_IN_HEADER]}\n" if original else ""
     lines = f"Return-Path: <{header_safe(info.sender)}>\nDelivered-To: {rcpt}\n{original_line}{received}"
     return lines.encode("utf-8", "surrogateescape")

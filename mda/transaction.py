@@ -1,4 +1,5 @@
-"""What one delivery takes in and gives back: the ``Transaction`` and one ``Outcome`` per recipient.
+"""What one delivery takes in and gives back: the ``Transaction`` with its ``Recipient`` records, and one
+``Outcome`` per recipient.
 
 A module of its own so that the delivery layer (``mda.delivery``), duplicate suppression
 (``mda.dedupe``), the sessions and LDA mode share these types without importing one another.
@@ -9,10 +10,34 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from mda.dsn import NO_DSN, RecipientDsn
 from mda.policy import Resolution
 from mda.replies import Reply
 from mda.storage.base import StoreResult
 from mda.trace import TraceInfo
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One accepted RCPT: the policy's resolution and its DSN parameters (``NOTIFY``, ``ORCPT``), parsed and
+    checked once at RCPT and carried as one record to the trace block, Sieve and the success report."""
+
+    resolution: Resolution
+    dsn: RecipientDsn = NO_DSN
+
+    @property
+    def address(self) -> str:
+        return self.resolution.address
+
+    @property
+    def key(self) -> str:
+        """The address as the policy compares it: the same key twice is one recipient."""
+        return self.resolution.key
+
+    @property
+    def original(self) -> str | None:
+        """The decoded ``ORCPT`` address, if the client gave one (RFC 3461 §4.2)."""
+        return self.dsn.original.address if self.dsn.original is not None else None
 
 
 @dataclass
@@ -21,7 +46,7 @@ class Transaction:
 
     queue_id: str
     sender: str
-    recipients: list[Resolution]
+    recipients: list[Recipient]
     trace: TraceInfo
     started: float = field(default_factory=time.monotonic)
 
@@ -30,12 +55,16 @@ class Transaction:
 class Outcome:
     """The result for one accepted RCPT: its reply, where its copies went, and the logged reason."""
 
-    resolution: Resolution
+    recipient: Recipient
     reply: Reply
     results: list[StoreResult] = field(default_factory=list)
     reason: str = ""
     sieve_errors: list[str] = field(default_factory=list)
     """Kinds of Sieve failures in this delivery (``filtering.Plan.errors``), for the metrics."""
+
+    @property
+    def resolution(self) -> Resolution:
+        return self.recipient.resolution
 
     @property
     def locations(self) -> str:

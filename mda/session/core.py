@@ -28,21 +28,24 @@ from mda.addresses import Address, AddressError, parse_path
 from mda.auth import decode_base64_text, decode_plain
 from mda.dataread import DataResult
 from mda.enums import BareNewline, TlsMode
+from mda.enums import Protocol as ListenerProtocol
 from mda.replies import Reply
 from mda.session import proxy
 from mda.session.data import ChunkDecoder, DotDecoder, MessageSink
 from mda.tls import TlsUnavailable
 from mda.trace import with_protocol
+from mda.transaction import Recipient
 
 if TYPE_CHECKING:
     import ssl
     from pathlib import Path
 
     from mda.config import Limits, ListenerConfig
-    from mda.delivery import Outcome
+    from mda.contract import DeliveryContract
     from mda.policy import Resolution
     from mda.server import State
     from mda.spool import Spool
+    from mda.transaction import Outcome
 
 MAX_COMMAND_LINE = 2048
 """RFC 5321 §4.5.3.1.4 allows 512 octets plus what extensions add; accept 2048, refuse longer."""
@@ -128,9 +131,8 @@ class Envelope:
     context: State
     size_hint: int | None = None
     smtputf8: bool = False
-    recipients: list[Resolution] = field(default_factory=list)
-    rcpt_params: list[dict[str, str]] = field(default_factory=list)
-    """The RCPT parameters (``NOTIFY``, ``ORCPT``) of each accepted recipient, parallel to ``recipients``."""
+    recipients: list[Recipient] = field(default_factory=list)
+    """Each accepted RCPT with its DSN parameters, in order."""
     ret: str | None = None
     envid: str | None = None
     chunks: ChunkDecoder | None = None
@@ -198,7 +200,7 @@ class SessionCore:
         self,
         host: SessionHost,
         *,
-        lmtp: bool,
+        contract: DeliveryContract,
         client_ip: str,
         tls_active: bool,
         proxy_protocol: bool,
@@ -207,7 +209,10 @@ class SessionCore:
         now: float,
     ) -> None:
         self.host = host
-        self.lmtp = lmtp
+        self.contract = contract
+        """What the replies after the data are: one per recipient (LMTP) or one for all (SMTP)."""
+        self.lmtp = contract.protocol is ListenerProtocol.LMTP
+        """The LMTP dialect: LHLO instead of EHLO/HELO, the greeting and the ``with`` word."""
         self.client_ip = client_ip
         self.tls_active = tls_active
         self.helo: str | None = None
@@ -235,7 +240,10 @@ class SessionCore:
         self._bdat_refusal: Reply | None = None
         self._auth_initial = ""
         self._auth_user = ""
-        self._pending_rcpt: dict[str, str] | None = None
+        self._pending_rcpt: dsn.RecipientDsn | None = None
+        """The DSN parameters of the RCPT whose address is being resolved."""
+        self._delivering = 0
+        """Recipients of the message being delivered: the replies the client waits for."""
         self._proxy_protocol = proxy_protocol
         self._proxy_trusted = proxy_trusted
         self._started = False
@@ -290,13 +298,12 @@ class SessionCore:
     # --- answers to requests ----------------------------------------------------------------------
 
     def resolved(self, resolution: Resolution, now: float) -> list[Event]:
-        envelope, params = self.envelope, self._pending_rcpt
+        envelope, request = self.envelope, self._pending_rcpt
         self._pending_rcpt = None
-        if self.phase is Phase.WAITING and envelope is not None and params is not None:
+        if self.phase is Phase.WAITING and envelope is not None and request is not None:
             self.host.recipient_checked(envelope.sender, resolution)
             if resolution.accepted:
-                envelope.recipients.append(resolution)
-                envelope.rcpt_params.append(params)
+                envelope.recipients.append(Recipient(resolution, request))
             self._reply(resolution.reply)
             self._resume(now)
         return self.take_events()
@@ -318,7 +325,8 @@ class SessionCore:
         if self.phase is not Phase.WAITING:
             return self.take_events()
         self.busy = False
-        self._answer([outcome.reply for outcome in outcomes])
+        self._delivering = 0
+        self._answer(self.contract.replies([outcome.reply for outcome in outcomes]))
         if self.host.shutting_down:
             self._reply(replies.SHUTTING_DOWN)
             self._close()
@@ -327,12 +335,17 @@ class SessionCore:
         return self.take_events()
 
     def failed(self, error: BaseException, now: float) -> list[Event]:
-        """A request raised: logged, the transaction dropped, ``451 4.3.0`` (never an exception text)."""
+        """A request raised: logged, the transaction dropped, ``451 4.3.0`` (never an exception text);
+        after the data, in LMTP, once for every recipient."""
         if self.phase is Phase.WAITING:
             self.host.log_exception(error)
             self.busy = False
             self._drop_transaction()
-            self._reply(replies.LOCAL_ERROR)
+            if self._delivering:
+                self._answer(self.contract.replies([replies.LOCAL_ERROR] * self._delivering))
+                self._delivering = 0
+            else:
+                self._reply(replies.LOCAL_ERROR)
             self._resume(now)
         return self.take_events()
 
@@ -636,10 +649,7 @@ class SessionCore:
             self._reply(replies.PARAM_UNKNOWN)
             return
         try:
-            if "NOTIFY" in params:
-                dsn.check_notify(params["NOTIFY"])
-            if "ORCPT" in params:
-                dsn.check_orcpt(params["ORCPT"])
+            request = dsn.RecipientDsn.parse(params)
         except dsn.DsnSyntaxError as error:
             self._reply(replies.PARAM_SYNTAX.with_text(f"Bad DSN parameter: {error}"))
             return
@@ -649,7 +659,7 @@ class SessionCore:
         if len(envelope.recipients) >= self.host.limits.max_recipients:
             self._reply(replies.TOO_MANY_RECIPIENTS)
             return
-        self._pending_rcpt = params
+        self._pending_rcpt = request
         self._wait(Resolve(envelope.context, address, envelope.smtputf8, envelope.size_hint), keep_timer=True)
 
     # --- STARTTLS (RFC 3207) and AUTH (RFC 4954) ----------------------------------------------------
@@ -884,9 +894,10 @@ class SessionCore:
             sink.spool.close()
             self.busy = False
             self.phase = Phase.COMMAND
-            self._answer([replies.LOCAL_ERROR] * (len(envelope.recipients) if self.lmtp else 1))
+            self._answer(self.contract.replies([replies.LOCAL_ERROR] * len(envelope.recipients)))
             return
         self.busy = True
+        self._delivering = len(envelope.recipients)
         self.phase = Phase.WAITING
         self.deadline = None  # the timer stops while the copies are written
         protocol = with_protocol(
@@ -899,8 +910,7 @@ class SessionCore:
         self._events.append(Deliver(envelope, sink.spool, result, self.helo or "", protocol))
 
     def _answer(self, lines: Sequence[Reply]) -> None:
-        if not self.lmtp:
-            lines = lines[:1]
+        """The replies after the data, in one write (the contract chose how many)."""
         if any(line.is_success for line in lines):
             # A delivered message starts the error and junk counts again (README, "Error limits").
             self._errors = self._junk = 0

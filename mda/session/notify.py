@@ -20,19 +20,17 @@ if TYPE_CHECKING:
 
 
 def success_report(
-    envelope: Envelope, txn: Transaction, spool: Spool, outcomes: Sequence[Outcome], *, lmtp: bool, hostname: str
+    envelope: Envelope, txn: Transaction, spool: Spool, outcomes: Sequence[Outcome], *, hostname: str
 ) -> bytes | None:
     """The report to send to the envelope sender, or None when nobody asked for one that was delivered.
-    In SMTP the single reply is every recipient's outcome."""
+    Each outcome carries its recipient's DSN parameters and the reply that recipient got (in SMTP the
+    single reply, mda/contract.py)."""
     config = envelope.context.config
-    shared = outcomes[0].reply.is_success if outcomes else False
-    delivered = []
-    for index, (resolution, params) in enumerate(zip(envelope.recipients, envelope.rcpt_params, strict=True)):
-        ok = (outcomes[index].reply.is_success if index < len(outcomes) else False) if lmtp else shared
-        if not ok or "SUCCESS" not in dsn.check_notify(params.get("NOTIFY", "FAILURE")):
-            continue
-        original_type, original = dsn.check_orcpt(params["ORCPT"]) if "ORCPT" in params else ("rfc822", None)
-        delivered.append(dsn.DeliveredRecipient(resolution.address, original, original_type))
+    delivered = [
+        dsn.DeliveredRecipient(outcome.recipient.address, outcome.recipient.dsn.original)
+        for outcome in outcomes
+        if outcome.reply.is_success and outcome.recipient.dsn.wants_success
+    ]
     if not delivered:
         return None
     full = spool.read_all() if envelope.ret == "FULL" and spool.size <= config.dsn_size_limit else None

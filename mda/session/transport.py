@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from mda import dsn, logs
 from mda.auth import Credentials, Throttle, verifier
-from mda.delivery import Outcome, Transaction, deliver, failure_outcomes
-from mda.enums import Protocol, TlsMode
+from mda.delivery import Outcome, Transaction, contract_for, deliver, failure_outcomes
+from mda.enums import TlsMode
 from mda.replies import Reply
 from mda.session import core
 from mda.session.notify import success_report
@@ -52,7 +52,8 @@ class Session(asyncio.Protocol):
 
     def __init__(self, listener: ListenerContext) -> None:
         self.ctx = listener
-        self.lmtp = listener.config.protocol == Protocol.LMTP
+        self.contract = contract_for(listener.config.protocol)
+        """LMTP's per-recipient replies or SMTP's single one, chosen once for the session."""
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
         self.core: core.SessionCore | None = None
@@ -149,7 +150,7 @@ class Session(asyncio.Protocol):
         listener = self.ctx.config
         self.core = core.SessionCore(
             self,
-            lmtp=self.lmtp,
+            contract=self.contract,
             client_ip=self.client_ip,
             tls_active=transport.get_extra_info("ssl_object") is not None,
             proxy_protocol=bool(listener.proxy_protocol),
@@ -296,7 +297,7 @@ class Session(asyncio.Protocol):
             txn = self._transaction(event)
             try:
                 outcomes: list[Outcome] | Any = await deliver(
-                    envelope.context.config, txn, spool, event.result, lmtp=self.lmtp, executor=self.ctx.executor
+                    envelope.context.config, txn, spool, event.result, self.contract, executor=self.ctx.executor
                 )
             except asyncio.CancelledError:
                 raise
@@ -327,11 +328,6 @@ class Session(asyncio.Protocol):
                 protocol=event.protocol,
                 queue_id=queue_id,
                 timestamp=time.time(),
-                original_to=tuple(
-                    (resolution.address, dsn.check_orcpt(params["ORCPT"])[1])
-                    for resolution, params in zip(envelope.recipients, envelope.rcpt_params, strict=True)
-                    if "ORCPT" in params
-                ),
             ),
         )
 
@@ -340,7 +336,7 @@ class Session(asyncio.Protocol):
         submission = envelope.context.config.submission
         if submission is None or not envelope.sender or not self.listener().success_dsn:
             return
-        report = success_report(envelope, txn, event.spool, outcomes, lmtp=self.lmtp, hostname=self.hostname)
+        report = success_report(envelope, txn, event.spool, outcomes, hostname=self.hostname)
         if report is None:
             return
 

@@ -7,7 +7,7 @@ Compile once (:func:`compile_file` caches by mtime and size), run per recipient 
 from .actions import Action, Discard, FileInto, Keep, Redirect, Reject, Vacation
 from .compiler import CAPABILITIES, Script
 from .engine import Outcome, SieveEnvelope, compile_file, compile_text, run
-from .errors import SieveError
+from .errors import RuntimeFault, SieveError
 from .ext_enotify import Notify
 from .settings import HeaderSpec, ScoreTest, SieveSettings
 from .vacation import VacationState, build_reply
@@ -23,6 +23,7 @@ __all__ = [
     "Outcome",
     "Redirect",
     "Reject",
+    "RuntimeFault",
     "ScoreTest",
     "Script",
     "SieveEnvelope",

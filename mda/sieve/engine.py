@@ -14,7 +14,7 @@ from pathlib import Path
 from .actions import Action, Keep, ResultBuilder, Vacation
 from .budget import DEFAULT_WORK_LIMIT, Meter, WorkLimitExceeded
 from .compiler import Script, compile_commands
-from .errors import SieveError, SieveRuntimeError
+from .errors import RuntimeFault, SieveError, SieveRuntimeError
 from .ext_duplicate import Seen
 from .ext_include import link
 from .interpreter import Context, execute, lower
@@ -47,7 +47,7 @@ class Outcome:
     """
 
     actions: tuple[Action, ...]
-    errors: tuple[str, ...] = ()
+    errors: tuple[RuntimeFault, ...] = ()
     #: Why no vacation reply is sent although the script asked for one (for the log), else None.
     vacation_skipped: str | None = None
     #: IDs the ``duplicate`` tests saw: the caller records them (``VacationState.record_duplicates``)
@@ -181,7 +181,7 @@ def run(
         flags = execute(scripts, ctx)
     except SieveRuntimeError as exc:
         # RFC 5228 §2.10.6 / Pigeonhole: a failed run delivers by the implicit keep alone.
-        return Outcome((Keep(),), (str(exc),))
+        return Outcome((Keep(),), (exc.fault,))
     actions = result.final(flags)
     skipped: str | None = None
     if result.vacation is not None:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from mda import replies
-from mda.delivery import Transaction, failure_outcomes
+from mda.delivery import Recipient, Transaction, failure_outcomes
 from mda.policy import Resolution
 from mda.replies import DeliveryError, Reply, reply_for_error
 from mda.trace import TraceInfo
@@ -40,7 +40,7 @@ def test_a_failure_escaping_delivery_is_answered_through_the_same_table() -> Non
     txn = Transaction(
         queue_id="Q",
         sender="s@remote.test",
-        recipients=[resolution, resolution],
+        recipients=[Recipient(resolution), Recipient(resolution)],
         trace=TraceInfo("s@remote.test", "client.test", "127.0.0.1", "mx.example.test", "LMTP", "Q", time.time()),
     )
     outcomes = failure_outcomes(txn, OSError(errno.ENOSPC, "No space left on device: '/var/mail/x'"))

@@ -19,7 +19,7 @@ import pytest
 from mda import replies, storage
 from mda.config import Config, load
 from mda.dataread import DataResult
-from mda.delivery import Transaction, deliver_smtp
+from mda.delivery import SMTP, Recipient, Transaction
 from mda.policy import Resolution
 from mda.spool import Spool
 from mda.storage.base import Mailbox, MessageCopy, StoreResult
@@ -86,11 +86,13 @@ def config(tmp_path: Path) -> Config:
 
 def _smtp_delivery(config: Config, users: list[str]) -> list[tuple[int, str]]:
     recipients = [
-        Resolution(
-            replies.RECIPIENT_OK,
-            f"{user}@example.test",
-            f"{user}@example.test",
-            mailboxes=(Mailbox(FORMAT, Path(f"/fake/{user}")),),
+        Recipient(
+            Resolution(
+                replies.RECIPIENT_OK,
+                f"{user}@example.test",
+                f"{user}@example.test",
+                mailboxes=(Mailbox(FORMAT, Path(f"/fake/{user}")),),
+            )
         )
         for user in users
     ]
@@ -98,7 +100,7 @@ def _smtp_delivery(config: Config, users: list[str]) -> list[tuple[int, str]]:
     txn = Transaction(queue_id="Q", sender="s@remote.test", recipients=recipients, trace=trace)
     with Spool() as spool:
         spool.write(b"Subject: all or nothing\n\nbody\n")
-        outcomes = deliver_smtp(config, txn, spool, DataResult(size=spool.size))
+        outcomes = SMTP.fan_out(config, txn, spool, DataResult(size=spool.size))
     return [(o.reply.code, o.reply.enhanced) for o in outcomes]
 
 

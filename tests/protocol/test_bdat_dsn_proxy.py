@@ -296,6 +296,89 @@ def test_dsn_syntax_is_checked_and_not_announced_without_submission(start_mda, t
         assert client.cmd("RCPT TO:<alice@example.test> NOTIFY=success,delay").code == 250
 
 
+# ORCPT values refused 501 5.5.4: the decoded address (RFC 3461 §4.2) goes into X-Original-To, Sieve's
+# envelope and a report, so it must be UTF-8 without control characters, and local@domain for rfc822.
+BAD_ORCPT = [
+    "rfc822;a+0D+0AX-Injected:+20yes@orig.test",  # CR LF: a second header line in X-Original-To
+    "rfc822;a+0Ab@orig.test",  # a bare LF
+    "rfc822;a+00b@orig.test",  # NUL
+    "rfc822;a+7Fb@orig.test",  # DEL
+    "rfc822;a+C2+85b@orig.test",  # U+0085, a C1 control (NEL)
+    "rfc822;+FF+FEa@orig.test",  # not UTF-8
+    "rfc822;no-domain",  # not local@domain
+    "rfc822;a@",
+    "x-local;a+09b",  # another address type: a TAB is still a control character
+    "rfc822;",  # empty
+    "a@b",  # no addr-type
+]
+
+
+@pytest.mark.parametrize("protocol", ["lmtp", "smtp"])
+def test_orcpt_with_control_characters_or_no_address_is_refused(start_mda, tmp_path, protocol):
+    root = tmp_path / "mail"
+    server = start_mda(basic_config(root))
+    with Client(server.lmtp if protocol == "lmtp" else server.smtp) as client:
+        client.cmd("LHLO client.test" if protocol == "lmtp" else "EHLO client.test")
+        assert client.cmd("MAIL FROM:<s@remote.test>").code == 250
+        for bad in BAD_ORCPT:
+            reply = client.cmd(f"RCPT TO:<alice@example.test> ORCPT={bad}")
+            assert (reply.code, reply.enhanced) == (501, "5.5.4"), bad
+        # Well-formed ones still pass: a quoted local part with a space, another address type.
+        assert client.cmd('RCPT TO:<alice@example.test> ORCPT=rfc822;"john+20doe"@orig.test').code == 250
+        assert client.cmd("RCPT TO:<bob@example.test> ORCPT=x-local;anything-at-all").code == 250
+        replies = client.data(b"Subject: orcpt\r\n\r\nhello\r\n", replies=2 if protocol == "lmtp" else 1)
+        assert all(r.code == 250 for r in replies), replies
+    [alice] = _maildir(root, "alice")
+    head = alice.read_bytes().split(b"\n\n", 1)[0]
+    assert b'Delivered-To: alice@example.test\nX-Original-To: "john doe"@orig.test\nReceived:' in head
+    assert b"X-Injected" not in head
+    assert b"X-Original-To: anything-at-all\n" in _maildir(root, "bob")[0].read_bytes()
+
+
+def test_lmtp_same_recipient_twice_keeps_each_rcpts_own_dsn_parameters(start_mda, tmp_path, sink):
+    """The same address given twice is stored once, but each RCPT keeps its own NOTIFY and ORCPT."""
+    handler, port = sink
+    root = tmp_path / "mail"
+    server = start_mda(basic_config(root, submission={"host": "127.0.0.1", "port": port}))
+    with Client(server.lmtp) as client:
+        assert "DSN" in client.cmd("LHLO client.test").lines
+        assert client.cmd("MAIL FROM:<s@remote.test>").code == 250
+        assert client.cmd("RCPT TO:<alice@example.test> NOTIFY=NEVER ORCPT=rfc822;first@orig.test").code == 250
+        assert client.cmd("RCPT TO:<alice@example.test> NOTIFY=SUCCESS ORCPT=rfc822;second@orig.test").code == 250
+        replies = client.data(b"Subject: twice\r\n\r\nhello\r\n", replies=2)
+        assert [r.code for r in replies] == [250, 250]
+    assert handler.arrived.wait(20)
+    assert server.stop() == 0
+    [(_, _, content)] = handler.messages
+    status = _report_parts(content)[1].as_string()
+    assert status.count("Final-Recipient: rfc822; alice@example.test") == 1
+    assert "Original-Recipient: rfc822; second@orig.test" in status and "first@" not in status
+    assert len(_maildir(root, "alice")) == 1
+
+
+def test_smtp_success_report_lists_every_recipient_that_asked(start_mda, tmp_path, sink):
+    """SMTP's single reply is every recipient's outcome: each NOTIFY=SUCCESS recipient is reported."""
+    handler, port = sink
+    root = tmp_path / "mail"
+    server = start_mda(basic_config(root, submission={"host": "127.0.0.1", "port": port}))
+    with Client(server.smtp) as client:
+        client.cmd("EHLO client.test")
+        assert client.cmd("MAIL FROM:<s@remote.test> ENVID=smtp").code == 250
+        assert client.cmd("RCPT TO:<alice@example.test> NOTIFY=SUCCESS ORCPT=rfc822;a@orig.test").code == 250
+        assert client.cmd("RCPT TO:<bob@example.test> NOTIFY=FAILURE").code == 250
+        assert client.cmd("RCPT TO:<carol@example.test> NOTIFY=SUCCESS,DELAY").code == 250
+        [reply] = client.data(b"Subject: three\r\n\r\nhello\r\n")
+        assert (reply.code, reply.enhanced) == (250, "2.0.0")
+    assert handler.arrived.wait(20)
+    assert server.stop() == 0
+    [(_, _, content)] = handler.messages
+    status = _report_parts(content)[1].as_string()
+    assert "Final-Recipient: rfc822; alice@example.test" in status
+    assert "Original-Recipient: rfc822; a@orig.test" in status
+    assert "Final-Recipient: rfc822; carol@example.test" in status
+    assert "bob@" not in status
+
+
 def _proxy_config(root: Path, **extra: object) -> dict[str, object]:
     return basic_config(root, listeners=[{"protocol": "lmtp", "bind": "127.0.0.1:0", "proxy_protocol": True, **extra}])
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from mda import replies
 from mda.config import Limits, ListenerConfig, load
-from mda.delivery import Outcome
+from mda.delivery import Outcome, contract_for
 from mda.policy import Resolution
 from mda.replies import Reply
 from mda.server import State
@@ -88,7 +88,7 @@ class Driver:
         self.now = 1000.0
         self.core = core.SessionCore(
             self.host,
-            lmtp=protocol == "lmtp",
+            contract=contract_for(protocol),
             client_ip="192.0.2.7",
             tls_active=tls_active,
             proxy_protocol=bool(listener.get("proxy_protocol")),
@@ -101,6 +101,8 @@ class Driver:
         self.stored: list[bytes] = []
         self.requests: list[core.Event] = []
         self.tls_started = 0
+        self.delivery_error: Exception | None = None
+        """When set, a delivery raises it (the transport then calls ``failed``)."""
         self.run(self.core.take_events())
 
     def feed(self, data: bytes) -> bytes:
@@ -123,6 +125,9 @@ class Driver:
             elif isinstance(event, core.Deliver):
                 self.stored.append(event.spool.read_all())
                 event.spool.close()
+                if self.delivery_error is not None:
+                    queue += self.core.failed(self.delivery_error, self.now)
+                    continue
                 outcomes = [Outcome(r, replies.DELIVERED) for r in event.envelope.recipients]
                 queue += self.core.delivered(outcomes, self.now)
             elif isinstance(event, core.Authenticate):
@@ -184,6 +189,21 @@ def test_smtp_answers_once_and_refuses_lhlo(tmp_path):
     )
     assert out.decode().splitlines()[-1] == "250 2.0.0 Delivered"
     assert out.count(b"Delivered") == 1
+
+
+@pytest.mark.parametrize(("protocol", "hello", "expected"), [("lmtp", b"LHLO", 2), ("smtp", b"EHLO", 1)])
+def test_a_delivery_that_raises_is_answered_as_the_protocol_promises(tmp_path, protocol, hello, expected):
+    """LMTP owes one reply per accepted RCPT even when the delivery request itself fails (RFC 2033
+    §4.2), else the client reads the next command's reply as a recipient's; SMTP owes one."""
+    driver = Driver(tmp_path, protocol)
+    driver.delivery_error = RuntimeError("reporting failed")
+    out = driver.feed(
+        hello + b" c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n"
+        b"DATA\r\nx\r\n.\r\nNOOP\r\n"
+    )
+    lines = out.decode().splitlines()
+    assert lines[-1 - expected :] == ["451 4.3.0 Local error in processing"] * expected + ["250 2.0.0 OK"]
+    assert driver.host.errors and str(driver.host.errors[-1]) == "reporting failed"
 
 
 def test_bdat_chunks_and_last(tmp_path):

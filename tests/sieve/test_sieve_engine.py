@@ -19,6 +19,7 @@ from mda.sieve import (
     Outcome,
     Redirect,
     Reject,
+    RuntimeFault,
     SieveEnvelope,
     SieveError,
     compile_file,
@@ -121,7 +122,8 @@ def test_ereject_is_a_reject_marked_for_protocol_level_refusal() -> None:
 def test_runtime_conflict_falls_back_to_implicit_keep_without_flags() -> None:
     outcome = outcome_of('require ["reject", "imap4flags"];\naddflag "\\\\Seen";\nkeep;\nreject "no";\n')
     assert outcome.actions == (Keep(),)
-    assert outcome.errors == ("t.sieve:4: reject action conflicts with the store action at line 3",)
+    assert outcome.errors == (RuntimeFault("t.sieve", 4, "reject action conflicts with the store action at line 3"),)
+    assert str(outcome.errors[0]) == "t.sieve:4: reject action conflicts with the store action at line 3"
 
 
 def test_redirect_cancels_implicit_keep_unless_copy() -> None:
@@ -157,7 +159,7 @@ def test_too_many_actions_is_a_runtime_error() -> None:
     script = 'require "fileinto";\n' + "".join(f'fileinto "f{i}";\n' for i in range(40))
     outcome = outcome_of(script)
     assert outcome.actions == (Keep(),)
-    assert "more than 32 actions" in outcome.errors[0]
+    assert "more than 32 actions" in outcome.errors[0].message
 
 
 # -- hostile input ------------------------------------------------------------------------------
@@ -195,7 +197,9 @@ def test_work_limit_stops_a_run_at_the_same_place_every_time() -> None:
     stopped = [run([script], message, ENVELOPE, work_limit=25_000_000) for _ in range(2)]
     assert stopped[0] == stopped[1]
     assert stopped[0].actions == (Keep(),)
-    assert stopped[0].errors == ("t.sieve:4: work limit of 25000000 units exceeded (sieve.work_limit)",)
+    assert stopped[0].errors == (
+        RuntimeFault("t.sieve", 4, "work limit of 25000000 units exceeded (sieve.work_limit)"),
+    )
     assert run([script], message, ENVELOPE).actions == (Discard(),)
 
 
@@ -204,7 +208,7 @@ def test_variable_expansions_count_against_the_work_limit() -> None:
     outcome = run([compile_text(script, "t.sieve")], MESSAGE, ENVELOPE, work_limit=100_000)
     assert outcome.actions == (Keep(),)
     # 8000 units per `set "b"`: the 13th, on line 15, passes 100,000.
-    assert outcome.errors == ("t.sieve:15: work limit of 100000 units exceeded (sieve.work_limit)",)
+    assert outcome.errors == (RuntimeFault("t.sieve", 15, "work limit of 100000 units exceeded (sieve.work_limit)"),)
 
 
 def test_huge_address_fields_are_charged_before_they_are_parsed() -> None:
@@ -213,7 +217,7 @@ def test_huge_address_fields_are_charged_before_they_are_parsed() -> None:
     start = time.perf_counter()
     outcome = outcome_of('\nif address :all "to" "alice@example.test" { discard; }\n', message=message)
     assert outcome.actions == (Keep(),)
-    assert outcome.errors == ("t.sieve:2: work limit of 1073741824 units exceeded (sieve.work_limit)",)
+    assert outcome.errors == (RuntimeFault("t.sieve", 2, "work limit of 1073741824 units exceeded (sieve.work_limit)"),)
     # The vacation checks read To and Cc after the scripts: no reply, and the reason is given.
     outcome = outcome_of('require "vacation";\nvacation "away";\n', message=message)
     assert (outcome.actions, outcome.errors) == ((Keep(),), ())
@@ -232,7 +236,7 @@ def test_expansion_blowup_is_a_runtime_error() -> None:
     script = f'require ["variables", "fileinto"];\nset "a" "{"y" * MAX_VARIABLE_SIZE}";\nfileinto "{refs}";'
     outcome = outcome_of(script)
     assert outcome.actions == (Keep(),)
-    assert "after expansion" in outcome.errors[0]
+    assert "after expansion" in outcome.errors[0].message
 
 
 def test_keys_built_from_message_text_are_not_kept() -> None:

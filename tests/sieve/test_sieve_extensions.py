@@ -17,6 +17,7 @@ from mda.sieve import (
     FileInto,
     HeaderSpec,
     Keep,
+    RuntimeFault,
     ScoreTest,
     SieveEnvelope,
     SieveError,
@@ -138,7 +139,8 @@ def test_pattern_from_variable_with_backreference_is_a_runtime_error() -> None:
     )
     outcome = run([compile_text(script, "t.sieve")], b"Subject: aa\n\nx\n", ENVELOPE)
     assert outcome.actions == (Keep(),)
-    assert outcome.errors and outcome.errors[0].startswith("t.sieve:3: ") and "backreference" in outcome.errors[0]
+    assert outcome.errors and outcome.errors[0].file == "t.sieve" and outcome.errors[0].line == 3
+    assert "backreference" in outcome.errors[0].message
 
 
 def test_regex_with_numeric_comparator_is_refused() -> None:
@@ -294,7 +296,7 @@ def test_include_recursion_through_a_variable_stops_at_the_nesting_limit(tmp_pat
     loop.write_text('require ["include", "variables"];\nset "me" "loop";\ninclude "${me}";\n')
     outcome = run([compile_file(loop)], b"\nx\n", ENVELOPE)
     assert outcome.actions == (Keep(),)
-    assert outcome.errors and "nested deeper than 10" in outcome.errors[0]
+    assert outcome.errors and "nested deeper than 10" in outcome.errors[0].message
 
 
 def test_include_sees_a_script_added_later(tmp_path: Path) -> None:
@@ -410,9 +412,9 @@ def test_deeply_nested_mime_is_bounded(depth: int) -> None:
         assert FileInto("text-deepest\n") in result or FileInto("text-deepest") in result
         assert FileInto("anychild-plain") in result
     # Parsing a hostile structure is charged to the work limit (sieve.work_limit): a runtime error, kept.
-    errors = [a for a in result if isinstance(a, str)]
-    assert all("work limit" in e for e in errors), result
-    assert all(isinstance(a, (FileInto, Keep, str)) for a in result), result
+    errors = [a for a in result if isinstance(a, RuntimeFault)]
+    assert all("work limit" in e.message for e in errors), result
+    assert all(isinstance(a, (FileInto, Keep, RuntimeFault)) for a in result), result
 
 
 def test_break_names_an_enclosing_loop() -> None:
@@ -433,7 +435,7 @@ def test_regex_and_relational_spend_the_work_limit() -> None:
         'require ["relational", "fileinto"];\nif header :value "gt" "subject" "b" { fileinto "x"; }\n',
     ):
         outcome = run([compile_text(script, "t.sieve")], message, ENVELOPE, work_limit=5_000)
-        assert outcome.actions == (Keep(),) and "work limit" in outcome.errors[0], outcome
+        assert outcome.actions == (Keep(),) and "work limit" in outcome.errors[0].message, outcome
         assert run([compile_text(script, "t.sieve")], message, ENVELOPE).errors == ()
 
 
@@ -472,4 +474,4 @@ def test_editheader_loops_spend_the_work_limit(body: str) -> None:
     edits is stopped by the work limit (the message kept unedited), not left to grow quadratically."""
     script = compile_text('require "editheader";\n' + body * (200_000 // len(body)), "t.sieve")
     outcome = run([script], b"A: 1\n\nbody\n", ENVELOPE, work_limit=50_000_000)
-    assert outcome.actions == (Keep(),) and "work limit" in outcome.errors[0] and outcome.header is None
+    assert outcome.actions == (Keep(),) and "work limit" in outcome.errors[0].message and outcome.header is None
