@@ -288,7 +288,7 @@ class ListenerContext:
             if self.per_client[session.client_ip] <= 0:
                 del self.per_client[session.client_ip]
             self.app.reporter.session_closed(self.config, label)
-        self.app.session_finished()
+        self.app.sessions_changed()
 
     def recipient_checked(self, session: Session, sender: str, resolution: Resolution) -> None:
         if not resolution.accepted:
@@ -321,6 +321,7 @@ class ListenerHost(Protocol):
         """Sessions open on every listener of this process."""
         ...
 
-    def session_finished(self) -> None:
-        """Called when a session ends (graceful shutdown waits for the last one)."""
+    def sessions_changed(self) -> None:
+        """Called when a session ends, and while shutting down when one finished a request (graceful
+        shutdown waits for the last session, then for the last delivery, on these calls)."""
         ...

@@ -222,6 +222,8 @@ class Session(asyncio.Protocol):
             else:
                 self._request(event)
         self._arm_timer()
+        if self.ctx.shutting_down:  # graceful shutdown waits for busy sessions to finish (Application.drain)
+            self.ctx.app.sessions_changed()
 
     def _request(self, event: core.Event) -> None:
         """Start what the core asked for; reading pauses until the answer is fed back."""

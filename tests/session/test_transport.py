@@ -37,7 +37,7 @@ class App:
     def open_sessions(self) -> int:
         return sum(len(context.sessions) for context in self.contexts)
 
-    def session_finished(self) -> None:
+    def sessions_changed(self) -> None:
         pass
 
 
