@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mda import logs, replies, sdnotify
+from mda.auth import Authenticator
 from mda.binding import bind_tcp, bind_unix, drop_privileges, resolve_identity, service_identity
 from mda.config import BindAddress, Config, ListenerConfig, watched_files
 from mda.config import load_for_serve as load_config
@@ -117,6 +118,7 @@ class Application:
         self.metrics = metrics if metrics is not None else build_metrics()
         self.state = State.build(config, self.metrics)
         self.reporter = Reporter(self.metrics)
+        self.authenticator = Authenticator()
         self.shutting_down = False
         self.listeners: list[Listener] = []
         self.retired: list[Listener] = []
@@ -233,6 +235,7 @@ class Application:
             self.metrics_server.close()
         if self.state.policy.userdb is not None:
             self.state.policy.userdb.close()
+        self.authenticator.close()
         return 0
 
     def request_stop(self) -> None:

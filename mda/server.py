@@ -15,14 +15,15 @@ import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mda import logs, replies
 from mda.addresses import Address
+from mda.auth import Authenticator
 from mda.config import Config, Limits, ListenerConfig
 from mda.dataread import DataResult
 from mda.delivery import Outcome, Transaction
@@ -210,10 +211,19 @@ class ListenerContext:
         self.sessions: set[Session] = set()
         self.per_client: Counter[str] = Counter()
         self._labels: dict[Session, str] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        """Sessions' requests and success notifications in flight, kept referenced until done."""
 
     @property
     def state(self) -> State:
         return self.app.state
+
+    def in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run ``coroutine`` as a task of the loop, referenced here until it is done (asyncio keeps
+        only a weak reference to a task)."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     @property
     def limits(self) -> Limits:
@@ -313,6 +323,8 @@ class ListenerHost(Protocol):
 
     state: State
     executor: Executor | None
+    authenticator: Authenticator
+    """AUTH of every listener of this process: one penalty per client address, whichever listener it uses."""
     spool_dir: Path | None
     reporter: Reporter
     shutting_down: bool

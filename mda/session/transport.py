@@ -20,7 +20,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from mda import dsn, logs
-from mda.auth import Credentials, Throttle, verifier
 from mda.delivery import Outcome, Transaction, deliver, failure_outcomes
 from mda.enums import Protocol, TlsMode
 from mda.replies import Reply
@@ -36,11 +35,6 @@ if TYPE_CHECKING:
     from mda.policy import Resolution
     from mda.server import ListenerContext, State
 
-_THROTTLE = Throttle()
-"""AUTH attempts per client address, shared by every session of this process."""
-_CREDENTIALS: dict[str, Credentials] = {}
-_BACKGROUND: set[asyncio.Task[Any]] = set()
-"""Requests and success notifications in flight (kept referenced until done)."""
 DRAIN_SECONDS = 2.0
 DRAIN_BYTES = 1024 * 1024
 """Input read and dropped after a closing refusal (at most ``DRAIN_SECONDS``): a PROXY header, or a
@@ -240,9 +234,7 @@ class Session(asyncio.Protocol):
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.pause_reading()
-        task = self._loop.create_task(coroutine)
-        _BACKGROUND.add(task)
-        task.add_done_callback(_BACKGROUND.discard)
+        self.ctx.in_background(coroutine)
 
     def _answered(self, events: list[core.Event]) -> None:
         self._handle(events)
@@ -266,18 +258,21 @@ class Session(asyncio.Protocol):
         """
         assert self.core is not None
         try:
-            credentials = _CREDENTIALS.setdefault(str(event.users_file), Credentials(event.users_file))
-            delay = _THROTTLE.attempt(self.client_ip)
+            authenticator = self.ctx.app.authenticator
+            credentials = authenticator.credentials(event.users_file)
+            delay = authenticator.throttle.attempt(self.client_ip)
             if delay:
                 await asyncio.sleep(delay)
             if self.transport is None or self.transport.is_closing():
                 return
-            ok = await self._loop.run_in_executor(verifier(), credentials.verify, event.user, event.password)
+            ok = await self._loop.run_in_executor(
+                authenticator.verifier, credentials.verify, event.user, event.password
+            )
         except Exception as error:
             self._answered(self.core.failed(error, self._loop.time()))
             return
         if ok:
-            _THROTTLE.succeeded(self.client_ip)
+            authenticator.throttle.succeeded(self.client_ip)
         else:
             logs.event(
                 "auth_failed",
@@ -352,9 +347,7 @@ class Session(asyncio.Protocol):
             except Exception as error:
                 self.ctx.log_exception(self, error)
 
-        task = self._loop.create_task(send())
-        _BACKGROUND.add(task)
-        task.add_done_callback(_BACKGROUND.discard)
+        self.ctx.in_background(send())
 
     async def _start_tls(self, event: core.StartTls) -> None:
         """RFC 3207 with ``loop.start_tls``; a failed handshake ends the session (nothing more can be said

@@ -17,6 +17,7 @@ import pytest
 import uvloop
 import yaml
 
+from mda.auth import Authenticator
 from mda.config import load
 from mda.server import ListenerContext, Reporter, State
 from mda.session.transport import Session
@@ -31,6 +32,7 @@ class App:
         self.executor = ThreadPoolExecutor(max_workers=4)
         self.spool_dir: Path | None = None
         self.reporter = Reporter()
+        self.authenticator = Authenticator()
         self.shutting_down = False
         self.contexts: list[ListenerContext] = []
 
