@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -44,20 +43,48 @@ RESOLUTION_CACHE_SECONDS = 30.0
 RESOLUTION_CACHE_SIZE = 10_000
 
 
-@dataclass(frozen=True)
-class State:
-    """One configuration and its policy; immutable, replaced whole on reload."""
+class AnswerCache:
+    """Policy answers given under one ``State``, each reused until its expiry.
 
-    config: Config
-    policy: Policy
-    _resolutions: dict[tuple[Address, bool], tuple[float, Resolution, int]] = field(default_factory=dict, compare=False)
+    The one part of a ``State`` that changes while it is in use: its configuration and policy never do.
+    """
+
+    def __init__(self, size: int = RESOLUTION_CACHE_SIZE) -> None:
+        self.size = size
+        self._answers: dict[tuple[Address, bool], tuple[float, Resolution, int]] = {}
+
+    def get(self, address: Address, smtputf8: bool, now: float) -> tuple[Resolution, int] | None:
+        """The answer and how many userdb answers it was built from, unless absent or expired."""
+        found = self._answers.get((address, smtputf8))
+        if found is None or found[0] <= now:
+            return None
+        return found[1], found[2]
+
+    def put(self, address: Address, smtputf8: bool, answer: Resolution, until: float, answers_used: int) -> None:
+        if len(self._answers) >= self.size:  # a flood of distinct addresses: start afresh
+            self._answers.clear()
+        self._answers[(address, smtputf8)] = (until, answer, answers_used)
+
+
+class State:
+    """One configuration and its policy, never changed: a reload builds a new ``State`` and swaps it in.
+
+    What it does change is its ``AnswerCache``, which lives and dies with it.
+    """
+
+    __slots__ = ("answers", "config", "policy")
+
+    def __init__(self, config: Config, policy: Policy) -> None:
+        self.config = config
+        self.policy = policy
+        self.answers = AnswerCache()
 
     @classmethod
     def build(cls, config: Config, metrics: Metrics | None = None) -> State:
         policy = Policy(config)
         if policy.userdb is not None:
             policy.userdb.observer = metrics
-        return cls(config=config, policy=policy)
+        return cls(config, policy)
 
     def resolve(self, address: Address, *, smtputf8: bool, size: int | None) -> Resolution:
         """Policy (cached per snapshot), then room for ``size`` bytes in every mailbox: space and quota."""
@@ -96,10 +123,10 @@ class State:
         """A policy answer reused: for ``RESOLUTION_CACHE_SECONDS`` at most, and when it was built from
         ``userdb`` answers, no longer than the first of them stays in the userdb cache (so ``ttl: 0``
         asks the database for every RCPT); a temporary failure is never reused."""
-        found = self._resolutions.get((address, smtputf8))
-        if found is None or found[0] <= time.monotonic():
+        found = self.answers.get(address, smtputf8, time.monotonic())
+        if found is None:
             return None
-        _, answer, answers_used = found
+        answer, answers_used = found
         if answers_used and self.policy.userdb is not None:
             self.policy.userdb.reused(answers_used)  # each counts as the cache hit it stands for
         return answer
@@ -115,9 +142,7 @@ class State:
                 answer = self.policy.resolve(address, smtputf8=smtputf8)
         until = min([now + RESOLUTION_CACHE_SECONDS, *expiries])
         if until > now and not answer.reply.is_temporary:
-            if len(self._resolutions) >= RESOLUTION_CACHE_SIZE:
-                self._resolutions.clear()
-            self._resolutions[(address, smtputf8)] = (until, answer, len(expiries))
+            self.answers.put(address, smtputf8, answer, until, len(expiries))
         return answer
 
 
