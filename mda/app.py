@@ -36,7 +36,7 @@ from mda.reload import ConfigWatcher
 from mda.server import ListenerContext, Reporter, State
 from mda.session.transport import Session
 from mda.space import mail_roots
-from mda.spool import PROCESS_BUDGET
+from mda.spool import MemoryBudget
 from mda.tls import available as tls_available
 from mda.tls import listener_context as listener_tls_context
 from mda.yamlsource import ConfigError
@@ -110,11 +110,12 @@ class Application:
         worker: bool = False,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
-        PROCESS_BUDGET.limit = config.limits.spool_memory
         self.out = out
         self.storage_pool = ThreadPoolExecutor(max_workers=STORAGE_THREADS, thread_name_prefix="mda-store")
         self.executor: Executor | None = self.storage_pool
         self.spool_dir: Path | None = config.state_dir
+        self.spool_budget = MemoryBudget(config.limits.spool_memory)
+        """Memory every session's spool of this process shares (``limits.spool_memory``)."""
         self.metrics = metrics if metrics is not None else build_metrics()
         self.state = State.build(config, self.metrics)
         self.reporter = Reporter(self.metrics)
@@ -291,7 +292,7 @@ class Application:
         # Sessions take the state at MAIL: a transaction under way keeps the old one (server.State).
         previous, self.state = self.state, state
         previous.close_later(USERDB_CLOSE_DELAY)
-        PROCESS_BUDGET.limit = new.limits.spool_memory
+        self.spool_budget.limit = new.limits.spool_memory
         if (new.log_format, new.log_level) != (old.log_format, old.log_level):
             logs.setup(new.log_format, new.log_level)
         if self.watcher is not None:

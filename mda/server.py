@@ -30,6 +30,7 @@ from mda.metrics import Metrics
 from mda.policy import Policy, Resolution
 from mda.replies import Reply
 from mda.space import check_capacity
+from mda.spool import MemoryBudget
 from mda.statestore import close_databases
 from mda.userdb import NotCached
 
@@ -263,6 +264,10 @@ class ListenerContext:
         return self.app.spool_dir
 
     @property
+    def spool_budget(self) -> MemoryBudget:
+        return self.app.spool_budget
+
+    @property
     def shutting_down(self) -> bool:
         return self.app.shutting_down
 
@@ -351,6 +356,7 @@ class ListenerHost(Protocol):
     authenticator: Authenticator
     """AUTH of every listener of this process: one penalty per client address, whichever listener it uses."""
     spool_dir: Path | None
+    spool_budget: MemoryBudget
     reporter: Reporter
     shutting_down: bool
 

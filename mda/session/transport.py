@@ -87,7 +87,7 @@ class Session(asyncio.Protocol):
         return server_context(listener.tls)
 
     def open_spool(self) -> Spool:
-        return Spool(self.ctx.spool_dir)
+        return Spool(self.ctx.spool_dir, budget=self.ctx.spool_budget)
 
     def admit(self, client: str) -> Reply | None:
         self.client_ip = client

@@ -21,6 +21,7 @@ from mda.auth import Authenticator
 from mda.config import load
 from mda.server import ListenerContext, Reporter, State
 from mda.session.transport import Session
+from mda.spool import MemoryBudget
 from tests.conftest import basic_config
 
 
@@ -31,6 +32,7 @@ class App:
         self.state = state
         self.executor = ThreadPoolExecutor(max_workers=4)
         self.spool_dir: Path | None = None
+        self.spool_budget = MemoryBudget(64 * 1024 * 1024)
         self.reporter = Reporter()
         self.authenticator = Authenticator()
         self.shutting_down = False
