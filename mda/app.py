@@ -37,8 +37,7 @@ from mda.server import ListenerContext, Reporter, State
 from mda.session.transport import Session
 from mda.space import mail_roots
 from mda.spool import MemoryBudget
-from mda.tls import available as tls_available
-from mda.tls import listener_context as listener_tls_context
+from mda.tls import TlsContexts
 from mda.yamlsource import ConfigError
 
 STORAGE_THREADS = 32
@@ -120,6 +119,7 @@ class Application:
         self.state = State.build(config, self.metrics)
         self.reporter = Reporter(self.metrics)
         self.authenticator = Authenticator()
+        self.tls = TlsContexts()
         self.shutting_down = False
         self.listeners: list[Listener] = []
         self.retired: list[Listener] = []
@@ -155,9 +155,8 @@ class Application:
         lock_fd = None
         owned = True
         # RFC 8314 implicit TLS: the handshake comes first; the certificate is re-read per handshake.
-        tls = (
-            listener_tls_context(config.tls) if config.tls is not None and config.tls.mode == TlsMode.IMPLICIT else None
-        )
+        implicit = config.tls is not None and config.tls.mode == TlsMode.IMPLICIT
+        tls = self.tls.listener_context(config.tls) if config.tls is not None and implicit else None
         factory = policy_protocol(context) if config.protocol == Protocol.POLICY else lambda: Session(context)
         if key in self.inherited:
             sock = self.inherited.pop(key)
@@ -198,7 +197,7 @@ class Application:
         drop_privileges(identity)
         for listener in self.listeners:  # load the STARTTLS contexts as the user that will use them
             if listener.config.tls is not None:
-                tls_available(listener.config.tls)
+                self.tls.available(listener.config.tls)
         for sock in self.inherited.values():  # listeners the configuration no longer has
             sock.close()
         self.inherited.clear()

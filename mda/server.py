@@ -32,6 +32,7 @@ from mda.replies import Reply
 from mda.space import check_capacity
 from mda.spool import MemoryBudget
 from mda.statestore import close_databases
+from mda.tls import TlsContexts
 from mda.userdb import NotCached
 
 if TYPE_CHECKING:
@@ -354,6 +355,7 @@ class ListenerHost(Protocol):
     state: State
     executor: Executor | None
     authenticator: Authenticator
+    tls: TlsContexts
     """AUTH of every listener of this process: one penalty per client address, whichever listener it uses."""
     spool_dir: Path | None
     spool_budget: MemoryBudget

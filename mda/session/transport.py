@@ -26,8 +26,6 @@ from mda.replies import Reply
 from mda.session import core
 from mda.session.notify import success_report
 from mda.spool import Spool
-from mda.tls import available as tls_available
-from mda.tls import server_context
 from mda.trace import TraceInfo, new_queue_id
 
 if TYPE_CHECKING:
@@ -80,11 +78,12 @@ class Session(asyncio.Protocol):
         return self.ctx.current_listener()
 
     def starttls_offered(self, listener: ListenerConfig) -> bool:
-        return listener.tls is not None and listener.tls.mode == TlsMode.STARTTLS and tls_available(listener.tls)
+        tls = listener.tls
+        return tls is not None and tls.mode == TlsMode.STARTTLS and self.ctx.app.tls.available(tls)
 
     def tls_context(self, listener: ListenerConfig) -> ssl.SSLContext:
         assert listener.tls is not None
-        return server_context(listener.tls)
+        return self.ctx.app.tls.server_context(listener.tls)
 
     def open_spool(self) -> Spool:
         return Spool(self.ctx.spool_dir, budget=self.ctx.spool_budget)

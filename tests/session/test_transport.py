@@ -22,6 +22,7 @@ from mda.config import load
 from mda.server import ListenerContext, Reporter, State
 from mda.session.transport import Session
 from mda.spool import MemoryBudget
+from mda.tls import TlsContexts
 from tests.conftest import basic_config
 
 
@@ -35,6 +36,7 @@ class App:
         self.spool_budget = MemoryBudget(64 * 1024 * 1024)
         self.reporter = Reporter()
         self.authenticator = Authenticator()
+        self.tls = TlsContexts()
         self.shutting_down = False
         self.contexts: list[ListenerContext] = []
 
