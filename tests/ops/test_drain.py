@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from prometheus_client import CollectorRegistry
 
 from mda.app import Application
 from mda.config import load_for_serve
 from mda.metrics import build_metrics
-from tests.conftest import basic_config
+from tests.inprocess import mbox_lmtp_config, reply_lines
 
 LIMIT = 30.0
 """Real seconds after which a test's loop is cancelled (the test then fails)."""
@@ -58,27 +57,15 @@ def run_with_limit(main: Callable[[StoppedClockLoop], Awaitable[Any]]) -> Any:
         return runner.run(guarded())
 
 
-async def reply_lines(reader: asyncio.StreamReader, count: int) -> list[str]:
-    lines: list[str] = []
-    while len(lines) < count:
-        line = (await reader.readline()).decode().rstrip("\r\n")
-        assert line, f"connection closed after {lines}"
-        if line[3:4] != "-":
-            lines.append(line)
-    return lines
-
-
-def server_app(tmp_path: Path, started: asyncio.Event, **settings: Any) -> Application:
-    document = basic_config(
-        tmp_path,
-        listeners=[{"protocol": "lmtp", "bind": "127.0.0.1:0"}],
-        storage={"format": "mbox", "path": f"{tmp_path}/{{user}}.mbox", "fsync": False, "lock_timeout": "20s"},
-        **settings,
-    )
-    path = tmp_path / "mda.yaml"
-    path.write_text(yaml.safe_dump(document))
+async def serving(tmp_path: Path, **settings: Any) -> tuple[Application, asyncio.Task[int], int]:
+    """The application running (``run()`` as a task) once it listens, and its LMTP port."""
+    started = asyncio.Event()
+    config = load_for_serve(mbox_lmtp_config(tmp_path, **settings))
     metrics = build_metrics(CollectorRegistry())
-    return Application(load_for_serve(path), out=io.StringIO(), metrics=metrics, on_ready=started.set)
+    app = Application(config, out=io.StringIO(), metrics=metrics, on_ready=started.set)
+    run = asyncio.get_running_loop().create_task(app.run())
+    await started.wait()
+    return app, run, app.listeners[0].server.sockets[0].getsockname()[1]
 
 
 @pytest.fixture(autouse=True)
@@ -91,11 +78,7 @@ def test_shutdown_after_the_timeout_ends_when_the_last_delivery_does(tmp_path: P
     wait for it ends when the session finishes, with no timer to come round."""
 
     async def main(loop: StoppedClockLoop) -> list[str]:
-        started = asyncio.Event()
-        app = server_app(tmp_path, started, shutdown_timeout="0s")
-        run = loop.create_task(app.run())
-        await started.wait()
-        port = app.listeners[0].server.sockets[0].getsockname()[1]
+        app, run, port = await serving(tmp_path, shutdown_timeout="0s")
         lock = tmp_path / "alice.mbox.lock"
         lock.write_text("held by the test\n")
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -126,11 +109,7 @@ def test_shutdown_with_idle_sessions_ends_as_they_close(tmp_path: Path) -> None:
     """Idle sessions are told ``421`` at once; the stop follows their close, whatever ``shutdown_timeout``."""
 
     async def main(loop: StoppedClockLoop) -> list[str]:
-        started = asyncio.Event()
-        app = server_app(tmp_path, started, shutdown_timeout="1h")
-        run = loop.create_task(app.run())
-        await started.wait()
-        port = app.listeners[0].server.sockets[0].getsockname()[1]
+        app, run, port = await serving(tmp_path, shutdown_timeout="1h")
         streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
         for reader, _ in streams:
             assert (await reply_lines(reader, 1))[0].startswith("220 ")
@@ -147,10 +126,7 @@ def test_shutdown_with_idle_sessions_ends_as_they_close(tmp_path: Path) -> None:
 
 def test_shutdown_without_sessions_returns_at_once(tmp_path: Path) -> None:
     async def main(loop: StoppedClockLoop) -> int:
-        started = asyncio.Event()
-        app = server_app(tmp_path, started)
-        run = loop.create_task(app.run())
-        await started.wait()
+        app, run, _ = await serving(tmp_path)
         loop.stop_clock()
         app.request_stop()
         return await run
