@@ -24,22 +24,20 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mda import logs, replies, sdnotify
-from mda.binding import Identity, bind_tcp, bind_unix, drop_privileges, resolve_identity, service_identity
+from mda.auth import Authenticator
+from mda.binding import bind_tcp, bind_unix, drop_privileges, resolve_identity, service_identity
 from mda.config import BindAddress, Config, ListenerConfig, watched_files
 from mda.config import load_for_serve as load_config
 from mda.enums import Protocol, TlsMode
 from mda.metrics import Metrics, build_metrics, exposition_with, oldest_heartbeat
-from mda.metrics import preload as preload_metrics
 from mda.policyservice import protocol_factory as policy_protocol
-from mda.probes import HEARTBEAT_INTERVAL, MetricsServer, is_alive
+from mda.probes import MetricsServer, heartbeat, is_alive
 from mda.reload import ConfigWatcher
 from mda.server import ListenerContext, Reporter, State
 from mda.session.transport import Session
 from mda.space import mail_roots
-from mda.spool import PROCESS_BUDGET
-from mda.tls import available as tls_available
-from mda.tls import listener_context as listener_tls_context
-from mda.tls import unreadable_files_as
+from mda.spool import MemoryBudget
+from mda.tls import TlsContexts
 from mda.yamlsource import ConfigError
 
 STORAGE_THREADS = 32
@@ -111,14 +109,17 @@ class Application:
         worker: bool = False,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
-        PROCESS_BUDGET.limit = config.limits.spool_memory
         self.out = out
         self.storage_pool = ThreadPoolExecutor(max_workers=STORAGE_THREADS, thread_name_prefix="mda-store")
         self.executor: Executor | None = self.storage_pool
         self.spool_dir: Path | None = config.state_dir
+        self.spool_budget = MemoryBudget(config.limits.spool_memory)
+        """Memory every session's spool of this process shares (``limits.spool_memory``)."""
         self.metrics = metrics if metrics is not None else build_metrics()
         self.state = State.build(config, self.metrics)
         self.reporter = Reporter(self.metrics)
+        self.authenticator = Authenticator()
+        self.tls = TlsContexts()
         self.shutting_down = False
         self.listeners: list[Listener] = []
         self.retired: list[Listener] = []
@@ -130,7 +131,8 @@ class Application:
         self.watcher: ConfigWatcher | None = None
         self.ready = False
         self._stop = asyncio.Event()
-        self._idle = asyncio.Event()
+        self._sessions_changed = asyncio.Event()
+        """Set when a session ends or finishes a request: what graceful shutdown waits on (``drain``)."""
         self._reloading = False
         self._reload_again = False
         self.metrics.config_loaded_now(config.digest)
@@ -139,9 +141,8 @@ class Application:
     def open_sessions(self) -> int:
         return sum(len(listener.context.sessions) for listener in [*self.listeners, *self.retired])
 
-    def session_finished(self) -> None:
-        if self.shutting_down and self.open_sessions() == 0:
-            self._idle.set()
+    def sessions_changed(self) -> None:
+        self._sessions_changed.set()
 
     def announce(self, line: str) -> None:
         if not self.worker:
@@ -154,9 +155,8 @@ class Application:
         lock_fd = None
         owned = True
         # RFC 8314 implicit TLS: the handshake comes first; the certificate is re-read per handshake.
-        tls = (
-            listener_tls_context(config.tls) if config.tls is not None and config.tls.mode == TlsMode.IMPLICIT else None
-        )
+        implicit = config.tls is not None and config.tls.mode == TlsMode.IMPLICIT
+        tls = self.tls.listener_context(config.tls) if config.tls is not None and implicit else None
         factory = policy_protocol(context) if config.protocol == Protocol.POLICY else lambda: Session(context)
         if key in self.inherited:
             sock = self.inherited.pop(key)
@@ -194,11 +194,10 @@ class Application:
             self.metrics_server.start()
             self.announce(f"metrics http://{self.metrics_server.address_text}/metrics")
         self.announce(storage_line(config))
-        preload_metrics()
         drop_privileges(identity)
         for listener in self.listeners:  # load the STARTTLS contexts as the user that will use them
             if listener.config.tls is not None:
-                tls_available(listener.config.tls)
+                self.tls.available(listener.config.tls)
         for sock in self.inherited.values():  # listeners the configuration no longer has
             sock.close()
         self.inherited.clear()
@@ -214,7 +213,7 @@ class Application:
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         await self.start()
-        heartbeat = loop.create_task(self._heartbeat())
+        beating = loop.create_task(heartbeat(self.metrics.beat))
         config = self.state.config
         # With several workers the supervisor watches the files and signals every worker (SIGHUP).
         if config.source is not None and not self.worker:  # the embedded default has no file to watch
@@ -231,18 +230,13 @@ class Application:
         if self.watcher is not None:
             self.watcher.stop()
         await self.drain()
-        heartbeat.cancel()
+        beating.cancel()
         if self.metrics_server is not None:
             self.metrics_server.close()
         if self.state.policy.userdb is not None:
             self.state.policy.userdb.close()
+        self.authenticator.close()
         return 0
-
-    async def _heartbeat(self) -> None:
-        """Tell ``/healthz`` the loop runs: a loop blocked by a stuck call stops beating."""
-        while True:
-            self.metrics.beat()
-            await asyncio.sleep(HEARTBEAT_INTERVAL)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -297,7 +291,7 @@ class Application:
         # Sessions take the state at MAIL: a transaction under way keeps the old one (server.State).
         previous, self.state = self.state, state
         previous.close_later(USERDB_CLOSE_DELAY)
-        PROCESS_BUDGET.limit = new.limits.spool_memory
+        self.spool_budget.limit = new.limits.spool_memory
         if (new.log_format, new.log_level) != (old.log_format, old.log_level):
             logs.setup(new.log_format, new.log_level)
         if self.watcher is not None:
@@ -357,17 +351,30 @@ class Application:
                 _say_goodbye(session)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.state.config.shutdown_timeout
-        while self.open_sessions() and loop.time() < deadline:
-            self._idle.clear()
-            with contextlib.suppress(TimeoutError):  # re-checked often: a close may race the clear
-                await asyncio.wait_for(self._idle.wait(), min(0.25, max(0.0, deadline - loop.time())))
+        await self._until(lambda: not self.open_sessions(), deadline)
         for session in self._sessions():
             if not session.busy:  # a busy one answers its DATA, then closes itself
                 _say_goodbye(session)
-        while any(session.busy for session in self._sessions()) and loop.time() < deadline + MAX_DELIVERY_WAIT:
-            await asyncio.sleep(0.05)
-        await asyncio.get_running_loop().run_in_executor(None, self.storage_pool.shutdown, True)
+        await self._until(lambda: not any(session.busy for session in self._sessions()), deadline + MAX_DELIVERY_WAIT)
+        await loop.run_in_executor(None, self.storage_pool.shutdown, True)
         logs.event("stopped")
+
+    async def _until(self, done: Callable[[], bool], deadline: float) -> bool:
+        """Wait until ``done()`` holds or the loop's clock reaches ``deadline``; True when it holds.
+
+        Woken by ``sessions_changed`` only (a session ended, or finished a request), never by a timer
+        before the deadline. The event is cleared in the same step that finds ``done()`` false, so no
+        change can slip in between.
+        """
+        loop = asyncio.get_running_loop()
+        while not done():
+            self._sessions_changed.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sessions_changed.wait(), remaining)
+        return True
 
     def _sessions(self) -> list[Session]:
         listeners = [*self.listeners, *self.retired]
@@ -381,17 +388,6 @@ def _say_goodbye(session: Session) -> None:
 
 class ListenerNotInherited(Exception):
     """A worker binds nothing: a listener its supervisor did not bind cannot be opened there."""
-
-
-class TlsFilesUnreadable(OSError):
-    """A TLS certificate or key the service user cannot load: starting would silently drop TLS."""
-
-
-def check_tls_files(config: Config, identity: Identity | None) -> None:
-    """Refuse to start when the service user cannot load every TLS certificate and key (mda.tls)."""
-    problems = unreadable_files_as(config, identity)
-    if problems:
-        raise TlsFilesUnreadable("; ".join(problems))
 
 
 def metrics_server(config: Config, ready: Callable[[], bool], roots: Callable[[], Iterable[Path]]) -> MetricsServer:
@@ -433,18 +429,3 @@ def run_loop(main: Coroutine[Any, Any, int]) -> int:
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
-
-
-def serve(config: Config) -> int:
-    """Run the server until a signal stops it; returns the exit code.
-
-    ``workers: N`` above 1 hands over to the supervisor in ``mda.workers`` (one process per worker,
-    metrics aggregated); otherwise this process serves alone.
-    """
-    logs.setup(config.log_format, config.log_level)
-    check_tls_files(config, service_identity(config))
-    if config.workers > 1:
-        from mda.workers import serve_workers
-
-        return serve_workers(config)
-    return run_loop(Application(config).run())

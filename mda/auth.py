@@ -9,8 +9,11 @@ Guessing is slowed the way Dovecot's ``auth_penalty`` does it: every attempt fro
 before its password is checked (``Throttle``), longer after each failure, whatever connection it comes
 on. A client that hangs up before its answer has still waited, and learns nothing sooner. An unknown user
 is checked against a dummy hash of the same algorithm and cost as the file's own hashes, so the answer
-takes as long as for a real user. Hashes are checked in a few threads of their own (``verifier``): an
-AUTH flood does not take the storage threads that deliveries need.
+takes as long as for a real user. Hashes are checked in a few threads of their own: an AUTH flood does
+not take the storage threads that deliveries need.
+
+All of it belongs to one ``Authenticator``, which the serving process (``mda.app.Application``) owns and
+its listeners share: nothing here is module state, so a forked worker starts with nothing of its parent's.
 """
 
 from __future__ import annotations
@@ -49,13 +52,16 @@ class Credentials:
         self._stamp: int | None = None
         self._users: dict[str, str] = {}
         self._dummy = ""
+        self._dummies: dict[tuple[str, ...], str] = {}
+        """Dummy hash per cost, made once: an Argon2 one may take a while."""
         self._lock = threading.Lock()
 
     def _load(self) -> tuple[dict[str, str], str]:
         try:
             stamp = os.stat(self.path).st_mtime_ns
         except OSError:
-            return {}, dummy_hash(DEFAULT_COST)
+            with self._lock:
+                return {}, self._dummy_for(DEFAULT_COST)
         with self._lock:
             if stamp != self._stamp:
                 users: dict[str, str] = {}
@@ -66,8 +72,13 @@ class Credentials:
                     name, _, hashed = line.partition(":")
                     users[name.strip()] = hashed.strip()
                 self._users, self._stamp = users, stamp
-                self._dummy = dummy_hash(usual_cost(users.values()))
+                self._dummy = self._dummy_for(usual_cost(users.values()))
             return self._users, self._dummy
+
+    def _dummy_for(self, cost: tuple[str, ...]) -> str:
+        if cost not in self._dummies:
+            self._dummies[cost] = dummy_hash(cost)
+        return self._dummies[cost]
 
     @property
     def dummy(self) -> str:
@@ -101,27 +112,21 @@ def usual_cost(hashes: Iterable[str]) -> tuple[str, ...]:
     return costs.most_common(1)[0][0] if costs else DEFAULT_COST
 
 
-_DUMMIES: dict[tuple[str, ...], str] = {}
-
-
 def dummy_hash(cost: tuple[str, ...]) -> str:
-    """A hash of a random password with ``cost`` (made once per cost: Argon2 may take a while)."""
-    if cost not in _DUMMIES:
-        secret = os.urandom(16)
-        if cost[0] == "bcrypt":
-            _DUMMIES[cost] = bcrypt.hashpw(secret, bcrypt.gensalt(rounds=int(cost[1]))).decode("ascii")
-        else:
-            import argon2  # optional: only needed for Argon2 hashes
+    """A hash of a random password with ``cost``."""
+    secret = os.urandom(16)
+    if cost[0] == "bcrypt":
+        return bcrypt.hashpw(secret, bcrypt.gensalt(rounds=int(cost[1]))).decode("ascii")
+    import argon2  # optional: only needed for Argon2 hashes
 
-            kind, _, memory, rounds, lanes = cost
-            hasher = argon2.PasswordHasher(
-                time_cost=int(rounds),
-                memory_cost=int(memory),
-                parallelism=int(lanes),
-                type={"argon2id": argon2.Type.ID, "argon2i": argon2.Type.I, "argon2d": argon2.Type.D}[kind],
-            )
-            _DUMMIES[cost] = hasher.hash(secret)
-    return _DUMMIES[cost]
+    kind, _, memory, rounds, lanes = cost
+    hasher = argon2.PasswordHasher(
+        time_cost=int(rounds),
+        memory_cost=int(memory),
+        parallelism=int(lanes),
+        type={"argon2id": argon2.Type.ID, "argon2i": argon2.Type.I, "argon2d": argon2.Type.D}[kind],
+    )
+    return str(hasher.hash(secret))
 
 
 def _can_check(cost: tuple[str, ...]) -> bool:
@@ -181,24 +186,34 @@ class Throttle:
         self._attempts.pop(client, None)
 
 
-_VERIFIER: ThreadPoolExecutor | None = None
+class Authenticator:
+    """What every AUTH of one serving process shares: the penalty per client address (``throttle``), the
+    credentials files read so far, and the threads that check hashes (started on first use)."""
 
+    def __init__(self) -> None:
+        self.throttle = Throttle()
+        self._credentials: dict[Path, Credentials] = {}
+        self._verifier: ThreadPoolExecutor | None = None
 
-def verifier() -> ThreadPoolExecutor:
-    """The threads that check passwords, started on first use (in the process that serves AUTH)."""
-    global _VERIFIER
-    if _VERIFIER is None:
-        _VERIFIER = ThreadPoolExecutor(max_workers=VERIFY_THREADS, thread_name_prefix="mda-auth")
-    return _VERIFIER
+    def credentials(self, path: Path) -> Credentials:
+        """The users of ``path``, read once and re-read when the file changes."""
+        found = self._credentials.get(path)
+        if found is None:
+            found = self._credentials[path] = Credentials(path)
+        return found
 
+    @property
+    def verifier(self) -> ThreadPoolExecutor:
+        """The threads that check passwords."""
+        if self._verifier is None:
+            self._verifier = ThreadPoolExecutor(max_workers=VERIFY_THREADS, thread_name_prefix="mda-auth")
+        return self._verifier
 
-def _forget_verifier() -> None:
-    """A forked worker has none of its parent's threads: it starts its own pool when needed."""
-    global _VERIFIER
-    _VERIFIER = None
-
-
-os.register_at_fork(after_in_child=_forget_verifier)
+    def close(self) -> None:
+        """Stop the hash-checking threads (a check under way finishes first)."""
+        if self._verifier is not None:
+            self._verifier.shutdown(wait=True)
+            self._verifier = None
 
 
 def decode_plain(payload: str) -> tuple[str, str] | None:

@@ -53,7 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config, load_for_serve)
     if config is None or _unworkable(config, args.config):
         return EXIT_CONFIG
-    from mda.app import serve
+    from mda.serving import serve
 
     try:
         return serve(config)

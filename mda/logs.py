@@ -2,6 +2,10 @@
 
 Addresses appear in logs (never in metrics). Values are quoted when they hold spaces or quotes, and
 control characters are escaped, so a hostile address cannot forge a second log line.
+
+The process's log state hangs off the ``mda`` logger, where ``logging`` keeps it anyway: its one handler
+(``_Output``) owns the queue and the writer thread, and its ``_Context`` filter the fields every line
+carries. This module keeps no state of its own.
 """
 
 from __future__ import annotations
@@ -20,8 +24,6 @@ from mda.enums import LogFormat, LogLevel
 
 LOGGER_NAME = "mda"
 logger = logging.getLogger(LOGGER_NAME)
-_context: dict[str, Any] = {}
-"""Fields added to every line of this process (e.g. ``worker=1``), so lines of several workers can be told apart."""
 
 
 _NEEDS_QUOTES = re.compile(r'[ "=\\]')
@@ -44,7 +46,8 @@ class _EventFormatter(logging.Formatter):
         self.json_lines = json_lines
 
     def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = {"level": record.levelname.lower(), "event": record.getMessage(), **_context}
+        fields: dict[str, Any] = {"level": record.levelname.lower(), "event": record.getMessage()}
+        fields.update(getattr(record, "context", {}))
         fields.update(getattr(record, "fields", {}))
         if record.exc_info:
             record.exc_text = self.formatException(record.exc_info)
@@ -55,9 +58,28 @@ class _EventFormatter(logging.Formatter):
         return " ".join([f"{key}={_text_value(value)}" for key, value in fields.items()])
 
 
-class _HandOff(logging.handlers.QueueHandler):
-    """Passes records, unformatted, to the writer thread: formatting and the write to standard error
-    (a file on the mail disk, busy with fsyncs, in some set-ups) never hold up a session."""
+class _Output(logging.handlers.QueueHandler):
+    """The ``mda`` logger's handler: passes records, unformatted, to its writer thread, which formats and
+    writes them to ``target``, so formatting and the write to standard error (a file on the mail disk,
+    busy with fsyncs, in some set-ups) never hold up a session."""
+
+    def __init__(self, target: logging.Handler) -> None:
+        super().__init__(queue.SimpleQueue())
+        self.target = target
+        self.writer: logging.handlers.QueueListener | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start a writer thread on a fresh queue (a forked child has none of its parent's threads)."""
+        self.queue = queue.SimpleQueue()
+        self.writer = logging.handlers.QueueListener(self.queue, self.target)
+        self.writer.start()
+
+    def stop(self) -> None:
+        """Write every pending line and stop the writer thread."""
+        if self.writer is not None:
+            self.writer.stop()
+            self.writer = None
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         if record.exc_info:
@@ -66,46 +88,47 @@ class _HandOff(logging.handlers.QueueHandler):
         return record
 
 
-_writer: logging.handlers.QueueListener | None = None
-_stream: logging.Handler | None = None
+class _Context(logging.Filter):
+    """Fields added to every line of this process (e.g. ``worker=1``), so lines of several workers can be
+    told apart; taken as the line is logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: dict[str, Any] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.context = self.fields
+        return True
+
+
+def _output() -> _Output | None:
+    return next((handler for handler in logger.handlers if isinstance(handler, _Output)), None)
 
 
 def setup(log_format: LogFormat, level: LogLevel, stream: TextIO | None = None) -> None:
     """Send mda's log lines to standard error (or ``stream``) in the configured format (again on reload)."""
-    global _stream
     flush()
-    _stream = logging.StreamHandler(stream or sys.stderr)
-    _stream.setFormatter(_EventFormatter(json_lines=log_format == LogFormat.JSON))
-    _start_writer()
+    target = logging.StreamHandler(stream or sys.stderr)
+    target.setFormatter(_EventFormatter(json_lines=log_format == LogFormat.JSON))
+    logger.handlers[:] = [_Output(target)]
     logger.setLevel(level.upper())
     logger.propagate = False
     # aiosmtpd logs every command with its addresses at INFO under "mail.log": keep it quiet.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
-def _start_writer() -> None:
-    global _writer
-    if _stream is None:
-        return
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    _writer = logging.handlers.QueueListener(records, _stream)
-    _writer.start()
-    logger.handlers[:] = [_HandOff(records)]
-
-
 def flush() -> None:
     """Write every pending line and stop the writer thread (at exit, before a reload's new format)."""
-    global _writer
-    if _writer is not None:
-        _writer.stop()
-        _writer = None
+    output = _output()
+    if output is not None:
+        output.stop()
 
 
 def _restart_in_child() -> None:
     """A forked worker has no writer thread: start its own (the parent's queue is left behind)."""
-    global _writer
-    _writer = None
-    _start_writer()
+    output = _output()
+    if output is not None:
+        output.start()
 
 
 os.register_at_fork(after_in_child=_restart_in_child)
@@ -120,4 +143,8 @@ def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
 
 def set_context(**fields: Any) -> None:
     """Add ``fields`` to every later line of this process."""
-    _context.update(fields)
+    context = next((item for item in logger.filters if isinstance(item, _Context)), None)
+    if context is None:
+        context = _Context()
+        logger.addFilter(context)
+    context.fields.update(fields)

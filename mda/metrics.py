@@ -4,9 +4,11 @@
 ``CollectorRegistry`` and a second build never collides with the first. Hot-path
 children (``.labels(...)`` costs microseconds) are cached per label tuple.
 
-``prometheus_client`` is imported inside the functions on purpose: in multiprocess mode the
-``PROMETHEUS_MULTIPROC_DIR`` variable must be set before that package is first imported (it picks its
-value class at import time), and the worker supervisor sets it only once it knows it will fork.
+This is the one module that imports ``prometheus_client``, and it does so as it is imported: in
+multiprocess mode ``PROMETHEUS_MULTIPROC_DIR`` must be set before that package is first imported (it
+picks its value class then). ``mda.serving`` decides the mode before anything that imports this module
+is imported; tests/ops/test_metrics_mode.py checks that the commands' modules do not import it. Importing
+everything here also loads what ``/metrics`` needs before privileges are dropped.
 
 Labels and their bounds: ``listener`` is a configured bind address (the operator's list), ``protocol``
 is ``lmtp``/``smtp``, ``result`` is ``delivered``/``tempfail``/``permfail``, ``enhanced`` is an RFC 3463
@@ -21,17 +23,18 @@ import platform
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from mda import __version__
 from mda.enums import StorageFormat
+from mda.metricsdir import MULTIPROC_ENV
 from mda.replies import result_of
 from mda.space import existing_ancestor
 
-if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 HEARTBEAT_METRIC = "mda_event_loop_heartbeat_timestamp_seconds"
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -75,8 +78,6 @@ class Metrics:
     """The collectors, plus cached children for the labels the hot path uses."""
 
     def __init__(self, registry: CollectorRegistry | None, *, multiprocess: bool = False) -> None:
-        from prometheus_client import Counter, Gauge, Histogram
-
         kw: dict[str, Any] = {"registry": registry}
         self.multiprocess = multiprocess
         self.deliveries = Counter(
@@ -272,20 +273,15 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
     """
     multiprocess = bool(os.environ.get(MULTIPROC_ENV))
     if registry is None and not multiprocess:
-        from prometheus_client import REGISTRY
-
         registry = REGISTRY
     return Metrics(None if multiprocess and registry is None else registry, multiprocess=multiprocess)
 
 
 def exposition_registry() -> CollectorRegistry:
     """The registry ``/metrics`` serves: the default one, or every worker's files aggregated."""
-    from prometheus_client import REGISTRY, CollectorRegistry
-    from prometheus_client.multiprocess import MultiProcessCollector
-
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
         return registry
     return REGISTRY
 
@@ -309,8 +305,6 @@ class ScrapeCollector:
         self.started = time.time()
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import GaugeMetricFamily
-
         start = GaugeMetricFamily(
             "mda_start_time_seconds", "When this mda instance started (Unix time); reloads do not move it."
         )
@@ -339,18 +333,15 @@ class ScrapeCollector:
         yield from gauges.values()
 
 
-def preload() -> None:
-    """Import what ``/metrics`` needs while the code is surely readable, before privileges are dropped."""
-    import prometheus_client.exposition
-    import prometheus_client.multiprocess  # noqa: F401
+def process_dead(pid: int) -> None:
+    """A worker exited: drop its live gauges from the aggregation (multiprocess mode only)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # untyped in prometheus_client
 
 
 def exposition_with(roots: Callable[[], Iterable[Path]]) -> Callable[[], tuple[bytes, str]]:
     """What ``/metrics`` serves (body, content type): this process's values, or every worker's
     aggregated, then the values read at scrape time (``ScrapeCollector``) for the mail roots ``roots``."""
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-
     scraped = CollectorRegistry(auto_describe=False)
     scraped.register(ScrapeCollector(roots))
 

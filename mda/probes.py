@@ -14,6 +14,7 @@ set every ``HEARTBEAT_INTERVAL``): older than ``STALE_AFTER``, the loop is froze
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import selectors
 import socket
@@ -36,6 +37,16 @@ CONNECTION_TIMEOUT = 15.0
 """Seconds after which a connection is closed whatever its state (a reader that never reads)."""
 MAX_REQUEST = 8192
 """Bytes of request line and headers; a probe or a scrape sends a few hundred."""
+
+
+async def heartbeat(beat: Callable[[], object]) -> None:
+    """Call ``beat`` every ``HEARTBEAT_INTERVAL`` until cancelled: a loop blocked by a stuck call stops beating.
+
+    A timer, not a wait for work: it only proves to ``/healthz`` that the loop still runs.
+    """
+    while True:
+        beat()
+        await asyncio.sleep(HEARTBEAT_INTERVAL)
 
 
 def is_alive(heartbeat: float | None, now: float, stale_after: float = STALE_AFTER) -> bool:

@@ -9,6 +9,9 @@ triggers a reload. One check also runs as the watch starts, for an edit made whi
 burst of events (an editor's save, a log file in the same directory) costs one check, never a reload per
 event.
 
+Nothing here polls: the checks follow inotify events (watchdog's Linux observer). A change made by
+another host on a network file system raises no event on this one; ``SIGHUP`` covers that case.
+
 The reload itself (load, validate, swap, or keep the old configuration) is the application's; this
 module only watches (docs/architecture.md, "Parts": reload never mutates a live config).
 """

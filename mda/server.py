@@ -15,14 +15,14 @@ import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mda import logs, replies
 from mda.addresses import Address
+from mda.auth import Authenticator
 from mda.config import Config, Limits, ListenerConfig
 from mda.dataread import DataResult
 from mda.delivery import Outcome, Transaction
@@ -30,7 +30,9 @@ from mda.metrics import Metrics
 from mda.policy import Policy, Resolution
 from mda.replies import Reply
 from mda.space import check_capacity
+from mda.spool import MemoryBudget
 from mda.statestore import close_databases
+from mda.tls import TlsContexts
 from mda.userdb import NotCached
 
 if TYPE_CHECKING:
@@ -43,20 +45,48 @@ RESOLUTION_CACHE_SECONDS = 30.0
 RESOLUTION_CACHE_SIZE = 10_000
 
 
-@dataclass(frozen=True)
-class State:
-    """One configuration and its policy; immutable, replaced whole on reload."""
+class AnswerCache:
+    """Policy answers given under one ``State``, each reused until its expiry.
 
-    config: Config
-    policy: Policy
-    _resolutions: dict[tuple[Address, bool], tuple[float, Resolution, int]] = field(default_factory=dict, compare=False)
+    The one part of a ``State`` that changes while it is in use: its configuration and policy never do.
+    """
+
+    def __init__(self, size: int = RESOLUTION_CACHE_SIZE) -> None:
+        self.size = size
+        self._answers: dict[tuple[Address, bool], tuple[float, Resolution, int]] = {}
+
+    def get(self, address: Address, smtputf8: bool, now: float) -> tuple[Resolution, int] | None:
+        """The answer and how many userdb answers it was built from, unless absent or expired."""
+        found = self._answers.get((address, smtputf8))
+        if found is None or found[0] <= now:
+            return None
+        return found[1], found[2]
+
+    def put(self, address: Address, smtputf8: bool, answer: Resolution, until: float, answers_used: int) -> None:
+        if len(self._answers) >= self.size:  # a flood of distinct addresses: start afresh
+            self._answers.clear()
+        self._answers[(address, smtputf8)] = (until, answer, answers_used)
+
+
+class State:
+    """One configuration and its policy, never changed: a reload builds a new ``State`` and swaps it in.
+
+    What it does change is its ``AnswerCache``, which lives and dies with it.
+    """
+
+    __slots__ = ("answers", "config", "policy")
+
+    def __init__(self, config: Config, policy: Policy) -> None:
+        self.config = config
+        self.policy = policy
+        self.answers = AnswerCache()
 
     @classmethod
     def build(cls, config: Config, metrics: Metrics | None = None) -> State:
         policy = Policy(config)
         if policy.userdb is not None:
             policy.userdb.observer = metrics
-        return cls(config=config, policy=policy)
+        return cls(config, policy)
 
     def resolve(self, address: Address, *, smtputf8: bool, size: int | None) -> Resolution:
         """Policy (cached per snapshot), then room for ``size`` bytes in every mailbox: space and quota."""
@@ -95,10 +125,10 @@ class State:
         """A policy answer reused: for ``RESOLUTION_CACHE_SECONDS`` at most, and when it was built from
         ``userdb`` answers, no longer than the first of them stays in the userdb cache (so ``ttl: 0``
         asks the database for every RCPT); a temporary failure is never reused."""
-        found = self._resolutions.get((address, smtputf8))
-        if found is None or found[0] <= time.monotonic():
+        found = self.answers.get(address, smtputf8, time.monotonic())
+        if found is None:
             return None
-        _, answer, answers_used = found
+        answer, answers_used = found
         if answers_used and self.policy.userdb is not None:
             self.policy.userdb.reused(answers_used)  # each counts as the cache hit it stands for
         return answer
@@ -114,9 +144,7 @@ class State:
                 answer = self.policy.resolve(address, smtputf8=smtputf8)
         until = min([now + RESOLUTION_CACHE_SECONDS, *expiries])
         if until > now and not answer.reply.is_temporary:
-            if len(self._resolutions) >= RESOLUTION_CACHE_SIZE:
-                self._resolutions.clear()
-            self._resolutions[(address, smtputf8)] = (until, answer, len(expiries))
+            self.answers.put(address, smtputf8, answer, until, len(expiries))
         return answer
 
 
@@ -210,10 +238,19 @@ class ListenerContext:
         self.sessions: set[Session] = set()
         self.per_client: Counter[str] = Counter()
         self._labels: dict[Session, str] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        """Sessions' requests and success notifications in flight, kept referenced until done."""
 
     @property
     def state(self) -> State:
         return self.app.state
+
+    def in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run ``coroutine`` as a task of the loop, referenced here until it is done (asyncio keeps
+        only a weak reference to a task)."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     @property
     def limits(self) -> Limits:
@@ -226,6 +263,10 @@ class ListenerContext:
     @property
     def spool_dir(self) -> Path | None:
         return self.app.spool_dir
+
+    @property
+    def spool_budget(self) -> MemoryBudget:
+        return self.app.spool_budget
 
     @property
     def shutting_down(self) -> bool:
@@ -288,7 +329,7 @@ class ListenerContext:
             if self.per_client[session.client_ip] <= 0:
                 del self.per_client[session.client_ip]
             self.app.reporter.session_closed(self.config, label)
-        self.app.session_finished()
+        self.app.sessions_changed()
 
     def recipient_checked(self, session: Session, sender: str, resolution: Resolution) -> None:
         if not resolution.accepted:
@@ -313,7 +354,11 @@ class ListenerHost(Protocol):
 
     state: State
     executor: Executor | None
+    authenticator: Authenticator
+    tls: TlsContexts
+    """AUTH of every listener of this process: one penalty per client address, whichever listener it uses."""
     spool_dir: Path | None
+    spool_budget: MemoryBudget
     reporter: Reporter
     shutting_down: bool
 
@@ -321,6 +366,7 @@ class ListenerHost(Protocol):
         """Sessions open on every listener of this process."""
         ...
 
-    def session_finished(self) -> None:
-        """Called when a session ends (graceful shutdown waits for the last one)."""
+    def sessions_changed(self) -> None:
+        """Called when a session ends, and while shutting down when one finished a request (graceful
+        shutdown waits for the last session, then for the last delivery, on these calls)."""
         ...

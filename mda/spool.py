@@ -17,8 +17,6 @@ import tempfile
 import threading
 from pathlib import Path
 
-from mda.config import Limits
-
 MEMORY_LIMIT = 2 * 1024 * 1024
 """Above this many bytes the spool moves to a file. Most mail (and the 1 MiB benchmark cell) then never
 touches the disk twice, and 16 concurrent large messages hold at most 32 MiB of buffers — within the
@@ -62,11 +60,6 @@ class MemoryBudget:
             self._used -= size
 
 
-PROCESS_BUDGET = MemoryBudget(Limits().spool_memory)
-"""Shared by every spool of this process that is not given a budget of its own; ``mda serve`` sets its
-limit from ``limits.spool_memory`` at start and on reload."""
-
-
 class Spool:
     """An append-only byte buffer that spills to an unnamed file, then is read by every store."""
 
@@ -78,7 +71,9 @@ class Spool:
     ) -> None:
         self._directory = str(directory) if directory else tempfile.gettempdir()
         self._memory_limit = memory_limit
-        self._budget = PROCESS_BUDGET if budget is None else budget
+        self._budget = MemoryBudget(memory_limit) if budget is None else budget
+        """Shared with the other spools of a server (``Application.spool_budget``); without one, a spool
+        is bounded by ``memory_limit`` alone (``mda deliver`` spools one message)."""
         self._reserved = 0
         """Bytes of the budget this spool holds: its size while in memory, 0 once spilled or closed."""
         self._buffer = bytearray()

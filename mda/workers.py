@@ -9,33 +9,32 @@ of ``mda.binding``) before it forks, and every worker accepts on the inherited d
 fork that inherits the same sockets: nothing needs to be bound again, so the supervisor drops to
 ``user:`` right after binding, like the workers.
 
-Configuration: the supervisor is the one that watches the files (and takes ``SIGHUP``): it loads and
-validates the new configuration, counts the reload once, closes listeners the new configuration
-removed, and signals every worker to reload. A replacement worker starts on the configuration in use,
-not the one the supervisor started with. Listeners added by a reload need a restart.
+Configuration: the supervisor is the one that watches the files (``mda.reload``, as a single process
+does) and takes ``SIGHUP``: it loads and validates the new configuration, counts the reload once,
+closes listeners the new configuration removed, and signals every worker to reload. A replacement
+worker starts on the configuration in use, not the one the supervisor started with. Listeners added by
+a reload need a restart.
 
-Metrics: the supervisor creates a private ``PROMETHEUS_MULTIPROC_DIR`` before ``prometheus_client`` is
-first imported; workers write their values there and the supervisor's ``/metrics`` aggregates them
-(dead workers' live gauges are dropped with ``mark_process_dead``). ``/healthz`` fails when the
-heartbeat of any live process (a worker's event loop, or the supervisor's own loop) is stale.
+Metrics: ``mda.serving`` sets a private ``PROMETHEUS_MULTIPROC_DIR`` before this module (and so
+``prometheus_client``) is imported; workers write their values there and the supervisor's ``/metrics``
+aggregates them (dead workers' live gauges are dropped with ``mark_process_dead``). ``/healthz`` fails
+when the heartbeat of any live process (a worker's event loop, or the supervisor's own loop) is stale.
 
-The supervisor restarts a worker that dies, forwards ``SIGTERM``/``SIGINT``, and talks to systemd.
+Waiting: the supervisor runs an asyncio loop and waits on events only: each worker's pidfd (readable
+once that process has exited, the sentinel hypercorn waits on), its ready pipe, signals, the
+configuration watcher, and timers for the heartbeat and a restart's back-off. It restarts a worker that
+dies, forwards ``SIGTERM``/``SIGINT``, and talks to systemd.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
-import select
-import shutil
 import signal
 import socket
-import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
-from types import FrameType
 
 from mda import logs, sdnotify
 from mda.app import (
@@ -48,11 +47,11 @@ from mda.app import (
     storage_line,
 )
 from mda.binding import bind_tcp, bind_unix, drop_privileges, resolve_identity, service_identity
-from mda.config import BindAddress, Config, ListenerConfig, current_digest, watched_files
+from mda.config import BindAddress, Config, ListenerConfig, watched_files
 from mda.config import load_for_serve as load_config
-from mda.metrics import MULTIPROC_ENV, Metrics, build_metrics
-from mda.metrics import preload as preload_metrics
-from mda.probes import HEARTBEAT_INTERVAL, MetricsServer
+from mda.metrics import Metrics, build_metrics, process_dead
+from mda.probes import MetricsServer, heartbeat
+from mda.reload import ConfigWatcher
 from mda.server import State
 from mda.space import mail_roots
 from mda.yamlsource import ConfigError
@@ -61,34 +60,46 @@ READY_TIMEOUT = 30.0
 """How long the supervisor waits for the first workers to listen before it gives up."""
 RESTART_BACKOFF = 1.0
 """A worker that dies within this many seconds of its start is restarted only after this delay."""
-WATCH_INTERVAL = 0.5
-"""How often the supervisor compares the configuration files with the running configuration."""
-TICK = 0.1
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""The signals the supervisor handles, held back while it forks (see ``Supervisor.spawn``)."""
 
 
-@dataclass
 class Worker:
-    index: int
-    pid: int
-    started: float
-    ready_fd: int | None = None
+    """One worker process and the descriptors the supervisor waits on for it."""
+
+    def __init__(self, index: int, pid: int, ready_fd: int) -> None:
+        self.index = index
+        self.pid = pid
+        self.started = time.monotonic()
+        self.sentinel = os.pidfd_open(pid)
+        """Readable once the process has exited (then ``waitpid`` returns at once)."""
+        self.ready_fd: int | None = ready_fd
+        """The worker writes one byte here once it listens; closed after that byte or at its exit."""
+        self.ready: asyncio.Future[bool] | None = None
 
 
-@dataclass
 class Supervisor:
-    config: Config
-    count: int
-    sockets: dict[ListenerKey, socket.socket] = field(default_factory=dict)
-    """Every listening socket, bound here once and inherited by each worker."""
-    lock_fds: dict[ListenerKey, int] = field(default_factory=dict)
-    workers: dict[int, Worker] = field(default_factory=dict)
-    metrics_server: MetricsServer | None = None
-    metrics: Metrics | None = None
-    stopping: bool = False
-    reload_requested: bool = False
-    started: bool = False
-    seen: str = ""
-    """Digest of the configuration files as last compared (the running configuration's after a reload)."""
+    """Binds the listeners, forks ``count`` workers, and keeps them running until told to stop."""
+
+    def __init__(self, config: Config, count: int) -> None:
+        self.config = config
+        self.count = count
+        self.sockets: dict[ListenerKey, socket.socket] = {}
+        """Every listening socket, bound here once and inherited by each worker."""
+        self.lock_fds: dict[ListenerKey, int] = {}
+        self.workers: dict[int, Worker] = {}
+        self.metrics_server: MetricsServer | None = None
+        self.metrics: Metrics | None = None
+        self.watcher: ConfigWatcher | None = None
+        self.stopping = False
+        self.started = False
+        self._reload_when_started = False
+        """A ``SIGHUP`` came before the workers were up: reload once they are."""
+        self._stop = asyncio.Event()
+        self._all_exited = asyncio.Event()
+        """Set while no worker process is left (shutdown waits for it)."""
+        self._restarts: dict[int, asyncio.TimerHandle] = {}
+        """Worker index → its restart, delayed by ``RESTART_BACKOFF``."""
 
     # --- listeners -------------------------------------------------------------------------------
 
@@ -123,28 +134,48 @@ class Supervisor:
     # --- workers ---------------------------------------------------------------------------------
 
     def spawn(self, index: int) -> Worker:
+        """Fork worker ``index``; from now on its exit wakes ``_exited`` and its readiness ``_readied``.
+
+        The handled signals are blocked across the fork: until the child has reset them, one sent to it
+        would run the supervisor's handlers through the inherited wake-up descriptor of this loop.
+        """
         read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the worker
-            os.close(read_fd)
-            code = 1
-            try:
-                code = self._worker_main(index, write_fd)
-            finally:
-                logs.flush()
-                os._exit(code)
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        try:
+            pid = os.fork()
+            if pid == 0:  # the worker
+                os.close(read_fd)
+                code = 1
+                try:
+                    code = self._worker_main(index, write_fd)
+                finally:
+                    logs.flush()
+                    os._exit(code)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         os.close(write_fd)
-        worker = Worker(index=index, pid=pid, started=time.monotonic(), ready_fd=read_fd)
+        worker = Worker(index, pid, read_fd)
         self.workers[pid] = worker
+        self._all_exited.clear()
+        loop = asyncio.get_running_loop()
+        worker.ready = loop.create_future()
+        loop.add_reader(worker.sentinel, self._exited, worker)
+        loop.add_reader(read_fd, self._readied, worker)
         return worker
 
     def _worker_main(self, index: int, ready_fd: int) -> int:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.set_wakeup_fd(-1)  # the supervisor loop's (Python 3.12 resets it at fork by itself)
+        for signum in FORWARDED:
             signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         os.environ.pop(sdnotify.ENV, None)  # only the supervisor speaks to systemd
         if self.metrics_server is not None:
             self.metrics_server.close_sockets()
-        for fd in [*self.lock_fds.values(), *(w.ready_fd for w in self.workers.values() if w.ready_fd is not None)]:
+        for worker in self.workers.values():
+            if worker.ready_fd is not None:
+                os.close(worker.ready_fd)
+            os.close(worker.sentinel)
+        for fd in self.lock_fds.values():
             os.close(fd)
         logs.set_context(worker=index)
 
@@ -156,45 +187,63 @@ class Supervisor:
         app = Application(self.config, inherited=self.sockets, worker=True, on_ready=ready)
         return run_loop(app.run())
 
-    def wait_ready(self, deadline: float) -> bool:
-        """True when every worker said it listens (its ready pipe got a byte)."""
-        for worker in self.workers.values():
-            if worker.ready_fd is None:
-                continue
-            remaining = deadline - time.monotonic()
-            readable, _, _ = select.select([worker.ready_fd], [], [], max(0.0, remaining))
-            data = os.read(worker.ready_fd, 1) if readable else b""
+    def _readied(self, worker: Worker) -> None:
+        """The worker's ready pipe is readable: one byte once it listens, or end of file if it died first."""
+        assert worker.ready_fd is not None
+        try:
+            data = os.read(worker.ready_fd, 1)
+        except OSError:
+            data = b""
+        self._close_ready(worker, data == b"1")
+
+    def _close_ready(self, worker: Worker, ready: bool) -> None:
+        if worker.ready_fd is not None:
+            asyncio.get_running_loop().remove_reader(worker.ready_fd)
             os.close(worker.ready_fd)
             worker.ready_fd = None
-            if data != b"1":
-                return False
-        return True
+        if worker.ready is not None and not worker.ready.done():
+            worker.ready.set_result(ready)
 
-    def reap(self) -> None:
-        """Collect dead workers; restart them (on the configuration in use) unless stopping."""
-        while self.workers:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            worker = self.workers.pop(pid, None)
-            if worker is None:
-                continue
-            if worker.ready_fd is not None:
-                os.close(worker.ready_fd)
-            from prometheus_client import multiprocess
+    async def wait_ready(self, timeout: float) -> bool:
+        """True when every worker said it listens (its ready pipe got a byte) within ``timeout``."""
+        waits = [worker.ready for worker in self.workers.values() if worker.ready is not None]
+        try:
+            return all(await asyncio.wait_for(asyncio.gather(*waits), timeout))
+        except TimeoutError:
+            return False
 
-            multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # untyped in prometheus_client
-            if self.stopping:
-                continue
-            code = os.waitstatus_to_exitcode(status)
-            logs.event("worker_died", logging.ERROR, worker=worker.index, pid=pid, status=code)
-            if time.monotonic() - worker.started < RESTART_BACKOFF:
-                time.sleep(RESTART_BACKOFF)
-            new = self.spawn(worker.index)
-            logs.event("worker_started", worker=new.index, pid=new.pid, config=self.config.digest)
+    def _exited(self, worker: Worker) -> None:
+        """A worker's pidfd is readable: collect it, and restart it (on the configuration in use) unless
+        stopping; one that died within ``RESTART_BACKOFF`` of its start is restarted that much later."""
+        status = self._collect(worker)
+        if self.stopping or not self.started:  # a worker that dies while starting fails the start
+            return
+        logs.event("worker_died", logging.ERROR, worker=worker.index, pid=worker.pid, status=status)
+        quick = time.monotonic() - worker.started < RESTART_BACKOFF
+        loop = asyncio.get_running_loop()
+        self._restarts[worker.index] = loop.call_later(RESTART_BACKOFF if quick else 0.0, self._restart, worker.index)
+
+    def _collect(self, worker: Worker, *, kill: bool = False) -> int:
+        """Reap one worker (killing it first if asked) and forget its descriptors; returns its exit code."""
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGKILL)
+        asyncio.get_running_loop().remove_reader(worker.sentinel)
+        os.close(worker.sentinel)
+        _, status = os.waitpid(worker.pid, 0)
+        self._close_ready(worker, False)
+        del self.workers[worker.pid]
+        if not self.workers:
+            self._all_exited.set()
+        process_dead(worker.pid)
+        return os.waitstatus_to_exitcode(status)
+
+    def _restart(self, index: int) -> None:
+        del self._restarts[index]
+        if self.stopping:
+            return
+        new = self.spawn(index)
+        logs.event("worker_started", worker=new.index, pid=new.pid, config=self.config.digest)
 
     def forward(self, signum: int) -> None:
         for pid in list(self.workers):
@@ -203,15 +252,12 @@ class Supervisor:
 
     # --- reload ----------------------------------------------------------------------------------
 
-    def files_changed(self) -> bool:
-        """True once per change of the watched files' content (as ``mda.reload`` decides it)."""
-        if self.config.source is None:
-            return False
-        current = current_digest(watched_files(self.config))
-        if current == self.seen:
-            return False
-        self.seen = current
-        return True
+    def request_reload(self) -> None:
+        """``SIGHUP`` or a changed file: reload now, or as soon as the workers are up."""
+        if self.started:
+            self.reload()
+        else:
+            self._reload_when_started = True
 
     def reload(self) -> None:
         """Load and validate as a worker would; on success switch, count once and signal every worker."""
@@ -219,6 +265,8 @@ class Supervisor:
         old = self.config
         if old.source is None:
             logs.event("reload_skipped", reason="embedded default configuration")
+            return
+        if self.stopping:
             return
         sdnotify.reloading()
         try:
@@ -239,30 +287,35 @@ class Supervisor:
             if listener_key(listener) not in wanted:
                 self.unbind(listener_key(listener), listener)
         self.config = new
-        self.seen = new.digest
+        if self.watcher is not None:
+            self.watcher.set_paths(watched_files(new), running=new.digest)
         self.metrics.config_reloaded(True)
         self.forward(signal.SIGHUP)
 
-    # --- signals ---------------------------------------------------------------------------------
+    # --- main ------------------------------------------------------------------------------------
 
-    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+    def request_stop(self) -> None:
         self.stopping = True
-
-    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
-        self.reload_requested = True
+        self._stop.set()
 
     def is_ready(self) -> bool:
         return self.started and not self.stopping and len(self.workers) == self.count
 
-    # --- main ------------------------------------------------------------------------------------
-
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGHUP, self._on_hup)
+        """Supervise until ``SIGTERM``/``SIGINT``; returns the exit code.
+
+        asyncio's own loop, not uvloop: the supervisor forks from inside it, and each worker then starts
+        a loop of its own (``run_loop``), which asyncio allows in a child process.
+        """
+        return asyncio.run(self._run())
+
+    async def _run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         config = self.config
         identity = service_identity(config)
-        self.seen = config.digest
         try:
             lines = [self.bind(listener) for listener in config.listeners]
             if config.metrics is not None:
@@ -273,15 +326,14 @@ class Supervisor:
             raise
         lines.append(storage_line(config))
         self.metrics = build_metrics()
-        preload_metrics()
         # Everything is bound: from here on this process, and every worker it forks, runs as user:.
         drop_privileges(identity)
         for index in range(self.count):
             self.spawn(index)
-        if not self.wait_ready(time.monotonic() + READY_TIMEOUT):
+        if not await self.wait_ready(READY_TIMEOUT):
             logs.event("workers_failed", logging.ERROR, reason="a worker did not start")
             self.stopping = True
-            self.shutdown()
+            await self.shutdown()
             return 1
         if self.metrics_server is not None:
             self.metrics_server.start()
@@ -290,22 +342,18 @@ class Supervisor:
         self.started = True
         logs.event("supervisor_started", workers=self.count, pid=os.getpid(), uid=os.getuid())
         sdnotify.ready(f"{self.count} workers")
-        next_watch = next_beat = 0.0
-        while not self.stopping:
-            now = time.monotonic()
-            if now >= next_beat:
-                self.metrics.beat()
-                next_beat = now + HEARTBEAT_INTERVAL
-            if now >= next_watch:
-                self.reload_requested |= self.files_changed()
-                next_watch = now + WATCH_INTERVAL
-            if self.reload_requested:
-                self.reload_requested = False
-                self.reload()
-            self.reap()
-            time.sleep(TICK)
+        if self._reload_when_started:
+            self.reload()
+        beating = loop.create_task(heartbeat(self.metrics.beat))
+        if config.source is not None:  # the embedded default has no file to watch
+            self.watcher = ConfigWatcher(loop, watched_files(config), self.reload, running=config.digest)
+            self.watcher.start()
+        await self._stop.wait()
         sdnotify.stopping()
-        self.shutdown()
+        if self.watcher is not None:
+            self.watcher.stop()
+        beating.cancel()
+        await self.shutdown()
         return 0
 
     def close_listeners(self) -> None:
@@ -318,32 +366,17 @@ class Supervisor:
             self.metrics_server.close()
             self.metrics_server = None
 
-    def shutdown(self) -> None:
-        """SIGTERM to every worker (each drains), wait, then clean up what the supervisor owns."""
+    async def shutdown(self) -> None:
+        """SIGTERM to every worker (each drains), wait for the last exit, then clean up what the
+        supervisor owns; a worker still running after its drain's longest time is killed."""
+        for handle in self._restarts.values():
+            handle.cancel()
+        self._restarts.clear()
         self.forward(signal.SIGTERM)
-        deadline = time.monotonic() + self.config.shutdown_timeout + MAX_DELIVERY_WAIT
-        while self.workers and time.monotonic() < deadline:
-            self.reap()
-            time.sleep(0.05)
-        for pid in list(self.workers):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+        with contextlib.suppress(TimeoutError):
+            if self.workers:
+                await asyncio.wait_for(self._all_exited.wait(), self.config.shutdown_timeout + MAX_DELIVERY_WAIT)
+        for worker in list(self.workers.values()):
+            self._collect(worker, kill=True)
         self.close_listeners()
         logs.event("stopped", workers=self.count)
-
-
-def serve_workers(config: Config) -> int:
-    """Run ``config.workers`` worker processes under a supervisor; returns the exit code."""
-    directory = tempfile.mkdtemp(prefix="mda-metrics-")
-    identity = service_identity(config)
-    if identity is not None and os.geteuid() == 0:
-        os.chown(directory, identity.uid, identity.gid)
-    if "prometheus_client" in sys.modules:
-        raise RuntimeError("prometheus_client was imported before its multiprocess directory was set")
-    os.environ[MULTIPROC_ENV] = directory
-    try:
-        return Supervisor(config, config.workers).run()
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)

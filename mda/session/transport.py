@@ -20,15 +20,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from mda import dsn, logs
-from mda.auth import Credentials, Throttle, verifier
 from mda.delivery import Outcome, Transaction, contract_for, deliver, failure_outcomes
 from mda.enums import TlsMode
 from mda.replies import Reply
 from mda.session import core
 from mda.session.notify import success_report
 from mda.spool import Spool
-from mda.tls import available as tls_available
-from mda.tls import server_context
 from mda.trace import TraceInfo, new_queue_id
 
 if TYPE_CHECKING:
@@ -36,11 +33,6 @@ if TYPE_CHECKING:
     from mda.policy import Resolution
     from mda.server import ListenerContext, State
 
-_THROTTLE = Throttle()
-"""AUTH attempts per client address, shared by every session of this process."""
-_CREDENTIALS: dict[str, Credentials] = {}
-_BACKGROUND: set[asyncio.Task[Any]] = set()
-"""Requests and success notifications in flight (kept referenced until done)."""
 DRAIN_SECONDS = 2.0
 DRAIN_BYTES = 1024 * 1024
 """Input read and dropped after a closing refusal (at most ``DRAIN_SECONDS``): a PROXY header, or a
@@ -87,14 +79,15 @@ class Session(asyncio.Protocol):
         return self.ctx.current_listener()
 
     def starttls_offered(self, listener: ListenerConfig) -> bool:
-        return listener.tls is not None and listener.tls.mode == TlsMode.STARTTLS and tls_available(listener.tls)
+        tls = listener.tls
+        return tls is not None and tls.mode == TlsMode.STARTTLS and self.ctx.app.tls.available(tls)
 
     def tls_context(self, listener: ListenerConfig) -> ssl.SSLContext:
         assert listener.tls is not None
-        return server_context(listener.tls)
+        return self.ctx.app.tls.server_context(listener.tls)
 
     def open_spool(self) -> Spool:
-        return Spool(self.ctx.spool_dir)
+        return Spool(self.ctx.spool_dir, budget=self.ctx.spool_budget)
 
     def admit(self, client: str) -> Reply | None:
         self.client_ip = client
@@ -223,6 +216,8 @@ class Session(asyncio.Protocol):
             else:
                 self._request(event)
         self._arm_timer()
+        if self.ctx.shutting_down:  # graceful shutdown waits for busy sessions to finish (Application.drain)
+            self.ctx.app.sessions_changed()
 
     def _request(self, event: core.Event) -> None:
         """Start what the core asked for; reading pauses until the answer is fed back."""
@@ -239,9 +234,7 @@ class Session(asyncio.Protocol):
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.pause_reading()
-        task = self._loop.create_task(coroutine)
-        _BACKGROUND.add(task)
-        task.add_done_callback(_BACKGROUND.discard)
+        self.ctx.in_background(coroutine)
 
     def _answered(self, events: list[core.Event]) -> None:
         self._handle(events)
@@ -265,18 +258,21 @@ class Session(asyncio.Protocol):
         """
         assert self.core is not None
         try:
-            credentials = _CREDENTIALS.setdefault(str(event.users_file), Credentials(event.users_file))
-            delay = _THROTTLE.attempt(self.client_ip)
+            authenticator = self.ctx.app.authenticator
+            credentials = authenticator.credentials(event.users_file)
+            delay = authenticator.throttle.attempt(self.client_ip)
             if delay:
                 await asyncio.sleep(delay)
             if self.transport is None or self.transport.is_closing():
                 return
-            ok = await self._loop.run_in_executor(verifier(), credentials.verify, event.user, event.password)
+            ok = await self._loop.run_in_executor(
+                authenticator.verifier, credentials.verify, event.user, event.password
+            )
         except Exception as error:
             self._answered(self.core.failed(error, self._loop.time()))
             return
         if ok:
-            _THROTTLE.succeeded(self.client_ip)
+            authenticator.throttle.succeeded(self.client_ip)
         else:
             logs.event(
                 "auth_failed",
@@ -346,9 +342,7 @@ class Session(asyncio.Protocol):
             except Exception as error:
                 self.ctx.log_exception(self, error)
 
-        task = self._loop.create_task(send())
-        _BACKGROUND.add(task)
-        task.add_done_callback(_BACKGROUND.discard)
+        self.ctx.in_background(send())
 
     async def _start_tls(self, event: core.StartTls) -> None:
         """RFC 3207 with ``loop.start_tls``; a failed handshake ends the session (nothing more can be said

@@ -41,6 +41,9 @@ NULL_SENDER = "MAILER-DAEMON"
 CHUNK = 1 << 16
 _POLL_FIRST = 0.01
 _POLL_MAX = 0.2
+"""Backing-off retries while another program holds the dot-lock. Polled on purpose: a dot-lock is a
+file another process (Dovecot, a mail reader) removes, with no event to wait on that also works on NFS,
+where mbox locking is meant to work; Postfix local(8) and procmail retry the same way."""
 
 
 def from_line(sender: str, when: float) -> bytes:

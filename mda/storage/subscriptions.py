@@ -70,7 +70,7 @@ def subscribe(maildir_fd: int, folder: str, owner: tuple[int, int] | None, *, fs
     while (lock := create_dotlock(maildir_fd, LOCK_NAME, stale_seconds=STALE_SECONDS, now=time.time())) is None:
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.02)
+        time.sleep(0.02)  # a dot-lock has no release event to wait on (see mda/storage/mbox.py, _POLL_MAX)
     renamed = False
     try:
         current = _read(maildir_fd)

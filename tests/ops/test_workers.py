@@ -137,3 +137,18 @@ def test_a_replacement_worker_starts_on_the_configuration_in_use(start_mda, tmp_
         os.kill(pids[1], signal.SIGCONT)
     assert [reply.code for reply in data] == [250]
     assert len(re.findall(r"event=reloaded worker=0", server.log())) == 1  # it had nothing to reload
+
+
+def test_sigterm_during_a_restart_back_off_stops_without_starting_a_worker(start_mda, tmp_path: Path) -> None:
+    """A worker that dies right after its start is replaced only after ``RESTART_BACKOFF``; a SIGTERM in
+    that time stops the service at once, and the pending replacement is never started."""
+    server = start_mda(basic_config(tmp_path / "mail", workers=2))
+    wait_for(lambda: len(_worker_pids(server.log())) == 2)
+    os.kill(_worker_pids(server.log())[0], signal.SIGKILL)
+    replacement = wait_for(lambda: re.search(r"event=worker_started worker=0 pid=(\d+)", server.log()))
+    os.kill(int(replacement.group(1)), signal.SIGKILL)  # within RESTART_BACKOFF of its start
+    wait_for(lambda: server.log().count("event=worker_died worker=0") == 2, describe=server.log)
+    assert server.stop() == 0
+    log = server.log()
+    assert log.count("event=worker_started") == 1, log
+    assert "event=stopped workers=2" in log

@@ -128,6 +128,22 @@ def test_penalty_is_waited_before_verification_on_the_next_connection(start_mda,
         assert code == 235 and seconds < 4.0, seconds
 
 
+def test_penalty_counts_on_every_listener_of_the_process(start_mda, tmp_path, certificate, users_file):
+    """Failures on one AUTH listener slow the same address down on another: one penalty per process."""
+    config = _auth_config(tmp_path / "mail", *certificate, users_file)
+    listeners = config["listeners"]
+    assert isinstance(listeners, list)
+    listeners.append({**listeners[1], "bind": "127.0.0.1:0"})
+    server = start_mda(config)
+    first, second = server.tcp["smtp"]
+    with _tls_client(first) as client:
+        codes = [_timed(client, "AUTH", _plain("alice", "wrong"))[0] for _ in range(3)]
+    assert codes == [535, 535, 535]
+    with _tls_client(second) as client:  # the fourth attempt of this address: 2 s before its check
+        code, seconds = _timed(client, "AUTH", _plain("alice", PASSWORD))
+    assert code == 235 and seconds >= 1.8, seconds
+
+
 def test_auth_flood_does_not_hold_up_lmtp_delivery(start_mda, tmp_path, certificate):
     """Password checks have their own threads: a delivery is not queued behind a flood of them."""
     users = tmp_path / "credentials"

@@ -15,12 +15,14 @@ from typing import Any
 
 import pytest
 import uvloop
-import yaml
 
+from mda.auth import Authenticator
 from mda.config import load
 from mda.server import ListenerContext, Reporter, State
 from mda.session.transport import Session
-from tests.conftest import basic_config
+from mda.spool import MemoryBudget
+from mda.tls import TlsContexts
+from tests.inprocess import mbox_lmtp_config, reply_lines
 
 
 class App:
@@ -30,14 +32,17 @@ class App:
         self.state = state
         self.executor = ThreadPoolExecutor(max_workers=4)
         self.spool_dir: Path | None = None
+        self.spool_budget = MemoryBudget(64 * 1024 * 1024)
         self.reporter = Reporter()
+        self.authenticator = Authenticator()
+        self.tls = TlsContexts()
         self.shutting_down = False
         self.contexts: list[ListenerContext] = []
 
     def open_sessions(self) -> int:
         return sum(len(context.sessions) for context in self.contexts)
 
-    def session_finished(self) -> None:
+    def sessions_changed(self) -> None:
         pass
 
 
@@ -49,29 +54,12 @@ def run(loop_kind: str, main: Callable[[], Awaitable[None]]) -> None:
 
 
 async def serve(tmp_path: Path, **settings: Any) -> tuple[App, ListenerContext, asyncio.Server]:
-    document = basic_config(
-        tmp_path,
-        listeners=[{"protocol": "lmtp", "bind": "127.0.0.1:0"}],
-        storage={"format": "mbox", "path": f"{tmp_path}/{{user}}.mbox", "fsync": False, "lock_timeout": "20s"},
-        **settings,
-    )
-    path = tmp_path / "mda.yaml"
-    path.write_text(yaml.safe_dump(document))
-    config = load(path)
+    config = load(mbox_lmtp_config(tmp_path, **settings))
     app = App(State.build(config))
     context = ListenerContext(config.listeners[0], app)
     app.contexts.append(context)
     server = await asyncio.get_running_loop().create_server(lambda: Session(context), "127.0.0.1", 0)
     return app, context, server
-
-
-async def reply_lines(reader: asyncio.StreamReader, count: int) -> list[str]:
-    lines: list[str] = []
-    while len(lines) < count:
-        line = (await asyncio.wait_for(reader.readline(), 20)).decode().rstrip("\r\n")
-        if line[3:4] != "-":
-            lines.append(line)
-    return lines
 
 
 @pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
