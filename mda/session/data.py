@@ -51,7 +51,9 @@ class MessageSink:
                 out = out.replace(b"\r", b"\n")
                 line_feeds += bare_cr
         if self.header.in_header:
-            self._store(self.header.feed(out))  # the filter may drop lines: the spool counts them
+            dropped = self.header.dropped
+            filtered = self.header.feed(out)
+            self._store(filtered, line_feeds - (self.header.dropped - dropped))
         else:
             self._store(out, line_feeds)
 
@@ -142,12 +144,13 @@ class DotDecoder:
         if cuts is None:
             span = piece[skip:stop].replace(_LINE_DOT, b"\r\n")
         elif cuts:
+            view = memoryview(piece)  # the parts are joined straight from the piece: one copy
             parts = []
             start = skip
             for cut in cuts:
-                parts.append(piece[start:cut])
+                parts.append(view[start:cut])
                 start = cut + 1
-            parts.append(piece[start:stop])
+            parts.append(view[start:stop])
             span = b"".join(parts)
         else:
             span = piece if skip == 0 and stop == len(piece) else piece[skip:stop]
