@@ -2,11 +2,13 @@
 
 The DATA decoder turns wire bytes (CRLF, dot-stuffed, ending at CRLF ``.`` CRLF) into stored bytes (LF,
 unstuffed). Its cost should not depend on what the message says. This runs mda's decoder
-(``mda.session.data.DotDecoder``, into a real ``Spool``) fed in 64 KiB pieces as a socket delivers them,
-for every kind in ``corpus.DATA_KINDS``, and compares each with one ``wire.replace(b"\\r\\n", b"\\n")``
-over the same bytes in the same run: the floor any decoder pays.
+(``mda.session.data.DotDecoder``, into the ``Spool`` the server uses) fed in 64 KiB pieces as a socket
+read returns them, for every kind in ``corpus.DATA_KINDS``, and compares each with one
+``wire.replace(b"\\r\\n", b"\\n")`` over the same whole message in the same run: the floor any decoder
+pays. The two are timed in turn, repetition after repetition, so that the load of a shared machine hits
+both alike.
 
-    python contrib/bench/dataspeed.py [--size 1M] [--reps 7]
+    python contrib/bench/dataspeed.py [--size 1M] [--reps 15] [--piece 64K]
 
 Columns: MB/s of the reader (best of the repetitions, the least disturbed by a noisy machine), MB/s of
 the replace pass, and their ratio. The last lines give the slowest kind's ratio and the spread
@@ -65,7 +67,7 @@ def best_seconds(payload: bytes, normalize: bool, reps: int, read_size: int) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="1M", help="message size per kind (default 1M)")
-    parser.add_argument("--reps", type=int, default=7, help="repetitions; the best is reported (default 7)")
+    parser.add_argument("--reps", type=int, default=15, help="repetitions; the best is reported (default 15)")
     parser.add_argument("--piece", default="64K", help="bytes per socket read fed to the decoder (default 64K)")
     args = parser.parse_args(argv)
     size = parse_size(args.size)

@@ -299,3 +299,38 @@ def test_return_path_dropped_however_the_header_arrives(fields, cuts):
     bounds = sorted({cut for cut in cuts if 0 < cut < len(wire)})
     got, result, rest = read_cut(wire, bounds)
     assert (got, result.size, rest) == (expected, len(expected), b"")
+
+
+def reference(wire: bytes, normalize: bool) -> tuple[bytes, int, bytes]:
+    """What DATA means, line by line (lines end at CRLF only): stored bytes, bare newlines, the rest."""
+    lines = wire.split(b"\r\n")
+    end = lines.index(b".")  # the first line that is a lone dot, followed by CRLF
+    text = b"".join((line[1:] if line.startswith(b".") else line) + b"\r\n" for line in lines[:end])
+    crlf = text.count(b"\r\n")
+    bare = text.count(b"\r") - crlf + text.count(b"\n") - crlf
+    stored = text.replace(b"\r\n", b"\n")
+    return (stored.replace(b"\r", b"\n") if normalize else stored), bare, b"\r\n".join(lines[end + 1 :])
+
+
+@given(
+    parts=st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b".", b"a", b"\n\r", b"\r\n.", b"\r\n.."]), max_size=60),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=6),
+    normalize=st.booleans(),
+)
+def test_bare_newlines_anywhere_match_the_line_by_line_meaning(parts, cuts, normalize):
+    """CR and LF in any order and number (as many bare CR as bare LF included, where counting alone is
+    fooled), dots at line starts: the stored bytes and the bare newline count are those of the line by
+    line reading, however the input is cut."""
+    wire = b"".join(parts) + b"\r\n.\r\nNEXT"
+    stored, bare, rest = reference(wire, normalize)
+    bounds = sorted({cut for cut in cuts if 0 < cut < len(wire)})
+    with Spool(memory_limit=1000) as spool:
+        decoder = DotDecoder(MessageSink(spool, max_size=10**9, normalize_bare=normalize, max_header_size=None))
+        for start, end in itertools.pairwise([0, *bounds, len(wire)]):
+            used = decoder.feed(wire[start:end])
+            if used is not None:
+                left = wire[start + used :]
+                break
+        result = decoder.finish()
+        assert (spool.read_all(), result.bare_newlines, left) == (stored, bare, rest)
+        assert spool.newlines == stored.count(b"\n")
