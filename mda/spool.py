@@ -133,7 +133,9 @@ class Spool:
         is bounded by ``memory_limit`` alone (``mda deliver`` spools one message)."""
         self._reserved = 0
         """Bytes of the budget this spool holds: its size while in memory, 0 once spilled or closed."""
-        self._buffer = bytearray()
+        self._buffer: bytes | bytearray = b""
+        """Up to ``SMALL_LIMIT`` bytes: the first write's bytes as given (most messages are one read),
+        copied into a ``bytearray`` only when more come."""
         self._mapped: mmap.mmap | None = None
         self._views = 0
         """Views of ``_mapped`` being read (by store threads): while any is, it is not given back."""
@@ -187,7 +189,12 @@ class Spool:
         if self._mapped is not None:
             self._mapped[start:end] = data
         elif end <= SMALL_LIMIT or self._memory_limit <= SMALL_LIMIT:
-            self._buffer += data
+            if not self._buffer and type(data) is bytes:
+                self._buffer = data  # immutable: kept without a copy
+            else:
+                if type(self._buffer) is bytes:
+                    self._buffer = bytearray(self._buffer)
+                self._buffer += data
         else:
             try:
                 self._mapped = MAPPINGS.take(self._memory_limit)
@@ -195,7 +202,7 @@ class Spool:
                 return False
             self._mapped[:start] = self._buffer
             self._mapped[start:end] = data
-            self._buffer = bytearray()
+            self._buffer = b""
         return True
 
     def _find_head_end(self, data: bytes | bytearray) -> None:
@@ -263,7 +270,7 @@ class Spool:
                     mapped.close()
             else:
                 MAPPINGS.give(mapped)
-        self._buffer = bytearray()
+        self._buffer = b""
         if self._reserved:
             self._budget.release(self._reserved)
             self._reserved = 0
