@@ -43,38 +43,87 @@ class HeaderFilter:
         self.too_big = False
         self._seen = 0
         """Header bytes consumed so far (complete lines)."""
-        self._carry = bytearray()
+        self._carry = b""
+        """The partial line at the end of what was fed (never an LF in it)."""
         self._dropping = False
+        self.dropped = 0
+        """Lines dropped so far: what ``feed`` returns has that many LF fewer than it was given (the
+        partial line held back has none)."""
 
     def feed(self, data: bytes) -> bytes:
         if not self.in_header:
             return data
-        self._carry += data
-        limit = len(self._carry)
+        # Only the header's lines are examined; what follows its empty line is passed on as it is.
+        fresh = not self._carry
+        ended = True
+        if data[:1] == b"\n" and fresh:  # the bytes before ended a line: this one is empty
+            head = 1
+        else:
+            empty = data.find(b"\n\n")
+            head = empty + 2 if empty >= 0 else len(data)
+            ended = empty >= 0
+        part = data[:head] if head < len(data) else data
+        text = part if fresh else self._carry + part
+        self._carry = b""
+        if (
+            not self._dropping
+            and (self.max_size is None or self._seen + len(text) <= self.max_size)
+            and b"return-path:" not in text.lower()
+        ):
+            out = self._pass(text, ended)
+        else:
+            out = self._filter(text)
+        if self.in_header or self.too_big or head == len(data):
+            return out
+        if fresh and len(out) == head:
+            return data  # nothing dropped: the bytes as given
+        with memoryview(data) as view:
+            return b"".join((out, view[head:]))
+
+    def _pass(self, text: bytes, ended: bool) -> bytes:
+        """``text`` has no line to drop and stays within the limit: its complete lines pass as they are."""
+        if ended:
+            self.in_header = False
+            self._seen += len(text)
+            return text
+        complete = text.rfind(b"\n") + 1
+        self._seen += complete
+        if self.max_size is None and len(text) - complete > self.MAX_HEADER_LINE:
+            self.in_header = False  # see _filter
+            return text
+        self._carry = text[complete:]
+        return text[:complete]
+
+    def _filter(self, text: bytes) -> bytes:
+        """``text`` line by line: ``Return-Path`` fields dropped, the limit enforced."""
+        limit = len(text)
         if self.max_size is not None:
             limit = min(limit, self.max_size - self._seen)  # no line may end past the limit
         out = bytearray()
         start = 0
         while self.in_header:
-            end = self._carry.find(b"\n", start, limit)
+            end = text.find(b"\n", start, limit)
             if end < 0:
                 break
-            line = bytes(self._carry[start : end + 1])
+            line = text[start : end + 1]
             start = end + 1
             if line == b"\n":
                 self.in_header = False
                 out += line
                 break
             if line[:1] in (b" ", b"\t"):
-                if not self._dropping:
+                if self._dropping:
+                    self.dropped += 1
+                else:
                     out += line
                 continue
             self._dropping = line[:12].lower() == b"return-path:"
-            if not self._dropping:
+            if self._dropping:
+                self.dropped += 1
+            else:
                 out += line
         self._seen += start
-        rest = self._carry[start:]
-        self._carry = bytearray()
+        rest = text[start:]
         if not self.in_header:
             out += rest
         elif self.max_size is not None:
@@ -91,5 +140,5 @@ class HeaderFilter:
         return bytes(out)
 
     def flush(self) -> bytes:
-        rest, self._carry = bytes(self._carry), bytearray()
+        rest, self._carry = self._carry, b""
         return rest if not self._dropping else b""

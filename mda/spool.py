@@ -15,6 +15,7 @@ import mmap
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 MEMORY_LIMIT = 2 * 1024 * 1024
@@ -27,6 +28,12 @@ SMALL_LIMIT = 64 * 1024
 ``MEMORY_LIMIT`` bytes (pages are only backed once written). Unmapping gives the memory back to the
 system at once, where freed heap blocks of a few hundred sessions can stay resident for the life of the
 process; and most mail never pays for the two system calls."""
+
+KEPT_MAPPINGS = 4
+"""Unmapped spool mappings of ``MEMORY_LIMIT`` bytes a process keeps for its next messages (8 MiB at
+most). A fresh anonymous mapping costs a page fault for every 4 KiB written, which here costs as much as
+converting the bytes; a kept one has its pages already. More would hold memory an idle server should
+give back (README, "Memory")."""
 
 HEADER_SCAN_LIMIT = 1024 * 1024
 """Loop and hop checks read at most this much of the header section (a 100k-line header is hostile)."""
@@ -60,6 +67,56 @@ class MemoryBudget:
             self._used -= size
 
 
+class MappingPool:
+    """Anonymous mappings of one size, kept after a spool is done with them for the next spool to use.
+
+    A mapping comes back only when nothing reads it any more (the spool counts its views), so a reused
+    mapping is never one that a store is still copying from; its old bytes are overwritten before any
+    are read (a spool reads only what it wrote).
+    """
+
+    def __init__(self, size: int, keep: int) -> None:
+        self.size = size
+        self.keep = keep
+        self._free: list[mmap.mmap] = []
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> mmap.mmap:
+        """A mapping of ``size`` bytes: a kept one when it has that size, else a new one."""
+        if size == self.size:
+            with self._lock:
+                if self._free:
+                    return self._free.pop()
+        # Private: a worker forked later gets its own copy of the pages, never a mapping shared with us.
+        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+
+    def give(self, mapped: mmap.mmap) -> None:
+        """Keep ``mapped`` for the next spool, or unmap it when enough are kept."""
+        if len(mapped) == self.size:
+            with self._lock:
+                if len(self._free) < self.keep:
+                    self._free.append(mapped)
+                    return
+        with contextlib.suppress(BufferError):  # a view still held: unmapped when it goes
+            mapped.close()
+
+    def clear(self) -> None:
+        with self._lock:
+            free, self._free = self._free, []
+        for mapped in free:
+            mapped.close()
+
+    def __len__(self) -> int:
+        return len(self._free)
+
+
+MAPPINGS = MappingPool(MEMORY_LIMIT, KEPT_MAPPINGS)
+os.register_at_fork(after_in_child=MAPPINGS.clear)  # a forked worker keeps none of its parent's
+
+_VIEWS_LOCK = threading.Lock()
+"""Guards every spool's count of views (store threads copy from one spool at once)."""
+
+
 class Spool:
     """An append-only byte buffer that spills to an unnamed file, then is read by every store."""
 
@@ -76,8 +133,12 @@ class Spool:
         is bounded by ``memory_limit`` alone (``mda deliver`` spools one message)."""
         self._reserved = 0
         """Bytes of the budget this spool holds: its size while in memory, 0 once spilled or closed."""
-        self._buffer = bytearray()
+        self._buffer: bytes | bytearray = b""
+        """Up to ``SMALL_LIMIT`` bytes: the first write's bytes as given (most messages are one read),
+        copied into a ``bytearray`` only when more come."""
         self._mapped: mmap.mmap | None = None
+        self._views = 0
+        """Views of ``_mapped`` being read (by store threads): while any is, it is not given back."""
         self._fd: int | None = None
         self._size = 0
         self._newlines = 0
@@ -128,15 +189,20 @@ class Spool:
         if self._mapped is not None:
             self._mapped[start:end] = data
         elif end <= SMALL_LIMIT or self._memory_limit <= SMALL_LIMIT:
-            self._buffer += data
+            if not self._buffer and type(data) is bytes:
+                self._buffer = data  # immutable: kept without a copy
+            else:
+                if type(self._buffer) is bytes:
+                    self._buffer = bytearray(self._buffer)
+                self._buffer += data
         else:
             try:
-                self._mapped = mmap.mmap(-1, self._memory_limit)
+                self._mapped = MAPPINGS.take(self._memory_limit)
             except OSError:
                 return False
             self._mapped[:start] = self._buffer
             self._mapped[start:end] = data
-            self._buffer = bytearray()
+            self._buffer = b""
         return True
 
     def _find_head_end(self, data: bytes | bytearray) -> None:
@@ -169,7 +235,7 @@ class Spool:
         fd = _anonymous_file(self._directory)
         try:
             if self._mapped is not None:
-                with memoryview(self._mapped) as view:
+                with self._view() as view:
                     write_all(fd, view[:size])
             else:
                 write_all(fd, self._buffer)
@@ -179,13 +245,32 @@ class Spool:
         self._fd = fd
         self._drop_memory()
 
+    @contextlib.contextmanager
+    def _view(self) -> Iterator[memoryview]:
+        """A view of the mapping, counted so that the mapping is not reused while it is read."""
+        assert self._mapped is not None
+        with _VIEWS_LOCK:
+            self._views += 1
+        try:
+            with memoryview(self._mapped) as view:
+                yield view
+        finally:
+            with _VIEWS_LOCK:
+                self._views -= 1
+
     def _drop_memory(self) -> None:
-        """Unmap and give the bytes back to the budget (a view still held elsewhere delays the unmap)."""
+        """Give the mapping back (kept for the next spool, or unmapped) and the bytes back to the budget.
+        A mapping still being read is left to be unmapped when its last view goes."""
         if self._mapped is not None:
             mapped, self._mapped = self._mapped, None
-            with contextlib.suppress(BufferError):  # a view still held: unmapped when it goes
-                mapped.close()
-        self._buffer = bytearray()
+            with _VIEWS_LOCK:
+                reading = self._views > 0
+            if reading:
+                with contextlib.suppress(BufferError):
+                    mapped.close()
+            else:
+                MAPPINGS.give(mapped)
+        self._buffer = b""
         if self._reserved:
             self._budget.release(self._reserved)
             self._reserved = 0
@@ -194,7 +279,7 @@ class Spool:
         """Write the whole spool to ``fd`` at its current offset (kernel copy when spilled)."""
         if self._fd is None:
             if self._mapped is not None:
-                with memoryview(self._mapped) as view:
+                with self._view() as view:
                     write_all(fd, view[: self._size])
             else:
                 write_all(fd, self._buffer)

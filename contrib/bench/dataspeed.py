@@ -2,11 +2,13 @@
 
 The DATA decoder turns wire bytes (CRLF, dot-stuffed, ending at CRLF ``.`` CRLF) into stored bytes (LF,
 unstuffed). Its cost should not depend on what the message says. This runs mda's decoder
-(``mda.session.data.DotDecoder``, into a real ``Spool``) fed in 64 KiB pieces as a socket delivers them,
-for every kind in ``corpus.DATA_KINDS``, and compares each with one ``wire.replace(b"\\r\\n", b"\\n")``
-over the same bytes in the same run: the floor any decoder pays.
+(``mda.session.data.DotDecoder``, into the ``Spool`` the server uses) fed in 64 KiB pieces as a socket
+read returns them, for every kind in ``corpus.DATA_KINDS``, and compares each with one
+``wire.replace(b"\\r\\n", b"\\n")`` over the same whole message in the same run: the floor any decoder
+pays. The two are timed in turn, repetition after repetition, so that the load of a shared machine hits
+both alike.
 
-    python contrib/bench/dataspeed.py [--size 1M] [--reps 7]
+    python contrib/bench/dataspeed.py [--size 1M] [--reps 15] [--piece 64K]
 
 Columns: MB/s of the reader (best of the repetitions, the least disturbed by a noisy machine), MB/s of
 the replace pass, and their ratio. The last lines give the slowest kind's ratio and the spread
@@ -30,18 +32,17 @@ from corpus import DATA_KINDS, wire  # the harness's own modules, beside this fi
 from mda.session.data import DotDecoder, MessageSink
 from mda.spool import Spool
 
-PIECE = 64 * 1024
-
 
 def parse_size(text: str) -> int:
     units = {"K": 1024, "M": 1024 * 1024}
     return int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
 
 
-def _read_once(payload: bytes, normalize: bool) -> float:
-    """Feed the decoder a piece at a time, as the session does with what a socket read returns."""
-    pieces = [payload[start : start + PIECE] for start in range(0, len(payload), PIECE)]
-    with Spool(memory_limit=len(payload) * 2) as spool:
+def _read_once(payload: bytes, normalize: bool, read_size: int) -> float:
+    """Feed the decoder a piece at a time, as the session does with what a socket read returns, into the
+    spool the server uses (memory up to 2 MiB, see ``mda.spool``)."""
+    pieces = [payload[start : start + read_size] for start in range(0, len(payload), read_size)]
+    with Spool() as spool:
         began = time.process_time()
         sink = MessageSink(spool, max_size=len(payload) * 2, normalize_bare=normalize, max_header_size=None)
         decoder = DotDecoder(sink)
@@ -52,23 +53,22 @@ def _read_once(payload: bytes, normalize: bool) -> float:
         return time.process_time() - began
 
 
-def reader_seconds(payload: bytes, normalize: bool, reps: int) -> float:
-    return min(_read_once(payload, normalize) for _ in range(reps))
-
-
-def replace_seconds(payload: bytes, reps: int) -> float:
-    best = float("inf")
+def best_seconds(payload: bytes, normalize: bool, reps: int, read_size: int) -> tuple[float, float]:
+    """Best time of the reader and of one replace pass, alternating so that load hits both alike."""
+    reader = floor = float("inf")
     for _ in range(reps):
+        reader = min(reader, _read_once(payload, normalize, read_size))
         began = time.process_time()
         payload.replace(b"\r\n", b"\n")
-        best = min(best, time.process_time() - began)
-    return best
+        floor = min(floor, time.process_time() - began)
+    return reader, floor
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="1M", help="message size per kind (default 1M)")
-    parser.add_argument("--reps", type=int, default=7, help="repetitions; the best is reported (default 7)")
+    parser.add_argument("--reps", type=int, default=15, help="repetitions; the best is reported (default 15)")
+    parser.add_argument("--piece", default="64K", help="bytes per socket read fed to the decoder (default 64K)")
     args = parser.parse_args(argv)
     size = parse_size(args.size)
     print(f"{'kind':<12} {'reader MB/s':>12} {'replace MB/s':>13} {'ratio':>6}")
@@ -77,8 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for kind in DATA_KINDS:
         payload = wire(kind, size)
         megabytes = len(payload) / 1e6
-        reader = megabytes / reader_seconds(payload, kind == "bare-lf", args.reps)
-        floor = megabytes / replace_seconds(payload, args.reps)
+        reader_time, floor_time = best_seconds(payload, kind == "bare-lf", args.reps, parse_size(args.piece))
+        reader, floor = megabytes / reader_time, megabytes / floor_time
         speeds[kind], ratios[kind] = reader, reader / floor
         print(f"{kind:<12} {reader:>12.0f} {floor:>13.0f} {reader / floor:>6.2f}")
     slowest = min(ratios, key=ratios.__getitem__)

@@ -7,10 +7,10 @@ when configured, stored with LF. BDAT (RFC 3030) carries exactly the announced o
 
 The cost does not depend on the content. Each piece received is searched once for the whole marker
 (``bytes.find`` of CRLF ``.``, which also finds the stuffed lines); what precedes it is converted over the
-whole span with ``bytes`` methods (one ``replace`` for the line ends, a count and a ``memchr`` for bare
-newlines), never line by line. Only the bytes that could begin a marker split across two pieces (at
-most ``CR LF . CR``) are held back and put in front of the next piece, so the input may be cut anywhere
-and the stored bytes are the same.
+whole span with ``bytes`` methods (a ``translate`` deleting the CRs, two counts that prove each was part
+of a CRLF and count the bare newlines), never line by line. Only the bytes that could begin a marker
+split across two pieces (at most ``CR LF . CR``) are held back and put in front of the next piece, so the
+input may be cut anywhere and the stored bytes are the same.
 """
 
 from __future__ import annotations
@@ -20,8 +20,18 @@ from mda.spool import Spool
 
 END_MARKER = b"\r\n.\r\n"
 DOT_LINE = b".\r\n"
-_HELD = (b"\r\n.\r", b"\r\n.", b"\r\n", b"\r")
-"""Suffixes of a piece that may be the start of the end marker, longest first."""
+
+
+def _held_length(piece: bytes) -> int:
+    """How many final bytes of ``piece`` may begin the end marker (``CR LF . CR`` at most): held back."""
+    last = piece[-1:]
+    if last == b"\r":
+        return 4 if piece.endswith(b"\r\n.\r") else 1
+    if last == b"\n":
+        return 2 if piece.endswith(b"\r\n") else 0
+    if last == b".":
+        return 3 if piece.endswith(b"\r\n.") else 0
+    return 0
 
 
 class MessageSink:
@@ -40,18 +50,30 @@ class MessageSink:
         self.failed: BaseException | None = None
 
     def convert(self, span: bytes) -> None:
-        """Store one unstuffed span of wire bytes that does not end inside a CRLF."""
+        """Store one unstuffed span of wire bytes that does not end inside a CRLF.
+
+        Deleting every CR (``translate``, one tight pass) turns CRLF into LF as ``replace`` would, at
+        about half its cost, as long as every CR is followed by LF: two counts prove it (as many CRLF as
+        CR), and also count the bare LF (LF beyond the CRLF). Only a span with a bare CR is converted
+        again with ``replace``, which keeps that CR.
+        """
         line_feeds = span.count(b"\n")
-        out = span.replace(b"\r\n", b"\n")
-        bare_lf = line_feeds - (len(span) - len(out))
-        bare_cr = out.count(b"\r") if b"\r" in out else 0
+        out = span.translate(None, b"\r")
+        returns = len(span) - len(out)
+        crlf = span.count(b"\r\n") if returns else 0
+        bare_lf = line_feeds - crlf
+        bare_cr = returns - crlf
+        if bare_cr:
+            out = span.replace(b"\r\n", b"\n")
         if bare_lf or bare_cr:
             self.result.bare_newlines += bare_lf + bare_cr
             if self.normalize_bare:
                 out = out.replace(b"\r", b"\n")
                 line_feeds += bare_cr
         if self.header.in_header:
-            self._store(self.header.feed(out))  # the filter may drop lines: the spool counts them
+            dropped = self.header.dropped
+            filtered = self.header.feed(out)
+            self._store(filtered, line_feeds - (self.header.dropped - dropped))
         else:
             self._store(out, line_feeds)
 
@@ -125,9 +147,7 @@ class DotDecoder:
         if end >= 0:
             self._emit(piece, skip, cuts, end + 2)
             return end + len(END_MARKER) - len(held)
-        keep = 0
-        if piece.endswith(b"\r") or piece.endswith(b"\r\n") or piece.endswith(b"\r\n."):
-            keep = next(len(tail) for tail in _HELD if piece.endswith(tail))
+        keep = _held_length(piece)
         stop = len(piece) - keep
         self._held = piece[stop:] if keep else b""
         if cuts:
@@ -142,12 +162,13 @@ class DotDecoder:
         if cuts is None:
             span = piece[skip:stop].replace(_LINE_DOT, b"\r\n")
         elif cuts:
+            view = memoryview(piece)  # the parts are joined straight from the piece: one copy
             parts = []
             start = skip
             for cut in cuts:
-                parts.append(piece[start:cut])
+                parts.append(view[start:cut])
                 start = cut + 1
-            parts.append(piece[start:stop])
+            parts.append(view[start:stop])
             span = b"".join(parts)
         else:
             span = piece if skip == 0 and stop == len(piece) else piece[skip:stop]

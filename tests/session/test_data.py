@@ -34,7 +34,9 @@ def read(
         else:
             raise AssertionError("no end marker")
         result = decoder.finish()
-        return spool.read_all(), result, rest
+        stored = spool.read_all()
+        assert spool.newlines == stored.count(b"\n")  # what Maildir's W= size is computed from
+        return stored, result, rest
 
 
 def read_chunks(chunks: list[bytes], *, normalize: bool = False) -> tuple[bytes, DataResult]:
@@ -194,3 +196,141 @@ def test_header_collection_is_linear_in_small_writes():
     spool.write(b"\nbody\n")
     assert time.process_time() - started < 5
     assert spool.header_section() == b"a:b\n" * 100_000
+
+
+def read_cut(wire: bytes, bounds: list[int]) -> tuple[bytes, DataResult, bytes]:
+    """Decode DATA from ``wire`` cut at ``bounds`` (offsets, ascending), as separate socket reads."""
+    with Spool(memory_limit=1000) as spool:
+        decoder = DotDecoder(MessageSink(spool, max_size=10**9, normalize_bare=False, max_header_size=None))
+        for start, end in itertools.pairwise([0, *bounds, len(wire)]):
+            used = decoder.feed(wire[start:end])
+            if used is not None:
+                result = decoder.finish()
+                stored = spool.read_all()
+                assert spool.newlines == stored.count(b"\n")
+                return stored, result, wire[start + used :]
+        raise AssertionError("no end marker")
+
+
+BIG = b"x" * 70_000
+"""Longer than one 64 KiB socket read, so the marker falls inside the second piece."""
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b".\r\nNEXT\r\n",  # an empty message: the marker right at the start of DATA
+        b"a\r\n.\r\nNEXT\r\n",
+        BIG + b"\r\n.\r\nNEXT\r\n",
+        BIG + b"\r\n..\r\n.\r\n.\r\nNEXT\r\n",  # a stuffed dot line, then the marker
+        b"\r\n.\r\nNEXT\r\n",  # an empty line, then the marker
+    ],
+    ids=["empty", "short", "big", "big-stuffed", "empty-line"],
+)
+def test_end_marker_split_at_every_offset(wire):
+    """Cut once or twice anywhere near the marker (one byte per read included): the same stored bytes,
+    and the bytes after the marker are left for the next command."""
+    whole = read(wire)
+    marker = wire.rindex(b".\r\nNEXT")
+    near = range(max(marker - 6, 1), min(marker + 6, len(wire)))
+    for cut in near:
+        assert read_cut(wire, [cut]) == whole, cut
+        for second in range(cut + 1, min(cut + 4, len(wire))):
+            assert read_cut(wire, [cut, second]) == whole, (cut, second)
+
+
+@pytest.mark.parametrize(
+    ("line", "stored"),
+    [(b"..x", b".x"), (b"..", b"."), (b"...", b".."), (b".x", b"x"), (b"x.", b"x.")],
+)
+def test_stuffed_line_at_a_read_boundary(line, stored):
+    """A dot-stuffed line whose CRLF, dots or text fall on either side of a read boundary is unstuffed
+    exactly once, wherever the boundary is."""
+    wire = BIG + b"\r\n" + line + b"\r\nz\r\n.\r\n"
+    start = len(BIG)
+    expected = BIG + b"\n" + stored + b"\nz\n"
+    for cut in range(start - 1, start + len(line) + 4):
+        got, result, rest = read_cut(wire, [cut])
+        assert (got, result.bare_newlines, rest) == (expected, 0, b""), cut
+
+
+@pytest.mark.parametrize(
+    ("after", "stored", "bare"),
+    [
+        (b"\n", b"a\n\n", 0),  # CR at the end of one read, LF at the start of the next: one line end
+        (b"b", b"a\rb\n", 1),  # a bare CR, counted
+        (b".", b"a\r.\n", 1),  # bare CR, then ".CRLF": text, not the end marker (smuggling)
+        (b"\r", b"a\r\r\n", 2),
+    ],
+)
+def test_cr_at_the_end_of_a_read(after, stored, bare):
+    wire = b"a\r" + after + b"\r\n.\r\nNEXT"
+    got, result, rest = read_cut(wire, [2])
+    assert (got, result.bare_newlines, rest) == (stored, bare, b"NEXT")
+    big = BIG[:65_535] + wire  # the CR as the last byte of a full 64 KiB read
+    got, result, rest = read_cut(big, [65_537])
+    assert (got, result.bare_newlines, rest) == (BIG[:65_535] + stored, bare, b"NEXT")
+
+
+@given(
+    fields=st.lists(
+        st.sampled_from(
+            [b"Return-Path: <a@b>", b"return-path:<>", b" folded", b"\tfolded", b"X: y", b"Subject: return-path: no"]
+        ),
+        max_size=12,
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=6),
+)
+def test_return_path_dropped_however_the_header_arrives(fields, cuts):
+    """``Return-Path`` fields and their continuation lines are dropped whatever the cuts; the spool's line
+    count (Maildir's ``W=``) matches what it stores."""
+    message = b"".join(field + b"\n" for field in fields) + b"\nReturn-Path: body\n.dot\n"
+    kept, dropping = [], False
+    for field in fields:
+        if field[:1] in (b" ", b"\t"):
+            if not dropping:
+                kept.append(field)
+            continue
+        dropping = field[:12].lower() == b"return-path:"
+        if not dropping:
+            kept.append(field)
+    expected = b"".join(field + b"\n" for field in kept) + b"\nReturn-Path: body\n.dot\n"
+    wire = dot_stuff(message) + b".\r\n"
+    bounds = sorted({cut for cut in cuts if 0 < cut < len(wire)})
+    got, result, rest = read_cut(wire, bounds)
+    assert (got, result.size, rest) == (expected, len(expected), b"")
+
+
+def reference(wire: bytes, normalize: bool) -> tuple[bytes, int, bytes]:
+    """What DATA means, line by line (lines end at CRLF only): stored bytes, bare newlines, the rest."""
+    lines = wire.split(b"\r\n")
+    end = lines.index(b".")  # the first line that is a lone dot, followed by CRLF
+    text = b"".join((line[1:] if line.startswith(b".") else line) + b"\r\n" for line in lines[:end])
+    crlf = text.count(b"\r\n")
+    bare = text.count(b"\r") - crlf + text.count(b"\n") - crlf
+    stored = text.replace(b"\r\n", b"\n")
+    return (stored.replace(b"\r", b"\n") if normalize else stored), bare, b"\r\n".join(lines[end + 1 :])
+
+
+@given(
+    parts=st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b".", b"a", b"\n\r", b"\r\n.", b"\r\n.."]), max_size=60),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=6),
+    normalize=st.booleans(),
+)
+def test_bare_newlines_anywhere_match_the_line_by_line_meaning(parts, cuts, normalize):
+    """CR and LF in any order and number (as many bare CR as bare LF included, where counting alone is
+    fooled), dots at line starts: the stored bytes and the bare newline count are those of the line by
+    line reading, however the input is cut."""
+    wire = b"".join(parts) + b"\r\n.\r\nNEXT"
+    stored, bare, rest = reference(wire, normalize)
+    bounds = sorted({cut for cut in cuts if 0 < cut < len(wire)})
+    with Spool(memory_limit=1000) as spool:
+        decoder = DotDecoder(MessageSink(spool, max_size=10**9, normalize_bare=normalize, max_header_size=None))
+        for start, end in itertools.pairwise([0, *bounds, len(wire)]):
+            used = decoder.feed(wire[start:end])
+            if used is not None:
+                left = wire[start + used :]
+                break
+        result = decoder.finish()
+        assert (spool.read_all(), result.bare_newlines, left) == (stored, bare, rest)
+        assert spool.newlines == stored.count(b"\n")
