@@ -201,7 +201,7 @@ def summarize(server: str, cell: Cell, runs: Sequence[RunResult]) -> CellResult:
     )
 
 
-def make_servers(names: Sequence[str], base: str, mda_workers: str) -> dict[str, Callable[[], Server]]:
+def make_servers(names: Sequence[str], base: str, mda_workers: str | None) -> dict[str, Callable[[], Server]]:
     """Factories: one fresh server object per run, all on one mail root on the same disk."""
     mail_root = os.path.join(base, "mail")
     factories: dict[str, Callable[[], Server]] = {}
@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--latency-messages", type=int, help="messages per latency run (default: min(messages, 500); 0 skips latency)"
     )
     p.add_argument("--reconnect", action="store_true", help="smtp-source without -d: one connection per message")
-    p.add_argument("--mda-workers", default="1", help="mda's `workers` setting (default 1)")
+    p.add_argument("--mda-workers", help="mda's `workers` setting (default: not set, mda's default)")
     p.add_argument("--disk-seconds", type=float, help="duration of each disk-limit test (default 3; quick 1; 0 skips)")
     p.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown to FILE")
     p.add_argument("--title", default="mda vs Dovecot LMTP benchmark", help="heading of the Markdown report")
@@ -472,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"load average at end (1/5/15 min): {load_average()}",
             ]
             if "mda" in names:
-                settings.append(f"mda workers: {args.mda_workers}")
+                settings.append(f"mda workers: {args.mda_workers or 'not set (default: auto)'}")
             write_markdown(args.markdown, args.title, machine, disk, command, settings, format_markdown(rows), notes)
             log(f"wrote {args.markdown}")
         return 0 if all_arrived else 1
