@@ -142,7 +142,7 @@ class Mda:
     def version(self) -> str:
         try:
             head = subprocess.run(
-                ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+                ["git", "-C", self.repo, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
             ).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             head = ""
