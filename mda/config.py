@@ -287,6 +287,8 @@ def _positive_size(value: Any) -> int:
 def _workers(value: Any) -> int | Literal["auto"]:
     if value == WORKERS_AUTO:
         return WORKERS_AUTO
+    if isinstance(value, str):
+        raise ValueError(f"expected a whole number or auto, got {value!r}")
     return _int(1, 256)(value)
 
 

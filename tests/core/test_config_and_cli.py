@@ -78,6 +78,8 @@ def test_check_config_accepts_the_issue_example(tmp_path):
             "limits.max_header_size",
         ),
         ("listeners: [{protocol: lmtp, bind: '127.0.0.1:0'}]\ndomains: [a.test]\nmax_hops: 1\nmax_hops: 2\n", 4, ""),
+        ("listeners: [{protocol: lmtp, bind: '127.0.0.1:0'}]\ndomains: [a.test]\nworkers: all\n", 3, "workers"),
+        ("listeners: [{protocol: lmtp, bind: '127.0.0.1:0'}]\ndomains: [a.test]\nworkers: 0\n", 3, "workers"),
         ("listeners: [\n", 2, ""),
     ],
 )
