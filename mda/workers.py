@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
+import sys
 import time
 
 from mda import logs, sdnotify
@@ -144,6 +146,7 @@ class Supervisor:
         would run the supervisor's handlers through the inherited wake-up descriptor of this loop.
         """
         read_fd, write_fd = os.pipe()
+        supervisor = os.getpid()
         signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
         try:
             pid = os.fork()
@@ -151,6 +154,7 @@ class Supervisor:
                 os.close(read_fd)
                 code = 1
                 try:
+                    _stop_with(supervisor)
                     code = self._worker_main(index, write_fd)
                 finally:
                     logs.flush()
@@ -416,3 +420,18 @@ class Supervisor:
             self._collect(worker, kill=True)
         self.close_listeners()
         logs.event("stopped", workers=self.count)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _stop_with(supervisor: int) -> None:
+    """Have the kernel send this worker ``SIGTERM`` (it drains) when its supervisor dies, ``kill -9``
+    included: an orphaned worker would keep the listening sockets, and the next start would fail with
+    "already served by another process"."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != supervisor:  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)

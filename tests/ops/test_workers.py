@@ -219,3 +219,16 @@ def _running(pid: int) -> bool:
         return "zombie" not in Path(f"/proc/{pid}/status").read_text()
     except FileNotFoundError:
         return False
+
+
+def test_workers_stop_when_the_supervisor_is_killed(start_mda, tmp_path: Path) -> None:
+    """``kill -9`` of the supervisor alone: its workers drain and exit, and the port is free again."""
+    server = start_mda(basic_config(tmp_path / "mail", workers=2))
+    wait_for(lambda: len(_worker_pids(server.log())) == 2)
+    workers = _worker_pids(server.log()).values()
+    os.kill(server.process.pid, signal.SIGKILL)
+    server.process.wait(10)
+    for pid in workers:
+        wait_for(lambda pid=pid: not _running(pid), timeout=15)
+    with pytest.raises(ConnectionRefusedError):
+        Client(server.lmtp, timeout=2).close()
