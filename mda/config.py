@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import ipaddress
+import math
 import os
 import re
 import socket
@@ -590,12 +591,24 @@ class Config:
         return self.workers if isinstance(self.workers, int) else usable_cores()
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which a container's cpuset narrows)."""
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+"""cgroup v2: ``QUOTA PERIOD`` (or ``max PERIOD``), what a container's CPU limit becomes."""
+
+
+def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The cores this process may use: its CPU affinity (which a cpuset narrows), and no more than its
+    cgroup's CPU quota rounded up (a container limited to 2 CPUs on a 64-core node runs 2 workers)."""
     try:
-        return len(os.sched_getaffinity(0)) or 1
+        cores = len(os.sched_getaffinity(0)) or 1
     except (AttributeError, OSError):  # no sched_getaffinity on this platform
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError, ZeroDivisionError):  # no cgroup v2 here, or a line it cannot read
+        pass
+    return cores
 
 
 # --- reading sections ------------------------------------------------------------------------------------
