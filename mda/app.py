@@ -49,7 +49,10 @@ MAX_DELIVERY_WAIT = 60.0
 class Listener:
     """One open listening socket and its context."""
 
-    def __init__(self, config: ListenerConfig, context: ListenerContext, server: asyncio.AbstractServer) -> None:
+    def __init__(
+        self, key: ListenerKey, config: ListenerConfig, context: ListenerContext, server: asyncio.AbstractServer
+    ) -> None:
+        self.key = key
         self.config = config
         self.context = context
         self.server = server
@@ -73,12 +76,21 @@ class Listener:
             self.lock_fd = None
 
 
-ListenerKey = tuple[str, str]
-"""(protocol, bind as written): how a reload tells a kept listener from an added or removed one."""
+ListenerKey = tuple[str, str, int]
+"""(protocol, bind as written, occurrence): how a reload tells a kept listener from an added or removed
+one, and how a worker finds the socket its supervisor bound for it. The occurrence tells apart listeners
+written alike (two ``127.0.0.1:0`` listeners are two sockets on two ports)."""
 
 
-def listener_key(config: ListenerConfig) -> ListenerKey:
-    return (config.protocol, str(config.bind))
+def keyed_listeners(listeners: Iterable[ListenerConfig]) -> dict[ListenerKey, ListenerConfig]:
+    """Every listener under its key, in configuration order."""
+    keyed: dict[ListenerKey, ListenerConfig] = {}
+    seen: dict[tuple[str, str], int] = {}
+    for listener in listeners:
+        written = (listener.protocol, str(listener.bind))
+        occurrence = seen[written] = seen.get(written, -1) + 1
+        keyed[(*written, occurrence)] = listener
+    return keyed
 
 
 def storage_line(config: Config) -> str:
@@ -148,10 +160,9 @@ class Application:
         if not self.worker:
             print(line, file=self.out, flush=True)
 
-    async def open_listener(self, config: ListenerConfig) -> Listener:
+    async def open_listener(self, key: ListenerKey, config: ListenerConfig) -> Listener:
         loop = asyncio.get_running_loop()
         context = ListenerContext(config, self)
-        key = listener_key(config)
         lock_fd = None
         owned = True
         # RFC 8314 implicit TLS: the handshake comes first; the certificate is re-read per handshake.
@@ -172,7 +183,7 @@ class Application:
             server = await loop.create_unix_server(factory, sock=sock, ssl=tls)
         else:
             server = await loop.create_server(factory, sock=sock, ssl=tls)
-        listener = Listener(config, context, server)
+        listener = Listener(key, config, context, server)
         listener.lock_fd = lock_fd
         listener.owns_path = owned
         return listener
@@ -181,9 +192,9 @@ class Application:
         config = self.state.config
         identity = service_identity(config)
         raise_open_files_limit(config)
-        for listener_config in config.listeners:
+        for key, listener_config in keyed_listeners(config.listeners).items():
             try:
-                listener = await self.open_listener(listener_config)
+                listener = await self.open_listener(key, listener_config)
             except ListenerNotInherited as error:  # added by a reload the supervisor made before this fork
                 logs.event("listener_not_opened", logging.ERROR, listener=listener_config.label, reason=str(error))
                 continue
@@ -308,20 +319,19 @@ class Application:
 
     async def _apply_listeners(self, new: Config) -> None:
         """Open added listeners, close removed ones, keep the others (and their sessions) untouched."""
-        wanted = {listener_key(listener): listener for listener in new.listeners}
+        wanted = keyed_listeners(new.listeners)
         kept: list[Listener] = []
         for listener in self.listeners:
-            key = listener_key(listener.config)
-            if key in wanted:
-                listener.config = listener.context.config = wanted.pop(key)
+            if listener.key in wanted:
+                listener.config = listener.context.config = wanted.pop(listener.key)
                 kept.append(listener)
             else:
                 listener.close()
                 logs.event("listener_closed", listener=listener.config.label)
                 self.retired.append(listener)
-        for listener_config in wanted.values():
+        for key, listener_config in wanted.items():
             try:
-                listener = await self.open_listener(listener_config)
+                listener = await self.open_listener(key, listener_config)
             except ListenerNotInherited as error:
                 logs.event("listener_not_opened", logging.ERROR, listener=listener_config.label, reason=str(error))
                 continue

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import ipaddress
+import math
 import os
 import re
 import socket
@@ -22,7 +23,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from mda.enums import BareNewline, LogFormat, LogLevel, Protocol, StorageFormat, TlsMode
 from mda.sieve.budget import DEFAULT_WORK_LIMIT
@@ -59,6 +60,10 @@ metrics:
 """
 """The embedded default: what ``mda serve`` runs with no ``--config`` (hostname from the machine)."""
 
+
+WORKERS_AUTO: Final = "auto"
+"""The default ``workers``: one process per core, because one Python process uses one core for its
+Python work and parsing and storing mail is CPU work (README "Workers")."""
 
 SMTP_HARD_ERROR_LIMIT = 20
 """Postfix ``smtpd_hard_error_limit``."""
@@ -280,9 +285,11 @@ def _positive_size(value: Any) -> int:
     return size
 
 
-def _workers(value: Any) -> int:
-    if value == "auto":
-        return os.cpu_count() or 1
+def _workers(value: Any) -> int | Literal["auto"]:
+    if value == WORKERS_AUTO:
+        return WORKERS_AUTO
+    if isinstance(value, str):
+        raise ValueError(f"expected a whole number or auto, got {value!r}")
     return _int(1, 256)(value)
 
 
@@ -564,7 +571,8 @@ class Config:
     metrics: MetricsConfig | None = None
     log_format: LogFormat = setting(LogFormat.TEXT, _choice(LogFormat))
     log_level: LogLevel = setting(LogLevel.INFO, _choice(LogLevel))
-    workers: int = setting(1, _workers)
+    workers: int | Literal["auto"] = setting(WORKERS_AUTO, _workers)
+    """Worker processes (mda.workers), or ``auto``: one per core this process may run on (``worker_count``)."""
     shutdown_timeout: float = setting(30.0, parse_duration, show=_duration_text)
     user: str | None = setting(None, _str)
     state_dir: Path | None = setting(None, in_dir=_file)
@@ -577,6 +585,30 @@ class Config:
     """More user sources, consulted after ``users`` (README "User databases")."""
     source: Path | None = None
     digest: str = ""
+
+    def worker_count(self) -> int:
+        """How many processes serve: ``workers``, with ``auto`` resolved to the cores this process may use."""
+        return self.workers if isinstance(self.workers, int) else usable_cores()
+
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+"""cgroup v2: ``QUOTA PERIOD`` (or ``max PERIOD``), what a container's CPU limit becomes."""
+
+
+def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The cores this process may use: its CPU affinity (which a cpuset narrows), and no more than its
+    cgroup's CPU quota rounded up (a container limited to 2 CPUs on a 64-core node runs 2 workers)."""
+    try:
+        cores = len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no sched_getaffinity on this platform
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError, ZeroDivisionError):  # no cgroup v2 here, or a line it cannot read
+        pass
+    return cores
 
 
 # --- reading sections ------------------------------------------------------------------------------------

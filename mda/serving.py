@@ -29,17 +29,19 @@ def check_tls_files(config: Config, identity: Identity | None) -> None:
 def serve(config: Config) -> int:
     """Run the server until a signal stops it; returns the exit code.
 
-    ``workers: N`` above 1 hands over to the supervisor in ``mda.workers`` (one process per worker,
-    metrics aggregated); otherwise this process serves alone (``mda.app``).
+    More than one worker (``workers: N``, or ``auto`` on a machine with several cores) hands over to the
+    supervisor in ``mda.workers`` (one process per worker, metrics aggregated); otherwise this process
+    serves alone (``mda.app``).
     """
     logs.setup(config.log_format, config.log_level)
     identity = service_identity(config)
     check_tls_files(config, identity)
-    if config.workers > 1:
+    workers = config.worker_count()
+    if workers > 1:
         with multiprocess_directory((identity.uid, identity.gid) if identity is not None else None):
             from mda.workers import Supervisor  # imports prometheus_client: only now, in multiprocess mode
 
-            return Supervisor(config, config.workers).run()
+            return Supervisor(config, workers).run()
     from mda.app import Application, run_loop
 
     return run_loop(Application(config).run())

@@ -12,8 +12,10 @@ fork that inherits the same sockets: nothing needs to be bound again, so the sup
 Configuration: the supervisor is the one that watches the files (``mda.reload``, as a single process
 does) and takes ``SIGHUP``: it loads and validates the new configuration, counts the reload once,
 closes listeners the new configuration removed, and signals every worker to reload. A replacement
-worker starts on the configuration in use, not the one the supervisor started with. Listeners added by
-a reload need a restart.
+worker starts on the configuration in use, not the one the supervisor started with. A reload that adds
+a listener cannot hand its socket to workers already running: the supervisor binds it (as ``user:``),
+starts a new worker in place of each one, and the old ones drain (``SIGTERM``: they finish their
+transactions) and exit.
 
 Metrics: ``mda.serving`` sets a private ``PROMETHEUS_MULTIPROC_DIR`` before this module (and so
 ``prometheus_client``) is imported; workers write their values there and the supervisor's ``/metrics``
@@ -30,10 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
+import sys
 import time
 
 from mda import logs, sdnotify
@@ -41,7 +45,7 @@ from mda.app import (
     MAX_DELIVERY_WAIT,
     Application,
     ListenerKey,
-    listener_key,
+    keyed_listeners,
     metrics_server,
     run_loop,
     storage_line,
@@ -100,12 +104,14 @@ class Supervisor:
         """Set while no worker process is left (shutdown waits for it)."""
         self._restarts: dict[int, asyncio.TimerHandle] = {}
         """Worker index → its restart, delayed by ``RESTART_BACKOFF``."""
+        self._retiring: set[int] = set()
+        """Workers replaced after a reload added a listener (pids): draining, never restarted."""
+        self._replacing: set[asyncio.Task[None]] = set()
 
     # --- listeners -------------------------------------------------------------------------------
 
-    def bind(self, listener: ListenerConfig) -> str:
+    def bind(self, key: ListenerKey, listener: ListenerConfig) -> str:
         """Bind one listener for every worker; returns its start-up line."""
-        key = listener_key(listener)
         if listener.bind.is_unix:
             owner = resolve_identity(listener.socket_owner) if listener.socket_owner else None
             service = service_identity(self.config)
@@ -140,6 +146,7 @@ class Supervisor:
         would run the supervisor's handlers through the inherited wake-up descriptor of this loop.
         """
         read_fd, write_fd = os.pipe()
+        supervisor = os.getpid()
         signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
         try:
             pid = os.fork()
@@ -147,6 +154,7 @@ class Supervisor:
                 os.close(read_fd)
                 code = 1
                 try:
+                    _stop_with(supervisor)
                     code = self._worker_main(index, write_fd)
                 finally:
                     logs.flush()
@@ -216,6 +224,9 @@ class Supervisor:
         """A worker's pidfd is readable: collect it, and restart it (on the configuration in use) unless
         stopping; one that died within ``RESTART_BACKOFF`` of its start is restarted that much later."""
         status = self._collect(worker)
+        if worker.pid in self._retiring:  # replaced: it drained and exited, as asked
+            self._retiring.discard(worker.pid)
+            return
         if self.stopping or not self.started:  # a worker that dies while starting fails the start
             return
         logs.event("worker_died", logging.ERROR, worker=worker.index, pid=worker.pid, status=status)
@@ -250,6 +261,21 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
+    async def replace_workers(self) -> None:
+        """A new worker in place of each running one (it inherits every socket, an added one included);
+        once they listen, the old ones get ``SIGTERM``: they stop accepting, finish their transactions and
+        exit."""
+        old = [worker for worker in self.workers.values() if worker.pid not in self._retiring]
+        self._retiring.update(worker.pid for worker in old)
+        for worker in old:
+            self.spawn(worker.index)
+        if not await self.wait_ready(READY_TIMEOUT):
+            logs.event("workers_failed", logging.ERROR, reason="a replacement worker did not start")
+        for worker in old:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGTERM)
+        logs.event("workers_replaced", workers=self.count, reason="listener added")
+
     # --- reload ----------------------------------------------------------------------------------
 
     def request_reload(self) -> None:
@@ -282,15 +308,29 @@ class Supervisor:
             return
         finally:
             sdnotify.ready(f"{self.count} workers")
-        wanted = {listener_key(listener) for listener in new.listeners}
-        for listener in old.listeners:
-            if listener_key(listener) not in wanted:
-                self.unbind(listener_key(listener), listener)
+        wanted = keyed_listeners(new.listeners)
+        for key, listener in keyed_listeners(old.listeners).items():
+            if key not in wanted:
+                self.unbind(key, listener)
+        added = False
+        for key, listener in wanted.items():
+            if key in self.sockets:
+                continue
+            try:
+                self.bind(key, listener)
+                added = True
+            except (OSError, LookupError) as error:  # bound as user: now; a privileged port needs a restart
+                logs.event("listener_failed", logging.ERROR, listener=listener.label, error=str(error))
         self.config = new
         if self.watcher is not None:
             self.watcher.set_paths(watched_files(new), running=new.digest)
         self.metrics.config_reloaded(True)
-        self.forward(signal.SIGHUP)
+        if added:
+            task = asyncio.get_running_loop().create_task(self.replace_workers())
+            self._replacing.add(task)
+            task.add_done_callback(self._replacing.discard)
+        else:
+            self.forward(signal.SIGHUP)
 
     # --- main ------------------------------------------------------------------------------------
 
@@ -299,7 +339,7 @@ class Supervisor:
         self._stop.set()
 
     def is_ready(self) -> bool:
-        return self.started and not self.stopping and len(self.workers) == self.count
+        return self.started and not self.stopping and len(self.workers) - len(self._retiring) >= self.count
 
     def run(self) -> int:
         """Supervise until ``SIGTERM``/``SIGINT``; returns the exit code.
@@ -317,7 +357,7 @@ class Supervisor:
         config = self.config
         identity = service_identity(config)
         try:
-            lines = [self.bind(listener) for listener in config.listeners]
+            lines = [self.bind(key, listener) for key, listener in keyed_listeners(config.listeners).items()]
             if config.metrics is not None:
                 self.metrics_server = metrics_server(config, self.is_ready, lambda: mail_roots(self.config))
                 lines.append(f"metrics http://{self.metrics_server.address_text}/metrics")
@@ -357,8 +397,8 @@ class Supervisor:
         return 0
 
     def close_listeners(self) -> None:
-        for listener in self.config.listeners:
-            self.unbind(listener_key(listener), listener)
+        for key, listener in keyed_listeners(self.config.listeners).items():
+            self.unbind(key, listener)
         for sock in self.sockets.values():
             sock.close()
         self.sockets.clear()
@@ -380,3 +420,18 @@ class Supervisor:
             self._collect(worker, kill=True)
         self.close_listeners()
         logs.event("stopped", workers=self.count)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _stop_with(supervisor: int) -> None:
+    """Have the kernel send this worker ``SIGTERM`` (it drains) when its supervisor dies, ``kill -9``
+    included: an orphaned worker would keep the listening sockets, and the next start would fail with
+    "already served by another process"."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != supervisor:  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)

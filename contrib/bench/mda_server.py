@@ -26,7 +26,6 @@ hostname: bench.test
 listeners: [{{protocol: lmtp, bind: "127.0.0.1:0"}}]
 domains: {{bench.test: {{any_user: true}}}}
 storage: {{format: maildir, path: "{mail_root}/{{domain}}/{{user}}/Maildir", fsync: true}}
-workers: {workers}
 """
 
 
@@ -51,13 +50,14 @@ class Mda:
         self,
         base: str,
         mail_root: str,
-        workers: str = "1",
+        workers: str | None = None,
         python: str = sys.executable,
         repo: str = REPO,
         config: str | None = None,
     ) -> None:
         """``repo``: the checkout whose ``mda`` package runs (default this one; another for an A/B of two
-        trees). ``config`` replaces the generated configuration (other benchmarks of mda alone)."""
+        trees). ``workers``: the ``workers`` setting, or None for mda's default. ``config`` replaces the
+        generated configuration (other benchmarks of mda alone)."""
         self.repo = repo
         self.base = base
         self.config = config
@@ -75,7 +75,10 @@ class Mda:
         os.makedirs(self.base, exist_ok=True)
         os.makedirs(self.mail_root, exist_ok=True)
         with open(self.conf, "w") as f:
-            f.write(self.config or CONFIG.format(mail_root=self.mail_root, workers=self.workers))
+            config = CONFIG.format(mail_root=self.mail_root)
+            if self.workers is not None:
+                config += f"workers: {self.workers}\n"
+            f.write(self.config or config)
         env = dict(os.environ)
         env["PYTHONPATH"] = self.repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         stderr = open(os.path.join(self.base, "mda.log"), "w")  # noqa: SIM115 - lives as long as the server
@@ -139,7 +142,7 @@ class Mda:
     def version(self) -> str:
         try:
             head = subprocess.run(
-                ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+                ["git", "-C", self.repo, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
             ).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             head = ""

@@ -201,8 +201,11 @@ def summarize(server: str, cell: Cell, runs: Sequence[RunResult]) -> CellResult:
     )
 
 
-def make_servers(names: Sequence[str], base: str, mda_workers: str) -> dict[str, Callable[[], Server]]:
-    """Factories: one fresh server object per run, all on one mail root on the same disk."""
+def make_servers(
+    names: Sequence[str], base: str, mda_workers: str | None, baseline: str | None = None
+) -> dict[str, Callable[[], Server]]:
+    """Factories: one fresh server object per run, all on one mail root on the same disk. ``baseline``:
+    another checkout of mda, run as the server ``baseline`` with the same configuration."""
     mail_root = os.path.join(base, "mail")
     factories: dict[str, Callable[[], Server]] = {}
     for name in names:
@@ -211,6 +214,10 @@ def make_servers(names: Sequence[str], base: str, mda_workers: str) -> dict[str,
             factories[name] = lambda: Dovecot(os.path.join(base, "dovecot"), mail_root)
         elif name == "mda":
             factories[name] = lambda: Mda(os.path.join(base, "mda"), mail_root, workers=mda_workers)
+        elif name == "baseline" and baseline is not None:
+            factories[name] = lambda checkout=baseline: Mda(
+                os.path.join(base, "baseline"), mail_root, workers=mda_workers, repo=checkout
+            )
     return factories
 
 
@@ -336,7 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--latency-messages", type=int, help="messages per latency run (default: min(messages, 500); 0 skips latency)"
     )
     p.add_argument("--reconnect", action="store_true", help="smtp-source without -d: one connection per message")
-    p.add_argument("--mda-workers", default="1", help="mda's `workers` setting (default 1)")
+    p.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run mda from the checkout DIR (server `baseline`), alternating, and print mda/baseline",
+    )
+    p.add_argument("--mda-workers", help="mda's `workers` setting (default: not set, mda's default)")
     p.add_argument("--disk-seconds", type=float, help="duration of each disk-limit test (default 3; quick 1; 0 skips)")
     p.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown to FILE")
     p.add_argument("--title", default="mda vs Dovecot LMTP benchmark", help="heading of the Markdown report")
@@ -396,13 +408,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         raise SystemExit("run as root: Dovecot's private instance needs to switch to the mail user")
     names = choose_servers(args.servers)
+    if args.baseline:
+        if "mda" not in names:
+            raise SystemExit("--baseline compares with mda: --servers must include mda")
+        names.insert(names.index("mda") + 1, "baseline")
     ensure_packages(need_dovecot=True)  # dovecot --version goes into the machine description
     reps = args.reps or (1 if args.quick else 3)
     disk_seconds = args.disk_seconds if args.disk_seconds is not None else (1.0 if args.quick else 3.0)
 
     base = tempfile.mkdtemp(prefix="mda-bench-", dir=args.base)
     os.chmod(base, 0o755)  # Dovecot's mail processes (vmail) must traverse it
-    factories = make_servers(names, base, args.mda_workers)
+    factories = make_servers(names, base, args.mda_workers, args.baseline)
     command = "python contrib/bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         machine = machine_lines(base, factories)
@@ -450,6 +466,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = table_rows(results)
         log(f"\nResults (median of {reps} rep{'s' if reps > 1 else ''}; {time.monotonic() - started:.0f} s):")
         log(format_text(rows))
+        if args.baseline:
+            ratios = table_rows(results, reference="baseline", candidate="mda")
+            log("\nmda against the baseline checkout:")
+            log(format_text([row for row in ratios if row[4] == "mda/baseline"]))
         notes = [
             f"{r.content} {human_size(r.size)} c={r.concurrency} rcpt={r.recipients} {r.server}: {n}"
             for r in results
@@ -472,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"load average at end (1/5/15 min): {load_average()}",
             ]
             if "mda" in names:
-                settings.append(f"mda workers: {args.mda_workers}")
+                settings.append(f"mda workers: {args.mda_workers or 'not set (default: auto)'}")
             write_markdown(args.markdown, args.title, machine, disk, command, settings, format_markdown(rows), notes)
             log(f"wrote {args.markdown}")
         return 0 if all_arrived else 1

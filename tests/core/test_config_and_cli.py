@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mda.config import usable_cores
 from mda.units import parse_duration, parse_size
 from tests.clients import Client, transaction
 from tests.mdaproc import start_server
@@ -78,6 +80,8 @@ def test_check_config_accepts_the_issue_example(tmp_path):
             "limits.max_header_size",
         ),
         ("listeners: [{protocol: lmtp, bind: '127.0.0.1:0'}]\ndomains: [a.test]\nmax_hops: 1\nmax_hops: 2\n", 4, ""),
+        ("listeners: [{protocol: lmtp, bind: '127.0.0.1:0'}]\ndomains: [a.test]\nworkers: all\n", 3, "workers"),
+        ("listeners: [{protocol: lmtp, bind: '127.0.0.1:0'}]\ndomains: [a.test]\nworkers: 0\n", 3, "workers"),
         ("listeners: [\n", 2, ""),
     ],
 )
@@ -189,3 +193,15 @@ def test_readme_tour_configuration_is_valid(tmp_path):
     config.write_text(block)
     result = run_mda("check-config", "--config", str(config))
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "limit"), [("max 100000\n", None), ("150000 100000\n", 2), ("50000 100000\n", 1), ("junk\n", None)]
+)
+def test_workers_auto_stays_within_the_cgroup_cpu_quota(tmp_path, cpu_max, limit):
+    """``workers: auto`` counts the cores of the affinity mask, capped by a container's CPU quota."""
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max)
+    cores = len(os.sched_getaffinity(0))
+    assert usable_cores(path) == (cores if limit is None else min(cores, limit))
+    assert usable_cores(tmp_path / "missing") == cores

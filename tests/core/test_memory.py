@@ -4,7 +4,8 @@ The bound is the one README.md documents ("Memory"): the server's resident set s
 ``BASELINE + spool_memory + sessions × PER_SESSION`` (1000 sessions with the default 64 MiB budget:
 under 256 MiB), and after the sessions close it returns to within ``RETURN_MARGIN`` of where it started.
 The default run opens ``SESSIONS`` sessions with a small budget, so that most of them spill; the full
-thousand is marked ``slow``.
+thousand is marked ``slow``. The bound is per process: these servers run one (``workers: 1``), so that
+every session lands in the process measured.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def sessions_in_data(start_mda: Any, tmp_path: Path, sessions: int, spool_memory
             pytest.fail(f"the hard open files limit ({hard}) is too low for {sessions} sessions: {error}")
     config = basic_config(
         tmp_path / "mail",
+        workers=1,
         metrics={"bind": "127.0.0.1:0"},
         limits={
             "max_connections": sessions + 10,
@@ -177,7 +179,7 @@ def test_spool_memory_decides_what_spills_and_follows_a_reload(start_mda, tmp_pa
     that changes ``limits.spool_memory`` applies to the next spool. The spool directory (``state_dir``)
     does not exist yet: the first spill creates it."""
     spool_dir = tmp_path / "state"
-    config = basic_config(tmp_path / "mail", state_dir=str(spool_dir), limits={"spool_memory": "1M"})
+    config = basic_config(tmp_path / "mail", workers=1, state_dir=str(spool_dir), limits={"spool_memory": "1M"})
     server = start_mda(config)
     pid, port = server.process.pid, server.lmtp[1]
     part = b"Subject: part\r\n\r\n" + LINE * 4000  # 312 KiB: in memory under 1M

@@ -164,7 +164,8 @@ def _hwm_kib(pid: int) -> int:
 
 
 def test_100_mb_message_keeps_memory_bounded(start_mda, tmp_path):
-    server = start_mda(basic_config(tmp_path / "mail", limits={"max_message_size": "200M"}))
+    # One process: the one whose memory is measured.
+    server = start_mda(basic_config(tmp_path / "mail", workers=1, limits={"max_message_size": "200M"}))
     with Client(server.lmtp, timeout=120) as client:
         client.cmd("LHLO client.test")
         before = _rss_kib(server.process.pid)

@@ -97,7 +97,9 @@ def test_refused_connections_are_counted_by_reason(start_mda, tmp_path: Path) ->
         {"protocol": "lmtp", "bind": "127.0.0.1:0", "limits": {"max_connections_per_client": 1}},
         {"protocol": "smtp", "bind": "127.0.0.1:0", "limits": {"max_connections": 1}},
     ]
-    server = start_mda(basic_config(tmp_path / "mail", listeners=listeners, metrics={"bind": "127.0.0.1:0"}))
+    # One process: connection limits count per worker process (README, "Workers").
+    config = basic_config(tmp_path / "mail", listeners=listeners, metrics={"bind": "127.0.0.1:0"}, workers=1)
+    server = start_mda(config)
     denied, limited = server.tcp["lmtp"]
     with Client(denied) as client:
         assert client.greeting.code == 554

@@ -134,8 +134,10 @@ def test_transaction_under_way_keeps_its_configuration(start_mda, tmp_path: Path
 
 
 def test_sighup_reloads_and_listeners_follow_the_file(start_mda, tmp_path: Path) -> None:
+    """One process opens an added listener itself, and its sessions on kept and removed listeners go on
+    (several workers are replaced instead: tests/ops/test_workers.py)."""
     root = tmp_path / "mail"
-    config = _config(root, {"alice@example.test": {}})
+    config = _config(root, {"alice@example.test": {}}, workers=1)
     server = start_mda(config)
     socket_path = tmp_path / "lmtp.sock"
     lmtp = server.lmtp

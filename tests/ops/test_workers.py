@@ -1,13 +1,16 @@
-"""``workers: 2``: both processes take connections, metrics add up, a dead worker is replaced."""
+"""Several workers: both processes take connections, metrics add up, a dead worker is replaced; the default."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.clients import Client, transaction
@@ -152,3 +155,80 @@ def test_sigterm_during_a_restart_back_off_stops_without_starting_a_worker(start
     log = server.log()
     assert log.count("event=worker_started") == 1, log
     assert "event=stopped workers=2" in log
+
+
+def test_the_default_is_one_worker_per_core(start_mda, tmp_path: Path) -> None:
+    """No ``workers`` key: one worker process per usable core, under a supervisor when there are several."""
+    cores = len(os.sched_getaffinity(0))
+    server = start_mda(basic_config(tmp_path / "mail", metrics={"bind": "127.0.0.1:0"}))
+    assert [line.split(" ", 1)[0] for line in server.lines] == ["listening"] * 2 + ["metrics", "delivering"]
+    if cores == 1:
+        pytest.fail("this test needs a machine with two cores at least")
+    wait_for(lambda: len(_worker_pids(server.log())) == cores)
+    assert f"event=supervisor_started workers={cores} " in server.log()
+    assert _parallel_deliveries(server.lmtp, 8) == [250] * 8
+    printed = subprocess.run(
+        [sys.executable, "-m", "mda", "check-config", "--config", str(server.config_path), "--print"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "\nworkers: auto\n" in printed.stdout
+
+
+def test_listeners_written_alike_are_two_sockets(start_mda, tmp_path: Path) -> None:
+    """Two listeners both written ``127.0.0.1:0`` are two ports, each shared by every worker."""
+    listeners = [{"protocol": "lmtp", "bind": "127.0.0.1:0"}, {"protocol": "lmtp", "bind": "127.0.0.1:0"}]
+    server = start_mda(basic_config(tmp_path / "mail", workers=2, listeners=listeners))
+    first, second = server.tcp["lmtp"]
+    assert first != second
+    for address in (first, second):
+        assert _parallel_deliveries(address, 4) == [250] * 4
+
+
+def test_a_reload_that_adds_a_listener_replaces_the_workers(start_mda, tmp_path: Path) -> None:
+    """Running workers cannot take a socket bound after their start: new workers inherit it, and the
+    old ones drain and exit."""
+    root = tmp_path / "mail"
+    socket_path = tmp_path / "lmtp.sock"
+    config = basic_config(root, workers=2, metrics={"bind": "127.0.0.1:0"}, users={"alice@example.test": {}})
+    server = start_mda(config)
+    wait_for(lambda: len(_worker_pids(server.log())) == 2)
+    old = set(_worker_pids(server.log()).values())
+    config["listeners"] = [config["listeners"][0], {"protocol": "lmtp", "bind": f"unix:{socket_path}"}]
+    server.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    server.signal(signal.SIGHUP)
+    server.wait_for_log("event=workers_replaced")
+    # Each new worker's "started" line comes from its own log writer, maybe after the supervisor's line.
+    wait_for(lambda: not set(_worker_pids(server.log()).values()) & old)
+    assert len(_worker_pids(server.log())) == 2
+    for pid in old:
+        wait_for(lambda pid=pid: not _running(pid), timeout=15)
+    assert _parallel_deliveries(str(socket_path), 4) == [250] * 4
+    assert _parallel_deliveries(server.lmtp, 4) == [250] * 4, "a kept listener stays open"
+    with pytest.raises(OSError):
+        Client(server.smtp, timeout=2).close()
+    assert value(scrape(server), "mda_config_reloads_total", result="success") == 1
+    assert len(stored_files(root, "alice")) == 8
+    assert server.stop() == 0
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_stop_when_the_supervisor_is_killed(start_mda, tmp_path: Path) -> None:
+    """``kill -9`` of the supervisor alone: its workers drain and exit, and the port is free again."""
+    server = start_mda(basic_config(tmp_path / "mail", workers=2))
+    wait_for(lambda: len(_worker_pids(server.log())) == 2)
+    workers = _worker_pids(server.log()).values()
+    os.kill(server.process.pid, signal.SIGKILL)
+    server.process.wait(10)
+    for pid in workers:
+        wait_for(lambda pid=pid: not _running(pid), timeout=15)
+    with pytest.raises(ConnectionRefusedError):
+        Client(server.lmtp, timeout=2).close()

@@ -50,7 +50,8 @@ def test_connection_limits_total_and_per_client(start_mda, tmp_path):
         {"protocol": "lmtp", "bind": "127.0.0.1:0", "limits": {"max_connections_per_client": 2}},
         {"protocol": "smtp", "bind": "127.0.0.1:0", "limits": {"max_connections": 1}},
     ]
-    server = start_mda(basic_config(tmp_path / "mail", listeners=listeners))
+    # One process: connection limits count per worker process (README, "Workers").
+    server = start_mda(basic_config(tmp_path / "mail", listeners=listeners, workers=1))
     first, second = Client(server.lmtp), Client(server.lmtp)
     try:
         assert (first.greeting.code, second.greeting.code) == (220, 220)

@@ -223,7 +223,9 @@ def test_dev_zero_as_sieve_script_is_refused_without_growing(start_mda, tmp_path
     script = Path(user.pw_dir) / "active.sieve"
     script.symlink_to("/dev/zero")
     as_user_file(script, user)
-    server = start_mda(passwd_config(tmp_path, sieve="{home}/active.sieve"))
+    config = passwd_config(tmp_path, sieve="{home}/active.sieve")
+    config["workers"] = 1  # one process: the one whose memory is measured
+    server = start_mda(config)
     before = _rss_kib(server.process.pid, "VmRSS")
     maildir = _first_message(server, user)
     grown = _rss_kib(server.process.pid, "VmHWM") - before

@@ -24,7 +24,9 @@ from tests.protocol.conftest import PASSWORD, client_context
 def _auth_config(root: Path, cert: Path, key: Path, users: Path) -> dict[str, object]:
     tls = {"cert": str(cert), "key": str(key)}
     smtp = {"protocol": "smtp", "bind": "127.0.0.1:0", "tls": tls, "auth": {"users_file": str(users)}}
-    return basic_config(root, listeners=[{"protocol": "lmtp", "bind": "127.0.0.1:0"}, smtp])
+    # One process: the penalty is counted per process, and with several workers a reconnection may land on
+    # another one (README, "Workers").
+    return basic_config(root, listeners=[{"protocol": "lmtp", "bind": "127.0.0.1:0"}, smtp], workers=1)
 
 
 def _plain(user: str, password: str) -> str:

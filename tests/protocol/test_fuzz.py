@@ -121,7 +121,7 @@ def _machine(server_address: tuple[str, int], root: Path, pid: int) -> type[Rule
 
 def _run(start_mda, tmp_path: Path, examples: int) -> None:
     root = tmp_path / "mail"
-    server = start_mda(basic_config(root))
+    server = start_mda(basic_config(root, workers=1))  # one process: the one whose descriptors are counted
     machine = _machine(server.lmtp, root, server.process.pid)
     run_state_machine_as_test(
         machine,

@@ -20,7 +20,8 @@ def _files(root: Path) -> list[Path]:
 
 
 def _quick_config(root: Path, **limits: object) -> dict[str, object]:
-    return basic_config(root, limits={"command_timeout": "1s", "data_timeout": "2s", **limits})
+    """Short timeouts; one process, the one whose descriptors are counted."""
+    return basic_config(root, workers=1, limits={"command_timeout": "1s", "data_timeout": "2s", **limits})
 
 
 def test_megabyte_command_line_nul_and_bad_utf8(start_mda, tmp_path):

@@ -69,6 +69,7 @@ def test_trusted_proxy_header_sets_received_allow_and_per_client_limits(start_md
     config = _proxy_config(
         root, proxy_trusted=["127.0.0.1/32"], allow=["10.0.0.0/8"], limits={"max_connections_per_client": 1}
     )
+    config["workers"] = 1  # one process: connection limits count per worker process (README, "Workers")
     server = start_mda(config)
     first = socket.create_connection(server.lmtp, timeout=10)
     first.sendall(_v1("10.6.6.6"))

@@ -107,7 +107,9 @@ def test_client_that_stops_reading_loses_its_slots(start_mda, tmp_path):
             "data_timeout": "2s",
         },
     }
-    server = start_mda(basic_config(tmp_path / "mail", listeners=[listener], metrics={"bind": "127.0.0.1:0"}))
+    # One process: the one whose memory is measured.
+    config = basic_config(tmp_path / "mail", listeners=[listener], metrics={"bind": "127.0.0.1:0"}, workers=1)
+    server = start_mda(config)
     flood = b"EHLO client.test\r\n" * 900_000  # 16 MiB a connection
     socks: list[socket.socket] = []
     try:

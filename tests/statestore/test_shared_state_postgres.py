@@ -233,7 +233,7 @@ def test_a_delivery_killed_between_claim_and_commit_does_not_suppress_the_retry(
         waiting, _ = stalled.accept()  # the delivery is now between its claim and its commit
         state = pg.sql("SELECT state FROM mda_duplicates WHERE message_id = '<killed@remote.test>'").strip()
         assert state == "pending"
-        server.process.send_signal(signal.SIGKILL)
+        os.killpg(server.process.pid, signal.SIGKILL)  # the whole service: supervisor and workers
         server.process.wait(10)
         waiting.close()
     finally:
