@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -185,15 +186,20 @@ def _compile_if_present(path: Path, mailbox: Mailbox, global_dir: Path | None = 
     ``global_dir``.
     """
     opener = None
-    user = mailbox.system_user if path == mailbox.sieve else None
+    own = path == mailbox.sieve
+    user = mailbox.system_user if own else None
     home = mailbox.root if user is not None else mailbox.path.parent
-    if path == mailbox.sieve and home is not None and home in path.parents:
+    # ``home in path.parents`` for these absolute paths, as a string test (this runs per delivery).
+    if own and home is not None and os.fspath(path).startswith(os.path.join(home, "")):
         uid = user[0] if user is not None else None
 
         def opener(script: Path) -> int:
-            if script.is_dir():  # a directory where the script may be is no script, as for every script
-                raise IsADirectoryError(errno.EISDIR, "is a directory", str(script))
-            return open_beneath_home(home, script, uid, max_size=MAX_SCRIPT_SIZE)
+            try:
+                return open_beneath_home(home, script, uid, max_size=MAX_SCRIPT_SIZE)
+            except OSError:
+                if script.is_dir():  # a directory where the script may be is no script, as for every script
+                    raise IsADirectoryError(errno.EISDIR, "is a directory", str(script)) from None
+                raise
 
     else:
         user = None

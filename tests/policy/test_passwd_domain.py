@@ -269,6 +269,56 @@ def test_sieve_link_inside_the_home_is_followed(start_mda, tmp_path, make_user):
 
 
 @pytest.mark.root
+def test_sieve_link_with_an_absolute_target_inside_the_home_is_followed(start_mda, tmp_path, make_user):
+    """``~/.dovecot.sieve`` -> ``/home/USER/sieve/a.sieve``: the kernel's one-call resolution beneath the
+    home refuses every absolute link, so this one is resolved by the walk, which follows it."""
+    user = make_user()
+    home = Path(user.pw_dir)
+    (home / "sieve").mkdir()
+    (home / "sieve" / "a.sieve").write_text('require ["fileinto", "mailbox"];\nfileinto :create "Work";\n')
+    (home / ".dovecot.sieve").symlink_to(home / "sieve" / "a.sieve")
+    for path in (home / "sieve", home / "sieve" / "a.sieve", home / ".dovecot.sieve"):
+        as_user_file(path, user)
+    server = start_mda(passwd_config(tmp_path, sieve="{home}/.dovecot.sieve"))
+    maildir = _first_message(server, user)
+    [stored] = maildir_messages(maildir)
+    assert stored.parent.parent.name == ".Work"
+
+
+@pytest.mark.root
+def test_sieve_link_climbing_out_of_the_home_is_refused(start_mda, tmp_path, homes, make_user):
+    """A relative link that climbs out (``../outside.sieve``) is refused like an absolute one."""
+    user = make_user()
+    outside = Path(user.pw_dir).parent / "outside.sieve"
+    outside.write_text("discard;\n")
+    as_user_file(outside, user)
+    link = Path(user.pw_dir) / ".dovecot.sieve"
+    link.symlink_to(Path("..") / outside.name)
+    as_user_file(link, user)
+    server = start_mda(passwd_config(tmp_path, sieve="{home}/.dovecot.sieve"))
+    maildir = _first_message(server, user)
+    assert [p.parent.name for p in maildir_messages(maildir)] == ["new"]  # kept, not discarded
+    assert "leads out of the home directory" in server.wait_for_log("leads out of the home directory")
+
+
+@pytest.mark.root
+def test_a_directory_as_sieve_script_is_no_script(start_mda, tmp_path, make_user):
+    """A directory where the user's script would be is no script, not a refused one: the
+    ``sieve.after`` script still runs (a refused script would disable the whole sequence)."""
+    user = make_user()
+    (Path(user.pw_dir) / "active.sieve").mkdir()
+    as_user_file(Path(user.pw_dir) / "active.sieve", user)
+    after = tmp_path / "after.sieve"
+    after.write_text('require ["fileinto", "mailbox"];\nfileinto :create "After";\n')
+    config = passwd_config(tmp_path, sieve="{home}/active.sieve")
+    config["sieve"]["after"] = [str(after)]
+    server = start_mda(config)
+    maildir = _first_message(server, user)
+    [stored] = maildir_messages(maildir)
+    assert stored.parent.parent.name == ".After"
+
+
+@pytest.mark.root
 def test_sieve_link_out_of_the_home_is_refused(start_mda, tmp_path, homes, make_user):
     user = make_user()
     outside = homes / "outside.sieve"
