@@ -10,6 +10,7 @@ recorded so ``mda resolve`` can explain a decision.
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import stat
@@ -91,7 +92,18 @@ def template_root(template: str) -> Path:
     """The fixed directory in front of the first ``{field}``: nothing above it is ever created."""
     prefix = template.split("{", 1)[0]
     fixed = prefix if prefix.endswith("/") else os.path.dirname(prefix)
-    return Path(fixed or ".").absolute()
+    return _absolute_root(fixed) if os.path.isabs(fixed) else Path(fixed or ".").absolute()
+
+
+@functools.lru_cache(maxsize=256)
+def _absolute_root(fixed: str) -> Path:
+    return Path(fixed)
+
+
+@functools.lru_cache(maxsize=256)
+def _template_fields(template: str) -> frozenset[str]:
+    """The ``{field}`` names a template uses (a few templates are rendered for every recipient)."""
+    return frozenset(name for _, name, _, _ in string.Formatter().parse(template) if name)
 
 
 def render_template(template: str, values: dict[str, str], *, home: str | None = None) -> Path:
@@ -100,8 +112,7 @@ def render_template(template: str, values: dict[str, str], *, home: str | None =
     ``home`` is a trusted directory (a system user's home from the passwd database): it may contain
     ``/`` and becomes the root the result must stay below. Every other value comes from an address.
     """
-    used = {name for _, name, _, _ in string.Formatter().parse(template) if name}
-    for name in used:
+    for name in _template_fields(template):
         if name == "home" and home is not None:
             continue
         check_template_value(values.get(name, ""))
@@ -111,7 +122,9 @@ def render_template(template: str, values: dict[str, str], *, home: str | None =
         values = {**values, "home": home}
     path = Path(template.format(**values)).absolute()
     root = Path(home) if home is not None and "{home}" in template else template_root(template)
-    if root != path and root not in path.parents:
+    # ``root in path.parents``, compared as text: both are absolute and normalized alike.
+    text, root_text = os.fspath(path), os.fspath(root)
+    if text == root_text or not text.startswith(os.path.join(root_text, "")):
         raise UnsafeValue(str(path))
     return path
 
