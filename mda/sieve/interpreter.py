@@ -88,6 +88,8 @@ class _Run:
     def __init__(self, script: Script, ctx: Context) -> None:
         self.script = script
         self.ctx = ctx
+        self.message = ctx.message
+        self.meter = ctx.meter
         self.variables: dict[str, str] = {}
         self.match_vars: list[str] = []
         self.flags: list[str] = []  # the imap4flags internal variable (RFC 5232 §3)
@@ -456,6 +458,17 @@ def _step(node: Node, plain: bool) -> Step:
             for branch in node.branches
         )
 
+        if len(branches) == 1:  # the usual rule: ``if TEST { ... }`` without elsif or else
+            ((only, block),) = branches
+            assert only is not None  # the first branch always has a test
+
+            def run_when(run: _Run) -> None:
+                if only(run):
+                    for step in block:
+                        step(run)
+
+            return run_when
+
         def run_if(run: _Run) -> None:
             for check, block in branches:
                 if check is None or check(run):
@@ -503,19 +516,23 @@ def _constant_check(test: Test) -> Check:
     else:
         first = keys_for(test.args[1], test.match_type, test.comparator).first
     part = test.tags.get("part", "all")
-    if len(names) == 1 and (test.name == "header" or (test.name == "address" and part in _PLAIN_PARTS)):
+    if len(names) == 1 and test.name == "header":
         (name,) = names
-        header = test.name == "header"
+
+        def check_header(run: _Run) -> bool:
+            values = run.message.header_values(name)
+            return bool(values) and first(values, run.meter) is not None
+
+        return check_header
+    if len(names) == 1 and test.name == "address" and part in _PLAIN_PARTS:
+        (name,) = names
         index = Address._fields.index(part)
 
-        def check_field(run: _Run) -> bool:
-            if header:
-                values = run.ctx.message.header_values(name)
-            else:
-                values = [address[index] for address in run.ctx.message.addresses(name)]
-            return bool(values) and first(values, run.ctx.meter) is not None
+        def check_address(run: _Run) -> bool:
+            addresses = run.message.addresses(name)
+            return bool(addresses) and first([address[index] for address in addresses], run.meter) is not None
 
-        return check_field
+        return check_address
     values_of = _VALUES[test.name]
 
     def check(run: _Run) -> bool:

@@ -148,17 +148,20 @@ class SieveMessage:
         decoded once per field (a script tests the same few fields many times)."""
         cached = self._decoded.get(name)
         if cached is None:
-            raw = self.headers.get(name.lower(), ())
-            cached = self._decoded[name] = [decode_rfc2047(v).strip(" \t") for v in raw]
+            headers = self._headers if self._headers is not None else self.headers
+            raw = headers.get(name.lower())
+            cached = self._decoded[name] = [decode_rfc2047(v).strip(" \t") for v in raw] if raw else []
         return cached
 
     def addresses(self, name: str) -> list[Address]:
         """Addresses in an address-list field, groups flattened (RFC 5322 §3.4); parsed once per field."""
         cached = self._addresses.get(name)
         if cached is None:
-            values = self.headers.get(name.lower(), [])
-            self.meter.spend(ADDRESS_PARSE_COST * sum(len(value) for value in values))
-            cached = self._addresses[name] = parse_address_list(values)
+            headers = self._headers if self._headers is not None else self.headers
+            values = headers.get(name.lower())
+            if values:
+                self.meter.spend(ADDRESS_PARSE_COST * sum(len(value) for value in values))
+            cached = self._addresses[name] = parse_address_list(values) if values else []
         return cached
 
     # -- editheader (RFC 5293, mda.sieve.ext_editheader) ---------------------------------------------
