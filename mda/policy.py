@@ -112,6 +112,20 @@ def render_template(template: str, values: dict[str, str], *, home: str | None =
     ``home`` is a trusted directory (a system user's home from the passwd database): it may contain
     ``/`` and becomes the root the result must stay below. Every other value comes from an address.
     """
+    if template.startswith("/") or (home is not None and template.startswith("{home}")):
+        return _render_absolute(template, tuple(values.items()), home)
+    return _render(template, values, home)
+
+
+@functools.lru_cache(maxsize=4096)
+def _render_absolute(template: str, items: tuple[tuple[str, str], ...], home: str | None) -> Path:
+    """:func:`_render` of a template whose result does not depend on the working directory, kept:
+    every recipient renders its mailbox path and its Sieve script path, and the same users receive
+    most mail. A refused value raises again every time (exceptions are not kept)."""
+    return _render(template, dict(items), home)
+
+
+def _render(template: str, values: dict[str, str], home: str | None) -> Path:
     for name in _template_fields(template):
         if name == "home" and home is not None:
             continue
