@@ -230,7 +230,11 @@ class _Run:
         if part in _PLAIN_PARTS:
             value: str = getattr(addr, part)
             return value
-        cut = min((i for i in (addr.localpart.find(d) for d in self.ctx.delimiters) if i >= 0), default=-1)
+        delimiters = self.ctx.delimiters
+        if len(delimiters) == 1:  # the usual "+"
+            cut = addr.localpart.find(delimiters)
+        else:
+            cut = min((i for i in (addr.localpart.find(d) for d in delimiters) if i >= 0), default=-1)
         if part == "user":
             return addr.localpart if cut < 0 else addr.localpart[:cut]
         return None if cut < 0 else addr.localpart[cut + 1 :]
@@ -461,6 +465,18 @@ def _step(node: Node, plain: bool) -> Step:
         if len(branches) == 1:  # the usual rule: ``if TEST { ... }`` without elsif or else
             ((only, block),) = branches
             assert only is not None  # the first branch always has a test
+            field = _required_field(node.branches[0].test, plain) if node.branches[0].test is not None else None
+            if field is not None:
+
+                def run_unless_absent(run: _Run) -> None:
+                    # Most rules of a filter test a field this message lacks: one dict look-up then.
+                    message = run.message
+                    headers = message.parsed if message.parsed is not None else message.headers
+                    if field in headers and only(run):
+                        for step in block:
+                            step(run)
+
+                return run_unless_absent
 
             def run_when(run: _Run) -> None:
                 if only(run):
@@ -504,6 +520,23 @@ def _check(test: Test, plain: bool) -> Check:
         return _constant_check(test)
     general = _TESTS[test.name]
     return lambda run: general(run, test)
+
+
+def _required_field(test: Test, plain: bool) -> str | None:
+    """A header field (lower case) without which ``test`` is false and does nothing else (no match
+    variables, no work charged), or None: a constant ``header`` or ``address`` test of one field with
+    any match type but ``:count``, an ``exists`` test (its first field), or an ``allof`` whose first
+    test is one of those (skipping that one skips nothing the later ones would have done)."""
+    if not plain or "mime" in test.tags or "index" in test.tags:
+        return None
+    if test.name == "allof":
+        return _required_field(test.tests[0], plain) if test.tests else None
+    if test.name == "exists":
+        return test.args[0][0].lower() if test.args[0] else None
+    if test.name == "header" or (test.name == "address" and test.tags.get("part", "all") in _PLAIN_PARTS):
+        names = test.args[0]
+        return names[0].lower() if len(names) == 1 and test.match_type != "count" else None
+    return None
 
 
 def _constant_check(test: Test) -> Check:

@@ -328,3 +328,50 @@ def test_twenty_rule_script_on_a_4k_message() -> None:
         + b"lorem ipsum dolor sit amet " * 140
     )
     assert run([script], message, ENVELOPE).actions == (Keep(("\\Flagged",)),)
+
+
+@pytest.mark.parametrize(
+    ("rule", "matches"),
+    [
+        ('if header :contains "X-Tag" "a" { discard; }', False),  # absent field: skipped at once
+        ('if header :contains "Subject" "Monday" { discard; }', True),
+        ('if exists ["X-Tag", "Subject"] { discard; }', False),  # every field must be there
+        ('if exists ["Subject", "From"] { discard; }', True),
+        ('if allof (header :contains "X-Tag" "a", true) { discard; }', False),
+        ('if allof (header :contains "subject" "monday", address :domain :is "from" "example.org") { discard; }', True),
+        ('if address :domain :is "X-Tag" "example.org" { discard; }', False),
+        ('if address :domain :is "FROM" "example.org" { discard; }', True),
+        ('if not header :contains "X-Tag" "a" { discard; }', True),  # not: no field is required
+        ('if anyof (header :contains "X-Tag" "a", header :is "to" "Alice <alice@example.test>") { discard; }', True),
+    ],
+)
+def test_rules_on_fields_the_message_lacks(rule: str, matches: bool) -> None:
+    """A rule whose test needs a field the message lacks is skipped with one look-up; the answers are
+    those of running the test."""
+    assert outcome_of(rule + "\n").actions == ((Discard(),) if matches else (Keep(),))
+
+
+def test_a_field_added_or_deleted_by_editheader_is_seen_by_later_rules() -> None:
+    script = (
+        'require ["editheader", "fileinto"];\n'
+        'if header :contains "X-Tag" "a" { fileinto "Before"; }\n'
+        'addheader "X-Tag" "a";\n'
+        'if header :contains "X-Tag" "a" { fileinto "Added"; }\n'
+        'deleteheader "Subject";\n'
+        'if exists "Subject" { fileinto "Deleted"; }\n'
+    )
+    assert outcome_of(script).actions == (FileInto("Added"),)
+
+
+def test_rules_on_absent_fields_charge_no_work() -> None:
+    """Skipping a rule on an absent field skips nothing the work limit counts: the run is stopped by the
+    same rule as when every test ran."""
+    keys = ", ".join(f'"k{i}"' for i in range(50))
+    script = compile_text(
+        "".join(f'if header :contains "X-Absent-{i}" [{keys}] {{ discard; }}\n' for i in range(5))
+        + f'if header :contains "subject" [{keys}] {{ discard; }}\n' * 20,
+        "t.sieve",
+    )
+    outcome = run([script], MESSAGE, ENVELOPE, work_limit=10_000)
+    # "Meeting on Monday" (17 characters) × (2 + 50) units + 50 per subject rule: 934; the 11th passes 10,000.
+    assert outcome.errors == (RuntimeFault("t.sieve", 16, "work limit of 10000 units exceeded (sieve.work_limit)"),)
