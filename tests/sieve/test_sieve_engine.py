@@ -375,3 +375,46 @@ def test_rules_on_absent_fields_charge_no_work() -> None:
     outcome = run([script], MESSAGE, ENVELOPE, work_limit=10_000)
     # "Meeting on Monday" (17 characters) × (2 + 50) units + 50 per subject rule: 934; the 11th passes 10,000.
     assert outcome.errors == (RuntimeFault("t.sieve", 16, "work limit of 10000 units exceeded (sieve.work_limit)"),)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.text(alphabet="abkKs.|()[]*+?{}^$\\-,02:<>", max_size=14),
+    st.text(alphabet="abkKsS.-[]:(){}02 <>\u212a\u017f", max_size=16),
+    st.booleans(),
+)
+def test_regex_keys_answer_as_re2_does(pattern: str, value: str, casemap: bool) -> None:
+    """The texts a ``:regex`` key requires are checked before RE2 is called; that check never hides a
+    match RE2 would find (the Kelvin sign and the long s fold to ASCII letters under i;ascii-casemap)."""
+    from mda.sieve.budget import Meter
+    from mda.sieve.ext_regex import RegexError, RegexKeys, compile_pattern
+
+    try:
+        compiled = compile_pattern(pattern, casemap)
+    except RegexError:
+        return
+    expected = compiled.search(value)
+    found = RegexKeys((pattern,), "i;ascii-casemap" if casemap else "i;octet").first([value], Meter())
+    if expected is None:
+        assert found is None
+    else:
+        assert found == [expected.group(g) or "" for g in range(compiled.groups + 1)]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "required"),
+    [
+        (r"python-(dev|ideas)\.python\.org", ("python-", ".python.org")),
+        (r"^\[(ALERT|CRIT)\]", ("[", "]")),
+        (r"(invoice|receipt) #?[0-9]{4,}", (" ",)),
+        (r"a\.b?c", ("a.", "c")),
+        (r"[[:alpha:]]x\<y", ("x", "y")),
+        ("a|b", None),
+        ("(?i)abc", None),
+        (r"\x41b", None),
+    ],
+)
+def test_required_literals_of_a_regex(pattern: str, required: tuple[str, ...] | None) -> None:
+    from mda.sieve.ext_regex import required_literals, translate
+
+    assert required_literals(translate(pattern)) == required
