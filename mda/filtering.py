@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -69,6 +68,7 @@ from mda.state import state_dir
 from mda.statestore import StateError, open_database
 from mda.storage.base import Mailbox
 from mda.storage.folders import folder_for_detail
+from mda.storage.fsutil import is_below
 from mda.storage.userfs import UnsafeUserFile, fs_identity, open_beneath_home
 
 SIEVE_MESSAGE_LIMIT = 1024 * 1024
@@ -189,8 +189,7 @@ def _compile_if_present(path: Path, mailbox: Mailbox, global_dir: Path | None = 
     own = path == mailbox.sieve
     user = mailbox.system_user if own else None
     home = mailbox.root if user is not None else mailbox.path.parent
-    # ``home in path.parents`` for these absolute paths, as a string test (this runs per delivery).
-    if own and home is not None and os.fspath(path).startswith(os.path.join(home, "")):
+    if own and home is not None and is_below(path, home):
         uid = user[0] if user is not None else None
 
         def opener(script: Path) -> int:
@@ -204,6 +203,8 @@ def _compile_if_present(path: Path, mailbox: Mailbox, global_dir: Path | None = 
     else:
         user = None
     try:
+        if user is None:  # a virtual user's or a site script: no identity to take
+            return compile_file(path, global_dir, opener=opener)
         with fs_identity(user):
             return compile_file(path, global_dir, opener=opener)
     except UnsafeUserFile as error:

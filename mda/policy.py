@@ -27,6 +27,7 @@ from mda.identity import UnknownIdentity, resolve_identity
 from mda.replies import Reply
 from mda.storage.base import Mailbox
 from mda.storage.folders import folder_for_detail
+from mda.storage.fsutil import is_below
 from mda.userdb import LookupKey, Userdb, UserdbError
 from mda.userdb.record import Record
 
@@ -136,9 +137,7 @@ def _render(template: str, values: dict[str, str], home: str | None) -> Path:
         values = {**values, "home": home}
     path = Path(template.format(**values)).absolute()
     root = Path(home) if home is not None and "{home}" in template else template_root(template)
-    # ``root in path.parents``, compared as text: both are absolute and normalized alike.
-    text, root_text = os.fspath(path), os.fspath(root)
-    if text == root_text or not text.startswith(os.path.join(root_text, "")):
+    if not is_below(path, root):
         raise UnsafeValue(str(path))
     return path
 

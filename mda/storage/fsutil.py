@@ -174,6 +174,13 @@ def open_file_beneath(dir_fd: int, path: str) -> int | None:
     return None
 
 
+def is_below(path: str | Path, root: str | Path) -> bool:
+    """``root in Path(path).parents`` for absolute paths as ``Path`` normalizes them, compared as text
+    (a fraction of the cost: mailbox and Sieve paths are checked for every recipient)."""
+    text, top = os.fspath(path), os.fspath(root)
+    return text != top and text.startswith(top if top.endswith("/") else top + "/")
+
+
 def split_below(root: Path, path: Path) -> list[str]:
     """The components of ``path`` below ``root``; refuses a path that is not inside ``root``."""
     relative = path.relative_to(root)

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mda.storage.base import Mailbox
-from mda.storage.fsutil import DIR_FLAGS, open_below, open_file_beneath, open_root
+from mda.storage.fsutil import DIR_FLAGS, is_below, open_below, open_file_beneath, open_root
 
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
@@ -148,10 +148,8 @@ def open_beneath_home(home: Path, path: Path, uid: int | None, *, max_size: int)
     """
     home_fd = open_home(home, uid)
     try:
-        prefix = os.path.join(home, "")
-        name = os.fspath(path)
-        if name.startswith(prefix):
-            fd = open_file_beneath(home_fd, name[len(prefix) :])
+        if is_below(path, home):
+            fd = open_file_beneath(home_fd, os.fspath(path)[len(os.fspath(home)) :].lstrip("/"))
             if fd is not None:
                 try:
                     check_user_file(fd, path, uid, max_size)
