@@ -151,14 +151,8 @@ def required_literals(pattern: str) -> tuple[str, ...] | None:
             else:
                 return None  # \x41, \pL, \123, \Q...\E: escapes with arguments are not followed
             i += 2
-        elif ch == "(":
-            end = _group_end(pattern, i)
-            if end < 0:
-                return None
-            cut()
-            i = end
-        elif ch == "[":
-            end = _bracket_end(pattern, i)
+        elif ch in "([":  # a group or a bracket expression: skipped whole
+            end = (_group_end if ch == "(" else _bracket_end)(pattern, i)
             if end < 0:
                 return None
             cut()
