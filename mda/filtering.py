@@ -68,6 +68,7 @@ from mda.state import state_dir
 from mda.statestore import StateError, open_database
 from mda.storage.base import Mailbox
 from mda.storage.folders import folder_for_detail
+from mda.storage.fsutil import is_below
 from mda.storage.userfs import UnsafeUserFile, fs_identity, open_beneath_home
 
 SIEVE_MESSAGE_LIMIT = 1024 * 1024
@@ -185,19 +186,25 @@ def _compile_if_present(path: Path, mailbox: Mailbox, global_dir: Path | None = 
     ``global_dir``.
     """
     opener = None
-    user = mailbox.system_user if path == mailbox.sieve else None
+    own = path == mailbox.sieve
+    user = mailbox.system_user if own else None
     home = mailbox.root if user is not None else mailbox.path.parent
-    if path == mailbox.sieve and home is not None and home in path.parents:
+    if own and home is not None and is_below(path, home):
         uid = user[0] if user is not None else None
 
         def opener(script: Path) -> int:
-            if script.is_dir():  # a directory where the script may be is no script, as for every script
-                raise IsADirectoryError(errno.EISDIR, "is a directory", str(script))
-            return open_beneath_home(home, script, uid, max_size=MAX_SCRIPT_SIZE)
+            try:
+                return open_beneath_home(home, script, uid, max_size=MAX_SCRIPT_SIZE)
+            except OSError:
+                if script.is_dir():  # a directory where the script may be is no script, as for every script
+                    raise IsADirectoryError(errno.EISDIR, "is a directory", str(script)) from None
+                raise
 
     else:
         user = None
     try:
+        if user is None:  # a virtual user's or a site script: no identity to take
+            return compile_file(path, global_dir, opener=opener)
         with fs_identity(user):
             return compile_file(path, global_dir, opener=opener)
     except UnsafeUserFile as error:

@@ -10,6 +10,7 @@ recorded so ``mda resolve`` can explain a decision.
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import stat
@@ -26,6 +27,7 @@ from mda.identity import UnknownIdentity, resolve_identity
 from mda.replies import Reply
 from mda.storage.base import Mailbox
 from mda.storage.folders import folder_for_detail
+from mda.storage.fsutil import is_below
 from mda.userdb import LookupKey, Userdb, UserdbError
 from mda.userdb.record import Record
 
@@ -91,7 +93,18 @@ def template_root(template: str) -> Path:
     """The fixed directory in front of the first ``{field}``: nothing above it is ever created."""
     prefix = template.split("{", 1)[0]
     fixed = prefix if prefix.endswith("/") else os.path.dirname(prefix)
-    return Path(fixed or ".").absolute()
+    return _absolute_root(fixed) if os.path.isabs(fixed) else Path(fixed or ".").absolute()
+
+
+@functools.lru_cache(maxsize=256)
+def _absolute_root(fixed: str) -> Path:
+    return Path(fixed)
+
+
+@functools.lru_cache(maxsize=256)
+def _template_fields(template: str) -> frozenset[str]:
+    """The ``{field}`` names a template uses (a few templates are rendered for every recipient)."""
+    return frozenset(name for _, name, _, _ in string.Formatter().parse(template) if name)
 
 
 def render_template(template: str, values: dict[str, str], *, home: str | None = None) -> Path:
@@ -100,8 +113,21 @@ def render_template(template: str, values: dict[str, str], *, home: str | None =
     ``home`` is a trusted directory (a system user's home from the passwd database): it may contain
     ``/`` and becomes the root the result must stay below. Every other value comes from an address.
     """
-    used = {name for _, name, _, _ in string.Formatter().parse(template) if name}
-    for name in used:
+    if template.startswith("/") or (home is not None and template.startswith("{home}")):
+        return _render_absolute(template, tuple(values.items()), home)
+    return _render(template, values, home)
+
+
+@functools.lru_cache(maxsize=4096)
+def _render_absolute(template: str, items: tuple[tuple[str, str], ...], home: str | None) -> Path:
+    """:func:`_render` of a template whose result does not depend on the working directory, kept:
+    every recipient renders its mailbox path and its Sieve script path, and the same users receive
+    most mail. A refused value raises again every time (exceptions are not kept)."""
+    return _render(template, dict(items), home)
+
+
+def _render(template: str, values: dict[str, str], home: str | None) -> Path:
+    for name in _template_fields(template):
         if name == "home" and home is not None:
             continue
         check_template_value(values.get(name, ""))
@@ -111,7 +137,7 @@ def render_template(template: str, values: dict[str, str], *, home: str | None =
         values = {**values, "home": home}
     path = Path(template.format(**values)).absolute()
     root = Path(home) if home is not None and "{home}" in template else template_root(template)
-    if root != path and root not in path.parents:
+    if not is_below(path, root):
         raise UnsafeValue(str(path))
     return path
 

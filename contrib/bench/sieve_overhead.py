@@ -6,7 +6,10 @@ warms each up with one run, then times one run of each with the same pipelined L
 (contrib/bench/latency.py: MAIL, RCPT and DATA sent together; 16 connections; 4 KiB messages), the pairs
 alternating which side goes first so a drift of the machine hits both alike. Each pair gives ``throughput
 with Sieve / throughput without``; the median of the pairs is printed (the target: at least 0.85, i.e.
-within 15%).
+within 15%). Each run also reads the server's CPU seconds per message from /proc, and the median of
+``CPU per message without / with`` is printed as the CPU ratio: on a machine shared with other work the
+throughput ratio of one pair swings widely (0.45 to 1.2 within one run at a load average of 11), the
+CPU a server spends on each message much less.
 
 Fresh servers and empty Maildirs per pair, because with two long-lived processes one of them ran 20-30%
 slower than the other for a whole run (on a 2-core machine shared with the load client; where the
@@ -43,6 +46,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from latency import run_latency  # the harness's pipelined LMTP client
+from procstat import tree_cpu_seconds
 
 REPO = Path(__file__).resolve().parents[2]
 DOMAIN = "bench.test"
@@ -149,12 +153,15 @@ class Server:
             self.stop()
             raise RuntimeError(f"mda did not start; see {base / 'mda.log'}")
 
-    def throughput(self, messages: int, concurrency: int, size: int) -> float:
-        """Messages per second for one run of the pipelined LMTP load."""
+    def throughput(self, messages: int, concurrency: int, size: int) -> tuple[float, float]:
+        """Messages per second for one run of the pipelined LMTP load, and the server's CPU seconds
+        per message in that run."""
+        before = tree_cpu_seconds([self.proc.pid])
         result = run_latency("127.0.0.1", self.port, messages, concurrency, size, domain=DOMAIN)
+        cpu = tree_cpu_seconds([self.proc.pid]) - before
         if result.errors:
             raise RuntimeError(f"delivery failed: {result.errors[0]}")
-        return len(result.latencies) / result.wall
+        return len(result.latencies) / result.wall, cpu / len(result.latencies)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -167,9 +174,13 @@ class Server:
                 self.proc.wait()
 
 
-def timed_pair(base: Path, number: int, args: argparse.Namespace) -> tuple[float, dict[str, float], int]:
+Rate = tuple[float, float]
+"""Messages per second, and the server's CPU seconds per message."""
+
+
+def timed_pair(base: Path, number: int, args: argparse.Namespace) -> tuple[Rate, dict[str, Rate], int]:
     """Start the servers (no Sieve, then one per script variant), warm each up with a run, time one run
-    of each, the order rotating with ``number``; returns (msg/s without Sieve, msg/s per variant,
+    of each, the order rotating with ``number``; returns (rate without Sieve, rate per variant,
     messages the Sieve sides stored in INBOX)."""
     variants = sorted(SCRIPTS) if args.script == "both" else [args.script]
     servers: dict[str | None, Server] = {}
@@ -208,19 +219,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mda-sieve-bench-") as directory:
         ratios: dict[str, list[float]] = {}
+        cpu_ratios: dict[str, list[float]] = {}
         stored = 0
         for pair in range(1, args.pairs + 1):
-            without, with_sieve, inbox = timed_pair(Path(directory) / f"pair{pair}", pair, args)
+            (without, cpu_without), with_sieve, inbox = timed_pair(Path(directory) / f"pair{pair}", pair, args)
             stored += inbox
-            parts = [f"pair {pair}: without {without:.0f} msg/s"]
-            for variant, rate in with_sieve.items():
+            parts = [f"pair {pair}: without {without:.0f} msg/s {cpu_without * 1e6:.0f} µs CPU/msg"]
+            for variant, (rate, cpu) in with_sieve.items():
                 ratios.setdefault(variant, []).append(rate / without)
-                parts.append(f"with 20-rule {variant} Sieve {rate:.0f} msg/s, ratio {rate / without:.3f}")
+                cpu_ratios.setdefault(variant, []).append(cpu_without / cpu)
+                measured = f"{rate:.0f} msg/s {cpu * 1e6:.0f} µs CPU/msg"
+                parts.append(f"with 20-rule {variant} Sieve {measured}, ratio {rate / without:.3f}")
             print(", ".join(parts), flush=True)
         print(f"sieve side stored {stored} messages in INBOX")
         for variant, values in ratios.items():
             label = "" if len(ratios) == 1 else f" {variant}"
             print(f"median ratio{label} {statistics.median(values):.3f} (with Sieve / without; target >= 0.85)")
+            # CPU seconds per message of the server itself: what other load on the machine moves least.
+            cpu = statistics.median(cpu_ratios[variant])
+            print(f"median CPU ratio{label} {cpu:.3f} (CPU per message without Sieve / with)")
     return 0
 
 

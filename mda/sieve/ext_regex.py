@@ -103,6 +103,143 @@ def compile_pattern(pattern: str, casemap: bool) -> Any:
         raise RegexError(f"invalid regular expression '{pattern}': {detail}") from None
 
 
+_QUANTIFIERS = frozenset("*+?{")
+_INTERVAL = re.compile(r"\{[0-9]+(?:,[0-9]*)?\}")
+_BREAKS = frozenset(".^$")
+_CLASS_ESCAPES = frozenset("bBdDsSwWAz")
+"""RE2 escapes of one letter that take no argument (assertions and character classes)."""
+
+
+def required_literals(pattern: str) -> tuple[str, ...] | None:
+    """Texts every match of the RE2 ``pattern`` contains: the runs of plain characters at its top level
+    that no quantifier makes optional (``python-(dev|ideas)\\.python\\.org`` gives ``python-`` and
+    ``.python.org``). None when the pattern has an alternation at the top level or a construct this
+    scan does not follow (``\\Q``, an unclosed group or bracket): then nothing is required.
+
+    Only ever too little is taken (a group, a bracket expression, an escape other than a quoted
+    punctuation character end a run), so a value lacking one of these texts cannot match.
+    """
+    if "(?" in pattern:  # flags such as (?i) change how the rest matches
+        return None
+    runs: list[str] = []
+    run: list[str] = []
+
+    def cut() -> None:
+        if run:
+            runs.append("".join(run))
+            run.clear()
+
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "|":
+            return None
+        if ch in _QUANTIFIERS:
+            if run:
+                run.pop()  # the quantified character may be absent (or repeated)
+            cut()
+            interval = _INTERVAL.match(pattern, i)
+            i = interval.end() if interval else i + 1
+        elif ch == "\\":
+            if i + 1 >= n:
+                return None
+            escaped = pattern[i + 1]
+            if escaped.isascii() and not escaped.isalnum():
+                run.append(escaped)
+            elif escaped in _CLASS_ESCAPES:
+                cut()  # \b, \d, \w...: no plain character
+            else:
+                return None  # \x41, \pL, \123, \Q...\E: escapes with arguments are not followed
+            i += 2
+        elif ch in "([":  # a group or a bracket expression: skipped whole
+            end = (_group_end if ch == "(" else _bracket_end)(pattern, i)
+            if end < 0:
+                return None
+            cut()
+            i = end
+        elif ch in _BREAKS or ch == ")":
+            cut()
+            i += 1
+        else:
+            run.append(ch)
+            i += 1
+    cut()
+    return tuple(runs)
+
+
+def _bracket_end(pattern: str, start: int) -> int:
+    """The index after the bracket expression starting at ``start``, or -1."""
+    i = start + 1
+    if pattern.startswith("^", i):
+        i += 1
+    if pattern.startswith("]", i):
+        i += 1
+    while i < len(pattern):
+        if pattern[i] == "\\":
+            i += 2
+        elif pattern.startswith("[:", i):
+            close = pattern.find(":]", i + 2)
+            if close < 0:
+                return -1
+            i = close + 2
+        elif pattern[i] == "]":
+            return i + 1
+        else:
+            i += 1
+    return -1
+
+
+def _group_end(pattern: str, start: int) -> int:
+    """The index after the group opened at ``start`` (nested groups, brackets and escapes skipped), or -1."""
+    depth, i = 0, start
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "[":
+            i = _bracket_end(pattern, i)
+            if i < 0:
+                return -1
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return -1
+
+
+class _Pattern:
+    """One compiled key and the texts a value must contain for it to match (:func:`required_literals`),
+    checked in Python first: most values lack them, and a call into RE2 releases the GIL, which in the
+    server lets the session thread in before the delivery thread gets it back."""
+
+    __slots__ = ("casemap", "compiled", "groups", "literals")
+
+    def __init__(self, key: str, casemap: bool) -> None:
+        self.compiled = compile_pattern(key, casemap)
+        self.groups: int = self.compiled.groups
+        self.casemap = casemap
+        literals = required_literals(translate(key)) or ()
+        if casemap:  # compared folded, and only where ASCII folding is all of RE2's case folding
+            literals = tuple(text.lower() for text in literals if text.isascii())
+        self.literals = literals
+
+    def search(self, value: str) -> Any:
+        if self.literals:
+            if self.casemap:
+                if value.isascii():
+                    folded = value.lower()
+                    if any(text not in folded for text in self.literals):
+                        return None
+            elif any(text not in value for text in self.literals):
+                return None
+        return self.compiled.search(value)
+
+
 class RegexKeys:
     """One test's ``:regex`` keys, with the ``first`` method of :class:`mda.sieve.match.Keys`."""
 
@@ -110,7 +247,7 @@ class RegexKeys:
 
     def __init__(self, keys: tuple[str, ...], comparator: str) -> None:
         casemap = comparator == "i;ascii-casemap"
-        self.patterns = tuple(compile_pattern(key, casemap) for key in keys)
+        self.patterns = tuple(_Pattern(key, casemap) for key in keys)
 
     def first(self, values: Iterable[str], meter: Meter) -> list[str] | None:
         """Like :meth:`mda.sieve.match.Keys.first`; RE2 is linear, so each value costs its length times

@@ -88,6 +88,8 @@ class _Run:
     def __init__(self, script: Script, ctx: Context) -> None:
         self.script = script
         self.ctx = ctx
+        self.message = ctx.message
+        self.meter = ctx.meter
         self.variables: dict[str, str] = {}
         self.match_vars: list[str] = []
         self.flags: list[str] = []  # the imap4flags internal variable (RFC 5232 §3)
@@ -228,7 +230,11 @@ class _Run:
         if part in _PLAIN_PARTS:
             value: str = getattr(addr, part)
             return value
-        cut = min((i for i in (addr.localpart.find(d) for d in self.ctx.delimiters) if i >= 0), default=-1)
+        delimiters = self.ctx.delimiters
+        if len(delimiters) == 1:  # the usual "+"
+            cut = addr.localpart.find(delimiters)
+        else:
+            cut = min((i for i in (addr.localpart.find(d) for d in delimiters) if i >= 0), default=-1)
         if part == "user":
             return addr.localpart if cut < 0 else addr.localpart[:cut]
         return None if cut < 0 else addr.localpart[cut + 1 :]
@@ -456,6 +462,29 @@ def _step(node: Node, plain: bool) -> Step:
             for branch in node.branches
         )
 
+        if len(branches) == 1:  # the usual rule: ``if TEST { ... }`` without elsif or else
+            ((only, block),) = branches
+            assert only is not None  # the first branch always has a test
+            field = _required_field(node.branches[0].test, plain) if node.branches[0].test is not None else None
+            if field is not None:
+
+                def run_unless_absent(run: _Run) -> None:
+                    # Most rules of a filter test a field this message lacks: one dict look-up then.
+                    message = run.message
+                    headers = message.parsed if message.parsed is not None else message.headers
+                    if field in headers and only(run):
+                        for step in block:
+                            step(run)
+
+                return run_unless_absent
+
+            def run_when(run: _Run) -> None:
+                if only(run):
+                    for step in block:
+                        step(run)
+
+            return run_when
+
         def run_if(run: _Run) -> None:
             for check, block in branches:
                 if check is None or check(run):
@@ -493,6 +522,23 @@ def _check(test: Test, plain: bool) -> Check:
     return lambda run: general(run, test)
 
 
+def _required_field(test: Test, plain: bool) -> str | None:
+    """A header field (lower case) without which ``test`` is false and does nothing else (no match
+    variables, no work charged), or None: a constant ``header`` or ``address`` test of one field with
+    any match type but ``:count``, an ``exists`` test (its first field), or an ``allof`` whose first
+    test is one of those (skipping that one skips nothing the later ones would have done)."""
+    if not plain or "mime" in test.tags or "index" in test.tags:
+        return None
+    if test.name == "allof":
+        return _required_field(test.tests[0], plain) if test.tests else None
+    if test.name == "exists":
+        return test.args[0][0].lower() if test.args[0] else None
+    if test.name == "header" or (test.name == "address" and test.tags.get("part", "all") in _PLAIN_PARTS):
+        names = test.args[0]
+        return names[0].lower() if len(names) == 1 and test.match_type != "count" else None
+    return None
+
+
 def _constant_check(test: Test) -> Check:
     """``header``, ``address`` or ``envelope`` whose names and keys are constants (no variables), with
     any match type but ``:count``: the keys are prepared here, once, and the usual one-field ``header``
@@ -503,19 +549,23 @@ def _constant_check(test: Test) -> Check:
     else:
         first = keys_for(test.args[1], test.match_type, test.comparator).first
     part = test.tags.get("part", "all")
-    if len(names) == 1 and (test.name == "header" or (test.name == "address" and part in _PLAIN_PARTS)):
+    if len(names) == 1 and test.name == "header":
         (name,) = names
-        header = test.name == "header"
+
+        def check_header(run: _Run) -> bool:
+            values = run.message.header_values(name)
+            return bool(values) and first(values, run.meter) is not None
+
+        return check_header
+    if len(names) == 1 and test.name == "address" and part in _PLAIN_PARTS:
+        (name,) = names
         index = Address._fields.index(part)
 
-        def check_field(run: _Run) -> bool:
-            if header:
-                values = run.ctx.message.header_values(name)
-            else:
-                values = [address[index] for address in run.ctx.message.addresses(name)]
-            return bool(values) and first(values, run.ctx.meter) is not None
+        def check_address(run: _Run) -> bool:
+            addresses = run.message.addresses(name)
+            return bool(addresses) and first([address[index] for address in addresses], run.meter) is not None
 
-        return check_field
+        return check_address
     values_of = _VALUES[test.name]
 
     def check(run: _Run) -> bool:

@@ -94,7 +94,8 @@ class SieveMessage:
         """Charged for the expensive parses: address lists and the MIME structure."""
         self._decoded: dict[str, list[str]] = {}
         self._addresses: dict[str, list[Address]] = {}
-        self._headers: dict[str, list[str]] | None = None
+        self.parsed: dict[str, list[str]] | None = None
+        """:attr:`headers` once parsed; None before, and again after editheader changed the section."""
         self._mime: MimePart | None = None
         self.edited = False
         self.edited_size = 0
@@ -130,7 +131,7 @@ class SieveMessage:
         One regular expression finds every field with its continuation lines; a line that is neither a
         field nor a continuation is skipped together with the continuation lines that follow it.
         """
-        if self._headers is None:
+        if self.parsed is None:
             if self.edited:
                 self.meter.spend(EDITED_HEADER_COST * self.edited_size)
             out: dict[str, list[str]] = {}
@@ -140,25 +141,28 @@ class SieveMessage:
                 if "\n" in value:
                     value = value.replace("\r\n", "").replace("\n", "")
                 out.setdefault(name.lower(), []).append(value)
-            self._headers = out
-        return self._headers
+            self.parsed = out
+        return self.parsed
 
     def header_values(self, name: str) -> list[str]:
         """Decoded values of a field, without leading/trailing whitespace (RFC 5228 §5.7, RFC 2047);
         decoded once per field (a script tests the same few fields many times)."""
         cached = self._decoded.get(name)
         if cached is None:
-            raw = self.headers.get(name.lower(), ())
-            cached = self._decoded[name] = [decode_rfc2047(v).strip(" \t") for v in raw]
+            headers = self.parsed if self.parsed is not None else self.headers
+            raw = headers.get(name.lower())
+            cached = self._decoded[name] = [decode_rfc2047(v).strip(" \t") for v in raw] if raw else []
         return cached
 
     def addresses(self, name: str) -> list[Address]:
         """Addresses in an address-list field, groups flattened (RFC 5322 §3.4); parsed once per field."""
         cached = self._addresses.get(name)
         if cached is None:
-            values = self.headers.get(name.lower(), [])
-            self.meter.spend(ADDRESS_PARSE_COST * sum(len(value) for value in values))
-            cached = self._addresses[name] = parse_address_list(values)
+            headers = self.parsed if self.parsed is not None else self.headers
+            values = headers.get(name.lower())
+            if values:
+                self.meter.spend(ADDRESS_PARSE_COST * sum(len(value) for value in values))
+            cached = self._addresses[name] = parse_address_list(values) if values else []
         return cached
 
     # -- editheader (RFC 5293, mda.sieve.ext_editheader) ---------------------------------------------
@@ -196,7 +200,7 @@ class SieveMessage:
         self.edited_size = len(header)
         self._edits = (fields, rest)
         self.edited = True
-        self._headers = None
+        self.parsed = None
         self._decoded = {}
         self._addresses = {}
         self._mime = None

@@ -114,11 +114,37 @@ _SYS_OPENAT2 = 437
 """The same number on every Linux architecture (it came after the tables were unified)."""
 _RESOLVE_NO_MAGICLINKS, _RESOLVE_NO_SYMLINKS, _RESOLVE_BENEATH = 0x02, 0x04, 0x08
 _BENEATH = _OpenHow(DIR_FLAGS, 0, _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS)
+_FILE_BENEATH = _OpenHow(
+    os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS
+)
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 _syscall = _libc.syscall if _libc is not None else None
 if _syscall is not None:
     _syscall.restype = ctypes.c_long
 _openat2_works = _syscall is not None
+
+
+def _openat2(dir_fd: int, path: str, how: _OpenHow) -> int:
+    """openat2(2): the new descriptor, or the negated errno. A kernel without openat2 (before 5.6) or
+    a seccomp filter refusing it turns it off for the process (``-ENOSYS`` from then on)."""
+    global _openat2_works
+    if not _openat2_works or _syscall is None:
+        return -errno.ENOSYS
+    fd = int(
+        _syscall(
+            ctypes.c_long(_SYS_OPENAT2),
+            ctypes.c_int(dir_fd),
+            ctypes.c_char_p(os.fsencode(path)),
+            ctypes.byref(how),
+            ctypes.c_size_t(ctypes.sizeof(how)),
+        )
+    )
+    if fd >= 0:
+        return fd
+    error = ctypes.get_errno()
+    if error in (errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.E2BIG):
+        _openat2_works = False
+    return -error
 
 
 def _open_beneath(dir_fd: int, path: str) -> int | None:
@@ -127,26 +153,32 @@ def _open_beneath(dir_fd: int, path: str) -> int | None:
 
     It is the walk of ``open_below`` in one system call instead of two or three per component (each
     of which lets the interpreter change threads). On any failure the caller walks, which creates what
-    is missing and raises the precise error; a kernel without openat2 (before 5.6) or a seccomp filter
-    refusing it turns this off for the process.
+    is missing and raises the precise error.
     """
-    global _openat2_works
-    if not _openat2_works or _syscall is None:
-        return None
-    fd = int(
-        _syscall(
-            ctypes.c_long(_SYS_OPENAT2),
-            ctypes.c_int(dir_fd),
-            ctypes.c_char_p(os.fsencode(path)),
-            ctypes.byref(_BENEATH),
-            ctypes.c_size_t(ctypes.sizeof(_BENEATH)),
-        )
-    )
+    fd = _openat2(dir_fd, path, _BENEATH)
+    return fd if fd >= 0 else None
+
+
+def open_file_beneath(dir_fd: int, path: str) -> int | None:
+    """Open ``path`` below ``dir_fd`` for reading (``O_NONBLOCK``: a FIFO cannot hang) in one openat2(2)
+    that follows symlinks only while they stay below ``dir_fd`` (``RESOLVE_BENEATH``; an absolute
+    symlink counts as leaving). Raises ``FileNotFoundError`` when resolution stayed below and found
+    nothing; None on any other failure, for the caller's component-by-component walk, which
+    raises the precise error (or accepts what the kernel refused to resolve, such as an absolute
+    symlink that leads back inside)."""
+    fd = _openat2(dir_fd, path, _FILE_BENEATH)
     if fd >= 0:
         return fd
-    if ctypes.get_errno() in (errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.E2BIG):
-        _openat2_works = False
+    if fd == -errno.ENOENT:
+        raise FileNotFoundError(errno.ENOENT, "no such file", path)
     return None
+
+
+def is_below(path: str | Path, root: str | Path) -> bool:
+    """``root in Path(path).parents`` for absolute paths as ``Path`` normalizes them, compared as text
+    (a fraction of the cost: mailbox and Sieve paths are checked for every recipient)."""
+    text, top = os.fspath(path), os.fspath(root)
+    return text != top and text.startswith(top if top.endswith("/") else top + "/")
 
 
 def split_below(root: Path, path: Path) -> list[str]:

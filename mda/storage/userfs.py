@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mda.storage.base import Mailbox
-from mda.storage.fsutil import DIR_FLAGS, open_below, open_root
+from mda.storage.fsutil import DIR_FLAGS, is_below, open_below, open_file_beneath, open_root
 
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
@@ -141,9 +141,22 @@ def open_beneath_home(home: Path, path: Path, uid: int | None, *, max_size: int)
     ``sieve/x.sieve``); the resolved path is then opened again one component at a time with no symlink
     at all, so a link swapped in meanwhile fails instead of leading out. Raises ``FileNotFoundError``
     when there is no file, ``UnsafeUserFile`` when it leads out of the home or is not a checked file.
+
+    Where the kernel has openat2(2), one call resolved beneath the home descriptor does all of that
+    (it is run for every delivery of a user with a Sieve script); the walk below, which resolves the
+    whole path in user space, is for what that call does not open.
     """
     home_fd = open_home(home, uid)
     try:
+        if is_below(path, home):
+            fd = open_file_beneath(home_fd, os.fspath(path)[len(os.fspath(home)) :].lstrip("/"))
+            if fd is not None:
+                try:
+                    check_user_file(fd, path, uid, max_size)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                return fd
         real_home = Path(os.path.realpath(home))
         target = Path(os.path.realpath(path))
         if target == real_home or real_home not in target.parents:

@@ -250,13 +250,16 @@ def test_fifo_as_sieve_script_is_refused_promptly(start_mda, tmp_path, make_user
 
 
 @pytest.mark.root
-def test_sieve_link_inside_the_home_is_followed(start_mda, tmp_path, make_user):
-    """Dovecot's layout: ``~/.dovecot.sieve`` -> ``sieve/a.sieve``; what the script creates is the user's."""
+@pytest.mark.parametrize("absolute", [False, True], ids=["relative link", "absolute link"])
+def test_sieve_link_inside_the_home_is_followed(start_mda, tmp_path, make_user, absolute):
+    """Dovecot's layout: ``~/.dovecot.sieve`` -> ``sieve/a.sieve``; what the script creates is the user's.
+    The kernel's one-call resolution beneath the home refuses every absolute link, so
+    ``/home/USER/sieve/a.sieve`` is resolved by the walk, which follows it."""
     user = make_user()
     home = Path(user.pw_dir)
     (home / "sieve").mkdir()
     (home / "sieve" / "a.sieve").write_text('require ["fileinto", "mailbox"];\nfileinto :create "Work";\n')
-    (home / ".dovecot.sieve").symlink_to("sieve/a.sieve")
+    (home / ".dovecot.sieve").symlink_to(home / "sieve" / "a.sieve" if absolute else Path("sieve/a.sieve"))
     for path in (home / "sieve", home / "sieve" / "a.sieve", home / ".dovecot.sieve"):
         as_user_file(path, user)
     server = start_mda(passwd_config(tmp_path, sieve="{home}/.dovecot.sieve"))
@@ -269,13 +272,31 @@ def test_sieve_link_inside_the_home_is_followed(start_mda, tmp_path, make_user):
 
 
 @pytest.mark.root
-def test_sieve_link_out_of_the_home_is_refused(start_mda, tmp_path, homes, make_user):
+def test_a_directory_as_sieve_script_is_no_script(start_mda, tmp_path, make_user):
+    """A directory where the user's script would be is no script, not a refused one: the
+    ``sieve.after`` script still runs (a refused script would disable the whole sequence)."""
+    user = make_user()
+    (Path(user.pw_dir) / "active.sieve").mkdir()
+    as_user_file(Path(user.pw_dir) / "active.sieve", user)
+    after = tmp_path / "after.sieve"
+    after.write_text('require ["fileinto", "mailbox"];\nfileinto :create "After";\n')
+    config = passwd_config(tmp_path, sieve="{home}/active.sieve")
+    config["sieve"]["after"] = [str(after)]
+    server = start_mda(config)
+    maildir = _first_message(server, user)
+    [stored] = maildir_messages(maildir)
+    assert stored.parent.parent.name == ".After"
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute link", "relative link climbing out"])
+def test_sieve_link_out_of_the_home_is_refused(start_mda, tmp_path, homes, make_user, relative):
     user = make_user()
     outside = homes / "outside.sieve"
     outside.write_text("discard;\n")
     as_user_file(outside, user)
     link = Path(user.pw_dir) / ".dovecot.sieve"
-    link.symlink_to(outside)
+    link.symlink_to(Path("..") / outside.name if relative else outside)
     as_user_file(link, user)
     server = start_mda(passwd_config(tmp_path, sieve="{home}/.dovecot.sieve"))
     maildir = _first_message(server, user)

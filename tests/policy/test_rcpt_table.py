@@ -88,6 +88,18 @@ def test_rcpt_reply(server, name, argument, utf8, code, enhanced):
         assert client.cmd("RCPT TO:<bob@example.test>").code == 250
 
 
+def test_rendered_paths_are_reused_but_refusals_are_not(server):
+    """Mailbox paths rendered from the address are kept for the next RCPT; a refused value is refused
+    again every time, also after the same user was accepted with a safe detail."""
+    with Client(server.lmtp) as client:
+        client.cmd("LHLO client.test")
+        client.cmd(f"MAIL FROM:<{SENDER}>")
+        for argument in ("<a+x@any.test>", "<a/b@any.test>", "<a+x@any.test>", "<a/b@any.test>"):
+            reply = client.cmd(f"RCPT TO:{argument}")
+            expected = (250, "2.1.5") if "/" not in argument else (550, "5.1.3")
+            assert (reply.code, reply.enhanced) == expected, (argument, reply)
+
+
 def test_bare_lf_ends_the_command_and_the_rest_is_an_unknown_command(server):
     """A bare LF inside RCPT cannot smuggle a second address: the line ends there (501 5.1.3, missing
     ``>``) and the remainder is refused as a command (500 5.5.1)."""

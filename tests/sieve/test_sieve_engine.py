@@ -328,3 +328,93 @@ def test_twenty_rule_script_on_a_4k_message() -> None:
         + b"lorem ipsum dolor sit amet " * 140
     )
     assert run([script], message, ENVELOPE).actions == (Keep(("\\Flagged",)),)
+
+
+@pytest.mark.parametrize(
+    ("rule", "matches"),
+    [
+        ('if header :contains "X-Tag" "a" { discard; }', False),  # absent field: skipped at once
+        ('if header :contains "Subject" "Monday" { discard; }', True),
+        ('if exists ["X-Tag", "Subject"] { discard; }', False),  # every field must be there
+        ('if exists ["Subject", "From"] { discard; }', True),
+        ('if allof (header :contains "X-Tag" "a", true) { discard; }', False),
+        ('if allof (header :contains "subject" "monday", address :domain :is "from" "example.org") { discard; }', True),
+        ('if address :domain :is "X-Tag" "example.org" { discard; }', False),
+        ('if address :domain :is "FROM" "example.org" { discard; }', True),
+        ('if not header :contains "X-Tag" "a" { discard; }', True),  # not: no field is required
+        ('if anyof (header :contains "X-Tag" "a", header :is "to" "Alice <alice@example.test>") { discard; }', True),
+    ],
+)
+def test_rules_on_fields_the_message_lacks(rule: str, matches: bool) -> None:
+    """A rule whose test needs a field the message lacks is skipped with one look-up; the answers are
+    those of running the test."""
+    assert outcome_of(rule + "\n").actions == ((Discard(),) if matches else (Keep(),))
+
+
+def test_a_field_added_or_deleted_by_editheader_is_seen_by_later_rules() -> None:
+    script = (
+        'require ["editheader", "fileinto"];\n'
+        'if header :contains "X-Tag" "a" { fileinto "Before"; }\n'
+        'addheader "X-Tag" "a";\n'
+        'if header :contains "X-Tag" "a" { fileinto "Added"; }\n'
+        'deleteheader "Subject";\n'
+        'if exists "Subject" { fileinto "Deleted"; }\n'
+    )
+    assert outcome_of(script).actions == (FileInto("Added"),)
+
+
+def test_rules_on_absent_fields_charge_no_work() -> None:
+    """Skipping a rule on an absent field skips nothing the work limit counts: the run is stopped by the
+    same rule as when every test ran."""
+    keys = ", ".join(f'"k{i}"' for i in range(50))
+    script = compile_text(
+        "".join(f'if header :contains "X-Absent-{i}" [{keys}] {{ discard; }}\n' for i in range(5))
+        + f'if header :contains "subject" [{keys}] {{ discard; }}\n' * 20,
+        "t.sieve",
+    )
+    outcome = run([script], MESSAGE, ENVELOPE, work_limit=10_000)
+    # "Meeting on Monday" (17 characters) × (2 + 50) units + 50 per subject rule: 934; the 11th passes 10,000.
+    assert outcome.errors == (RuntimeFault("t.sieve", 16, "work limit of 10000 units exceeded (sieve.work_limit)"),)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.text(alphabet="abkKs.|()[]*+?{}^$\\-,02:<>", max_size=14),
+    st.text(alphabet="abkKsS.-[]:(){}02 <>\u212a\u017f", max_size=16),
+    st.booleans(),
+)
+def test_regex_keys_answer_as_re2_does(pattern: str, value: str, casemap: bool) -> None:
+    """The texts a ``:regex`` key requires are checked before RE2 is called; that check never hides a
+    match RE2 would find (the Kelvin sign and the long s fold to ASCII letters under i;ascii-casemap)."""
+    from mda.sieve.budget import Meter
+    from mda.sieve.ext_regex import RegexError, RegexKeys, compile_pattern
+
+    try:
+        compiled = compile_pattern(pattern, casemap)
+    except RegexError:
+        return
+    expected = compiled.search(value)
+    found = RegexKeys((pattern,), "i;ascii-casemap" if casemap else "i;octet").first([value], Meter())
+    if expected is None:
+        assert found is None
+    else:
+        assert found == [expected.group(g) or "" for g in range(compiled.groups + 1)]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "required"),
+    [
+        (r"python-(dev|ideas)\.python\.org", ("python-", ".python.org")),
+        (r"^\[(ALERT|CRIT)\]", ("[", "]")),
+        (r"(invoice|receipt) #?[0-9]{4,}", (" ",)),
+        (r"a\.b?c", ("a.", "c")),
+        (r"[[:alpha:]]x\<y", ("x", "y")),
+        ("a|b", None),
+        ("(?i)abc", None),
+        (r"\x41b", None),
+    ],
+)
+def test_required_literals_of_a_regex(pattern: str, required: tuple[str, ...] | None) -> None:
+    from mda.sieve.ext_regex import required_literals, translate
+
+    assert required_literals(translate(pattern)) == required
