@@ -17,6 +17,7 @@ database object), so operators may also create them beforehand.
 from __future__ import annotations
 
 import abc
+import functools
 import os
 import sqlite3
 import threading
@@ -213,24 +214,47 @@ def check(settings: StateSettings, directory: Path) -> tuple[str, str | None]:
 
 
 def owner_token() -> str:
-    """``host:pid:random``: who holds a pending claim; :func:`owner_is_dead` reads the first two parts."""
-    return f"{_HOST}:{os.getpid()}:{os.urandom(6).hex()}"
+    """``host:pid:start:random``: who holds a pending claim. :func:`owner_is_dead` reads the host, the
+    pid and the process's start time (so a pid the kernel has since given to another process is not
+    taken for the owner)."""
+    return f"{_HOST}:{os.getpid()}:{_start_time(os.getpid())}:{os.urandom(6).hex()}"
 
 
 def owner_is_dead(owner: str) -> bool:
-    """True when ``owner`` names a process of this host that no longer runs. Another host's process is
-    never judged dead here (the lease covers it)."""
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
+    """True when ``owner`` names a process of this host that no longer runs: gone, a zombie (a killed
+    worker that nobody has reaped yet, e.g. under a container's PID 1 that reaps nothing), or a pid now
+    used by a process that started at another time. Another host's process is never judged dead here
+    (the lease covers it). Tokens without a start time (``host:pid:random``) are judged on the pid."""
+    host, pid_text, *rest = [*owner.split(":"), ""]
     if host != _HOST or not pid_text.isdigit():
         return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
+    status = _process_status(int(pid_text))
+    if status is None:
         return True
+    state, start = status
+    if state in ("Z", "X"):
+        return True
+    return len(rest) == 3 and rest[0].isdigit() and rest[0] != start
+
+
+def _process_status(pid: int) -> tuple[str, str] | None:
+    """``(state, start time in clock ticks)`` from ``/proc/PID/stat``, or None when no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read().decode("ascii", "replace")
+    except FileNotFoundError:
+        return None
     except OSError:
-        return False
-    return False
+        return ("?", "")  # exists, unreadable: judged alive
+    fields = text[text.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
+    return fields[0], fields[19]
+
+
+@functools.lru_cache(maxsize=4)
+def _start_time(pid: int) -> str:
+    """This process's start time, read once per pid (a forked worker has its own)."""
+    status = _process_status(pid)
+    return status[1] if status else "0"
 
 
 _HOST = os.uname().nodename

@@ -31,7 +31,9 @@ def test_without_cache_every_rcpt_sees_the_database(start_mda, tmp_path):
 def test_a_removed_user_is_refused_once_the_cached_answer_expires(start_mda, tmp_path):
     db = sqlite_db(tmp_path / "pfa.sqlite", [("dave@example.test", "example.test/dave/", 0)], [])
     source = {"driver": "sql", "url": f"sqlite:///{db}", "user_query": USER_QUERY, "path_base": str(tmp_path / "v")}
-    server = start_mda(userdb_config(tmp_path / "mail", [source], userdb_cache={"ttl": "2s", "negative_ttl": "2s"}))
+    # The cache is per process: with one, the second RCPT is surely answered from it.
+    cache = {"ttl": "2s", "negative_ttl": "2s"}
+    server = start_mda(userdb_config(tmp_path / "mail", [source], userdb_cache=cache, workers=1))
     assert rcpt_codes(server.lmtp, ["dave@example.test"]) == [OK]
     _deactivate(db, "dave@example.test")
     assert rcpt_codes(server.lmtp, ["dave@example.test"]) == [OK]  # the cached answer, and the reused RCPT answer

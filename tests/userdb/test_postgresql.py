@@ -97,6 +97,7 @@ def test_postgresql_users_aliases_and_metrics(start_mda, tmp_path, pg):
         [_pg_source(pg, tmp_path)],
         metrics={"bind": "127.0.0.1:0"},
         userdb_cache={"ttl": "1h", "negative_ttl": "1h"},
+        workers=1,  # the cache is per process: one process, so the counts below are the cache's
     )
     server = start_mda(config)
     assert rcpt_codes(server.lmtp, ["dave@example.test", "nobody@example.test", "alice@example.test"]) == [
