@@ -13,6 +13,7 @@ cannot leave a half-done delivery.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
@@ -346,15 +347,40 @@ async def deliver(
     executor: Executor | None,
 ) -> Sequence[Outcome]:
     """Run ``deliver_transaction`` off the event loop; it completes even if the awaiting session is
-    cancelled."""
+    cancelled.
+
+    The hand-off is one ``submit`` and, when the storage thread is done, one ``call_soon_threadsafe``
+    that settles a plain loop future: none of ``run_in_executor``'s future chaining or ``shield``'s
+    extra future, which cost the event loop measurably per message at small sizes.
+    """
     loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(executor, lambda: deliver_transaction(config, txn, spool, data, contract))
+    if executor is None:
+        return await loop.run_in_executor(None, deliver_transaction, config, txn, spool, data, contract)
+    waiter: asyncio.Future[list[Outcome]] = loop.create_future()
+    work = executor.submit(deliver_transaction, config, txn, spool, data, contract)
+
+    def wake(done: concurrent.futures.Future[list[Outcome]]) -> None:
+        if not loop.is_closed():  # a loop closed meanwhile has nobody waiting
+            loop.call_soon_threadsafe(_settle, waiter, done)
+
+    work.add_done_callback(wake)
     try:
-        return await asyncio.shield(future)
+        return await waiter
     except asyncio.CancelledError:
         # The client went away: let the copies finish (or be undone) before the spool closes.
-        await asyncio.wait([future])
+        await asyncio.wait([asyncio.wrap_future(work)])
         raise
+
+
+def _settle(waiter: asyncio.Future[list[Outcome]], done: concurrent.futures.Future[list[Outcome]]) -> None:
+    """On the loop: pass the storage thread's result (or exception) to the awaiting session."""
+    if waiter.cancelled():
+        return
+    error = done.exception()
+    if error is not None:
+        waiter.set_exception(error)
+    else:
+        waiter.set_result(done.result())
 
 
 def failure_outcomes(txn: Transaction, error: BaseException) -> list[Outcome]:

@@ -203,21 +203,33 @@ class Session(asyncio.Protocol):
     # --- actions ------------------------------------------------------------------------------------
 
     def _handle(self, events: list[core.Event]) -> None:
-        transport = self.transport
+        """Carry out the core's events in order. Consecutive replies (a pipelined batch, LMTP's one per
+        recipient) leave in one ``transport.write``: one send, one segment, for the whole batch."""
+        pending: list[bytes] = []
         for event in events:
-            if isinstance(event, core.Send):
-                if transport is not None and not transport.is_closing():
-                    transport.write(event.data)
-            elif isinstance(event, core.Close):
+            if type(event) is core.Send:
+                pending.append(event.data)
+                continue
+            if pending:
+                self._write(pending)
+                pending = []
+            if isinstance(event, core.Close):
                 if event.drain:
                     self._drain_and_close()
                 else:
                     self._close()
             else:
                 self._request(event)
+        if pending:
+            self._write(pending)
         self._arm_timer()
         if self.ctx.shutting_down:  # graceful shutdown waits for busy sessions to finish (Application.drain)
             self.ctx.app.sessions_changed()
+
+    def _write(self, chunks: list[bytes]) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def _request(self, event: core.Event) -> None:
         """Start what the core asked for; reading pauses until the answer is fed back."""
