@@ -51,6 +51,7 @@ class Session(asyncio.Protocol):
         self.core: core.SessionCore | None = None
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._linger: asyncio.TimerHandle | None = None
         self._write_blocked = False
         self._released = False
@@ -386,19 +387,33 @@ class Session(asyncio.Protocol):
     # --- timers and closing -------------------------------------------------------------------------
 
     def _arm_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """Keep one timer at or before the core's deadline. Every command moves the deadline later; the
+        timer is not moved with it (a cancel and a new timer per reply) but re-armed when it fires early."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
         deadline = self.core.deadline if self.core is not None else None
-        if deadline is not None and self.transport is not None and not self.transport.is_closing():
-            self._timer = self._loop.call_at(deadline, self._timed_out)
+        if deadline is None:
+            return  # a pending timer finds no deadline and stops
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return
+            self._timer.cancel()
+        self._timer = self._loop.call_at(deadline, self._timed_out)
+        self._timer_at = deadline
 
     def _timed_out(self) -> None:
         """Past the core's deadline. A client that stopped reading our replies cannot be told anything and
         a graceful close would wait for it forever: the connection is aborted, as Postfix and Dovecot do
         on a write timeout."""
         self._timer = None
-        if self.core is None:
+        if self.core is None or self.core.deadline is None:
+            return
+        if self.core.deadline > self._loop.time():  # the deadline moved on since the timer was set
+            self._arm_timer()
             return
         if self._write_blocked:
             self._abort()
