@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -38,6 +38,7 @@ from mda.session.transport import Session
 from mda.space import mail_roots
 from mda.spool import MemoryBudget
 from mda.tls import TlsContexts
+from mda.workpool import WorkPool
 from mda.yamlsource import ConfigError
 
 STORAGE_THREADS = 32
@@ -122,7 +123,7 @@ class Application:
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.out = out
-        self.storage_pool = ThreadPoolExecutor(max_workers=STORAGE_THREADS, thread_name_prefix="mda-store")
+        self.storage_pool = WorkPool(STORAGE_THREADS, "mda-store")
         self.executor: Executor | None = self.storage_pool
         self.spool_dir: Path | None = config.state_dir
         self.spool_budget = MemoryBudget(config.limits.spool_memory)

@@ -31,6 +31,7 @@ from mda.storage.base import Mailbox, MessageCopy, StagedCopy, StoreResult
 from mda.storage.folders import NewFolderBudget
 from mda.trace import count_received, delivered_to_addresses, trace_block
 from mda.transaction import Outcome, Recipient, Transaction
+from mda.workpool import WorkPool
 
 __all__ = [
     "LMTP",
@@ -346,15 +347,21 @@ async def deliver(
     executor: Executor | None,
 ) -> Sequence[Outcome]:
     """Run ``deliver_transaction`` off the event loop; it completes even if the awaiting session is
-    cancelled."""
+    cancelled. The server's storage threads take it through ``WorkPool.call`` (mda/workpool.py): one
+    loop wake-up per delivery."""
     loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(executor, lambda: deliver_transaction(config, txn, spool, data, contract))
+    if not isinstance(executor, WorkPool):
+        return await asyncio.shield(
+            loop.run_in_executor(executor, deliver_transaction, config, txn, spool, data, contract)
+        )
+    job = executor.call(loop, deliver_transaction, config, txn, spool, data, contract)
     try:
-        return await asyncio.shield(future)
+        outcomes: list[Outcome] = await job.waiter
     except asyncio.CancelledError:
         # The client went away: let the copies finish (or be undone) before the spool closes.
-        await asyncio.wait([future])
+        await job.wait_finished()
         raise
+    return outcomes
 
 
 def failure_outcomes(txn: Transaction, error: BaseException) -> list[Outcome]:

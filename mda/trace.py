@@ -65,6 +65,27 @@ def client_literal(ip: str) -> str:
     return f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"
 
 
+_last_date: tuple[int, str] = (-1, "")
+"""The last second ``received_date`` formatted and its text (one tuple: replaced atomically)."""
+
+
+def received_date(timestamp: float) -> str:
+    """RFC 5322 date-time of ``timestamp`` in local time, as ``Received:`` writes it.
+
+    Its resolution is one second, so the text is made once per second and reused: under load the
+    conversion (``localtime``, ``format_datetime``) would otherwise be repeated for every copy.
+    """
+    global _last_date
+    second = int(timestamp)
+    cached = _last_date
+    if cached[0] == second:
+        return cached[1]
+    moment = datetime.datetime.fromtimestamp(second, datetime.UTC)
+    text = email.utils.format_datetime(email.utils.localtime(moment))
+    _last_date = (second, text)
+    return text
+
+
 def trace_block(info: TraceInfo, recipient: str, original: str | None = None) -> bytes:
     """The header lines mda puts in front of one copy, LF line endings, UTF-8 (RFC 6532).
 
@@ -73,8 +94,7 @@ def trace_block(info: TraceInfo, recipient: str, original: str | None = None) ->
     when one was given, then ``Received``. Delivered-To and X-Original-To sit together because readers (Sieve, Dovecot,
     procmail recipes) look for the pair.
     """
-    moment = datetime.datetime.fromtimestamp(info.timestamp, datetime.UTC)
-    date = email.utils.format_datetime(email.utils.localtime(moment))
+    date = received_date(info.timestamp)
     rcpt = header_safe(recipient)
     received = (
         f"Received: from {helo_for_header(info.helo)} ({client_literal(info.client_ip)})\n"

@@ -51,6 +51,7 @@ class Session(asyncio.Protocol):
         self.core: core.SessionCore | None = None
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._linger: asyncio.TimerHandle | None = None
         self._write_blocked = False
         self._released = False
@@ -203,21 +204,33 @@ class Session(asyncio.Protocol):
     # --- actions ------------------------------------------------------------------------------------
 
     def _handle(self, events: list[core.Event]) -> None:
-        transport = self.transport
+        """Carry out the core's events in order. Consecutive replies (a pipelined batch, LMTP's one per
+        recipient) leave in one ``transport.write``: one send, one segment, for the whole batch."""
+        pending: list[bytes] = []
         for event in events:
-            if isinstance(event, core.Send):
-                if transport is not None and not transport.is_closing():
-                    transport.write(event.data)
-            elif isinstance(event, core.Close):
+            if type(event) is core.Send:
+                pending.append(event.data)
+                continue
+            if pending:
+                self._write(pending)
+                pending = []
+            if isinstance(event, core.Close):
                 if event.drain:
                     self._drain_and_close()
                 else:
                     self._close()
             else:
                 self._request(event)
+        if pending:
+            self._write(pending)
         self._arm_timer()
         if self.ctx.shutting_down:  # graceful shutdown waits for busy sessions to finish (Application.drain)
             self.ctx.app.sessions_changed()
+
+    def _write(self, chunks: list[bytes]) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def _request(self, event: core.Event) -> None:
         """Start what the core asked for; reading pauses until the answer is fed back."""
@@ -374,19 +387,33 @@ class Session(asyncio.Protocol):
     # --- timers and closing -------------------------------------------------------------------------
 
     def _arm_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """Keep one timer at or before the core's deadline. Every command moves the deadline later; the
+        timer is not moved with it (a cancel and a new timer per reply) but re-armed when it fires early."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
         deadline = self.core.deadline if self.core is not None else None
-        if deadline is not None and self.transport is not None and not self.transport.is_closing():
-            self._timer = self._loop.call_at(deadline, self._timed_out)
+        if deadline is None:
+            return  # a pending timer finds no deadline and stops
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return
+            self._timer.cancel()
+        self._timer = self._loop.call_at(deadline, self._timed_out)
+        self._timer_at = deadline
 
     def _timed_out(self) -> None:
         """Past the core's deadline. A client that stopped reading our replies cannot be told anything and
         a graceful close would wait for it forever: the connection is aborted, as Postfix and Dovecot do
         on a write timeout."""
         self._timer = None
-        if self.core is None:
+        if self.core is None or self.core.deadline is None:
+            return
+        if self.core.deadline > self._loop.time():  # the deadline moved on since the timer was set
+            self._arm_timer()
             return
         if self._write_blocked:
             self._abort()

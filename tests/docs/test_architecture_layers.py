@@ -31,6 +31,7 @@ LEAVES = {
     "sieve.ext_regex",
     "sieve.budget",
     "yamlsource",
+    "workpool",
 }
 """Modules (besides ``mda.storage``) that import only other leaves and storage's own modules.
 ``userdb.settings`` and ``statestore.settings`` are the configuration schemas of ``userdb:`` and ``state:``,

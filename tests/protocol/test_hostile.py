@@ -122,6 +122,21 @@ def test_silent_and_trickling_clients_time_out(start_mda, tmp_path):
         assert other.cmd("EHLO fine.client").code == 250
 
 
+def test_each_command_restarts_the_timeout_and_silence_after_the_last_one_ends_the_session(start_mda, tmp_path):
+    server = start_mda(_quick_config(tmp_path / "mail"))
+    with Client(server.lmtp) as client:
+        client.cmd("LHLO client.test")
+        for _ in range(5):  # 2 s of activity with a 1 s command_timeout
+            assert client.cmd("NOOP").code == 250
+            time.sleep(0.4)
+        last = time.monotonic()
+        assert client.cmd("NOOP").code == 250
+        reply = client.read_reply()
+        waited = time.monotonic() - last
+        assert (reply.code, reply.enhanced) == (421, "4.4.2")
+        assert 0.9 <= waited < 3
+
+
 def _ready_for_data(address: tuple[str, int]) -> Client:
     """A session with one accepted recipient, ready for DATA or BDAT."""
     client = Client(address, timeout=10)
