@@ -12,6 +12,7 @@ Threads start as jobs find none idle, up to ``threads``; ``shutdown`` runs what 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import queue
 import threading
@@ -65,6 +66,10 @@ class WorkPool(concurrent.futures.Executor):
         self._idle = 0
         self._lock = threading.Lock()
         self._closed = False
+        # The threads are daemons (an idle one must not keep the interpreter alive), so a process that
+        # exits without draining (an error out of the event loop) must still let a delivery in
+        # progress finish — above all an mbox append — before the interpreter stops its threads.
+        atexit.register(self.shutdown)
 
     def call(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> Job:
         """Run ``fn(*args)`` in a thread; ``Job.waiter`` is the loop future of its result."""
@@ -101,6 +106,7 @@ class WorkPool(concurrent.futures.Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Let the threads finish what is queued, then stop (``cancel_futures`` is not supported: queued
         deliveries always run)."""
+        atexit.unregister(self.shutdown)
         with self._lock:
             if self._closed:
                 threads = []

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from mda.workpool import WorkPool
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_call_settles_the_loop_future_with_the_result_or_the_error() -> None:
@@ -82,3 +87,21 @@ def test_run_in_executor_works_and_shutdown_runs_what_is_queued_then_refuses() -
     assert ran == [0, 1, 2] and all(future.done() for future in queued)
     with pytest.raises(RuntimeError):
         pool.submit(ran.append, 4)
+
+
+def test_a_job_running_when_the_interpreter_exits_is_finished_first(tmp_path: Path) -> None:
+    """A process that leaves without draining (an error out of the event loop) still lets a delivery
+    in progress finish before its daemon threads are stopped."""
+    marker = tmp_path / "finished"
+    script = (
+        "import pathlib, threading, time\n"
+        "from mda.workpool import WorkPool\n"
+        "started = threading.Event()\n"
+        "pool = WorkPool(2, 't')\n"
+        f"pool.submit(lambda: (started.set(), time.sleep(1), pathlib.Path({str(marker)!r}).write_text('done')))\n"
+        "started.wait()\n"
+        "raise SystemExit(3)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, timeout=30)
+    assert result.returncode == 3
+    assert marker.read_text() == "done"
