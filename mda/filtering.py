@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -192,7 +193,7 @@ def _compile_if_present(path: Path, mailbox: Mailbox, global_dir: Path | None = 
     if own and home is not None and is_below(path, home):
         uid = user[0] if user is not None else None
 
-        def opener(script: Path) -> int:
+        def opener(script: Path) -> tuple[int, os.stat_result]:
             try:
                 return open_beneath_home(home, script, uid, max_size=MAX_SCRIPT_SIZE)
             except OSError:
