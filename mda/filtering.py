@@ -371,9 +371,10 @@ def _vacation_state(config: Config, scripts: Sequence[Script], *, create: bool =
     return VacationState(open_database(config.state, directory, VACATION_DB, read_only=not create))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Applying:
-    """One mailbox's actions being turned into ``plan``: where they come from and what they store."""
+    """One mailbox's actions being turned into ``plan``: where they come from and what they store
+    (not frozen, which would set each field through ``object.__setattr__`` for every delivery)."""
 
     config: Config
     plan: Plan

@@ -51,9 +51,10 @@ class _Stop(Exception):
     """``stop`` (RFC 5228 §3.3): ends the current script."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Context:
-    """What every script of one delivery sees."""
+    """What every script of one delivery sees (not frozen: a frozen dataclass sets each of these fields
+    through ``object.__setattr__``, a cost paid for every delivery; nothing assigns them)."""
 
     message: SieveMessage
     sender: str
