@@ -153,8 +153,9 @@ def open_beneath_home(home: Path, path: Path, uid: int | None, *, max_size: int)
     """
     home_fd = open_home(home, uid)
     try:
-        if is_below(path, home):
-            fd = open_file_beneath(home_fd, os.fspath(path)[len(os.fspath(home)) :].lstrip("/"))
+        text, top = os.fspath(path), os.fspath(home)
+        if is_below(text, top):
+            fd = open_file_beneath(home_fd, text[len(top) :].lstrip("/"))
             if fd is not None:
                 return fd, _checked(fd, path, uid, max_size)
         real_home = Path(os.path.realpath(home))
