@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -192,7 +193,7 @@ def _compile_if_present(path: Path, mailbox: Mailbox, global_dir: Path | None = 
     if own and home is not None and is_below(path, home):
         uid = user[0] if user is not None else None
 
-        def opener(script: Path) -> int:
+        def opener(script: Path) -> tuple[int, os.stat_result]:
             try:
                 return open_beneath_home(home, script, uid, max_size=MAX_SCRIPT_SIZE)
             except OSError:
@@ -370,9 +371,10 @@ def _vacation_state(config: Config, scripts: Sequence[Script], *, create: bool =
     return VacationState(open_database(config.state, directory, VACATION_DB, read_only=not create))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Applying:
-    """One mailbox's actions being turned into ``plan``: where they come from and what they store."""
+    """One mailbox's actions being turned into ``plan``: where they come from and what they store
+    (not frozen, which would set each field through ``object.__setattr__`` for every delivery)."""
 
     config: Config
     plan: Plan

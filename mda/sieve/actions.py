@@ -216,7 +216,7 @@ class ResultBuilder:
             # stores the message once, with the flags of both).
             previous = stores.get(DEFAULT_MAILBOX)
             if previous is None:
-                stores[DEFAULT_MAILBOX] = Keep(implicit_flags)
+                stores[DEFAULT_MAILBOX] = Keep(implicit_flags) if implicit_flags else _KEEP
             elif isinstance(previous, Keep):
                 stores[DEFAULT_MAILBOX] = Keep(_merge_flags(previous.flags, implicit_flags))
             else:
@@ -230,6 +230,10 @@ class ResultBuilder:
             actions.append(Discard())
         actions.extend(self.notifications)
         return actions
+
+
+_KEEP = Keep()
+"""The implicit keep without flags, the usual outcome: one frozen object for every delivery."""
 
 
 def _merge_flags(old: tuple[str, ...], new: tuple[str, ...]) -> tuple[str, ...]:

@@ -73,7 +73,9 @@ _cache: dict[Path, tuple[tuple[int, int, int, int], Script | SieveError]] = {}
 _cache_lock = threading.Lock()
 
 
-def compile_file(path: Path, global_dir: Path | None = None, *, opener: Callable[[Path], int] | None = None) -> Script:
+def compile_file(
+    path: Path, global_dir: Path | None = None, *, opener: Callable[[Path], tuple[int, os.stat_result]] | None = None
+) -> Script:
     """:func:`compile_cached`, then the scripts it includes (RFC 6609), looked up and compiled on every
     call: ``:personal`` ones beside it, ``:global`` ones in ``global_dir``."""
     script = compile_cached(path, opener=opener)
@@ -82,20 +84,28 @@ def compile_file(path: Path, global_dir: Path | None = None, *, opener: Callable
     return script
 
 
-def compile_cached(path: Path, *, opener: Callable[[Path], int] | None = None) -> Script:
+def compile_cached(path: Path, *, opener: Callable[[Path], tuple[int, os.stat_result]] | None = None) -> Script:
     """Compile a script file, reusing the result until the file (inode, mtime or size) changes.
 
-    ``opener`` returns a read descriptor for ``path`` (the caller's checks, e.g. a user's home); by
-    default the file is opened with ``O_NONBLOCK``, so a FIFO cannot hang the caller. Only a regular
+    ``opener`` returns a read descriptor for ``path`` and its ``fstat`` (the caller's checks, e.g. a
+    user's home, take that anyway: a cached script then costs no second one); by default the file is
+    opened with ``O_NONBLOCK``, so a FIFO cannot hang the caller. Only a regular
     file of at most ``MAX_SCRIPT_SIZE`` bytes is read, and never more than that many bytes, whatever it
     claims (``/dev/zero`` has size 0). A file that fails to compile raises its error on every delivery
     until it is fixed; the error is cached like a script, so that a broken 1 MiB script is not parsed
     again for every message.
     """
     name = str(path)
-    fd = opener(path) if opener is not None else os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    if opener is not None:
+        fd, info = opener(path)
+    else:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
     try:
-        info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
             raise IsADirectoryError(errno.EISDIR, "is a directory", name)
         if not stat.S_ISREG(info.st_mode):

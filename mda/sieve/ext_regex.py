@@ -229,14 +229,18 @@ class _Pattern:
         self.literals = literals
 
     def search(self, value: str) -> Any:
+        # Plain loops: a generator per value (``any(...)``) costs more than the look-ups it makes.
         if self.literals:
             if self.casemap:
                 if value.isascii():
                     folded = value.lower()
-                    if any(text not in folded for text in self.literals):
+                    for text in self.literals:
+                        if text not in folded:
+                            return None
+            else:
+                for text in self.literals:
+                    if text not in value:
                         return None
-            elif any(text not in value for text in self.literals):
-                return None
         return self.compiled.search(value)
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .budget import FOLD_COST, Meter
+from .match import ascii_upper
 
 NUMERIC = "i;ascii-numeric"
 #: The relations of RFC 5231 §5 and what they compare with.
@@ -25,7 +26,6 @@ RELATIONS: dict[str, Callable[[Any, Any], bool]] = {
     "ne": operator.ne,
 }
 
-_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _INFINITY = (1, 0)
 
 
@@ -44,7 +44,7 @@ def sort_key(comparator: str) -> Callable[[str], object]:
         return numeric_key
     if comparator == "i;octet":
         return str
-    return lambda value: value.translate(_ASCII_UPPER)
+    return ascii_upper
 
 
 class RelationalKeys:

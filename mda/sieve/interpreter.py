@@ -51,9 +51,10 @@ class _Stop(Exception):
     """``stop`` (RFC 5228 §3.3): ends the current script."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Context:
-    """What every script of one delivery sees."""
+    """What every script of one delivery sees (not frozen: a frozen dataclass sets each of these fields
+    through ``object.__setattr__``, a cost paid for every delivery; nothing assigns them)."""
 
     message: SieveMessage
     sender: str
@@ -465,7 +466,12 @@ def _step(node: Node, plain: bool) -> Step:
         if len(branches) == 1:  # the usual rule: ``if TEST { ... }`` without elsif or else
             ((only, block),) = branches
             assert only is not None  # the first branch always has a test
-            field = _required_field(node.branches[0].test, plain) if node.branches[0].test is not None else None
+            test = node.branches[0].test
+            assert test is not None
+            fused = _field_rule(test, block) if plain else None
+            if fused is not None:
+                return fused
+            field = _required_field(test, plain)
             if field is not None:
 
                 def run_unless_absent(run: _Run) -> None:
@@ -539,15 +545,61 @@ def _required_field(test: Test, plain: bool) -> str | None:
     return None
 
 
+def _field_rule(test: Test, block: tuple[Step, ...]) -> Step | None:
+    """``if TEST { ... }`` as one closure when TEST is a constant ``header`` test of one field or an
+    ``address`` test of one field and a plain part (any match type but ``:count``): the usual rule of
+    a filter. A field the message lacks costs one dict look-up; one it has, the match alone (no call
+    for the test). None for any other test, which ``_check`` runs."""
+    if (
+        test.name not in ("header", "address")
+        or len(test.args[0]) != 1
+        or test.match_type == "count"
+        or "index" in test.tags
+        or "mime" in test.tags
+    ):
+        return None
+    part = test.tags.get("part", "all")
+    if test.name == "address" and part not in _PLAIN_PARTS:
+        return None
+    name = test.args[0][0].lower()
+    first = _first(test)
+    if test.name == "header":
+
+        def header_rule(run: _Run) -> None:
+            message = run.message
+            if name in (message.parsed if message.parsed is not None else message.headers) and (
+                first(message.header_values(name), run.meter) is not None
+            ):
+                for step in block:
+                    step(run)
+
+        return header_rule
+    index = Address._fields.index(part)
+
+    def address_rule(run: _Run) -> None:
+        message = run.message
+        if name in (message.parsed if message.parsed is not None else message.headers):
+            addresses = message.addresses(name)
+            if addresses and first([address[index] for address in addresses], run.meter) is not None:
+                for step in block:
+                    step(run)
+
+    return address_rule
+
+
+def _first(test: Test) -> Callable[[Iterable[str], Meter], list[str] | None]:
+    """The ``first`` method of a constant test's keys, prepared once per script."""
+    if is_extended(test.match_type, test.comparator):  # :regex, :value, i;ascii-numeric (ext_match)
+        return prepare_cached(test.args[1], test.match_type, test.relation, test.comparator).first
+    return keys_for(test.args[1], test.match_type, test.comparator).first
+
+
 def _constant_check(test: Test) -> Check:
     """``header``, ``address`` or ``envelope`` whose names and keys are constants (no variables), with
     any match type but ``:count``: the keys are prepared here, once, and the usual one-field ``header``
     or ``address`` test reads the message's cached values directly."""
     names = tuple(name.lower() for name in test.args[0])
-    if is_extended(test.match_type, test.comparator):  # :regex, :value, i;ascii-numeric (ext_match)
-        first = prepare_cached(test.args[1], test.match_type, test.relation, test.comparator).first
-    else:
-        first = keys_for(test.args[1], test.match_type, test.comparator).first
+    first = _first(test)
     part = test.tags.get("part", "all")
     if len(names) == 1 and test.name == "header":
         (name,) = names

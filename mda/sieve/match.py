@@ -23,6 +23,12 @@ MATCH_TYPES = frozenset({"is", "contains", "matches"})
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
+def ascii_upper(value: str) -> str:
+    """``value`` with a-z folded to upper case (i;ascii-casemap): ``str.upper`` for ASCII text, which
+    folds nothing else there and is several times faster than ``translate`` with a table."""
+    return value.upper() if value.isascii() else value.translate(_ASCII_UPPER)
+
+
 class _Found:
     """Where a literal segment was found: the part of ``re.Match`` that matching uses (no groups)."""
 
@@ -151,7 +157,7 @@ class Keys:
             raise ValueError(f"unknown match type {match_type}")
         self.match_type = match_type
         self.casemap = comparator == CASEMAP
-        self.folded = tuple(key.translate(_ASCII_UPPER) for key in keys) if self.casemap else keys
+        self.folded = tuple(ascii_upper(key) for key in keys) if self.casemap else keys
         self.globs = tuple(_glob(key) for key in self.folded) if match_type == "matches" else ()
         fold = FOLD_COST if self.casemap else 0
         if match_type == "matches":
@@ -173,7 +179,7 @@ class Keys:
         if self.match_type == "matches":
             for value in values:
                 meter.spend(len(value) * per_char + fixed)
-                folded = value.translate(_ASCII_UPPER) if casemap else value
+                folded = ascii_upper(value) if casemap else value
                 for glob in self.globs:
                     spans = _glob_match(glob, folded)
                     if spans is not None:
@@ -184,12 +190,12 @@ class Keys:
         if self.match_type == "is":
             for value in values:
                 meter.spend(len(value) * per_char + fixed)
-                if (value.translate(_ASCII_UPPER) if casemap else value) in keys:
+                if (ascii_upper(value) if casemap else value) in keys:
                     return []
             return None
         for value in values:  # contains
             meter.spend(len(value) * per_char + fixed)
-            folded = value.translate(_ASCII_UPPER) if casemap else value
+            folded = ascii_upper(value) if casemap else value
             for key in keys:
                 if key in folded:
                     return []

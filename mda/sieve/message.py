@@ -136,11 +136,18 @@ class SieveMessage:
                 self.meter.spend(EDITED_HEADER_COST * self.edited_size)
             out: dict[str, list[str]] = {}
             text = self.raw[: self._header_end()[0]].decode("utf-8", errors="replace")
+            crlf = "\r" in text  # the spool's LF-only copy needs no line-end trimming per field
             for name, value in _FIELD.findall(text):
-                value = value.removesuffix("\r")
+                if crlf:
+                    value = value.removesuffix("\r")
                 if "\n" in value:
                     value = value.replace("\r\n", "").replace("\n", "")
-                out.setdefault(name.lower(), []).append(value)
+                key = name.lower()
+                known = out.get(key)  # no list built and dropped for every field, as setdefault does
+                if known is None:
+                    out[key] = [value]
+                else:
+                    known.append(value)
             self.parsed = out
         return self.parsed
 

@@ -125,17 +125,22 @@ def open_user_file(
 ) -> int:
     """Open ``name`` in ``dir_fd`` without following a symlink or waiting on a FIFO, then check it."""
     fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dir_fd)
-    try:
-        check_user_file(fd, label or name, uid, max_size)
-    except BaseException:
-        os.close(fd)
-        raise
+    _checked(fd, label or name, uid, max_size)
     return fd
 
 
-def open_beneath_home(home: Path, path: Path, uid: int | None, *, max_size: int) -> int:
+def _checked(fd: int, name: Path | str, uid: int | None, max_size: int | None) -> os.stat_result:
+    """:func:`check_user_file`, closing ``fd`` when it refuses."""
+    try:
+        return check_user_file(fd, name, uid, max_size)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_beneath_home(home: Path, path: Path, uid: int | None, *, max_size: int) -> tuple[int, os.stat_result]:
     """Open ``path`` for reading when it leads to a checked file inside ``home`` (owned by ``uid``,
-    unless None).
+    unless None): the descriptor and its ``fstat``, which the caller needs not take again.
 
     Symlinks are followed while they stay inside the home (Dovecot's ``~/.dovecot.sieve`` ->
     ``sieve/x.sieve``); the resolved path is then opened again one component at a time with no symlink
@@ -148,15 +153,11 @@ def open_beneath_home(home: Path, path: Path, uid: int | None, *, max_size: int)
     """
     home_fd = open_home(home, uid)
     try:
-        if is_below(path, home):
-            fd = open_file_beneath(home_fd, os.fspath(path)[len(os.fspath(home)) :].lstrip("/"))
+        text, top = os.fspath(path), os.fspath(home)
+        if is_below(text, top):
+            fd = open_file_beneath(home_fd, text[len(top) :].lstrip("/"))
             if fd is not None:
-                try:
-                    check_user_file(fd, path, uid, max_size)
-                except BaseException:
-                    os.close(fd)
-                    raise
-                return fd
+                return fd, _checked(fd, path, uid, max_size)
         real_home = Path(os.path.realpath(home))
         target = Path(os.path.realpath(path))
         if target == real_home or real_home not in target.parents:
@@ -171,12 +172,15 @@ def open_beneath_home(home: Path, path: Path, uid: int | None, *, max_size: int)
                 raise UnsafeUserFile(path, "a directory on the way is a symlink") from None
             raise
         try:
-            return open_user_file(dir_fd, parts[-1], os.O_RDONLY, uid=uid, max_size=max_size, label=path)
+            fd = os.open(
+                parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dir_fd
+            )
         except OSError as error:
             if error.errno == errno.ELOOP:
                 raise UnsafeUserFile(path, "became a symlink") from None
             raise
         finally:
             os.close(dir_fd)
+        return fd, _checked(fd, path, uid, max_size)
     finally:
         os.close(home_fd)

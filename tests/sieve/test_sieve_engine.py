@@ -418,3 +418,29 @@ def test_required_literals_of_a_regex(pattern: str, required: tuple[str, ...] | 
     from mda.sieve.ext_regex import required_literals, translate
 
     assert required_literals(translate(pattern)) == required
+
+
+@pytest.mark.parametrize(
+    ("key", "match_type", "value", "matched"),
+    [
+        ("CAFé", "contains", "Le café", True),  # a-z fold, é stays
+        ("CAFÉ", "contains", "Le café", False),  # É is not é under i;ascii-casemap
+        ("STRASSE", "is", "straße", False),  # no Unicode case mapping (ß -> SS)
+        ("K", "is", "\u212a", False),  # the Kelvin sign is not K
+        ("Re: *", "matches", "RE: Café", True),
+        ("re: café", "is", "RE: CAFé", True),
+        ("RE: CAFé", "is", "re: café", True),
+        ("ÿ", "contains", "Ÿ", False),
+    ],
+)
+def test_ascii_casemap_folds_only_a_to_z(key: str, match_type: str, value: str, matched: bool) -> None:
+    """i;ascii-casemap (RFC 4790 §9.2) folds ASCII letters alone, for ASCII and non-ASCII values alike."""
+    script = f'require "fileinto";\nif header :{match_type} "subject" "{key}" {{ fileinto "Hit"; }}\n'
+    message = f"Subject: {value}\n\nbody\n".encode()
+    expected = (FileInto("Hit"),) if matched else (Keep(),)
+    assert outcome_of(script, message).actions == expected
+    if match_type == "is":  # relational's :value "eq" folds the same way (RFC 5231)
+        relational = (
+            f'require ["fileinto", "relational"];\nif header :value "eq" "subject" "{key}" {{ fileinto "Hit"; }}\n'
+        )
+        assert outcome_of(relational, message).actions == expected

@@ -52,3 +52,18 @@ def test_sieve_cost_benchmark_compares_checkouts() -> None:
     assert result.returncode == 0, result.stderr
     pattern = rf"^{re.escape(str(repo))}: none \d+ µs, typical \d+ µs, extended \d+ µs per message; Sieve adds "
     assert re.match(pattern, result.stdout), result.stdout
+
+
+@pytest.mark.slow
+def test_sieve_cost_benchmark_times_sieve_alone() -> None:
+    """contrib/bench/sieve_cost.py --sieve-only: µs of compiling (cached) and running each script."""
+    repo = Path(__file__).resolve().parents[2]
+    command = [sys.executable, str(repo / "contrib" / "bench" / "sieve_cost.py"), "--messages", "20", "--rounds", "2"]
+    result = subprocess.run(
+        [*command, "--checkout", str(repo), "--sieve-only"], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    pattern = (
+        rf"^{re.escape(str(repo))}: Sieve \(compile_scripts and run\) typical \d+ µs, extended \d+ µs per message$"
+    )
+    assert re.match(pattern, result.stdout.strip()), result.stdout
