@@ -85,15 +85,29 @@ class RunResult(Measures):
     """smtp-source's own CPU seconds per 1000 messages (printed per run)."""
 
 
-def empty_dir(path: str) -> None:
-    """Remove everything under path but keep path itself (and its owner, which Dovecot needs)."""
-    if not os.path.isdir(path):
+RETIRED = "retired"
+"""Under the work directory: the mail of finished runs, deleted at the end of the invocation."""
+FREE_SPACE_FLOOR = 8 << 30
+INODE_RECENCY_SECONDS = 361.0
+"""ext4 without a journal does not reuse an inode freed in the last 60 seconds (360 while its inode
+table block is not yet written back), and to allocate one it inspects every such inode of the block
+group from the start: a run started after thousands of files were deleted nearby paid up to a fifth of
+its server CPU for that scan (``recently_deleted`` in a ``perf`` profile), whichever server it was."""
+
+
+def retire_mail(mail_root: str) -> None:
+    """Move the mail of a finished run aside instead of deleting it (see INODE_RECENCY_SECONDS); when
+    the disk runs low, delete what was set aside and wait out the inode recency window."""
+    if not os.path.isdir(mail_root):
         return
-    for entry in os.scandir(path):
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
-        else:
-            os.unlink(entry.path)
+    retired = os.path.join(os.path.dirname(mail_root), RETIRED)
+    os.makedirs(retired, exist_ok=True)
+    for entry in os.scandir(mail_root):
+        os.rename(entry.path, os.path.join(retired, f"{time.monotonic_ns()}-{entry.name}"))
+    if shutil.disk_usage(mail_root).free < FREE_SPACE_FLOOR:
+        log(f"  free space below {human_size(FREE_SPACE_FLOOR)}: deleting finished runs' mail")
+        shutil.rmtree(retired, ignore_errors=True)
+        time.sleep(INODE_RECENCY_SECONDS)
 
 
 def log(msg: str) -> None:
@@ -122,7 +136,7 @@ def run_once(
     message_file = None if kind == content.FILLER else content.write_source_file(work, kind, size)
     payload = None if kind == content.FILLER else content.data_payload(kind, size)
     res = RunResult()
-    shutil.rmtree(server.mail_root, ignore_errors=True)
+    retire_mail(server.mail_root)
     server.start()
     sampler = MemorySampler(server.root_pids()).start()
     try:
@@ -173,7 +187,7 @@ def run_once(
         server.stop()
         res.rss_mib = sampler.max_process_kib() / KIB
         res.tree_rss_mib = sampler.peak_total_kib / KIB
-        shutil.rmtree(server.mail_root, ignore_errors=True)
+        retire_mail(server.mail_root)
     return res
 
 
@@ -202,10 +216,15 @@ def summarize(server: str, cell: Cell, runs: Sequence[RunResult]) -> CellResult:
 
 
 def make_servers(
-    names: Sequence[str], base: str, mda_workers: str | None, baseline: str | None = None
+    names: Sequence[str],
+    base: str,
+    mda_workers: str | None,
+    baseline: str | None = None,
+    baseline_workers: str | None = None,
 ) -> dict[str, Callable[[], Server]]:
     """Factories: one fresh server object per run, all on one mail root on the same disk. ``baseline``:
-    another checkout of mda, run as the server ``baseline`` with the same configuration."""
+    another checkout of mda (or this one), run as the server ``baseline`` with the same configuration
+    but for ``baseline_workers`` when given."""
     mail_root = os.path.join(base, "mail")
     factories: dict[str, Callable[[], Server]] = {}
     for name in names:
@@ -216,7 +235,7 @@ def make_servers(
             factories[name] = lambda: Mda(os.path.join(base, "mda"), mail_root, workers=mda_workers)
         elif name == "baseline" and baseline is not None:
             factories[name] = lambda checkout=baseline: Mda(
-                os.path.join(base, "baseline"), mail_root, workers=mda_workers, repo=checkout
+                os.path.join(base, "baseline"), mail_root, workers=baseline_workers or mda_workers, repo=checkout
             )
     return factories
 
@@ -254,7 +273,7 @@ def rss_check(factories: dict[str, Callable[[], Server]], messages: int, concurr
     )
     for name, factory in factories.items():
         server = factory()
-        shutil.rmtree(server.mail_root, ignore_errors=True)
+        retire_mail(server.mail_root)
         server.start()
         sampler = MemorySampler(server.root_pids(), interval=0.02).start()
         try:
@@ -263,7 +282,7 @@ def rss_check(factories: dict[str, Callable[[], Server]], messages: int, concurr
             sampler.stop()
             server.stop()
         arrived, found, expected = check_arrived(server.mail_root, messages, 1)
-        empty_dir(server.mail_root)
+        retire_mail(server.mail_root)
         pid, pname, kib = sampler.largest()
         ok = kib / KIB <= limit_mib and arrived and not lat.errors
         ok_all = ok_all and ok
@@ -349,6 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run mda from the checkout DIR (server `baseline`), alternating, and print mda/baseline",
     )
     p.add_argument("--mda-workers", help="mda's `workers` setting (default: not set, mda's default)")
+    p.add_argument(
+        "--baseline-workers",
+        help="the baseline's `workers` setting (default: --mda-workers); with `--baseline .` an A/B of two settings",
+    )
     p.add_argument("--disk-seconds", type=float, help="duration of each disk-limit test (default 3; quick 1; 0 skips)")
     p.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown to FILE")
     p.add_argument("--title", default="mda vs Dovecot LMTP benchmark", help="heading of the Markdown report")
@@ -418,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     base = tempfile.mkdtemp(prefix="mda-bench-", dir=args.base)
     os.chmod(base, 0o755)  # Dovecot's mail processes (vmail) must traverse it
-    factories = make_servers(names, base, args.mda_workers, args.baseline)
+    factories = make_servers(names, base, args.mda_workers, args.baseline, args.baseline_workers)
     command = "python contrib/bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         machine = machine_lines(base, factories)
