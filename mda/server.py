@@ -92,9 +92,9 @@ class State:
         """Policy (cached per snapshot), then room for ``size`` bytes in every mailbox: space and quota."""
         return check_capacity(self.config, self._policy_answer(address, smtputf8), size)
 
-    async def resolve_async(self, address: Address, *, smtputf8: bool, size: int | None) -> Resolution:
-        """``resolve`` without blocking the event loop on a user database: answers the ``userdb`` cache
-        holds are used at once, anything else is resolved in the userdb's threads."""
+    def resolve_now(self, address: Address, *, smtputf8: bool, size: int | None) -> Resolution | None:
+        """``resolve`` when it needs no user database look-up (none configured, or the ``userdb`` cache
+        holds what it needs), else None: what may block is left to ``resolve_async``."""
         userdb = self.policy.userdb
         if userdb is None:
             return self.resolve(address, smtputf8=smtputf8, size=size)
@@ -104,10 +104,21 @@ class State:
                 with userdb.cached_only():
                     answer = self._resolve_and_remember(address, smtputf8)
             except NotCached:
-                loop = asyncio.get_running_loop()
-                answer = await loop.run_in_executor(
-                    userdb.resolver, functools.partial(self._resolve_and_remember, address, smtputf8)
-                )
+                return None
+        return check_capacity(self.config, answer, size)
+
+    async def resolve_async(self, address: Address, *, smtputf8: bool, size: int | None) -> Resolution:
+        """``resolve`` without blocking the event loop on a user database: what ``resolve_now`` cannot
+        answer is resolved in the userdb's threads."""
+        resolution = self.resolve_now(address, smtputf8=smtputf8, size=size)
+        if resolution is not None:
+            return resolution
+        userdb = self.policy.userdb
+        assert userdb is not None
+        loop = asyncio.get_running_loop()
+        answer = await loop.run_in_executor(
+            userdb.resolver, functools.partial(self._resolve_and_remember, address, smtputf8)
+        )
         return check_capacity(self.config, answer, size)
 
     def close_later(self, delay: float) -> None:

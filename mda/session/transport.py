@@ -205,12 +205,24 @@ class Session(asyncio.Protocol):
 
     def _handle(self, events: list[core.Event]) -> None:
         """Carry out the core's events in order. Consecutive replies (a pipelined batch, LMTP's one per
-        recipient) leave in one ``transport.write``: one send, one segment, for the whole batch."""
+        recipient) leave in one ``transport.write``: one send, one segment, for the whole batch.
+
+        A recipient that can be resolved without a look-up that may block (``State.resolve_now``) is
+        answered here and the core's next events are carried out in the same pass: no task, no pause
+        of reading, and pipelined RCPTs still share one write."""
         pending: list[bytes] = []
-        for event in events:
+        index = 0
+        while index < len(events):
+            event = events[index]
+            index += 1
             if type(event) is core.Send:
                 pending.append(event.data)
                 continue
+            if type(event) is core.Resolve:
+                answered = self._resolve_now(event)
+                if answered is not None:
+                    events.extend(answered)
+                    continue
             if pending:
                 self._write(pending)
                 pending = []
@@ -252,6 +264,18 @@ class Session(asyncio.Protocol):
     def _answered(self, events: list[core.Event]) -> None:
         self._handle(events)
         self._resume_reading()
+
+    def _resolve_now(self, event: core.Resolve) -> list[core.Event] | None:
+        """The core's events once ``event`` is resolved on the spot, or None when it needs the userdb's
+        threads (then ``_resolve`` does it in the background)."""
+        assert self.core is not None
+        try:
+            resolution = event.state.resolve_now(event.address, smtputf8=event.smtputf8, size=event.size)
+        except Exception as error:
+            return self.core.failed(error, self._loop.time())
+        if resolution is None:
+            return None
+        return self.core.resolved(resolution, self._loop.time())
 
     async def _resolve(self, event: core.Resolve) -> None:
         assert self.core is not None

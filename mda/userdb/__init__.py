@@ -5,9 +5,9 @@ source), or raises ``UserdbError`` when a source could not answer: the policy tu
 ``451 4.3.0`` for that recipient only, never into "unknown user". A later source is never asked when
 an earlier one fails, since it might answer differently from the one that is down.
 
-Look-ups block (sockets, files), so they never run on the event loop: ``State.resolve_async`` first
-tries the policy with ``cached_only()`` (cache hits stay on the loop), and on ``NotCached`` runs the
-policy in this module's ``resolver`` threads. Each source call runs in a second pool with its own
+Look-ups block (sockets, files), so they never run on the event loop: ``State.resolve_now`` tries the
+policy with ``cached_only()`` (cache hits are answered on the loop, as the RCPT is read), and on
+``NotCached`` ``State.resolve_async`` runs the policy in this module's ``resolver`` threads. Each source call runs in a second pool with its own
 deadline (``timeout``), so a stalled server costs its timeout and a 451, never a hung session.
 """
 

@@ -102,3 +102,36 @@ async def _until(condition: Callable[[], bool], seconds: float = 20) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached"
         await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_many_pipelined_recipients_are_answered_in_order(tmp_path, loop_kind):
+    """Recipients the policy answers without a user database are resolved as they are read, each answer
+    letting the core go on to the next pipelined command: 900 RCPTs in one write get 900 replies, in
+    order, then one reply per accepted RCPT and one copy per mailbox."""
+    recipients = ["alice@example.test", "nobody@example.test", "bob@example.test"] * 300
+
+    async def main() -> None:
+        app, context, server = await serve(tmp_path, limits={"max_recipients": 1000})
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert (await reply_lines(reader, 1))[0].startswith("220 ")
+        commands = b"LHLO c\r\nMAIL FROM:<s@remote.test>\r\n"
+        commands += b"".join(f"RCPT TO:<{address}>\r\n".encode() for address in recipients)
+        writer.write(commands + b"DATA\r\n")
+        replies = [line[:3] for line in await reply_lines(reader, 2 + len(recipients) + 1)]
+        expected = ["550" if address.startswith("nobody") else "250" for address in recipients]
+        assert replies == ["250", "250", *expected, "354"]
+        writer.write(b"Subject: many\r\n\r\nbody\r\n.\r\n")
+        delivered = await reply_lines(reader, 600)
+        assert all(line.startswith("250 2.0.0") for line in delivered)
+        writer.write(b"QUIT\r\n")
+        assert (await reply_lines(reader, 1))[0] == "221 2.0.0 Bye"
+        writer.close()
+        await _until(lambda: not context.sessions)
+        server.close()
+        app.executor.shutdown()
+
+    run(loop_kind, main)
+    for user in ("alice", "bob"):
+        assert (tmp_path / f"{user}.mbox").read_bytes().count(b"Subject: many\n") == 1
