@@ -7,8 +7,9 @@ an earlier one fails, since it might answer differently from the one that is dow
 
 Look-ups block (sockets, files), so they never run on the event loop: ``State.resolve_now`` tries the
 policy with ``cached_only()`` (cache hits are answered on the loop, as the RCPT is read), and on
-``NotCached`` ``State.resolve_async`` runs the policy in this module's ``resolver`` threads. Each source call runs in a second pool with its own
-deadline (``timeout``), so a stalled server costs its timeout and a 451, never a hung session.
+``NotCached`` ``State.resolve_async`` runs the policy in this module's ``resolver`` threads. Each
+source call runs in a second pool with its own deadline (``timeout``), so a stalled server costs its
+timeout and a 451, never a hung session.
 """
 
 from __future__ import annotations
