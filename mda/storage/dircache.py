@@ -27,7 +27,9 @@ LIFETIME = 1.0
 """Seconds a directory descriptor is reused after it was opened."""
 CAPACITY = 128
 """Entries per cache; with at most five descriptors an entry (a Maildir, its folder, tmp, new, cur)."""
-DESCRIPTORS_PER_ENTRY = 5
+MAX_DESCRIPTORS = CAPACITY * 6
+"""The most the caches of a process hold: a Maildir entry has at most five descriptors (the Maildir, its
+folder, tmp, new, cur), a mail root's one; ``mda serve`` counts them in its open-files limit."""
 
 K = TypeVar("K", bound=Hashable)
 
