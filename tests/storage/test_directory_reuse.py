@@ -54,13 +54,6 @@ def root(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-@pytest.fixture(params=["anonymous", "named"])
-def write_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "named":
-        monkeypatch.setattr(maildir, "_anonymous_files", False)
-    return str(request.param)
-
-
 def _new(box_path: Path) -> list[str]:
     new = box_path / "new"
     return sorted(p.name for p in new.iterdir()) if new.is_dir() else []
