@@ -208,7 +208,8 @@ def _removed(directories: CachedDirectories, error: OSError) -> bool:
     if isinstance(error, FileNotFoundError):
         return True
     try:
-        return any(os.fstat(fd).st_nlink == 0 for fd in directories.fds.values())
+        # A copy: another user of the entry may be adding new/ or cur/ to it meanwhile.
+        return any(os.fstat(fd).st_nlink == 0 for fd in list(directories.fds.values()))
     except OSError:
         return False
 
