@@ -14,13 +14,19 @@ from pathlib import Path
 
 import pytest
 
+from mda import storage
 from mda.storage import maildir
+from mda.storage.base import Mailbox
 from mda.storage.dircache import DirectoryCache
 from mda.storage.maildir import MaildirStore
+from mda.storage.userfs import UnsafeUserFile
 from tests.clients import Client, transaction
 from tests.conftest import basic_config
+from tests.policy.system_users import homes, make_user
 from tests.storage.helpers import maildir_box
 from tests.waiting import wait_for
+
+__all__ = ["homes", "make_user"]
 
 
 class Clock:
@@ -241,3 +247,19 @@ def test_a_server_keeps_a_maildir_open_and_remakes_it_when_removed(start_mda, tm
         _, replies = transaction(client, "s@remote.test", ["alice@example.test"], message)
         assert [reply.code for reply in replies] == [250]
     wait_for(lambda: len(_new(maildir_path)) == 1, what="the copy in the made-again Maildir")
+
+
+@pytest.mark.root
+def test_a_system_users_home_is_checked_for_every_delivery(make_user, make_copy, clock):
+    """Kept descriptors never carry a delivery past the home check: a home given away between two
+    deliveries a moment apart refuses the second, as when every delivery opened the home."""
+    user = make_user()
+    home = Path(user.pw_dir)
+    box = Mailbox(format="maildir", path=home / "Maildir", root=home, system_user=(user.pw_uid, user.pw_gid))
+    storage.stage(box, make_copy(b"Subject: first\n\nbody\n")).commit()
+    [first] = (home / "Maildir" / "new").iterdir()
+    assert first.stat().st_uid == user.pw_uid
+    os.chown(home, 0, 0)
+    with pytest.raises(UnsafeUserFile):
+        storage.stage(box, make_copy(b"Subject: second\n\nbody\n"))
+    assert len(_new(home / "Maildir")) == 1
