@@ -79,6 +79,16 @@ def test_a_removed_maildir_is_made_again_at_its_path(root, make_copy, write_path
     assert all((box.path / sub).is_dir() for sub in ("tmp", "new", "cur"))
 
 
+def test_a_removed_mail_root_is_made_again(root, make_copy, write_path, clock):
+    """The configured root is kept open too; removed with everything in it, it is made again."""
+    box = maildir_box(root)
+    _deliver(box, make_copy)
+    assert _held(root)
+    shutil.rmtree(root)
+    _deliver(box, make_copy)
+    assert len(_new(box.path)) == 1 and len(_held(root)) == 1
+
+
 def test_a_maildir_removed_between_stage_and_commit_gets_the_copy_at_its_path(root, make_copy, write_path, clock):
     box = maildir_box(root)
     _deliver(box, make_copy)
