@@ -37,6 +37,7 @@ from mda.server import ListenerContext, Reporter, State
 from mda.session.transport import Session
 from mda.space import mail_roots
 from mda.spool import MemoryBudget
+from mda.storage.dircache import MAX_DESCRIPTORS as KEPT_DIRECTORIES
 from mda.tls import TlsContexts
 from mda.workpool import WorkPool
 from mda.yamlsource import ConfigError
@@ -423,7 +424,7 @@ def raise_open_files_limit(config: Config) -> None:
     ``EMFILE`` long before ``max_connections``; the hard limit stays the administrator's to set.
     """
     connections = max([config.limits.max_connections, *(item.limits.max_connections for item in config.listeners)])
-    wanted = connections * FILES_PER_SESSION + SPARE_FILES
+    wanted = connections * FILES_PER_SESSION + SPARE_FILES + KEPT_DIRECTORIES
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)

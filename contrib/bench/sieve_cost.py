@@ -7,7 +7,9 @@ compares checkouts side by side: ``--checkout A --checkout B`` runs each in its 
 alternating round by round, and prints each one's median µs per message and what Sieve adds.
 
 Usage: python contrib/bench/sieve_cost.py [--checkout PATH ...] [--messages 1000] [--rounds 4]
-       [--message bench|real] [--sieve-only]
+       [--message bench|real] [--sieve-only | --no-sieve]
+``--no-sieve`` times the delivery without Sieve alone (policy, spool, Maildir store), for an A/B of
+the storage path.
 ``--sieve-only`` times only what a delivery calls Sieve for (``filtering.compile_scripts`` and
 ``mda.sieve.run`` on the message with a trace block): a change of a few µs there is lost in the
 ±30 µs that one process's whole delivery varies by from another's on a shared machine.
@@ -93,7 +95,7 @@ def sieve_worker(kind: str, messages: int) -> dict[str, float]:
     return times
 
 
-def worker(kind: str, messages: int) -> dict[str, float]:
+def worker(kind: str, messages: int, sieve: bool = True) -> dict[str, float]:
     """In the checkout on sys.path: µs of CPU per delivery for each variant, in rotating order."""
     from sieve_overhead import SCRIPTS
 
@@ -132,7 +134,7 @@ def worker(kind: str, messages: int) -> dict[str, float]:
         if outcome.reply.code != 250 or outcome.sieve_errors or "fileinto" in outcome.reason:
             raise RuntimeError(f"unexpected delivery: {outcome.reply} {outcome.reason}")
 
-    variants: dict[str, str | None] = {"none": None, **SCRIPTS}
+    variants: dict[str, str | None] = {"none": None, **(SCRIPTS if sieve else {})}
     data = [message(kind, seq) for seq in range(50)]
     with tempfile.TemporaryDirectory(prefix="mda-sieve-cost-", dir="/dev/shm") as directory:
         settings = {name: setup(Path(directory) / name, script) for name, script in variants.items()}
@@ -157,11 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--message", choices=["bench", "real"], default="bench")
     parser.add_argument("--sieve-only", action="store_true", help="time compile_scripts and run alone")
+    parser.add_argument("--no-sieve", action="store_true", help="time the delivery without Sieve alone")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
         sys.path[:0] = [str(args.worker), str(HERE)]
-        print(json.dumps((sieve_worker if args.sieve_only else worker)(args.message, args.messages)))
+        if args.sieve_only:
+            print(json.dumps(sieve_worker(args.message, args.messages)))
+        else:
+            print(json.dumps(worker(args.message, args.messages, sieve=not args.no_sieve)))
         return 0
     checkouts = [path.resolve() for path in args.checkout or [HERE.parents[1]]]
     results: dict[Path, dict[str, list[float]]] = {path: {} for path in checkouts}
@@ -170,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(path)]
             command += ["--message", args.message, "--messages", str(args.messages)]
             command += ["--sieve-only"] if args.sieve_only else []
+            command += ["--no-sieve"] if args.no_sieve else []
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             for name, value in json.loads(output).items():
                 results[path].setdefault(name, []).append(value)
@@ -180,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: Sieve (compile_scripts and run) {parts} per message")
             continue
         parts = ", ".join(f"{name} {value:.0f} µs" for name, value in median.items())
+        if args.no_sieve:
+            print(f"{path}: {parts} per message")
+            continue
         added = ", ".join(
             f"{name} +{value - median['none']:.0f} µs" for name, value in median.items() if name != "none"
         )

@@ -20,11 +20,12 @@ from pathlib import Path
 
 from mda.spool import write_all
 from mda.storage.base import Mailbox, MessageCopy, StoreResult
+from mda.storage.dircache import CachedDirectories, DirectoryCache
 from mda.storage.folders import count_folders
 from mda.storage.fsutil import fsync_directory_shared, open_below, split_below
 from mda.storage.quota import MaildirCharge, charge_maildir
 from mda.storage.subscriptions import subscribe
-from mda.storage.userfs import open_mailbox_root
+from mda.storage.userfs import check_home, open_below_mailbox_root
 
 STALE_TMP_SECONDS = 36 * 3600
 """qmail's maildir(5): files in tmp/ older than 36 hours are left-overs of a crash."""
@@ -56,7 +57,9 @@ def unique_name(size: int, vsize: int) -> str:
 class _StagedMaildirFile:
     """A fully written, fsync'd file in ``tmp/`` waiting to be linked into ``new/`` or ``cur/``."""
 
-    maildir_fd: int
+    mailbox: Mailbox
+    directories: CachedDirectories
+    """The Maildir's (or folder's) descriptors, leased from the cache until commit or abort is done."""
     tmp_fd: int
     anonymous_fd: int | None
     """An ``O_TMPFILE`` file, still open: it gets its only name at commit, so a crash leaves nothing in
@@ -64,31 +67,34 @@ class _StagedMaildirFile:
     name: str
     target: str
     flags: str
-    location: Path
-    fsync: bool
     size: int
     write_seconds: float
     fsync_seconds: float
     charge: MaildirCharge
     """Quota usage delta, appended to ``maildirsize`` once the message is in ``new/``."""
-    owner: tuple[int, int] | None = None
-    """Owner of ``new/`` or ``cur/`` should commit have to create it."""
+    removed: CachedDirectories | None = None
+    """The directories the copy was staged in, when they were found removed at commit: still leased,
+    since ``tmp_fd`` is theirs."""
     done: bool = False
 
     def commit(self) -> StoreResult:
         fsync_seconds = self.fsync_seconds
         try:
-            target_fd = open_subdir(self.maildir_fd, self.target, self.owner)
             try:
-                final = self._link_without_replacing(target_fd)
-                if self.anonymous_fd is None:
-                    os.unlink(self.name, dir_fd=self.tmp_fd)
-                if self.fsync:
-                    started = time.perf_counter()
-                    fsync_directory_shared(target_fd, f"{self.location}/{self.target}")
-                    fsync_seconds += time.perf_counter() - started
-            finally:
-                os.close(target_fd)
+                target_fd, final = self._link()
+            except OSError as error:
+                if not _removed(self.directories, error):
+                    raise
+                # The Maildir was removed since its descriptors were opened: once more at its path.
+                _maildirs.discard(_cache_key(self.mailbox), self.directories)
+                self.removed, self.directories = self.directories, _open_fresh(self.mailbox, None)[0]
+                target_fd, final = self._link()
+            if self.anonymous_fd is None:
+                os.unlink(self.name, dir_fd=self.tmp_fd)
+            if self.mailbox.fsync:
+                started = time.perf_counter()
+                fsync_directory_shared(target_fd, f"{self.directories.path}/{self.target}")
+                fsync_seconds += time.perf_counter() - started
         except BaseException:
             self.abort()
             raise
@@ -96,11 +102,16 @@ class _StagedMaildirFile:
         self._close()
         self.charge.commit()
         return StoreResult(
-            location=str(self.location / self.target / final),
+            location=str(self.directories.path / self.target / final),
             size=self.size,
             write_seconds=self.write_seconds,
             fsync_seconds=fsync_seconds,
         )
+
+    def _link(self) -> tuple[int, str]:
+        """``new/`` (or ``cur/``) and the name the file got there."""
+        target_fd = _subdir(self.directories, self.target, self.mailbox.owner)
+        return target_fd, self._link_without_replacing(target_fd)
 
     def _link_without_replacing(self, target_fd: int) -> str:
         final = self.name + (f":2,{self.flags}" if self.flags else "")
@@ -130,11 +141,12 @@ class _StagedMaildirFile:
         self.charge.cancel()
 
     def _close(self) -> None:
-        for fd in (self.anonymous_fd, self.tmp_fd, self.maildir_fd):
-            if fd is None:
-                continue
+        if self.anonymous_fd is not None:
             with contextlib.suppress(OSError):
-                os.close(fd)
+                os.close(self.anonymous_fd)
+        _maildirs.release(self.directories)
+        if self.removed is not None:
+            _maildirs.release(self.removed)
 
 
 def open_subdir(maildir_fd: int, name: str, owner: tuple[int, int] | None) -> int:
@@ -160,6 +172,129 @@ def open_subdir(maildir_fd: int, name: str, owner: tuple[int, int] | None) -> in
     return os.open(name, flags, dir_fd=maildir_fd)
 
 
+_MaildirKey = tuple[Path, Path, str | None, bool, int | None, tuple[int, int] | None, tuple[int, int] | None]
+_maildirs: DirectoryCache[_MaildirKey] = DirectoryCache()
+"""Open Maildirs (README, "Storage"): the Maildir, the folder delivered to, and its tmp, new and cur."""
+
+
+def _cache_key(mailbox: Mailbox) -> _MaildirKey:
+    """Everything that decides which directory a delivery opens, and with whose authority."""
+    root = mailbox.root or mailbox.path.parent
+    return (
+        root,
+        mailbox.path,
+        mailbox.folder,
+        mailbox.create_folder,
+        mailbox.max_folders,
+        mailbox.owner,
+        mailbox.system_user,
+    )
+
+
+def _directory(directories: CachedDirectories) -> int:
+    """The directory copies go to: the folder, or the Maildir itself."""
+    return directories.fds.get("folder", directories.fds["maildir"])
+
+
+def _subdir(directories: CachedDirectories, name: str, owner: tuple[int, int] | None) -> int:
+    """``tmp``, ``new`` or ``cur`` of the cached directory, opened (created) the first time it is used."""
+    return _maildirs.descriptor(directories, name, lambda: open_subdir(_directory(directories), name, owner))
+
+
+def _removed(directories: CachedDirectories, error: OSError) -> bool:
+    """Whether ``error`` came from a directory removed (or replaced) since it was opened: ``ENOENT``
+    creating in it, or any error (ext4 refuses ``O_TMPFILE`` there with ``EPERM``) while one of the
+    directories has no link left. Checked only after a failure, so a delivery pays nothing for it."""
+    if isinstance(error, FileNotFoundError):
+        return True
+    try:
+        # A copy: another user of the entry may be adding new/ or cur/ to it meanwhile.
+        return any(os.fstat(fd).st_nlink == 0 for fd in list(directories.fds.values()))
+    except OSError:
+        return False
+
+
+def _open_fresh(mailbox: Mailbox, size: int | None) -> tuple[CachedDirectories, MaildirCharge | None]:
+    """Open (creating when needed) the Maildir, or its Maildir++ folder, without following links, and
+    keep its descriptors in the cache (leased to the caller).
+
+    The quota is checked here for a copy of ``size`` bytes (None: already checked), on the Maildir
+    root where ``maildirsize`` lives (folders count towards their Maildir's quota), before any byte is
+    written and before a folder is created: over quota raises ``DeliveryError``.
+    """
+    root = mailbox.root or mailbox.path.parent
+    maildir_fd = open_below_mailbox_root(mailbox, split_below(root, mailbox.path))
+    fds = {"maildir": maildir_fd}
+    charge = None
+    location = mailbox.path
+    try:
+        if size is not None:
+            charge = charge_maildir(maildir_fd, mailbox, size)
+        if mailbox.folder is not None:
+            # A folder's parent must be a whole Maildir too (tmp, new, cur): IMAP servers look for them.
+            os.close(open_subdir(maildir_fd, "tmp", mailbox.owner))
+            folder_fd = _open_folder(maildir_fd, mailbox)
+            if folder_fd is not None:
+                fds["folder"] = folder_fd
+                location = mailbox.path / f".{mailbox.folder}"
+    except BaseException:
+        if charge is not None:
+            charge.cancel()
+        os.close(maildir_fd)
+        raise
+    key = _cache_key(mailbox)
+    directories = _maildirs.insert(key, fds, location)
+    if mailbox.folder is not None and "folder" not in fds:
+        # INBOX instead of a missing folder: not kept, so a folder created meanwhile is used next time.
+        _maildirs.discard(key, directories)
+    return directories, charge
+
+
+def _open_folder(maildir_fd: int, mailbox: Mailbox) -> int | None:
+    """The folder's descriptor, or None for INBOX when it is missing and may not be created.
+
+    A missing folder is created only with ``create_folder`` and while the Maildir has fewer than
+    ``max_folders`` folders: the name comes from the sender, who must not fill the disk's inode table
+    or the user's folder list (README, "Folders"). Counted only when a folder is missing.
+    """
+    assert mailbox.folder is not None
+    name = f".{mailbox.folder}"
+    try:
+        folder_fd = open_below(maildir_fd, [name], create=False, owner=mailbox.owner)
+    except FileNotFoundError:
+        if not mailbox.create_folder:
+            return None
+        if mailbox.max_folders is not None and count_folders(maildir_fd) >= mailbox.max_folders:
+            return None
+        try:
+            folder_fd = open_below(maildir_fd, [name], create=True, owner=mailbox.owner)
+        except FileNotFoundError:
+            return None
+        # Dovecot's lda_mailbox_autosubscribe: the new folder shows in clients that list subscribed
+        # folders only. A file that cannot be written costs the subscription, never the message.
+        with contextlib.suppress(OSError):
+            subscribe(maildir_fd, mailbox.folder, mailbox.owner, fsync=mailbox.fsync)
+    try:
+        try:
+            marker = os.open(
+                "maildirfolder",
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                FILE_MODE,
+                dir_fd=folder_fd,
+            )
+        except FileExistsError:
+            pass
+        else:
+            if mailbox.owner is not None:
+                os.fchown(marker, *mailbox.owner)
+            os.close(marker)
+            os.fsync(folder_fd)
+    except BaseException:
+        os.close(folder_fd)
+        raise
+    return folder_fd
+
+
 _anonymous_files = os.path.isdir("/proc/self/fd") and hasattr(os, "O_TMPFILE")
 """Whether to try O_TMPFILE: it needs /proc to be linked later without privileges."""
 
@@ -181,105 +316,57 @@ class MaildirStore:
     """Writes copies into Maildir (and Maildir++ folders); see ``storage.base`` for the contract."""
 
     def stage(self, mailbox: Mailbox, message: MessageCopy) -> _StagedMaildirFile:
-        maildir_fd, location, charge = self._open_maildir(mailbox, message.size)
-        try:
-            tmp_fd = open_subdir(maildir_fd, "tmp", mailbox.owner)
-        except BaseException:
-            charge.cancel()
-            os.close(maildir_fd)
-            raise
-        try:
-            self._clean_stale_tmp(location, tmp_fd)
-            return self._write(mailbox, message, maildir_fd, tmp_fd, location, charge)
-        except BaseException:
-            charge.cancel()
-            os.close(tmp_fd)
-            os.close(maildir_fd)
-            raise
-
-    def _open_maildir(self, mailbox: Mailbox, size: int) -> tuple[int, Path, MaildirCharge]:
-        """Open (creating when needed) the Maildir, or its Maildir++ folder, without following links.
-
-        The quota is checked here, on the Maildir root where ``maildirsize`` lives (folders count
-        towards their Maildir's quota), before any byte is written: over quota raises ``DeliveryError``.
-        """
-        root = mailbox.root or mailbox.path.parent
-        root_fd = open_mailbox_root(mailbox)
-        try:
-            maildir_fd = open_below(root_fd, split_below(root, mailbox.path), create=True, owner=mailbox.owner)
-        finally:
-            os.close(root_fd)
-        try:
-            charge = charge_maildir(maildir_fd, mailbox, size)
-        except BaseException:
-            os.close(maildir_fd)
-            raise
-        try:
-            if mailbox.folder is None:
-                return maildir_fd, mailbox.path, charge
-            # A folder's parent must be a whole Maildir too (tmp, new, cur): IMAP servers look for them.
-            os.close(open_subdir(maildir_fd, "tmp", mailbox.owner))
-            folder_fd = self._open_folder(maildir_fd, mailbox)
-            if folder_fd is None:
-                return maildir_fd, mailbox.path, charge
-        except BaseException:
-            charge.cancel()
-            os.close(maildir_fd)
-            raise
-        os.close(maildir_fd)
-        return folder_fd, mailbox.path / f".{mailbox.folder}", charge
-
-    def _open_folder(self, maildir_fd: int, mailbox: Mailbox) -> int | None:
-        """The folder's descriptor, or None for INBOX when it is missing and may not be created.
-
-        A missing folder is created only with ``create_folder`` and while the Maildir has fewer than
-        ``max_folders`` folders: the name comes from the sender, who must not fill the disk's inode table
-        or the user's folder list (README, "Folders"). Counted only when a folder is missing.
-        """
-        assert mailbox.folder is not None
-        name = f".{mailbox.folder}"
-        try:
-            folder_fd = open_below(maildir_fd, [name], create=False, owner=mailbox.owner)
-        except FileNotFoundError:
-            if not mailbox.create_folder:
-                return None
-            if mailbox.max_folders is not None and count_folders(maildir_fd) >= mailbox.max_folders:
-                return None
+        key = _cache_key(mailbox)
+        directories = _maildirs.lease(key)
+        if directories is not None:
             try:
-                folder_fd = open_below(maildir_fd, [name], create=True, owner=mailbox.owner)
-            except FileNotFoundError:
-                return None
-            # Dovecot's lda_mailbox_autosubscribe: the new folder shows in clients that list subscribed
-            # folders only. A file that cannot be written costs the subscription, never the message.
-            with contextlib.suppress(OSError):
-                subscribe(maildir_fd, mailbox.folder, mailbox.owner, fsync=mailbox.fsync)
+                return self._stage_cached(mailbox, message, directories)
+            except OSError as error:
+                if not _removed(directories, error):
+                    _maildirs.release(directories)
+                    raise
+                # The Maildir was removed since its descriptors were opened: once more at its path.
+                _maildirs.discard(key, directories)
+                _maildirs.release(directories)
+            except BaseException:
+                _maildirs.release(directories)
+                raise
+        directories, charge = _open_fresh(mailbox, message.size)
+        assert charge is not None
         try:
-            try:
-                marker = os.open(
-                    "maildirfolder",
-                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    FILE_MODE,
-                    dir_fd=folder_fd,
-                )
-            except FileExistsError:
-                pass
-            else:
-                if mailbox.owner is not None:
-                    os.fchown(marker, *mailbox.owner)
-                os.close(marker)
-                os.fsync(folder_fd)
+            return self._stage_in(mailbox, message, directories, charge)
         except BaseException:
-            os.close(folder_fd)
+            _maildirs.release(directories)
             raise
-        return folder_fd
+
+    def _stage_cached(
+        self, mailbox: Mailbox, message: MessageCopy, directories: CachedDirectories
+    ) -> _StagedMaildirFile:
+        """Stage into descriptors kept from an earlier delivery: a system user's home is checked again
+        (``userfs.check_home``) and the quota is charged, as for freshly opened ones."""
+        if mailbox.system_user is not None:
+            check_home(mailbox.root or mailbox.path.parent, mailbox.system_user[0])
+        charge = charge_maildir(directories.fds["maildir"], mailbox, message.size)
+        return self._stage_in(mailbox, message, directories, charge)
+
+    def _stage_in(
+        self, mailbox: Mailbox, message: MessageCopy, directories: CachedDirectories, charge: MaildirCharge
+    ) -> _StagedMaildirFile:
+        """Write the copy into ``tmp/`` of the leased directories; on failure the charge is cancelled."""
+        try:
+            tmp_fd = _subdir(directories, "tmp", mailbox.owner)
+            self._clean_stale_tmp(directories.path, tmp_fd)
+            return self._write(mailbox, message, directories, tmp_fd, charge)
+        except BaseException:
+            charge.cancel()
+            raise
 
     @staticmethod
     def _write(
         mailbox: Mailbox,
         message: MessageCopy,
-        maildir_fd: int,
+        directories: CachedDirectories,
         tmp_fd: int,
-        location: Path,
         charge: MaildirCharge,
     ) -> _StagedMaildirFile:
         size = message.size
@@ -313,19 +400,17 @@ class MaildirStore:
         if anonymous_fd is None:
             os.close(fd)
         return _StagedMaildirFile(
-            maildir_fd=maildir_fd,
+            mailbox=mailbox,
+            directories=directories,
             tmp_fd=tmp_fd,
             anonymous_fd=anonymous_fd,
             name=name,
             target="cur" if message.flags else "new",
             flags=message.flags,
-            location=location,
-            fsync=mailbox.fsync,
             size=size,
             write_seconds=written - started,
             fsync_seconds=synced - written,
             charge=charge,
-            owner=mailbox.owner,
         )
 
     @staticmethod

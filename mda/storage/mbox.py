@@ -28,9 +28,9 @@ from mda.replies import LOCAL_ERROR, MAILBOX_BUSY, DeliveryError
 from mda.spool import Spool, SpoolTail, write_all
 from mda.storage.base import Mailbox, MessageCopy, StoreResult
 from mda.storage.dotlock import create_dotlock, remove_dotlock
-from mda.storage.fsutil import open_below, split_below
+from mda.storage.fsutil import split_below
 from mda.storage.quota import check_mbox_quota
-from mda.storage.userfs import open_mailbox_root
+from mda.storage.userfs import open_below_mailbox_root
 
 DOTLOCK_SUFFIX = ".lock"
 DOTLOCK_STALE_SECONDS = 500.0
@@ -222,11 +222,7 @@ class MboxStore:
         parts = split_below(root, mailbox.path)
         if not parts:
             raise DeliveryError(LOCAL_ERROR, f"mbox path {mailbox.path} names its root directory")
-        root_fd = open_mailbox_root(mailbox)
-        try:
-            return open_below(root_fd, parts[:-1], create=True, owner=mailbox.owner), parts[-1]
-        finally:
-            os.close(root_fd)
+        return open_below_mailbox_root(mailbox, parts[:-1]), parts[-1]
 
     def _open_locked(self, mailbox: Mailbox, dir_fd: int, name: str) -> tuple[int, str]:
         """Open the mbox and take the ``fcntl`` lock, then the dot-lock, by ``lock_timeout`` or 450 4.2.0.

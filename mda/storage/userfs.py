@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mda.storage.base import Mailbox
+from mda.storage.dircache import DirectoryCache
 from mda.storage.fsutil import DIR_FLAGS, is_below, open_below, open_file_beneath, open_root
 
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
@@ -86,21 +87,60 @@ def open_home(home: Path, uid: int | None) -> int:
     """
     fd = os.open(home, DIR_FLAGS & ~os.O_NOFOLLOW)
     try:
-        if uid is not None and os.fstat(fd).st_uid != uid:
-            raise UnsafeUserFile(home, f"home directory not owned by uid {uid}")
+        _check_home_owner(os.fstat(fd), home, uid)
     except BaseException:
         os.close(fd)
         raise
     return fd
 
 
-def open_mailbox_root(mailbox: Mailbox) -> int:
-    """The fixed root of a mailbox path, created when missing, except a system user's home, which must
-    exist and belong to that user."""
+def check_home(home: Path, uid: int) -> None:
+    """What ``open_home`` checks, in one ``stat``: for a delivery into a Maildir whose descriptors are
+    still open from a delivery a moment ago (``mda.storage.dircache``), so the home's owner is checked
+    for every delivery all the same."""
+    info = os.stat(home)
+    if not stat.S_ISDIR(info.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(home))
+    _check_home_owner(info, home, uid)
+
+
+def _check_home_owner(info: os.stat_result, home: Path, uid: int | None) -> None:
+    if uid is not None and info.st_uid != uid:
+        raise UnsafeUserFile(home, f"home directory not owned by uid {uid}")
+
+
+_roots: DirectoryCache[tuple[Path, tuple[int, int] | None]] = DirectoryCache()
+"""Open mail roots (the operator's ``/var/vmail``), by path and owner of what is created there."""
+
+
+def open_below_mailbox_root(mailbox: Mailbox, parts: list[str]) -> int:
+    """The directory ``parts`` below the mailbox's fixed root, created (with the root) when missing; a
+    system user's home is never created and must be theirs.
+
+    A root other than a home stays open for ``dircache.LIFETIME`` and serves the deliveries of that
+    time; should it be gone (``ENOENT`` below it), it is opened again once.
+    """
     root = mailbox.root or mailbox.path.parent
-    if mailbox.system_user is None:
-        return open_root(root, create=True, owner=mailbox.owner)
-    return open_home(root, mailbox.system_user[0])
+    if mailbox.system_user is not None:
+        home_fd = open_home(root, mailbox.system_user[0])
+        try:
+            return open_below(home_fd, parts, create=True, owner=mailbox.owner)
+        finally:
+            os.close(home_fd)
+    key = (root, mailbox.owner)
+    entry = _roots.lease(key)
+    if entry is not None:
+        try:
+            return open_below(entry.fds["root"], parts, create=True, owner=mailbox.owner)
+        except FileNotFoundError:
+            _roots.discard(key, entry)
+        finally:
+            _roots.release(entry)
+    entry = _roots.insert(key, {"root": open_root(root, create=True, owner=mailbox.owner)}, root)
+    try:
+        return open_below(entry.fds["root"], parts, create=True, owner=mailbox.owner)
+    finally:
+        _roots.release(entry)
 
 
 def check_user_file(fd: int, name: Path | str, uid: int | None, max_size: int | None) -> os.stat_result:

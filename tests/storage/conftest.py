@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mda.spool import Spool
+from mda.storage import maildir
 from mda.storage.base import MessageCopy
 from tests.peers.dovecot import dovecot_factory
 from tests.peers.filesystems import small_tmpfs
@@ -37,6 +38,15 @@ def make_copy() -> Iterator[Callable[..., MessageCopy]]:
     yield make
     for spool in spools:
         spool.close()
+
+
+@pytest.fixture(params=["anonymous", "named"])
+def write_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of writing a Maildir copy: an unnamed ``O_TMPFILE`` file, or a named file in ``tmp/``
+    (NFS, some FUSE)."""
+    if request.param == "named":
+        monkeypatch.setattr(maildir, "_anonymous_files", False)
+    return str(request.param)
 
 
 @pytest.fixture

@@ -13,16 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from mda.storage import fsutil, maildir
+from mda.storage import fsutil
 from mda.storage.maildir import MaildirStore
 from tests.storage.helpers import maildir_box
-
-
-@pytest.fixture(params=["anonymous", "named"])
-def write_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "named":
-        monkeypatch.setattr(maildir, "_anonymous_files", False)
-    return str(request.param)
 
 
 def _entries(directory: Path) -> list[str]:
