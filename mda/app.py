@@ -38,6 +38,7 @@ from mda.session.transport import Session
 from mda.space import mail_roots
 from mda.spool import MemoryBudget
 from mda.storage.dircache import MAX_DESCRIPTORS as KEPT_DIRECTORIES
+from mda.storage.dircache import sweep_expired
 from mda.tls import TlsContexts
 from mda.workpool import WorkPool
 from mda.yamlsource import ConfigError
@@ -220,13 +221,19 @@ class Application:
         """``/readyz``: listeners bound and a configuration loaded, and not shutting down."""
         return self.ready and not self.shutting_down
 
+    def _beat(self) -> None:
+        """Once a second: the loop's heartbeat for ``/healthz``, and expired directory descriptors closed
+        (``storage.dircache``), so an idle server keeps no directory of the mail filesystem open."""
+        self.metrics.beat()
+        sweep_expired()
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         await self.start()
-        beating = loop.create_task(heartbeat(self.metrics.beat))
+        beating = loop.create_task(heartbeat(self._beat))
         config = self.state.config
         # With several workers the supervisor watches the files and signals every worker (SIGHUP).
         if config.source is not None and not self.worker:  # the embedded default has no file to watch

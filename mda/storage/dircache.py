@@ -98,8 +98,7 @@ class DirectoryCache(Generic[K]):
         with self._lock:
             if key in self._entries:
                 self._evict(key)
-            for old in [old for old, cached in self._entries.items() if now >= cached.expires]:
-                self._evict(old)
+            self._evict_expired(now)
             while len(self._entries) >= self.capacity:
                 self._evict(next(iter(self._entries)))
             self._entries[key] = entry
@@ -139,12 +138,30 @@ class DirectoryCache(Generic[K]):
         if entry.users == 0:
             entry.close()
 
+    def sweep(self) -> None:
+        """Close the entries that expired (those in use close when their last user is done)."""
+        now = self.clock()
+        with self._lock:
+            self._evict_expired(now)
+
+    def _evict_expired(self, now: float) -> None:
+        """Remove the entries expired at ``now`` (lock held)."""
+        for old in [old for old, cached in self._entries.items() if now >= cached.expires]:
+            self._evict(old)
+
     def _forget_after_fork(self) -> None:
         """In a forked child: the parent's threads do not exist here, so every entry is closed."""
         self._lock = threading.Lock()
         entries, self._entries = self._entries, OrderedDict()
         for entry in entries.values():
             entry.close()
+
+
+def sweep_expired() -> None:
+    """Close every cache's expired entries: called by a running server about once a second, so an idle
+    process holds no directory open (an unmount of the mail filesystem is not kept busy)."""
+    for cache in list(_caches):
+        cache.sweep()
 
 
 def _after_fork_in_child() -> None:
