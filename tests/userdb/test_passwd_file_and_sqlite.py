@@ -173,7 +173,8 @@ def test_failing_first_source_never_lets_a_later_one_decide(start_mda, tmp_path)
 def test_cache_ttls_and_reload_that_changes_the_query(start_mda, tmp_path):
     db = sqlite_db(tmp_path / "pfa.sqlite", [("dave@example.test", "example.test/dave/", 0)], [])
     source = {"driver": "sql", "url": f"sqlite:///{db}", "user_query": USER_QUERY, "path_base": str(tmp_path / "v")}
-    config = userdb_config(tmp_path / "mail", [source], userdb_cache={"ttl": "1h", "negative_ttl": "1h"})
+    # One process: the userdb cache is per worker (README "Workers"), and this is about that cache.
+    config = userdb_config(tmp_path / "mail", [source], userdb_cache={"ttl": "1h", "negative_ttl": "1h"}, workers=1)
     server = start_mda(config, args=())
     assert rcpt_codes(server.lmtp, ["dave@example.test", "erin@example.test"]) == [OK, UNKNOWN]
     with sqlite3.connect(db) as connection:
