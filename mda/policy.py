@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mda import replies
 from mda.addresses import Address, AddressError, fold_local, parse_mailbox, split_detail
-from mda.config import Config, DomainConfig, MailboxSettings
+from mda.config import Config, DomainConfig, MailboxSettings, effective_settings
 from mda.enums import StorageFormat
 from mda.identity import UnknownIdentity, resolve_identity
 from mda.replies import Reply
@@ -140,6 +140,50 @@ def _render(template: str, values: dict[str, str], home: str | None) -> Path:
     if not is_below(path, root):
         raise UnsafeValue(str(path))
     return path
+
+
+def locate(
+    path_template: str, sieve_template: str | None, values: tuple[str, str, str], home: str | None
+) -> tuple[Path, Path | None, Path]:
+    """A mailbox's path, its Sieve script's path and the root above which nothing is created, from
+    ``(user, domain, detail)`` and a trusted ``home``; kept (:func:`_locate_absolute`) when no template
+    depends on the working directory."""
+    derived_home = home is None and "{home}" not in path_template  # the mailbox's parent, absolute
+    if _is_absolute(path_template, bool(home)) and (
+        sieve_template is None or _is_absolute(sieve_template, bool(home) or derived_home)
+    ):
+        return _locate_absolute(path_template, sieve_template, values, home)
+    return _locate(path_template, sieve_template, values, home)
+
+
+def _is_absolute(template: str, has_home: bool) -> bool:
+    """The template renders to the same path whatever the working directory (or is refused)."""
+    return template.startswith("/") or (has_home and template.startswith("{home}"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _locate_absolute(
+    path_template: str, sieve_template: str | None, values: tuple[str, str, str], home: str | None
+) -> tuple[Path, Path | None, Path]:
+    """:func:`_locate` kept per distinct input, as :func:`_render_absolute` (which it calls on a miss);
+    a refused value raises again every time."""
+    return _locate(path_template, sieve_template, values, home)
+
+
+def _locate(
+    path_template: str, sieve_template: str | None, values: tuple[str, str, str], home: str | None
+) -> tuple[Path, Path | None, Path]:
+    user, domain, detail = values
+    fields = {"user": user, "domain": domain, "detail": detail}
+    if home is None and "{home}" not in path_template:
+        # No home in the path: a Sieve template's {home} is the mailbox's parent directory.
+        path = render_template(path_template, fields)
+        home = str(path.parent)
+    else:
+        path = render_template(path_template, fields, home=home or None)
+    sieve = render_template(sieve_template, fields, home=home or None) if sieve_template else None
+    root = Path(home) if home and "{home}" in path_template else template_root(path_template)
+    return path, sieve, root
 
 
 @dataclass
@@ -346,18 +390,11 @@ class Policy:
         system_user: tuple[int, int] | None = None,
         root: Path | None = None,
     ) -> None:
-        settings = user_settings.over(domain.mailbox).over(self.config.storage.mailbox)
+        settings = effective_settings(user_settings, domain.mailbox, self.config.storage.mailbox)
         assert settings.path is not None and settings.format is not None
-        values = {"user": user, "domain": domain.name, "detail": detail or ""}
-        if home is None and "{home}" not in settings.path:
-            # No home in the path: a Sieve template's {home} is the mailbox's parent directory.
-            path = render_template(settings.path, values)
-            home = str(path.parent)
-        else:
-            path = render_template(settings.path, values, home=home or None)
-        folder = folder_for_detail(detail) if detail and settings.format == StorageFormat.MAILDIR else None
         sieve_template = settings.sieve or (self.config.sieve.path if self.config.sieve else None)
-        sieve = render_template(sieve_template, values, home=home or None) if sieve_template else None
+        path, sieve, default_root = locate(settings.path, sieve_template, (user, domain.name, detail or ""), home)
+        folder = folder_for_detail(detail) if detail and settings.format == StorageFormat.MAILDIR else None
         mailbox = Mailbox(
             format=settings.format,
             path=path,
@@ -370,7 +407,7 @@ class Policy:
             owner=self._owner(settings.owner),
             fsync=self.config.storage.fsync,
             lock_timeout=self.config.storage.lock_timeout,
-            root=root or (Path(home) if home and "{home}" in settings.path else template_root(settings.path)),
+            root=root or default_root,
             sieve=sieve,
             system_user=system_user,
         )
