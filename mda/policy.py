@@ -35,6 +35,13 @@ MAX_ALIAS_DEPTH = 20
 """Alias chains deeper than this are refused at delivery (cycles are already refused at load)."""
 
 
+MAILBOX_CACHE_SIZE = 4096
+"""Recipients' mailboxes a ``Policy`` keeps (one snapshot: a reload builds a new ``Policy``)."""
+
+_MailboxKey = tuple[MailboxSettings, str, str, str | None, str | None, tuple[int, int] | None, Path | None]
+"""What a mailbox is made of besides the snapshot: settings, domain, user, detail, home, system user, root."""
+
+
 class AliasDepthError(RuntimeError):
     """An alias chain deeper than ``MAX_ALIAS_DEPTH``."""
 
@@ -142,37 +149,24 @@ def _render(template: str, values: dict[str, str], home: str | None) -> Path:
     return path
 
 
+def renders_anywhere(path_template: str, sieve_template: str | None, home: str | None) -> bool:
+    """:func:`locate` gives the same answer (or refusal) whatever the working directory: every template
+    starts at ``/`` or at a given ``home``, or, for the Sieve template, at the mailbox's absolute parent."""
+    derived_home = home is None and "{home}" not in path_template and path_template.startswith("/")
+    return _is_absolute(path_template, bool(home)) and (
+        sieve_template is None or _is_absolute(sieve_template, bool(home) or derived_home)
+    )
+
+
+def _is_absolute(template: str, has_home: bool) -> bool:
+    return template.startswith("/") or (has_home and template.startswith("{home}"))
+
+
 def locate(
     path_template: str, sieve_template: str | None, values: tuple[str, str, str], home: str | None
 ) -> tuple[Path, Path | None, Path]:
     """A mailbox's path, its Sieve script's path and the root above which nothing is created, from
-    ``(user, domain, detail)`` and a trusted ``home``; kept (:func:`_locate_absolute`) when no template
-    depends on the working directory."""
-    derived_home = home is None and "{home}" not in path_template  # the mailbox's parent, absolute
-    if _is_absolute(path_template, bool(home)) and (
-        sieve_template is None or _is_absolute(sieve_template, bool(home) or derived_home)
-    ):
-        return _locate_absolute(path_template, sieve_template, values, home)
-    return _locate(path_template, sieve_template, values, home)
-
-
-def _is_absolute(template: str, has_home: bool) -> bool:
-    """The template renders to the same path whatever the working directory (or is refused)."""
-    return template.startswith("/") or (has_home and template.startswith("{home}"))
-
-
-@functools.lru_cache(maxsize=4096)
-def _locate_absolute(
-    path_template: str, sieve_template: str | None, values: tuple[str, str, str], home: str | None
-) -> tuple[Path, Path | None, Path]:
-    """:func:`_locate` kept per distinct input, as :func:`_render_absolute` (which it calls on a miss);
-    a refused value raises again every time."""
-    return _locate(path_template, sieve_template, values, home)
-
-
-def _locate(
-    path_template: str, sieve_template: str | None, values: tuple[str, str, str], home: str | None
-) -> tuple[Path, Path | None, Path]:
+    ``(user, domain, detail)`` and a trusted ``home``."""
     user, domain, detail = values
     fields = {"user": user, "domain": domain, "detail": detail}
     if home is None and "{home}" not in path_template:
@@ -184,6 +178,10 @@ def _locate(
     sieve = render_template(sieve_template, fields, home=home or None) if sieve_template else None
     root = Path(home) if home and "{home}" in path_template else template_root(path_template)
     return path, sieve, root
+
+
+_NO_SETTINGS = MailboxSettings()
+"""A user without settings of their own (``any_user``): one object, hashed alike for every recipient."""
 
 
 @dataclass
@@ -213,6 +211,7 @@ class Policy:
         self._aliases = {self._fold(a): t for a, t in config.aliases.items()}
         self._as_root = os.geteuid() == 0
         self._owners: dict[str, tuple[int, int]] = {}
+        self._mailboxes: dict[_MailboxKey, tuple[Mailbox, str]] = {}
 
     def _fold(self, address: str) -> str:
         local, at, domain = address.rpartition("@")
@@ -282,7 +281,7 @@ class Policy:
             return self._expand(self._aliases[catch_all], walk, depth)
         if domain.any_user:
             walk.steps.append(f"any_user domain: mailbox {base}")
-            self._add(walk, base, detail, domain, MailboxSettings())
+            self._add(walk, base, detail, domain, _NO_SETTINGS)
             return True
         if domain.passwd:
             return self._add_passwd_user(walk, base, detail, domain)
@@ -390,6 +389,19 @@ class Policy:
         system_user: tuple[int, int] | None = None,
         root: Path | None = None,
     ) -> None:
+        key = (user_settings, domain.name, user, detail, home, system_user, root)
+        found = self._mailboxes.get(key)
+        if found is None:
+            found = self._mailbox(key, domain)
+        mailbox, step = found
+        walk.steps.append(step)
+        walk.mailboxes.setdefault(mailbox.key, mailbox)
+        walk.final_addresses.append(f"{user}@{domain.name}")
+
+    def _mailbox(self, key: _MailboxKey, domain: DomainConfig) -> tuple[Mailbox, str]:
+        """The mailbox of ``_add`` and its step for ``mda resolve``; kept for the next resolution unless
+        a template depends on the working directory (nothing else it reads changes within a snapshot)."""
+        user_settings, _, user, detail, home, system_user, root = key
         settings = effective_settings(user_settings, domain.mailbox, self.config.storage.mailbox)
         assert settings.path is not None and settings.format is not None
         sieve_template = settings.sieve or (self.config.sieve.path if self.config.sieve else None)
@@ -411,9 +423,12 @@ class Policy:
             sieve=sieve,
             system_user=system_user,
         )
-        walk.steps.append(f"mailbox {mailbox.format} {mailbox.path}" + (f" folder .{folder}" if folder else " (INBOX)"))
-        walk.mailboxes.setdefault(mailbox.key, mailbox)
-        walk.final_addresses.append(f"{user}@{domain.name}")
+        step = f"mailbox {mailbox.format} {mailbox.path}" + (f" folder .{folder}" if folder else " (INBOX)")
+        if renders_anywhere(settings.path, sieve_template, home):
+            if len(self._mailboxes) >= MAILBOX_CACHE_SIZE:  # a flood of distinct recipients: start afresh
+                self._mailboxes.clear()
+            self._mailboxes[key] = (mailbox, step)
+        return mailbox, step
 
     def _owner(self, owner: str | None) -> tuple[int, int] | None:
         """(uid, gid) for ``user`` or ``user:group`` (or numeric ids), only when running as root."""
