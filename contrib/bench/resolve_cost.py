@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -113,15 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.path[:0] = [str(args.worker), str(HERE)]
         print(json.dumps(worker(args.messages)))
         return 0
+    sys.path.insert(0, str(HERE))
+    from sieve_cost import alternate
+
     checkouts = [path.resolve() for path in args.checkout or [HERE.parents[1]]]
-    results: dict[Path, dict[str, list[float]]] = {path: {} for path in checkouts}
-    for round_ in range(args.rounds):
-        for path in checkouts[round_ % len(checkouts) :] + checkouts[: round_ % len(checkouts)]:
-            command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(path)]
-            command += ["--messages", str(args.messages)]
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            for name, value in json.loads(output).items():
-                results[path].setdefault(name, []).append(value)
+    results = alternate(Path(__file__), checkouts, args.rounds, ["--messages", str(args.messages)])
     first = {name: statistics.median(values) for name, values in results[checkouts[0]].items()}
     for path, values in results.items():
         median = {name: statistics.median(v) for name, v in values.items()}
