@@ -12,6 +12,7 @@ builds a new one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import ipaddress
 import math
@@ -476,10 +477,22 @@ class MailboxSettings:
         """These settings with every unset value taken from ``fallback``."""
         return MailboxSettings(
             **{
-                f.name: getattr(self, f.name) if getattr(self, f.name) is not None else getattr(fallback, f.name)
-                for f in fields(self)
+                name: getattr(self, name) if getattr(self, name) is not None else getattr(fallback, name)
+                for name in _MAILBOX_KEYS
             }
         )
+
+
+_MAILBOX_KEYS = tuple(f.name for f in fields(MailboxSettings))
+
+
+@functools.lru_cache(maxsize=1024)
+def effective_settings(user: MailboxSettings, domain: MailboxSettings, storage: MailboxSettings) -> MailboxSettings:
+    """A user's settings over their domain's over ``storage:`` (``StorageConfig.mailbox``), merged once
+    per distinct trio: every recipient needs them, and a few trios serve most mail. The key is the
+    settings' values (frozen dataclasses), so a reload that changes one is a new key; so is each
+    distinct userdb row."""
+    return user.over(domain).over(storage)
 
 
 _USER_ONLY = tuple(f.name for f in key_fields(MailboxSettings) if f.metadata["user_only"])
@@ -515,11 +528,12 @@ class StorageConfig:
     quota: int | None = setting(None, parse_size)
     quota_messages: int | None = setting(None, _count)
 
-    @property
+    @functools.cached_property
     def mailbox(self) -> MailboxSettings:
-        """The global defaults as the last fallback of per-user settings: the keys both sections have."""
+        """The global defaults as the last fallback of per-user settings: the keys both sections have
+        (built once: this object never changes, a reload builds a new one)."""
         shared = {f.name for f in fields(self)}
-        return MailboxSettings(**{f.name: getattr(self, f.name) for f in fields(MailboxSettings) if f.name in shared})
+        return MailboxSettings(**{name: getattr(self, name) for name in _MAILBOX_KEYS if name in shared})
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ def _target_copy(copy: MessageCopy, target: filtering.Target) -> MessageCopy:
     """The copy for one target: its flags, and Sieve's edited header section in front of the rest of
     the spool when editheader changed it (the body is never rewritten)."""
     if target.header is None:
-        return replace(copy, flags=target.flags)
+        return copy if target.flags == copy.flags else replace(copy, flags=target.flags)
     spool = copy.body
     assert isinstance(spool, Spool)
     start = spool.header_length()
@@ -158,7 +158,12 @@ def _sieve_plan(
 def _targets(resolution: Resolution, plan: filtering.Plan | None, budget: NewFolderBudget) -> list[filtering.Target]:
     """Where this recipient's copies go; folders beyond the message's budget fall back to INBOX."""
     targets = plan.targets if plan is not None else [filtering.Target(m) for m in resolution.mailboxes]
-    return [replace(target, mailbox=budget.admit(target.mailbox)) for target in targets]
+    return [_admitted(target, budget) for target in targets]
+
+
+def _admitted(target: filtering.Target, budget: NewFolderBudget) -> filtering.Target:
+    mailbox = budget.admit(target.mailbox)
+    return target if mailbox is target.mailbox else replace(target, mailbox=mailbox)
 
 
 def _folder_budget(config: Config) -> NewFolderBudget:

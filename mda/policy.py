@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mda import replies
 from mda.addresses import Address, AddressError, fold_local, parse_mailbox, split_detail
-from mda.config import Config, DomainConfig, MailboxSettings
+from mda.config import Config, DomainConfig, MailboxSettings, effective_settings
 from mda.enums import StorageFormat
 from mda.identity import UnknownIdentity, resolve_identity
 from mda.replies import Reply
@@ -33,6 +33,13 @@ from mda.userdb.record import Record
 
 MAX_ALIAS_DEPTH = 20
 """Alias chains deeper than this are refused at delivery (cycles are already refused at load)."""
+
+
+MAILBOX_CACHE_SIZE = 4096
+"""Recipients' mailboxes a ``Policy`` keeps (one snapshot: a reload builds a new ``Policy``)."""
+
+_MailboxKey = tuple[MailboxSettings, str, str, str | None, str | None, tuple[int, int] | None, Path | None]
+"""What a mailbox is made of besides the snapshot: settings, domain, user, detail, home, system user, root."""
 
 
 class AliasDepthError(RuntimeError):
@@ -142,6 +149,41 @@ def _render(template: str, values: dict[str, str], home: str | None) -> Path:
     return path
 
 
+def renders_anywhere(path_template: str, sieve_template: str | None, home: str | None) -> bool:
+    """:func:`locate` gives the same answer (or refusal) whatever the working directory: every template
+    starts at ``/`` or at a given ``home``, or, for the Sieve template, at the mailbox's absolute parent."""
+    derived_home = home is None and "{home}" not in path_template and path_template.startswith("/")
+    return _is_absolute(path_template, bool(home)) and (
+        sieve_template is None or _is_absolute(sieve_template, bool(home) or derived_home)
+    )
+
+
+def _is_absolute(template: str, has_home: bool) -> bool:
+    return template.startswith("/") or (has_home and template.startswith("{home}"))
+
+
+def locate(
+    path_template: str, sieve_template: str | None, values: tuple[str, str, str], home: str | None
+) -> tuple[Path, Path | None, Path]:
+    """A mailbox's path, its Sieve script's path and the root above which nothing is created, from
+    ``(user, domain, detail)`` and a trusted ``home``."""
+    user, domain, detail = values
+    fields = {"user": user, "domain": domain, "detail": detail}
+    if home is None and "{home}" not in path_template:
+        # No home in the path: a Sieve template's {home} is the mailbox's parent directory.
+        path = render_template(path_template, fields)
+        home = str(path.parent)
+    else:
+        path = render_template(path_template, fields, home=home or None)
+    sieve = render_template(sieve_template, fields, home=home or None) if sieve_template else None
+    root = Path(home) if home and "{home}" in path_template else template_root(path_template)
+    return path, sieve, root
+
+
+_NO_SETTINGS = MailboxSettings()
+"""A user without settings of their own (``any_user``): one object, hashed alike for every recipient."""
+
+
 @dataclass
 class _Walk:
     """Mutable state of one resolution: steps for ``mda resolve``, mailboxes found, alias depth."""
@@ -169,6 +211,7 @@ class Policy:
         self._aliases = {self._fold(a): t for a, t in config.aliases.items()}
         self._as_root = os.geteuid() == 0
         self._owners: dict[str, tuple[int, int]] = {}
+        self._mailboxes: dict[_MailboxKey, tuple[Mailbox, str]] = {}
 
     def _fold(self, address: str) -> str:
         local, at, domain = address.rpartition("@")
@@ -238,7 +281,7 @@ class Policy:
             return self._expand(self._aliases[catch_all], walk, depth)
         if domain.any_user:
             walk.steps.append(f"any_user domain: mailbox {base}")
-            self._add(walk, base, detail, domain, MailboxSettings())
+            self._add(walk, base, detail, domain, _NO_SETTINGS)
             return True
         if domain.passwd:
             return self._add_passwd_user(walk, base, detail, domain)
@@ -346,18 +389,24 @@ class Policy:
         system_user: tuple[int, int] | None = None,
         root: Path | None = None,
     ) -> None:
-        settings = user_settings.over(domain.mailbox).over(self.config.storage.mailbox)
+        key = (user_settings, domain.name, user, detail, home, system_user, root)
+        found = self._mailboxes.get(key)
+        if found is None:
+            found = self._mailbox(key, domain)
+        mailbox, step = found
+        walk.steps.append(step)
+        walk.mailboxes.setdefault(mailbox.key, mailbox)
+        walk.final_addresses.append(f"{user}@{domain.name}")
+
+    def _mailbox(self, key: _MailboxKey, domain: DomainConfig) -> tuple[Mailbox, str]:
+        """The mailbox of ``_add`` and its step for ``mda resolve``; kept for the next resolution unless
+        a template depends on the working directory (nothing else it reads changes within a snapshot)."""
+        user_settings, _, user, detail, home, system_user, root = key
+        settings = effective_settings(user_settings, domain.mailbox, self.config.storage.mailbox)
         assert settings.path is not None and settings.format is not None
-        values = {"user": user, "domain": domain.name, "detail": detail or ""}
-        if home is None and "{home}" not in settings.path:
-            # No home in the path: a Sieve template's {home} is the mailbox's parent directory.
-            path = render_template(settings.path, values)
-            home = str(path.parent)
-        else:
-            path = render_template(settings.path, values, home=home or None)
-        folder = folder_for_detail(detail) if detail and settings.format == StorageFormat.MAILDIR else None
         sieve_template = settings.sieve or (self.config.sieve.path if self.config.sieve else None)
-        sieve = render_template(sieve_template, values, home=home or None) if sieve_template else None
+        path, sieve, default_root = locate(settings.path, sieve_template, (user, domain.name, detail or ""), home)
+        folder = folder_for_detail(detail) if detail and settings.format == StorageFormat.MAILDIR else None
         mailbox = Mailbox(
             format=settings.format,
             path=path,
@@ -370,13 +419,16 @@ class Policy:
             owner=self._owner(settings.owner),
             fsync=self.config.storage.fsync,
             lock_timeout=self.config.storage.lock_timeout,
-            root=root or (Path(home) if home and "{home}" in settings.path else template_root(settings.path)),
+            root=root or default_root,
             sieve=sieve,
             system_user=system_user,
         )
-        walk.steps.append(f"mailbox {mailbox.format} {mailbox.path}" + (f" folder .{folder}" if folder else " (INBOX)"))
-        walk.mailboxes.setdefault(mailbox.key, mailbox)
-        walk.final_addresses.append(f"{user}@{domain.name}")
+        step = f"mailbox {mailbox.format} {mailbox.path}" + (f" folder .{folder}" if folder else " (INBOX)")
+        if renders_anywhere(settings.path, sieve_template, home):
+            if len(self._mailboxes) >= MAILBOX_CACHE_SIZE:  # a flood of distinct recipients: start afresh
+                self._mailboxes.clear()
+            self._mailboxes[key] = (mailbox, step)
+        return mailbox, step
 
     def _owner(self, owner: str | None) -> tuple[int, int] | None:
         """(uid, gid) for ``user`` or ``user:group`` (or numeric ids), only when running as root."""

@@ -110,6 +110,8 @@ def header_fields(header_section: bytes, name: bytes) -> list[bytes]:
     """Unfolded values of every field called ``name`` (case-insensitive) in a header section."""
     wanted = name.lower() + b":"
     values: list[bytes] = []
+    if wanted not in header_section.lower():  # most messages: no such field, no line-by-line walk
+        return values
     current: bytearray | None = None
     for line in header_section.split(b"\n"):
         if line[:1] in (b" ", b"\t"):
@@ -138,6 +140,8 @@ def delivered_to_addresses(header_section: bytes) -> set[str]:
 
 def count_received(header_section: bytes) -> int:
     """How many ``Received`` fields the message carries (the hop count)."""
+    if b"received:" not in header_section.lower():
+        return 0
     count = 0
     for line in header_section.split(b"\n"):
         if line[:9].lower() == b"received:":

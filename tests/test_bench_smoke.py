@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -319,3 +320,17 @@ def test_both_clients_deliver_the_corpus_message_byte_for_byte(server_name: str,
         assert data.endswith(expected), path
         trace = data[: -len(expected)]
         assert trace.endswith(b"\n") and all(line.startswith(TRACE) for line in trace.splitlines()), trace
+
+
+@pytest.mark.slow
+def test_resolve_cost_benchmark_times_a_checkout() -> None:
+    """contrib/bench/resolve_cost.py: µs per resolution, per in-process delivery and per metrics update,
+    and the ratio to the first checkout given."""
+    repo = Path(__file__).resolve().parents[1]
+    script = repo / "contrib" / "bench" / "resolve_cost.py"
+    command = [sys.executable, str(script), "--messages", "20", "--rounds", "2", "--checkout", str(repo)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    figures = r"resolve \d+\.\d µs, deliver \d+\.\d µs, metrics -?\d+\.\d µs \(medians of 2 rounds\)"
+    pattern = rf"^{re.escape(str(repo))}: {figures}; vs the first checkout: resolve \d\.\d\d, deliver \d\.\d\d"
+    assert re.match(pattern, result.stdout), result.stdout

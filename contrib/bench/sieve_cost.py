@@ -152,6 +152,21 @@ def worker(kind: str, messages: int, sieve: bool = True) -> dict[str, float]:
     return {name: min(values) for name, values in times.items()}
 
 
+def alternate(
+    script: Path, checkouts: list[Path], rounds: int, options: list[str]
+) -> dict[Path, dict[str, list[float]]]:
+    """Run ``script --worker CHECKOUT OPTIONS`` for each checkout, ``rounds`` times, the order rotating
+    each round; collect each checkout's JSON figures, name by name."""
+    results: dict[Path, dict[str, list[float]]] = {path: {} for path in checkouts}
+    for round_ in range(rounds):
+        for path in checkouts[round_ % len(checkouts) :] + checkouts[: round_ % len(checkouts)]:
+            command = [sys.executable, str(script.resolve()), "--worker", str(path), *options]
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            for name, value in json.loads(output).items():
+                results[path].setdefault(name, []).append(value)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkout", action="append", type=Path, help="repeat to compare (default: this one)")
@@ -170,16 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(worker(args.message, args.messages, sieve=not args.no_sieve)))
         return 0
     checkouts = [path.resolve() for path in args.checkout or [HERE.parents[1]]]
-    results: dict[Path, dict[str, list[float]]] = {path: {} for path in checkouts}
-    for round_ in range(args.rounds):
-        for path in checkouts[round_ % len(checkouts) :] + checkouts[: round_ % len(checkouts)]:
-            command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(path)]
-            command += ["--message", args.message, "--messages", str(args.messages)]
-            command += ["--sieve-only"] if args.sieve_only else []
-            command += ["--no-sieve"] if args.no_sieve else []
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            for name, value in json.loads(output).items():
-                results[path].setdefault(name, []).append(value)
+    options = ["--message", args.message, "--messages", str(args.messages)]
+    options += ["--sieve-only"] if args.sieve_only else []
+    options += ["--no-sieve"] if args.no_sieve else []
+    results = alternate(Path(__file__), checkouts, args.rounds, options)
     for path, values in results.items():
         median = {name: statistics.median(v) for name, v in values.items()}
         if args.sieve_only:

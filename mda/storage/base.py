@@ -19,6 +19,7 @@ or aborts them all (docs/architecture.md). Stores never import metrics: they rep
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -57,9 +58,10 @@ class Mailbox:
     created and must be theirs, files read there must be theirs, and when mda runs as root the file
     work on this mailbox runs with their file-system identity (``mda.storage.userfs``)."""
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple[StorageFormat, str, str | None]:
-        """Identity for de-duplication: two recipients that land in the same place get one copy."""
+        """Identity for de-duplication: two recipients that land in the same place get one copy (made
+        once: the mailbox never changes, and a copy made by ``replace`` makes its own)."""
         return (self.format, str(self.path), self.folder)
 
 

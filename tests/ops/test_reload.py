@@ -75,6 +75,38 @@ def test_rename_replace(start_mda, tmp_path: Path) -> None:
     assert len(stored_files(root, "erin")) == 1
 
 
+def test_a_reload_that_moves_mailboxes_is_seen_by_the_next_delivery(start_mda, tmp_path: Path) -> None:
+    """Merged mailbox settings and rendered paths are kept between recipients: a reload that changes the
+    domain's path, then ``storage.path`` and a domain quota, is seen by the next RCPT all the same."""
+    root = tmp_path / "mail"
+
+    def config(storage: str, domain: dict[str, Any]) -> dict[str, Any]:
+        settings = _config(root, {}, domains={"example.test": {"any_user": True, **domain}})
+        settings["storage"]["path"] = f"{root}/{storage}/{{domain}}/{{user}}/Maildir"
+        return settings
+
+    def files(*parts: str) -> int:
+        new = root.joinpath(*parts, "zed", "Maildir", "new")
+        return len(list(new.iterdir())) if new.is_dir() else 0
+
+    server = start_mda(config("a", {}))
+    assert deliver(server.lmtp, ["zed@example.test"]) == [250]
+    assert files("a", "example.test") == 1
+    _write(server.config_path, config("a", {"path": f"{root}/b/{{user}}/Maildir"}))
+    wait_for(lambda: _reloads(server) == 1)
+    assert deliver(server.lmtp, ["zed@example.test"]) == [250]
+    assert (files("a", "example.test"), files("b")) == (1, 1)
+    _write(server.config_path, config("c", {"quota_messages": 1}))
+    wait_for(lambda: _reloads(server) == 2)
+    assert deliver(server.lmtp, ["zed@example.test"]) == [250]
+    assert (files("a", "example.test"), files("b"), files("c", "example.test")) == (1, 1, 1)
+    assert _rcpt(server.lmtp, "zed@example.test") == "552 5.2.2", "the new quota applies to the new path"
+    _write(server.config_path, config("a", {}))
+    wait_for(lambda: _reloads(server) == 3)
+    assert deliver(server.lmtp, ["zed@example.test"]) == [250]
+    assert (files("a", "example.test"), files("c", "example.test")) == (2, 1)
+
+
 def test_configmap_symlink_swap_of_users_file(start_mda, tmp_path: Path) -> None:
     """Kubernetes mounts ``users.yaml -> ..data/users.yaml`` and swaps ``..data`` atomically."""
     root = tmp_path / "mail"
