@@ -63,9 +63,8 @@ metrics:
 
 
 WORKERS_AUTO: Final = "auto"
-"""The default ``workers``: two processes per core (WORKERS_PER_CORE), because one Python process uses
-one core for its Python work, parsing and storing mail is CPU work, and a process also waits for its own
-interpreter lock (README "Workers")."""
+"""The default ``workers``: one process per core, because one Python process uses one core for its
+Python work and parsing and storing mail is CPU work (README "Workers")."""
 
 SMTP_HARD_ERROR_LIMIT = 20
 """Postfix ``smtpd_hard_error_limit``."""
@@ -587,7 +586,7 @@ class Config:
     log_format: LogFormat = setting(LogFormat.TEXT, _choice(LogFormat))
     log_level: LogLevel = setting(LogLevel.INFO, _choice(LogLevel))
     workers: int | Literal["auto"] = setting(WORKERS_AUTO, _workers)
-    """Worker processes (mda.workers), or ``auto``: two per core this process may run on (``worker_count``)."""
+    """Worker processes (mda.workers), or ``auto``: one per core this process may run on (``worker_count``)."""
     shutdown_timeout: float = setting(30.0, parse_duration, show=_duration_text)
     user: str | None = setting(None, _str)
     state_dir: Path | None = setting(None, in_dir=_file)
@@ -602,17 +601,8 @@ class Config:
     digest: str = ""
 
     def worker_count(self) -> int:
-        """How many processes serve: ``workers``, with ``auto`` resolved to WORKERS_PER_CORE per core this
-        process may use."""
-        return self.workers if isinstance(self.workers, int) else WORKERS_PER_CORE * usable_cores()
-
-
-WORKERS_PER_CORE = 2
-"""``workers: auto``. A worker's event loop and its storage threads share one interpreter lock: while one
-process waits for its own lock (a storage thread returning from ``fsync`` while the loop parses a
-command), a second process on the same core does useful work. On a 2-core machine four workers gave
-about 1.1–1.2× the messages per second of two at 4 KiB, 100 KiB prose and 1 MiB multipart (README,
-"Workers"); more than two per core gave nothing more."""
+        """How many processes serve: ``workers``, with ``auto`` resolved to the cores this process may use."""
+        return self.workers if isinstance(self.workers, int) else usable_cores()
 
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")

@@ -29,7 +29,7 @@ def check_tls_files(config: Config, identity: Identity | None) -> None:
 def serve(config: Config) -> int:
     """Run the server until a signal stops it; returns the exit code.
 
-    More than one worker (``workers: N``, or ``auto``: two per core) hands over to the
+    More than one worker (``workers: N``, or ``auto`` on a machine with several cores) hands over to the
     supervisor in ``mda.workers`` (one process per worker, metrics aggregated); otherwise this process
     serves alone (``mda.app``).
     """

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mda.config import load, usable_cores
+from mda.config import usable_cores
 from mda.units import parse_duration, parse_size
 from tests.clients import Client, transaction
 from tests.mdaproc import start_server
@@ -205,13 +205,3 @@ def test_workers_auto_stays_within_the_cgroup_cpu_quota(tmp_path, cpu_max, limit
     cores = len(os.sched_getaffinity(0))
     assert usable_cores(path) == (cores if limit is None else min(cores, limit))
     assert usable_cores(tmp_path / "missing") == cores
-
-
-def test_workers_auto_is_two_per_usable_core(tmp_path):
-    """``workers: auto`` (the default) runs two processes per usable core; a number is taken as written."""
-    cores = len(os.sched_getaffinity(0))
-    config = tmp_path / "mda.yaml"
-    config.write_text("listeners: [{protocol: lmtp, bind: '127.0.0.1:0'}]\ndomains: [a.test]\n")
-    assert load(config).worker_count() == 2 * usable_cores() == 2 * cores
-    config.write_text("listeners: [{protocol: lmtp, bind: '127.0.0.1:0'}]\ndomains: [a.test]\nworkers: 3\n")
-    assert load(config).worker_count() == 3
