@@ -191,6 +191,14 @@ def run_once(
     return res
 
 
+def pair_ratios(candidate: Sequence[RunResult], reference: Sequence[RunResult]) -> str:
+    """mda's msgs/s over the reference's, run by run (each pair ran back to back): the spread a median
+    of each server hides."""
+    ratios = [c.msgs_per_s / r.msgs_per_s for c, r in zip(candidate, reference, strict=True) if r.msgs_per_s > 0]
+    shown = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+    return f"pair ratios msgs/s: {shown} (median {median(ratios):.2f})" if ratios else "pair ratios: none"
+
+
 def summarize(server: str, cell: Cell, runs: Sequence[RunResult]) -> CellResult:
     """Median of every metric over the repetitions; 'arrived' only if every run delivered everything."""
     kind, size, conc, rcpts = cell
@@ -486,6 +494,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         + ("".join(f"\n    ! {n}" for n in r.notes))
                     )
             results += [summarize(n, cell, runs[n]) for n in names]
+            for reference in ("dovecot", "baseline"):
+                if "mda" in runs and reference in runs:
+                    pairs = pair_ratios(runs["mda"], runs[reference])
+                    log(f"  {kind} {human_size(size)} c={conc} rcpt={rcpts} mda/{reference} {pairs}")
         rows = table_rows(results)
         log(f"\nResults (median of {reps} rep{'s' if reps > 1 else ''}; {time.monotonic() - started:.0f} s):")
         log(format_text(rows))
