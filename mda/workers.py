@@ -41,6 +41,7 @@ import sys
 import time
 
 from mda import logs, sdnotify
+from mda.affinity import pin_process, worker_cpu
 from mda.app import (
     MAX_DELIVERY_WAIT,
     Application,
@@ -186,6 +187,9 @@ class Supervisor:
         for fd in self.lock_fds.values():
             os.close(fd)
         logs.set_context(worker=index)
+        cpu = worker_cpu(index, os.sched_getaffinity(0))
+        if cpu is not None:
+            pin_process(cpu)
 
         def ready() -> None:
             with contextlib.suppress(OSError):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mda.affinity import worker_cpu
 from tests.clients import Client, transaction
 from tests.conftest import basic_config
 from tests.ops.helpers import MESSAGE, scrape, stored_files, value
@@ -232,3 +233,39 @@ def test_workers_stop_when_the_supervisor_is_killed(start_mda, tmp_path: Path) -
         wait_for(lambda pid=pid: not _running(pid), timeout=15)
     with pytest.raises(ConnectionRefusedError):
         Client(server.lmtp, timeout=2).close()
+
+
+def _cpus_of_threads(pid: int) -> set[str]:
+    """The ``Cpus_allowed_list`` of every thread of process ``pid``."""
+    lists = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/status") as status:
+            lists |= {line.split(":", 1)[1].strip() for line in status if line.startswith("Cpus_allowed_list:")}
+    return lists
+
+
+def test_each_worker_runs_on_a_core_of_its_own(start_mda, tmp_path: Path) -> None:
+    """Worker ``i`` and every one of its threads (event loop, storage, log writer) run on the ``i``-th
+    usable core; a replacement keeps its index's core; the supervisor stays free."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.fail("this test needs a machine with two cores at least")
+    server = start_mda(basic_config(tmp_path / "mail", workers=2))
+    pids = wait_for(lambda: (found := _worker_pids(server.log())) and len(found) == 2 and found)
+    assert _parallel_deliveries(server.lmtp, 8) == [250] * 8  # storage threads started: they are pinned too
+    for index, pid in pids.items():
+        assert _cpus_of_threads(pid) == {str(cores[index])}
+    assert os.sched_getaffinity(server.process.pid) == set(cores)
+    os.kill(pids[1], signal.SIGKILL)
+    replacement = wait_for(
+        lambda: _worker_pids(server.log()).get(1) not in (None, pids[1]) and _worker_pids(server.log())[1]
+    )
+    assert _parallel_deliveries(server.lmtp, 4) == [250] * 4
+    assert _cpus_of_threads(replacement) == {str(cores[1])}
+
+
+def test_workers_take_the_usable_cores_in_turn() -> None:
+    """More workers than cores share them round robin, in the order of the cores this process may use
+    (a cpuset's, not 0..N); one usable core pins nothing."""
+    assert [worker_cpu(index, {6, 2, 4}) for index in range(5)] == [2, 4, 6, 2, 4]
+    assert worker_cpu(0, {3}) is None
