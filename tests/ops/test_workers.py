@@ -269,3 +269,21 @@ def test_workers_take_the_usable_cores_in_turn() -> None:
     (a cpuset's, not 0..N); one usable core pins nothing."""
     assert [worker_cpu(index, {6, 2, 4}) for index in range(5)] == [2, 4, 6, 2, 4]
     assert worker_cpu(0, {3}) is None
+
+
+def test_a_refused_pinning_is_logged_and_changes_nothing() -> None:
+    """A core the process may not use (or a sandbox refusing ``sched_setaffinity``): a warning, the
+    process keeps its cores and goes on."""
+    code = (
+        "import os\n"
+        "from mda import logs\n"
+        "from mda.affinity import pin_process\n"
+        "logs.setup('text', 'info')\n"
+        "before = os.sched_getaffinity(0)\n"
+        "pin_process(4095)\n"
+        "logs.flush()\n"
+        "assert os.sched_getaffinity(0) == before\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "level=warning event=cpu_affinity_failed cpu=4095 " in result.stderr
