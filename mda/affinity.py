@@ -4,9 +4,10 @@ A delivery passes work, and the interpreter lock, between a worker's event loop 
 several times per message. When those threads float over several cores, each hand-off wakes another
 core (an inter-processor interrupt; on a virtual machine, an exit to the hypervisor) and moves the
 process's data between caches. On the 2-core VM of ``contrib/bench/RESULTS.md`` two workers pinned this
-way delivered 1.3–1.8x the 4 KiB messages per second of the same two workers floating, with 0.8x the CPU
-per message (README "Workers"). Several workers still use every core: worker ``i`` takes the ``i``-th
-core this process may use (round robin when there are more workers than cores).
+way delivered 1.43x the 4 KiB messages per second of the same two workers floating, 1.31x on 100 KiB
+prose, with 0.81x and 0.88x the CPU per message (README "Workers"). Several workers still use every
+core: worker ``i`` takes the ``i``-th core this process may use (round robin when there are more workers
+than cores).
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ Usage: python contrib/bench/resolve_cost.py [--checkout PATH ...] [--rounds 5] [
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -21,6 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sieve_cost import ab_parser, alternate, chosen_checkouts
 
 HERE = Path(__file__).resolve().parent
 
@@ -102,20 +104,13 @@ def _measure(base: Path, messages: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkout", action="append", type=Path, help="repeat to compare (default: this one)")
-    parser.add_argument("--messages", type=int, default=2000, help="deliveries per repeat (resolutions: 5 times)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser = ab_parser(__doc__.split("\n\n")[0], 2000, 5, "deliveries per repeat (resolutions: 5 times)")
     args = parser.parse_args(argv)
     if args.worker is not None:
         sys.path[:0] = [str(args.worker), str(HERE)]
         print(json.dumps(worker(args.messages)))
         return 0
-    sys.path.insert(0, str(HERE))
-    from sieve_cost import alternate
-
-    checkouts = [path.resolve() for path in args.checkout or [HERE.parents[1]]]
+    checkouts = chosen_checkouts(args)
     results = alternate(Path(__file__), checkouts, args.rounds, ["--messages", str(args.messages)])
     first = {name: statistics.median(values) for name, values in results[checkouts[0]].items()}
     for path, values in results.items():

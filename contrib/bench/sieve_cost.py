@@ -152,6 +152,22 @@ def worker(kind: str, messages: int, sieve: bool = True) -> dict[str, float]:
     return {name: min(values) for name, values in times.items()}
 
 
+def ab_parser(description: str, messages: int, rounds: int, messages_help: str) -> argparse.ArgumentParser:
+    """The options every checkout A/B of this directory takes: ``--checkout`` (repeat), ``--messages``,
+    ``--rounds``, and the hidden ``--worker`` that ``alternate`` runs each checkout with."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--checkout", action="append", type=Path, help="repeat to compare (default: this one)")
+    parser.add_argument("--messages", type=int, default=messages, help=messages_help)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def chosen_checkouts(args: argparse.Namespace) -> list[Path]:
+    """The ``--checkout`` directories, or this repository."""
+    return [path.resolve() for path in args.checkout or [HERE.parents[1]]]
+
+
 def alternate(
     script: Path, checkouts: list[Path], rounds: int, options: list[str]
 ) -> dict[Path, dict[str, list[float]]]:
@@ -168,14 +184,10 @@ def alternate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkout", action="append", type=Path, help="repeat to compare (default: this one)")
-    parser.add_argument("--messages", type=int, default=1000, help="deliveries per variant and repeat")
-    parser.add_argument("--rounds", type=int, default=4)
+    parser = ab_parser(__doc__.split("\n\n")[0], 1000, 4, "deliveries per variant and repeat")
     parser.add_argument("--message", choices=["bench", "real"], default="bench")
     parser.add_argument("--sieve-only", action="store_true", help="time compile_scripts and run alone")
     parser.add_argument("--no-sieve", action="store_true", help="time the delivery without Sieve alone")
-    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
         sys.path[:0] = [str(args.worker), str(HERE)]
@@ -184,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(json.dumps(worker(args.message, args.messages, sieve=not args.no_sieve)))
         return 0
-    checkouts = [path.resolve() for path in args.checkout or [HERE.parents[1]]]
+    checkouts = chosen_checkouts(args)
     options = ["--message", args.message, "--messages", str(args.messages)]
     options += ["--sieve-only"] if args.sieve_only else []
     options += ["--no-sieve"] if args.no_sieve else []

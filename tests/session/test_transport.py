@@ -135,3 +135,37 @@ def test_many_pipelined_recipients_are_answered_in_order(tmp_path, loop_kind):
     run(loop_kind, main)
     for user in ("alice", "bob"):
         assert (tmp_path / f"{user}.mbox").read_bytes().count(b"Subject: many\n") == 1
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_a_recipient_check_that_raises_on_the_spot_is_a_temporary_failure(tmp_path, loop_kind, monkeypatch):
+    """A fault while a recipient is answered as it is read (here the policy raising, as a broken
+    filesystem would) gets ``451 4.3.0`` for that RCPT, never a 5xx, and the session goes on."""
+    real = State.resolve_now
+    calls: list[str] = []
+
+    def first_fails(self: State, address: Any, **kwargs: Any) -> Any:
+        calls.append(str(address))
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error")
+        return real(self, address, **kwargs)
+
+    monkeypatch.setattr(State, "resolve_now", first_fails)
+
+    async def main() -> None:
+        app, context, server = await serve(tmp_path)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert (await reply_lines(reader, 1))[0].startswith("220 ")
+        writer.write(b"LHLO c\r\nMAIL FROM:<s@remote.test>\r\nRCPT TO:<alice@example.test>\r\n")
+        assert [line[:9] for line in await reply_lines(reader, 3)] == ["250 CHUNK", "250 2.1.0", "451 4.3.0"]
+        # As for any request that raised, the transaction was dropped; the session serves the next one.
+        writer.write(b"MAIL FROM:<s@remote.test>\r\nRCPT TO:<bob@example.test>\r\nQUIT\r\n")
+        assert [line[:9] for line in await reply_lines(reader, 3)] == ["250 2.1.0", "250 2.1.5", "221 2.0.0"]
+        writer.close()
+        await _until(lambda: not context.sessions)
+        server.close()
+        app.executor.shutdown()
+
+    run(loop_kind, main)
+    assert len(calls) == 2
